@@ -1,0 +1,125 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A private nats-server or mosquitto started by a test on a free loopback port, for tests
+/// that stop, kill or restart a server. It is stopped (by its PID) on `stop()` or deinit.
+public final class ServerProcess: @unchecked Sendable {
+    // @unchecked Sendable: `process` is only replaced under `lock`; the other stored
+    // properties are immutable after init.
+    public enum Kind: Sendable { case nats, mosquitto }
+
+    public let kind: Kind
+    public let port: Int
+    public let directory: URL
+    private let lock = NSLock()
+    private var process: Process?
+
+    /// `nats://127.0.0.1:PORT` (nats) or the plain port (mosquitto: use `host` and `port`).
+    public var url: String { kind == .nats ? "nats://127.0.0.1:\(port)" : "mqtt://127.0.0.1:\(port)" }
+    public let host = "127.0.0.1"
+
+    /// Starts the server and waits until it accepts connections.
+    public init(_ kind: Kind, jetStream: Bool = true, port: Int? = nil) throws {
+        self.kind = kind
+        self.port = try port ?? freeTCPPort()
+        self.directory = try TestServers.scratchDirectory(kind == .nats ? "nats" : "mosquitto")
+        self.jetStream = jetStream
+        try start()
+    }
+
+    private let jetStream: Bool
+
+    /// (Re)starts the server on the same port with the same data folder.
+    public func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        switch kind {
+        case .nats:
+            var args = ["nats-server", "-a", host, "-p", String(port), "-n", "test-\(port)"]
+            if jetStream { args += ["-js", "-sd", directory.appendingPathComponent("js").path] }
+            p.arguments = args
+        case .mosquitto:
+            let conf = directory.appendingPathComponent("mosquitto.conf")
+            let data = directory.appendingPathComponent("data")
+            try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+            try """
+            listener \(port) \(host)
+            allow_anonymous true
+            persistence true
+            persistence_location \(data.path)/
+            log_dest none
+
+            """.write(to: conf, atomically: true, encoding: .utf8)
+            p.arguments = ["mosquitto", "-c", conf.path]
+        }
+        let log = directory.appendingPathComponent("server.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        lock.withLock { process = p }
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if tcpPortAcceptsConnections(port) { return }
+            if !p.isRunning { break }
+            usleep(20_000)
+        }
+        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        stop()
+        throw CommandFailed(command: "\(kind) on port \(port)", status: p.isRunning ? -1 : p.terminationStatus, output: output)
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit.
+    public func stop() { signal(SIGTERM) }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    public func kill() { signal(SIGKILL) }
+
+    private func signal(_ sig: Int32) {
+        guard let p = lock.withLock({ () -> Process? in let p = process; process = nil; return p }) else { return }
+        if p.isRunning {
+            Glibc.kill(p.processIdentifier, sig)
+            p.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+public func freeTCPPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw CommandFailed(command: "socket()", status: errno, output: "") }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let bound = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0 else { throw CommandFailed(command: "bind()", status: errno, output: "") }
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+    }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+public func tcpPortAcceptsConnections(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = UInt16(port).bigEndian
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+}

@@ -1,0 +1,82 @@
+import Foundation
+
+/// What a test needs to reach the real servers `scripts/test` started.
+///
+/// Every accessor throws a ``TestServers/Missing`` error that says which variable is unset
+/// and how to get it, so an integration test run without its servers fails loudly.
+public enum TestServers {
+    public struct Missing: Error, CustomStringConvertible {
+        public let variable: String
+        public var description: String {
+            "\(variable) is not set: integration tests need the real servers that scripts/test starts (run `scripts/test`)"
+        }
+    }
+
+    static func value(_ name: String) throws -> String {
+        guard let v = ProcessInfo.processInfo.environment[name], !v.isEmpty else { throw Missing(variable: name) }
+        return v
+    }
+
+    /// `nats://127.0.0.1:PORT` of the shared nats-server (JetStream enabled).
+    public static func natsURL() throws -> String { try value("FRAMECAST_TEST_NATS_URL") }
+
+    /// Host and port of the shared mosquitto broker.
+    public static func mqtt() throws -> (host: String, port: Int) {
+        let host = try value("FRAMECAST_TEST_MQTT_HOST")
+        guard let port = Int(try value("FRAMECAST_TEST_MQTT_PORT")) else { throw Missing(variable: "FRAMECAST_TEST_MQTT_PORT") }
+        return (host, port)
+    }
+
+    /// libpq conninfo of the shared PostgreSQL server's `framecast` database.
+    public static func postgresConnInfo() throws -> String { try value("FRAMECAST_TEST_POSTGRES") }
+
+    /// A folder for a test's files under the test run's folder (or the system temp dir).
+    public static func scratchDirectory(_ name: String = "scratch") throws -> URL {
+        let base = ProcessInfo.processInfo.environment["FRAMECAST_TEST_RUN_DIR"].map { URL(fileURLWithPath: $0) }
+            ?? FileManager.default.temporaryDirectory
+        let dir = base.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// Creates a fresh, empty database on the shared PostgreSQL server and returns its conninfo,
+    /// so tests never see each other's rows.
+    public static func makeDatabase(prefix: String = "t") throws -> String {
+        let base = try postgresConnInfo()
+        let name = "\(prefix)_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased())"
+        let result = try Command.run("psql", [base, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
+        guard result.status == 0 else {
+            throw CommandFailed(command: "psql CREATE DATABASE", status: result.status, output: result.output)
+        }
+        return replacingDatabase(in: base, with: name)
+    }
+
+    static func replacingDatabase(in conninfo: String, with name: String) -> String {
+        var parts = conninfo.split(separator: " ").map(String.init).filter { !$0.hasPrefix("dbname=") }
+        parts.append("dbname=\(name)")
+        return parts.joined(separator: " ")
+    }
+}
+
+public struct CommandFailed: Error, CustomStringConvertible {
+    public let command: String
+    public let status: Int32
+    public let output: String
+    public var description: String { "\(command) exited with \(status): \(output)" }
+}
+
+/// Runs a program from PATH and collects its output (stdout and stderr together).
+public enum Command {
+    public static func run(_ program: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [program] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}

@@ -1,0 +1,1 @@
+// NATS: placeholder until the wrapper lands.

@@ -1,0 +1,1 @@
+// Wire: placeholder until the wrapper lands.

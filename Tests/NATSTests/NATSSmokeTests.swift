@@ -1,0 +1,4 @@
+import Testing
+@testable import NATS
+
+@Test func natsModuleLoads() {}

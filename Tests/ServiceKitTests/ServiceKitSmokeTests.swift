@@ -1,0 +1,4 @@
+import Testing
+@testable import ServiceKit
+
+@Test func servicekitModuleLoads() {}

@@ -1,0 +1,164 @@
+# Shared shell helpers for scripts/run, scripts/test and scripts/cluster.
+# Source it; it defines functions only. Servers bind to 127.0.0.1, keep their data under
+# $FRAMECAST_RUN_DIR, and are stopped by the PIDs recorded when they were started.
+
+FRAMECAST_APT_PACKAGES=(
+  pkg-config libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+  libnats-dev nats-server libmosquitto-dev mosquitto mosquitto-clients
+  libpq-dev postgresql libvips-dev libvips-tools
+  plasma-workspace-wallpapers mate-backgrounds
+)
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Installs the Debian packages that are missing (needs root, or does nothing but complain).
+ensure_packages() {
+  local missing=()
+  local p
+  for p in "${FRAMECAST_APT_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    die "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install -y ${missing[*]})"
+  fi
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null || die "apt-get update failed"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install failed: ${missing[*]}"
+  # Debian starts packaged servers on their default ports; we run our own on free ports.
+  # They are not ours to stop, so we only make sure we never depend on them.
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Prints a TCP port that nothing listens on now (the caller retries if the server then fails).
+free_port() {
+  local p tries=0
+  while :; do
+    p=$(( 20000 + RANDOM % 12000 ))
+    port_in_use "$p" || { echo "$p"; return 0; }
+    tries=$((tries + 1)); [ $tries -gt 200 ] && die "no free port found"
+  done
+}
+
+wait_port() { # port seconds name
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do port_in_use "$1" && return 0; sleep 0.1; done
+  return 1
+}
+
+PIDS_FILE=""
+record_pid() { echo "$1 $2" >> "$PIDS_FILE"; }
+
+# start_nats NAME [extra nats-server args...] → sets NATS_PORT, NATS_URL
+start_nats() {
+  local name=$1; shift
+  local dir="$FRAMECAST_RUN_DIR/$name" attempt
+  mkdir -p "$dir/jetstream"
+  for attempt in 1 2 3 4 5; do
+    NATS_PORT=$(free_port)
+    nats-server -a 127.0.0.1 -p "$NATS_PORT" -n "$name" -js -sd "$dir/jetstream" "$@" \
+      >"$dir/server.log" 2>&1 &
+    local pid=$!
+    if wait_port "$NATS_PORT" 10; then
+      record_pid "$pid" "$name"
+      NATS_URL="nats://127.0.0.1:$NATS_PORT"
+      log "nats-server $name: $NATS_URL (pid $pid)"
+      return 0
+    fi
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  done
+  cat "$dir/server.log" >&2; die "nats-server did not start"
+}
+
+# start_mosquitto NAME [extra config lines] → sets MQTT_PORT
+start_mosquitto() {
+  local name=$1; shift
+  local dir="$FRAMECAST_RUN_DIR/$name" attempt
+  mkdir -p "$dir/data"
+  for attempt in 1 2 3 4 5; do
+    MQTT_PORT=$(free_port)
+    {
+      echo "listener $MQTT_PORT 127.0.0.1"
+      echo "allow_anonymous true"
+      echo "persistence true"
+      echo "persistence_location $dir/data/"
+      echo "max_queued_messages 10000"
+      echo "log_dest stderr"
+      echo "log_type error"
+      echo "log_type warning"
+      local line; for line in "$@"; do echo "$line"; done
+    } > "$dir/mosquitto.conf"
+    mosquitto -c "$dir/mosquitto.conf" >"$dir/server.log" 2>&1 &
+    local pid=$!
+    if wait_port "$MQTT_PORT" 10; then
+      record_pid "$pid" "$name"
+      log "mosquitto $name: mqtt://127.0.0.1:$MQTT_PORT (pid $pid)"
+      return 0
+    fi
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  done
+  cat "$dir/server.log" >&2; die "mosquitto did not start"
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
+# Runs a command as the postgres user when we are root (initdb refuses root).
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi
+}
+
+# start_postgres NAME → sets PG_PORT, PG_DIR, PG_CONNINFO (database "framecast")
+start_postgres() {
+  local name=$1
+  local bin; bin=$(pg_bin); [ -n "$bin" ] || die "PostgreSQL server binaries not found"
+  PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/framecast-$name.XXXXXX")
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$PG_DIR"
+  as_pg "'$bin/initdb' -D '$PG_DIR/data' --auth=trust --username=postgres -E UTF8 --no-locale" \
+    >"$FRAMECAST_RUN_DIR/$name-initdb.log" 2>&1 || { cat "$FRAMECAST_RUN_DIR/$name-initdb.log" >&2; die "initdb failed"; }
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    PG_PORT=$(free_port)
+    if as_pg "'$bin/pg_ctl' -D '$PG_DIR/data' -l '$PG_DIR/server.log' -w -t 30 \
+        -o \"-p $PG_PORT -k '$PG_DIR' -c listen_addresses=127.0.0.1 -c max_connections=300 ${FRAMECAST_PG_EXTRA:-}\" start" \
+        >/dev/null 2>&1; then
+      local pid; pid=$(head -1 "$PG_DIR/data/postmaster.pid")
+      echo "$pid $name $PG_DIR" >> "$PIDS_FILE"
+      as_pg "'$bin/createdb' -h 127.0.0.1 -p $PG_PORT -U postgres framecast" || die "createdb failed"
+      PG_CONNINFO="host=127.0.0.1 port=$PG_PORT user=postgres dbname=framecast"
+      log "postgres $name: $PG_CONNINFO (pid $pid, data $PG_DIR)"
+      return 0
+    fi
+  done
+  cat "$PG_DIR/server.log" >&2; die "PostgreSQL did not start"
+}
+
+# Stops every server this script started (by recorded PID), newest first.
+stop_servers() {
+  [ -n "$PIDS_FILE" ] && [ -f "$PIDS_FILE" ] || return 0
+  local pid name extra
+  tac "$PIDS_FILE" | while read -r pid name extra; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null
+      local i; for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    fi
+    if [ -n "${extra:-}" ] && [ -d "$extra" ] && [ "${FRAMECAST_KEEP_DATA:-0}" != 1 ]; then rm -rf "$extra"; fi
+  done
+  rm -f "$PIDS_FILE"
+}
+
+# Creates the run folder and arranges for stop_servers on exit.
+init_run_dir() { # name
+  local top; top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  mkdir -p "$top/.run"
+  FRAMECAST_RUN_DIR=$(mktemp -d "$top/.run/$1.XXXXXX")
+  PIDS_FILE="$FRAMECAST_RUN_DIR/pids"
+  : > "$PIDS_FILE"
+  trap 'stop_servers' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  export FRAMECAST_RUN_DIR
+}
