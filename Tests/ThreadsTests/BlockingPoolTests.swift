@@ -1,0 +1,31 @@
+import Foundation
+import Testing
+import Threads
+
+@Suite struct BlockingPoolTests {
+    @Test func runsOnPoolThreadsAndReturnsResults() async throws {
+        let pool = BlockingPool(name: "test", threadCount: 2)
+        defer { pool.shutdown() }
+        let results = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for i in 0..<50 {
+                group.addTask { try await pool.run { (i * 2, Thread.current.name ?? "") } }
+            }
+            return try await group.reduce(into: [(Int, String)]()) { $0.append($1) }
+        }
+        #expect(results.map(\.0).sorted() == (0..<50).map { $0 * 2 })
+        #expect(results.allSatisfy { $0.1.hasPrefix("test-") })
+    }
+
+    @Test func errorsPropagate() async {
+        struct Boom: Error {}
+        let pool = BlockingPool(name: "err", threadCount: 1)
+        defer { pool.shutdown() }
+        await #expect(throws: Boom.self) { try await pool.run { throw Boom() } }
+    }
+
+    @Test func refusesWorkAfterShutdown() async {
+        let pool = BlockingPool(name: "down", threadCount: 1)
+        pool.shutdown()
+        await #expect(throws: BlockingPool.ShutDown.self) { try await pool.run { 1 } }
+    }
+}
