@@ -114,10 +114,17 @@ as_pg() {
 start_postgres() {
   local name=$1
   local bin; bin=$(pg_bin); [ -n "$bin" ] || die "PostgreSQL server binaries not found"
-  PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/framecast-$name.XXXXXX")
+  local temporary=1
+  if [ "${FRAMECAST_PERSISTENT:-0}" = 1 ]; then
+    PG_DIR="$FRAMECAST_RUN_DIR/$name"; temporary=0; mkdir -p "$PG_DIR"
+  else
+    PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/framecast-$name.XXXXXX")
+  fi
   [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$PG_DIR"
-  as_pg "'$bin/initdb' -D '$PG_DIR/data' --auth=trust --username=postgres -E UTF8 --no-locale" \
-    >"$FRAMECAST_RUN_DIR/$name-initdb.log" 2>&1 || { cat "$FRAMECAST_RUN_DIR/$name-initdb.log" >&2; die "initdb failed"; }
+  if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+    as_pg "'$bin/initdb' -D '$PG_DIR/data' --auth=trust --username=postgres -E UTF8 --no-locale" \
+      >"$FRAMECAST_RUN_DIR/$name-initdb.log" 2>&1 || { cat "$FRAMECAST_RUN_DIR/$name-initdb.log" >&2; die "initdb failed"; }
+  fi
   local attempt
   for attempt in 1 2 3 4 5; do
     PG_PORT=$(free_port)
@@ -125,8 +132,9 @@ start_postgres() {
         -o \"-p $PG_PORT -k '$PG_DIR' -c listen_addresses=127.0.0.1 -c max_connections=300 ${FRAMECAST_PG_EXTRA:-}\" start" \
         >/dev/null 2>&1; then
       local pid; pid=$(head -1 "$PG_DIR/data/postmaster.pid")
-      echo "$pid $name $PG_DIR" >> "$PIDS_FILE"
-      as_pg "'$bin/createdb' -h 127.0.0.1 -p $PG_PORT -U postgres framecast" || die "createdb failed"
+      if [ $temporary = 1 ]; then echo "$pid $name $PG_DIR" >> "$PIDS_FILE"; else record_pid "$pid" "$name"; fi
+      as_pg "'$bin/psql' -h 127.0.0.1 -p $PG_PORT -U postgres -tAc \"SELECT 1 FROM pg_database WHERE datname = 'framecast'\"" | grep -q 1 \
+        || as_pg "'$bin/createdb' -h 127.0.0.1 -p $PG_PORT -U postgres framecast" || die "createdb failed"
       PG_CONNINFO="host=127.0.0.1 port=$PG_PORT user=postgres dbname=framecast"
       log "postgres $name: $PG_CONNINFO (pid $pid, data $PG_DIR)"
       return 0
@@ -151,14 +159,37 @@ stop_servers() {
 }
 
 # Creates the run folder and arranges for stop_servers on exit.
-init_run_dir() { # name
+#   init_run_dir NAME            a new folder .run/NAME.XXXXXX, removed on exit
+#   init_run_dir NAME persistent .run/NAME, kept (data survives restarts); if another copy is
+#                                using it, falls back to a new temporary folder
+init_run_dir() { # name [persistent]
   local top; top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
   mkdir -p "$top/.run"
-  FRAMECAST_RUN_DIR=$(mktemp -d "$top/.run/$1.XXXXXX")
+  FRAMECAST_PERSISTENT=0
+  if [ "${2:-}" = persistent ]; then
+    local dir="$top/.run/$1" busy=0 pid rest
+    if [ -f "$dir/pids" ]; then
+      while read -r pid rest; do kill -0 "$pid" 2>/dev/null && busy=1; done < "$dir/pids"
+    fi
+    if [ $busy = 0 ]; then
+      FRAMECAST_PERSISTENT=1; FRAMECAST_RUN_DIR="$dir"; mkdir -p "$dir"
+    else
+      log "another copy uses $dir; this one keeps its data in a temporary folder"
+    fi
+  fi
+  if [ $FRAMECAST_PERSISTENT = 0 ]; then
+    FRAMECAST_RUN_DIR=$(mktemp -d "$top/.run/$1.XXXXXX")
+  fi
   PIDS_FILE="$FRAMECAST_RUN_DIR/pids"
   : > "$PIDS_FILE"
-  trap 'stop_servers' EXIT
+  trap 'stop_servers; cleanup_run_dir' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
   export FRAMECAST_RUN_DIR
+}
+
+cleanup_run_dir() {
+  if [ "${FRAMECAST_PERSISTENT:-0}" = 0 ] && [ "${FRAMECAST_KEEP_DATA:-0}" != 1 ] && [ -n "${FRAMECAST_RUN_DIR:-}" ]; then
+    rm -rf "$FRAMECAST_RUN_DIR"
+  fi
 }
