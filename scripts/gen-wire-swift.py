@@ -310,7 +310,7 @@ def gen_enum(e):
 def gen_message(m):
     out = doc_lines(m.comment, "")
     conforms = "WireEvent" if m.subject else "WireMessage"
-    out.append("public struct %s: %s {" % (m.swift, conforms))
+    out.append("public struct %s: %s, Hashable {" % (m.swift, conforms))
     if m.subject:
         out.append("    public static let subject = Subjects.%s" % lower_camel(m.subject))
     for f in m.fields:
@@ -663,7 +663,8 @@ def gen_samples(model, fds):
                 continue
             msg = cls()
             maker.fill_py(msg, m, v)
-            text = text_format.MessageToString(msg)
+            # C++ protoc prints 0.0 as "0": format floats the same way.
+            text = text_format.MessageToString(msg, float_format=".9g", double_format=".17g")
             if '"#' in text:
                 fail("sample text contains a raw-string delimiter")
             out.append("        WireSample(")

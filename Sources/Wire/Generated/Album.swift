@@ -30,7 +30,7 @@ public enum ScreenOrientation: Sendable, Hashable {
 }
 
 /// Album-wide display settings, retained on MQTT `albums/{album_id}/config`.
-public struct AlbumSettings: WireMessage {
+public struct AlbumSettings: WireMessage, Hashable {
     /// Seconds each photo is shown; 0: the frame's own setting.
     public var intervalSeconds: Int32
     public var shuffle: Bool
@@ -84,7 +84,7 @@ extension AlbumSettings: CMessage {
     }
 }
 
-public struct Album: WireMessage {
+public struct Album: WireMessage, Hashable {
     public var albumID: String
     public var ownerID: String
     public var name: String
@@ -173,7 +173,7 @@ extension Album: CMessage {
     }
 }
 
-public struct AlbumReply: WireMessage {
+public struct AlbumReply: WireMessage, Hashable {
     public var album: Album?
 
     public init(
@@ -211,7 +211,7 @@ extension AlbumReply: CMessage {
 }
 
 /// svc.album.v1.CreateAlbum
-public struct CreateAlbumRequest: WireMessage {
+public struct CreateAlbumRequest: WireMessage, Hashable {
     public var userID: String
     public var name: String
     public var description: String
@@ -259,7 +259,7 @@ extension CreateAlbumRequest: CMessage {
 }
 
 /// svc.album.v1.GetAlbum: an album the user owns or belongs to.
-public struct GetAlbumRequest: WireMessage {
+public struct GetAlbumRequest: WireMessage, Hashable {
     public var userID: String
     public var albumID: String
 
@@ -302,7 +302,7 @@ extension GetAlbumRequest: CMessage {
 }
 
 /// svc.album.v1.ListAlbums: albums the user owns or belongs to, newest first.
-public struct ListAlbumsRequest: WireMessage {
+public struct ListAlbumsRequest: WireMessage, Hashable {
     public var userID: String
     public var pageSize: Int32
     public var pageToken: String
@@ -349,7 +349,7 @@ extension ListAlbumsRequest: CMessage {
     }
 }
 
-public struct ListAlbumsReply: WireMessage {
+public struct ListAlbumsReply: WireMessage, Hashable {
     public var albums: [Album]
     public var nextPageToken: String
 
@@ -393,7 +393,7 @@ extension ListAlbumsReply: CMessage {
 }
 
 /// svc.album.v1.UpdateAlbum: absent fields stay as they are.
-public struct UpdateAlbumRequest: WireMessage {
+public struct UpdateAlbumRequest: WireMessage, Hashable {
     public var userID: String
     public var albumID: String
     public var name: String?
@@ -466,7 +466,7 @@ extension UpdateAlbumRequest: CMessage {
 }
 
 /// svc.album.v1.DeleteAlbum → Empty.
-public struct DeleteAlbumRequest: WireMessage {
+public struct DeleteAlbumRequest: WireMessage, Hashable {
     public var userID: String
     public var albumID: String
 
@@ -509,7 +509,7 @@ extension DeleteAlbumRequest: CMessage {
 }
 
 /// svc.album.v1.UpdateAlbumSettings: replaces the settings; publishes albums/{id}/config.
-public struct UpdateAlbumSettingsRequest: WireMessage {
+public struct UpdateAlbumSettingsRequest: WireMessage, Hashable {
     public var userID: String
     public var albumID: String
     public var settings: AlbumSettings?
@@ -556,7 +556,7 @@ extension UpdateAlbumSettingsRequest: CMessage {
     }
 }
 
-public struct Member: WireMessage {
+public struct Member: WireMessage, Hashable {
     public var albumID: String
     public var userID: String
     public var email: String
@@ -618,7 +618,7 @@ extension Member: CMessage {
     }
 }
 
-public struct MemberReply: WireMessage {
+public struct MemberReply: WireMessage, Hashable {
     public var member: Member?
 
     public init(
@@ -657,7 +657,7 @@ extension MemberReply: CMessage {
 
 /// svc.album.v1.AddMember: the gateway resolves the e-mail to a user first.
 /// Adding an existing member again changes their role.
-public struct AddMemberRequest: WireMessage {
+public struct AddMemberRequest: WireMessage, Hashable {
     public var userID: String
     public var albumID: String
     public var memberUserID: String
@@ -720,7 +720,7 @@ extension AddMemberRequest: CMessage {
 }
 
 /// svc.album.v1.RemoveMember → Empty.
-public struct RemoveMemberRequest: WireMessage {
+public struct RemoveMemberRequest: WireMessage, Hashable {
     public var userID: String
     public var albumID: String
     public var memberUserID: String
@@ -768,7 +768,7 @@ extension RemoveMemberRequest: CMessage {
 }
 
 /// svc.album.v1.ListMembers
-public struct ListMembersRequest: WireMessage {
+public struct ListMembersRequest: WireMessage, Hashable {
     public var userID: String
     public var albumID: String
 
@@ -810,7 +810,7 @@ extension ListMembersRequest: CMessage {
     }
 }
 
-public struct ListMembersReply: WireMessage {
+public struct ListMembersReply: WireMessage, Hashable {
     public var members: [Member]
 
     public init(
@@ -848,7 +848,7 @@ extension ListMembersReply: CMessage {
     }
 }
 
-public struct AlbumPhoto: WireMessage {
+public struct AlbumPhoto: WireMessage, Hashable {
     public var albumID: String
     public var fileID: String
     /// Who added it.
@@ -927,7 +927,7 @@ extension AlbumPhoto: CMessage {
     }
 }
 
-public struct AlbumPhotoReply: WireMessage {
+public struct AlbumPhotoReply: WireMessage, Hashable {
     public var photo: AlbumPhoto?
 
     public init(
@@ -965,7 +965,7 @@ extension AlbumPhotoReply: CMessage {
 }
 
 /// svc.album.v1.AddAlbumPhoto: adding a photo that is there already is OK (idempotent).
-public struct AddAlbumPhotoRequest: WireMessage {
+public struct AddAlbumPhotoRequest: WireMessage, Hashable {
     public var userID: String
     public var albumID: String
     public var fileID: String
@@ -1013,7 +1013,7 @@ extension AddAlbumPhotoRequest: CMessage {
 }
 
 /// svc.album.v1.RemoveAlbumPhoto → Empty.
-public struct RemoveAlbumPhotoRequest: WireMessage {
+public struct RemoveAlbumPhotoRequest: WireMessage, Hashable {
     public var userID: String
     public var albumID: String
     public var fileID: String
@@ -1061,7 +1061,7 @@ extension RemoveAlbumPhotoRequest: CMessage {
 }
 
 /// svc.album.v1.ListAlbumPhotos: newest first.
-public struct ListAlbumPhotosRequest: WireMessage {
+public struct ListAlbumPhotosRequest: WireMessage, Hashable {
     public var userID: String
     public var albumID: String
     public var pageSize: Int32
@@ -1113,7 +1113,7 @@ extension ListAlbumPhotosRequest: CMessage {
     }
 }
 
-public struct ListAlbumPhotosReply: WireMessage {
+public struct ListAlbumPhotosReply: WireMessage, Hashable {
     public var photos: [AlbumPhoto]
     public var nextPageToken: String
 
@@ -1157,7 +1157,7 @@ extension ListAlbumPhotosReply: CMessage {
 }
 
 /// A frame's settings, retained on MQTT `frames/{frame_id}/config`.
-public struct FrameConfig: WireMessage {
+public struct FrameConfig: WireMessage, Hashable {
     /// Seconds each photo is shown.
     public var intervalSeconds: Int32
     public var shuffle: Bool
@@ -1234,7 +1234,7 @@ extension FrameConfig: CMessage {
 }
 
 /// Sync state of one of a frame's albums.
-public struct AlbumSyncStatus: WireMessage {
+public struct AlbumSyncStatus: WireMessage, Hashable {
     public var albumID: String
     public var totalPhotos: Int32
     /// Photos the frame reported displayed at least once.
@@ -1303,7 +1303,7 @@ extension AlbumSyncStatus: CMessage {
     }
 }
 
-public struct Frame: WireMessage {
+public struct Frame: WireMessage, Hashable {
     public var frameID: String
     public var ownerID: String
     public var name: String
@@ -1403,7 +1403,7 @@ extension Frame: CMessage {
     }
 }
 
-public struct FrameReply: WireMessage {
+public struct FrameReply: WireMessage, Hashable {
     public var frame: Frame?
 
     public init(
@@ -1441,7 +1441,7 @@ extension FrameReply: CMessage {
 }
 
 /// Credentials for the frame's MQTT connection.
-public struct MqttCredentials: WireMessage {
+public struct MqttCredentials: WireMessage, Hashable {
     public var host: String
     public var port: Int32
     public var username: String
@@ -1494,7 +1494,7 @@ extension MqttCredentials: CMessage {
 }
 
 /// svc.album.v1.RegisterFrame. The gateway issues the frame's own token.
-public struct RegisterFrameRequest: WireMessage {
+public struct RegisterFrameRequest: WireMessage, Hashable {
     public var userID: String
     public var name: String
     public var width: Int32
@@ -1551,7 +1551,7 @@ extension RegisterFrameRequest: CMessage {
     }
 }
 
-public struct RegisterFrameReply: WireMessage {
+public struct RegisterFrameReply: WireMessage, Hashable {
     public var frame: Frame?
     public var mqtt: MqttCredentials?
 
@@ -1594,7 +1594,7 @@ extension RegisterFrameReply: CMessage {
 }
 
 /// svc.album.v1.ListFrames: the user's frames.
-public struct ListFramesRequest: WireMessage {
+public struct ListFramesRequest: WireMessage, Hashable {
     public var userID: String
 
     public init(
@@ -1631,7 +1631,7 @@ extension ListFramesRequest: CMessage {
     }
 }
 
-public struct ListFramesReply: WireMessage {
+public struct ListFramesReply: WireMessage, Hashable {
     public var frames: [Frame]
 
     public init(
@@ -1670,7 +1670,7 @@ extension ListFramesReply: CMessage {
 }
 
 /// svc.album.v1.GetFrame: a frame the principal owns (user) or is (frame).
-public struct GetFrameRequest: WireMessage {
+public struct GetFrameRequest: WireMessage, Hashable {
     public var userID: String
     public var frameID: String
     /// Set instead of user_id when a frame asks about itself.
@@ -1719,7 +1719,7 @@ extension GetFrameRequest: CMessage {
 }
 
 /// svc.album.v1.UpdateFrame: absent fields stay as they are.
-public struct UpdateFrameRequest: WireMessage {
+public struct UpdateFrameRequest: WireMessage, Hashable {
     public var userID: String
     public var frameID: String
     public var name: String?
@@ -1798,7 +1798,7 @@ extension UpdateFrameRequest: CMessage {
 }
 
 /// svc.album.v1.DeleteFrame → Empty; emits device.deleted.
-public struct DeleteFrameRequest: WireMessage {
+public struct DeleteFrameRequest: WireMessage, Hashable {
     public var userID: String
     public var frameID: String
 
@@ -1841,7 +1841,7 @@ extension DeleteFrameRequest: CMessage {
 }
 
 /// svc.album.v1.SetFrameAlbums: replaces the frame's albums; publishes its sync.
-public struct SetFrameAlbumsRequest: WireMessage {
+public struct SetFrameAlbumsRequest: WireMessage, Hashable {
     public var userID: String
     public var frameID: String
     public var albumIDs: [String]
@@ -1890,7 +1890,7 @@ extension SetFrameAlbumsRequest: CMessage {
 }
 
 /// svc.album.v1.SyncFrame: publishes the full `frames/{id}/sync` now.
-public struct SyncFrameRequest: WireMessage {
+public struct SyncFrameRequest: WireMessage, Hashable {
     public var userID: String
     public var frameID: String
 
@@ -1932,7 +1932,7 @@ extension SyncFrameRequest: CMessage {
     }
 }
 
-public struct SyncFrameReply: WireMessage {
+public struct SyncFrameReply: WireMessage, Hashable {
     public var sequence: Int64
     public var photoCount: Int32
 
@@ -1975,7 +1975,7 @@ extension SyncFrameReply: CMessage {
 }
 
 /// svc.album.v1.SendFrameCommand: publishes on `frames/{id}/command`.
-public struct SendFrameCommandRequest: WireMessage {
+public struct SendFrameCommandRequest: WireMessage, Hashable {
     public var userID: String
     public var frameID: String
     /// next, previous, pause, resume, reload, sleep, wake, set_interval…
@@ -2036,7 +2036,7 @@ extension SendFrameCommandRequest: CMessage {
     }
 }
 
-public struct SendFrameCommandReply: WireMessage {
+public struct SendFrameCommandReply: WireMessage, Hashable {
     public var commandID: String
 
     public init(
@@ -2074,7 +2074,7 @@ extension SendFrameCommandReply: CMessage {
 }
 
 /// svc.album.v1.SetFrameConfig: replaces the config; retained on `frames/{id}/config`.
-public struct SetFrameConfigRequest: WireMessage {
+public struct SetFrameConfigRequest: WireMessage, Hashable {
     public var userID: String
     public var frameID: String
     public var config: FrameConfig?
@@ -2123,7 +2123,7 @@ extension SetFrameConfigRequest: CMessage {
 
 /// svc.album.v1.ListAlbumScreens: the distinct screens of the frames showing the album
 /// (or, with `file_id`, any album holding that file).
-public struct ListAlbumScreensRequest: WireMessage {
+public struct ListAlbumScreensRequest: WireMessage, Hashable {
     public var albumID: String
     public var fileID: String
 
@@ -2165,7 +2165,7 @@ extension ListAlbumScreensRequest: CMessage {
     }
 }
 
-public struct FrameScreen: WireMessage {
+public struct FrameScreen: WireMessage, Hashable {
     public var frameID: String
     public var width: Int32
     public var height: Int32
@@ -2218,7 +2218,7 @@ extension FrameScreen: CMessage {
     }
 }
 
-public struct ListAlbumScreensReply: WireMessage {
+public struct ListAlbumScreensReply: WireMessage, Hashable {
     public var screens: [FrameScreen]
 
     public init(
@@ -2259,7 +2259,7 @@ extension ListAlbumScreensReply: CMessage {
 /// svc.album.v1.CanViewPhoto: may this user or frame see this file (metadata, downloads)?
 /// A user may see their own files and files of albums they belong to; a frame those of the
 /// albums it is subscribed to.
-public struct CanViewPhotoRequest: WireMessage {
+public struct CanViewPhotoRequest: WireMessage, Hashable {
     public var principal: Principal?
     public var fileID: String
 
@@ -2302,7 +2302,7 @@ extension CanViewPhotoRequest: CMessage {
 }
 
 /// svc.album.v1.CanViewAlbum
-public struct CanViewAlbumRequest: WireMessage {
+public struct CanViewAlbumRequest: WireMessage, Hashable {
     public var principal: Principal?
     public var albumID: String
 
@@ -2344,7 +2344,7 @@ extension CanViewAlbumRequest: CMessage {
     }
 }
 
-public struct AccessReply: WireMessage {
+public struct AccessReply: WireMessage, Hashable {
     public var allowed: Bool
     /// The user's strongest role on the way (unspecified for frames and owners of the file).
     public var role: Role
@@ -2387,7 +2387,7 @@ extension AccessReply: CMessage {
     }
 }
 
-public struct AlbumCreated: WireEvent {
+public struct AlbumCreated: WireEvent, Hashable {
     public static let subject = Subjects.albumCreated
     public var eventID: String
     public var occurredAt: Int64
@@ -2440,7 +2440,7 @@ extension AlbumCreated: CMessage {
     }
 }
 
-public struct AlbumPhotoAdded: WireEvent {
+public struct AlbumPhotoAdded: WireEvent, Hashable {
     public static let subject = Subjects.albumPhotoAdded
     public var eventID: String
     public var occurredAt: Int64
@@ -2493,7 +2493,7 @@ extension AlbumPhotoAdded: CMessage {
     }
 }
 
-public struct AlbumPhotoRemoved: WireEvent {
+public struct AlbumPhotoRemoved: WireEvent, Hashable {
     public static let subject = Subjects.albumPhotoRemoved
     public var eventID: String
     public var occurredAt: Int64
@@ -2558,7 +2558,7 @@ extension AlbumPhotoRemoved: CMessage {
 }
 
 /// A frame was removed; media drops its cached versions.
-public struct DeviceDeleted: WireEvent {
+public struct DeviceDeleted: WireEvent, Hashable {
     public static let subject = Subjects.deviceDeleted
     public var eventID: String
     public var occurredAt: Int64

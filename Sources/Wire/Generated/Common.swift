@@ -115,7 +115,7 @@ public enum PrincipalKind: Sendable, Hashable {
 
 /// The envelope of every reply. `body` is the encoded method-specific reply message when
 /// `status` is STATUS_OK and empty otherwise; `message` says what went wrong (no user data).
-public struct Reply: WireMessage {
+public struct Reply: WireMessage, Hashable {
     public var status: WireStatus
     public var message: String
     public var body: [UInt8]
@@ -163,7 +163,7 @@ extension Reply: CMessage {
 }
 
 /// A reply without a body.
-public struct Empty: WireMessage {
+public struct Empty: WireMessage, Hashable {
 
     public init() {}
 
@@ -188,7 +188,7 @@ extension Empty: CMessage {
     func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {}
 }
 
-public struct Principal: WireMessage {
+public struct Principal: WireMessage, Hashable {
     public var kind: PrincipalKind
     /// The user id or frame id.
     public var id: String
@@ -232,7 +232,7 @@ extension Principal: CMessage {
 }
 
 /// A face found by the analyser, in pixels of the upright original.
-public struct Face: WireMessage {
+public struct Face: WireMessage, Hashable {
     public var x: Int32
     public var y: Int32
     public var width: Int32
@@ -291,7 +291,7 @@ extension Face: CMessage {
 }
 
 /// What an AI analyser found in a photo (empty when none is configured).
-public struct AIMetadata: WireMessage {
+public struct AIMetadata: WireMessage, Hashable {
     public var labels: [String]
     public var faces: [Face]
     public var objects: [String]
@@ -347,7 +347,7 @@ extension AIMetadata: CMessage {
     }
 }
 
-public struct GeoPoint: WireMessage {
+public struct GeoPoint: WireMessage, Hashable {
     public var latitude: Double
     public var longitude: Double
     /// Metres above sea level, when known.
@@ -401,7 +401,7 @@ extension GeoPoint: CMessage {
 }
 
 /// What storage learned from the image itself.
-public struct PhotoAnalysis: WireMessage {
+public struct PhotoAnalysis: WireMessage, Hashable {
     /// "jpeg", "png", "webp", "heif", "gif", "tiff"…
     public var format: String
     /// Pixel size as stored (before EXIF rotation).

@@ -4,7 +4,7 @@ internal import CProtobufC
 internal import FramecastProto
 
 /// One rendered (or the original) version of a photo. Immutable and content addressed.
-public struct PhotoVersion: WireMessage {
+public struct PhotoVersion: WireMessage, Hashable {
     public var fileID: String
     /// "thumbnail", "hd", "original" or "frame:{W}x{H}".
     public var size: String
@@ -90,7 +90,7 @@ extension PhotoVersion: CMessage {
 }
 
 /// The document of GET /api/v1/photos/{file_id} (the gateway adds URLs).
-public struct PhotoMetadata: WireMessage {
+public struct PhotoMetadata: WireMessage, Hashable {
     public var fileID: String
     public var ownerID: String
     public var fileName: String
@@ -176,7 +176,7 @@ extension PhotoMetadata: CMessage {
 }
 
 /// svc.media.v1.GetPhotoMetadata. The gateway checks access (album CanViewPhoto) first.
-public struct GetPhotoMetadataRequest: WireMessage {
+public struct GetPhotoMetadataRequest: WireMessage, Hashable {
     public var fileID: String
 
     public init(
@@ -213,7 +213,7 @@ extension GetPhotoMetadataRequest: CMessage {
     }
 }
 
-public struct PhotoMetadataReply: WireMessage {
+public struct PhotoMetadataReply: WireMessage, Hashable {
     public var metadata: PhotoMetadata?
 
     public init(
@@ -251,7 +251,7 @@ extension PhotoMetadataReply: CMessage {
 }
 
 /// svc.media.v1.GetVersion / RenderOnDemand.
-public struct GetVersionRequest: WireMessage {
+public struct GetVersionRequest: WireMessage, Hashable {
     public var fileID: String
     /// "thumbnail", "hd", "original" or "frame:{W}x{H}".
     public var size: String
@@ -300,7 +300,7 @@ extension GetVersionRequest: CMessage {
     }
 }
 
-public struct VersionReply: WireMessage {
+public struct VersionReply: WireMessage, Hashable {
     public var version: PhotoVersion?
 
     public init(
@@ -337,7 +337,7 @@ extension VersionReply: CMessage {
     }
 }
 
-public struct Playlist: WireMessage {
+public struct Playlist: WireMessage, Hashable {
     public var playlistID: String
     public var ownerID: String
     public var name: String
@@ -406,7 +406,7 @@ extension Playlist: CMessage {
     }
 }
 
-public struct PlaylistReply: WireMessage {
+public struct PlaylistReply: WireMessage, Hashable {
     public var playlist: Playlist?
 
     public init(
@@ -444,7 +444,7 @@ extension PlaylistReply: CMessage {
 }
 
 /// svc.media.v1.CreatePlaylist
-public struct CreatePlaylistRequest: WireMessage {
+public struct CreatePlaylistRequest: WireMessage, Hashable {
     public var userID: String
     public var name: String
     public var description: String
@@ -498,7 +498,7 @@ extension CreatePlaylistRequest: CMessage {
 }
 
 /// svc.media.v1.GetPlaylist
-public struct GetPlaylistRequest: WireMessage {
+public struct GetPlaylistRequest: WireMessage, Hashable {
     public var userID: String
     public var playlistID: String
 
@@ -541,7 +541,7 @@ extension GetPlaylistRequest: CMessage {
 }
 
 /// svc.media.v1.ListPlaylists: the user's playlists, newest first.
-public struct ListPlaylistsRequest: WireMessage {
+public struct ListPlaylistsRequest: WireMessage, Hashable {
     public var userID: String
     public var pageSize: Int32
     public var pageToken: String
@@ -588,7 +588,7 @@ extension ListPlaylistsRequest: CMessage {
     }
 }
 
-public struct ListPlaylistsReply: WireMessage {
+public struct ListPlaylistsReply: WireMessage, Hashable {
     public var playlists: [Playlist]
     public var nextPageToken: String
 
@@ -633,7 +633,7 @@ extension ListPlaylistsReply: CMessage {
 
 /// svc.media.v1.UpdatePlaylist: absent fields stay as they are; file_ids replace the list
 /// when replace_file_ids is set.
-public struct UpdatePlaylistRequest: WireMessage {
+public struct UpdatePlaylistRequest: WireMessage, Hashable {
     public var userID: String
     public var playlistID: String
     public var name: String?
@@ -707,7 +707,7 @@ extension UpdatePlaylistRequest: CMessage {
 }
 
 /// svc.media.v1.DeletePlaylist → Empty.
-public struct DeletePlaylistRequest: WireMessage {
+public struct DeletePlaylistRequest: WireMessage, Hashable {
     public var userID: String
     public var playlistID: String
 
@@ -750,7 +750,7 @@ extension DeletePlaylistRequest: CMessage {
 }
 
 /// One slot of a frame's rotation schedule: what to show when.
-public struct ScheduleEntry: WireMessage {
+public struct ScheduleEntry: WireMessage, Hashable {
     /// Exactly one of playlist_id / album_id is set.
     public var playlistID: String
     public var albumID: String
@@ -821,7 +821,7 @@ extension ScheduleEntry: CMessage {
     }
 }
 
-public struct RotationSchedule: WireMessage {
+public struct RotationSchedule: WireMessage, Hashable {
     public var frameID: String
     public var ownerID: String
     public var entries: [ScheduleEntry]
@@ -874,7 +874,7 @@ extension RotationSchedule: CMessage {
     }
 }
 
-public struct ScheduleReply: WireMessage {
+public struct ScheduleReply: WireMessage, Hashable {
     public var schedule: RotationSchedule?
 
     public init(
@@ -912,7 +912,7 @@ extension ScheduleReply: CMessage {
 }
 
 /// svc.media.v1.GetSchedule
-public struct GetScheduleRequest: WireMessage {
+public struct GetScheduleRequest: WireMessage, Hashable {
     public var userID: String
     public var frameID: String
 
@@ -955,7 +955,7 @@ extension GetScheduleRequest: CMessage {
 }
 
 /// svc.media.v1.SetSchedule: replaces the frame's schedule.
-public struct SetScheduleRequest: WireMessage {
+public struct SetScheduleRequest: WireMessage, Hashable {
     public var userID: String
     public var frameID: String
     public var entries: [ScheduleEntry]
@@ -1004,7 +1004,7 @@ extension SetScheduleRequest: CMessage {
 }
 
 /// svc.media.v1.DeleteSchedule → Empty.
-public struct DeleteScheduleRequest: WireMessage {
+public struct DeleteScheduleRequest: WireMessage, Hashable {
     public var userID: String
     public var frameID: String
 
@@ -1046,7 +1046,7 @@ extension DeleteScheduleRequest: CMessage {
     }
 }
 
-public struct MediaVersionCreated: WireEvent {
+public struct MediaVersionCreated: WireEvent, Hashable {
     public static let subject = Subjects.mediaVersionCreated
     public var eventID: String
     public var occurredAt: Int64
@@ -1100,7 +1100,7 @@ extension MediaVersionCreated: CMessage {
     }
 }
 
-public struct MediaVersionFailed: WireEvent {
+public struct MediaVersionFailed: WireEvent, Hashable {
     public static let subject = Subjects.mediaVersionFailed
     public var eventID: String
     public var occurredAt: Int64
@@ -1170,7 +1170,7 @@ extension MediaVersionFailed: CMessage {
 }
 
 /// Every version the photo's albums' frames need is stored; album now notifies frames.
-public struct MediaCacheReady: WireEvent {
+public struct MediaCacheReady: WireEvent, Hashable {
     public static let subject = Subjects.mediaCacheReady
     public var eventID: String
     public var occurredAt: Int64

@@ -97,6 +97,7 @@ public enum WireMessages {
         AlbumPhotoAdded.self,
         AlbumPhotoRemoved.self,
         DeviceDeleted.self,
+        ConformanceSample.self,
         PhotoVersion.self,
         PhotoMetadata.self,
         GetPhotoMetadataRequest.self,

@@ -4,7 +4,7 @@ internal import CProtobufC
 internal import FramecastProto
 
 /// One stored file (a photo).
-public struct FileRecord: WireMessage {
+public struct FileRecord: WireMessage, Hashable {
     public var fileID: String
     /// The owner (uploader).
     public var userID: String
@@ -118,7 +118,7 @@ extension FileRecord: CMessage {
 }
 
 /// svc.storage.v1.RegisterUpload: the gateway has stored the bytes under `blob_key`.
-public struct RegisterUploadRequest: WireMessage {
+public struct RegisterUploadRequest: WireMessage, Hashable {
     public var userID: String
     public var blobKey: String
     /// Lower-case hex SHA-256 computed while streaming.
@@ -195,7 +195,7 @@ extension RegisterUploadRequest: CMessage {
     }
 }
 
-public struct RegisterUploadReply: WireMessage {
+public struct RegisterUploadReply: WireMessage, Hashable {
     public var file: FileRecord?
     /// True when the same user had already uploaded the same bytes: `file` is that record.
     public var duplicate: Bool
@@ -239,7 +239,7 @@ extension RegisterUploadReply: CMessage {
 }
 
 /// svc.storage.v1.GetFile. With a `user_id`, only that user's files are found.
-public struct GetFileRequest: WireMessage {
+public struct GetFileRequest: WireMessage, Hashable {
     public var userID: String
     public var fileID: String
 
@@ -281,7 +281,7 @@ extension GetFileRequest: CMessage {
     }
 }
 
-public struct GetFileReply: WireMessage {
+public struct GetFileReply: WireMessage, Hashable {
     public var file: FileRecord?
 
     public init(
@@ -319,7 +319,7 @@ extension GetFileReply: CMessage {
 }
 
 /// svc.storage.v1.ListFiles: the user's files, newest first.
-public struct ListFilesRequest: WireMessage {
+public struct ListFilesRequest: WireMessage, Hashable {
     public var userID: String
     /// 0: the service's default; the service caps it.
     public var pageSize: Int32
@@ -368,7 +368,7 @@ extension ListFilesRequest: CMessage {
     }
 }
 
-public struct ListFilesReply: WireMessage {
+public struct ListFilesReply: WireMessage, Hashable {
     public var files: [FileRecord]
     /// Empty on the last page.
     public var nextPageToken: String
@@ -413,7 +413,7 @@ extension ListFilesReply: CMessage {
 }
 
 /// svc.storage.v1.DeleteFile → Empty.
-public struct DeleteFileRequest: WireMessage {
+public struct DeleteFileRequest: WireMessage, Hashable {
     public var userID: String
     public var fileID: String
 
@@ -456,7 +456,7 @@ extension DeleteFileRequest: CMessage {
 }
 
 /// A file was registered (not sent for a duplicate upload).
-public struct FileUploaded: WireEvent {
+public struct FileUploaded: WireEvent, Hashable {
     public static let subject = Subjects.fileUploaded
     public var eventID: String
     public var occurredAt: Int64
@@ -511,7 +511,7 @@ extension FileUploaded: CMessage {
 
 /// A file was registered and analysed; `file.ai_metadata` holds what the AI analyser found
 /// (empty when none is configured). album and media act on this one.
-public struct FileUploadedWithAI: WireEvent {
+public struct FileUploadedWithAI: WireEvent, Hashable {
     public static let subject = Subjects.fileUploadedWithAI
     public var eventID: String
     public var occurredAt: Int64
@@ -564,7 +564,7 @@ extension FileUploadedWithAI: CMessage {
     }
 }
 
-public struct FileDeleted: WireEvent {
+public struct FileDeleted: WireEvent, Hashable {
     public static let subject = Subjects.fileDeleted
     public var eventID: String
     public var occurredAt: Int64

@@ -2109,6 +2109,183 @@ height: 370007
 """#
         ),
         WireSample(
+            name: "ConformanceSample/default",
+            protoName: "framecast.v1.ConformanceSample",
+            message: ConformanceSample(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "ConformanceSample/full",
+            protoName: "framecast.v1.ConformanceSample",
+            message: ConformanceSample(
+                aString: "日本語 a_string 371",
+                aBytes: [0, 255, 116, 10, 128],
+                aBool: true,
+                anInt32: 374007,
+                anInt64: -1099511628151,
+                aUint32: 4000000376,
+                aUint64: 9223372036859429873,
+                aDouble: 378.5,
+                aFloat: 379.25,
+                aSint32: 380007,
+                aSint64: -1099511628157,
+                aFixed32: 4000000382,
+                aFixed64: 9223372036859503943,
+                anSfixed32: 384007,
+                anSfixed64: -1099511628161,
+                anEnum: .viewer,
+                aMessage: Face(
+                    x: 386007,
+                    y: -387007,
+                    width: 388007,
+                    height: -389007,
+                    confidence: 390.25
+                ),
+                aMap: ["": "empty key", "album_id": "alb-ü-391", "k391": ""],
+                strings: ["strings-392", ""],
+                bytesList: [[0, 255, 137, 10, 128], []],
+                bools: [true, false],
+                int32s: [-395007, 0],
+                int64s: [1700000000396, 0],
+                uint32s: [4000000397, 0],
+                uint64s: [9223372036859689118, 0],
+                doubles: [-399.5, 0.0],
+                floats: [400.25, 0.0],
+                sint64s: [-1099511628177, 0],
+                fixed64s: [9223372036859738498, 0],
+                enums: [.viewer, .unspecified],
+                messages: [Face(
+                    x: -403007,
+                    y: 404007,
+                    width: -405007,
+                    height: 406007,
+                    confidence: 407.25
+                ), Face()],
+                optionalString: "optional_string-408",
+                optionalInt64: -1099511628185,
+                optionalInt32: 410007,
+                optionalUint32: 4000000411,
+                optionalBool: true,
+                optionalDouble: -413.5
+            ),
+            text: #"""
+a_string: "\346\227\245\346\234\254\350\252\236 a_string 371"
+a_bytes: "\000\377t\n\200"
+a_bool: true
+an_int32: 374007
+an_int64: -1099511628151
+a_uint32: 4000000376
+a_uint64: 9223372036859429873
+a_double: 378.5
+a_float: 379.25
+a_sint32: 380007
+a_sint64: -1099511628157
+a_fixed32: 4000000382
+a_fixed64: 9223372036859503943
+an_sfixed32: 384007
+an_sfixed64: -1099511628161
+an_enum: ROLE_VIEWER
+a_message {
+  x: 386007
+  y: -387007
+  width: 388007
+  height: -389007
+  confidence: 390.25
+}
+a_map {
+  value: "empty key"
+}
+a_map {
+  key: "album_id"
+  value: "alb-\303\274-391"
+}
+a_map {
+  key: "k391"
+}
+strings: "strings-392"
+strings: ""
+bytes_list: "\000\377\211\n\200"
+bytes_list: ""
+bools: true
+bools: false
+int32s: -395007
+int32s: 0
+int64s: 1700000000396
+int64s: 0
+uint32s: 4000000397
+uint32s: 0
+uint64s: 9223372036859689118
+uint64s: 0
+doubles: -399.5
+doubles: 0
+floats: 400.25
+floats: 0
+sint64s: -1099511628177
+sint64s: 0
+fixed64s: 9223372036859738498
+fixed64s: 0
+enums: ROLE_VIEWER
+enums: ROLE_UNSPECIFIED
+messages {
+  x: -403007
+  y: 404007
+  width: -405007
+  height: 406007
+  confidence: 407.25
+}
+messages {
+}
+optional_string {
+  value: "optional_string-408"
+}
+optional_int64 {
+  value: -1099511628185
+}
+optional_int32 {
+  value: 410007
+}
+optional_uint32 {
+  value: 4000000411
+}
+optional_bool {
+  value: true
+}
+optional_double {
+  value: -413.5
+}
+"""#
+        ),
+        WireSample(
+            name: "ConformanceSample/zeros",
+            protoName: "framecast.v1.ConformanceSample",
+            message: ConformanceSample(
+                aMessage: Face(),
+                optionalString: "",
+                optionalInt64: 0,
+                optionalInt32: 0,
+                optionalUint32: 0,
+                optionalBool: false,
+                optionalDouble: 0.0
+            ),
+            text: #"""
+a_message {
+}
+optional_string {
+}
+optional_int64 {
+}
+optional_int32 {
+}
+optional_uint32 {
+}
+optional_bool {
+}
+optional_double {
+}
+"""#
+        ),
+        WireSample(
             name: "PhotoVersion/default",
             protoName: "framecast.v1.PhotoVersion",
             message: PhotoVersion(),
@@ -2119,28 +2296,28 @@ height: 370007
             name: "PhotoVersion/full",
             protoName: "framecast.v1.PhotoVersion",
             message: PhotoVersion(
-                fileID: "日本語 file_id 371",
-                size: "size-372",
-                width: -373007,
-                height: 374007,
-                format: "日本語 format 375",
-                contentType: "content_type-376",
-                blobKey: "ünïcødé ✓ 📷 blob_key 377",
-                byteSize: 1700000000378,
-                sha256: "日本語 sha256 379",
-                createdAt: 1700000000380
+                fileID: "quote \" back \\ slash file_id 414",
+                size: "日本語 size 415",
+                width: 416007,
+                height: -417007,
+                format: "quote \" back \\ slash format 418",
+                contentType: "日本語 content_type 419",
+                blobKey: "blob_key-420",
+                byteSize: -1099511628197,
+                sha256: "quote \" back \\ slash sha256 422",
+                createdAt: -1099511628199
             ),
             text: #"""
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 371"
-size: "size-372"
-width: -373007
-height: 374007
-format: "\346\227\245\346\234\254\350\252\236 format 375"
-content_type: "content_type-376"
-blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 377"
-byte_size: 1700000000378
-sha256: "\346\227\245\346\234\254\350\252\236 sha256 379"
-created_at: 1700000000380
+file_id: "quote \" back \\ slash file_id 414"
+size: "\346\227\245\346\234\254\350\252\236 size 415"
+width: 416007
+height: -417007
+format: "quote \" back \\ slash format 418"
+content_type: "\346\227\245\346\234\254\350\252\236 content_type 419"
+blob_key: "blob_key-420"
+byte_size: -1099511628197
+sha256: "quote \" back \\ slash sha256 422"
+created_at: -1099511628199
 """#
         ),
         WireSample(
@@ -2154,114 +2331,114 @@ created_at: 1700000000380
             name: "PhotoMetadata/full",
             protoName: "framecast.v1.PhotoMetadata",
             message: PhotoMetadata(
-                fileID: "ünïcødé ✓ 📷 file_id 381",
-                ownerID: "quote \" back \\ slash owner_id 382",
-                fileName: "日本語 file_name 383",
-                contentType: "content_type-384",
+                fileID: "file_id-424",
+                ownerID: "ünïcødé ✓ 📷 owner_id 425",
+                fileName: "quote \" back \\ slash file_name 426",
+                contentType: "日本語 content_type 427",
                 versions: [PhotoVersion(
-                    fileID: "ünïcødé ✓ 📷 file_id 385",
-                    size: "quote \" back \\ slash size 386",
-                    width: -387007,
-                    height: 388007,
-                    format: "ünïcødé ✓ 📷 format 389",
-                    contentType: "quote \" back \\ slash content_type 390",
-                    blobKey: "日本語 blob_key 391",
-                    byteSize: 1700000000392,
-                    sha256: "ünïcødé ✓ 📷 sha256 393",
-                    createdAt: 1700000000394
+                    fileID: "file_id-428",
+                    size: "ünïcødé ✓ 📷 size 429",
+                    width: 430007,
+                    height: -431007,
+                    format: "format-432",
+                    contentType: "ünïcødé ✓ 📷 content_type 433",
+                    blobKey: "quote \" back \\ slash blob_key 434",
+                    byteSize: -1099511628211,
+                    sha256: "sha256-436",
+                    createdAt: -1099511628213
                 ), PhotoVersion()],
                 aiMetadata: AIMetadata(
-                    labels: ["日本語 labels 395", ""],
+                    labels: ["quote \" back \\ slash labels 438", ""],
                     faces: [Face(
-                        x: 396007,
-                        y: -397007,
-                        width: 398007,
-                        height: -399007,
-                        confidence: 400.25
+                        x: -439007,
+                        y: 440007,
+                        width: -441007,
+                        height: 442007,
+                        confidence: 443.25
                     ), Face()],
-                    objects: ["ünïcødé ✓ 📷 objects 401", ""],
-                    analyser: "quote \" back \\ slash analyser 402"
+                    objects: ["objects-444", ""],
+                    analyser: "ünïcødé ✓ 📷 analyser 445"
                 ),
                 analysis: PhotoAnalysis(
-                    format: "日本語 format 403",
-                    width: 404007,
-                    height: -405007,
-                    orientation: 406007,
-                    takenAt: -1099511628183,
-                    cameraMake: "camera_make-408",
-                    cameraModel: "ünïcødé ✓ 📷 camera_model 409",
+                    format: "quote \" back \\ slash format 446",
+                    width: -447007,
+                    height: 448007,
+                    orientation: -449007,
+                    takenAt: 1700000000450,
+                    cameraMake: "日本語 camera_make 451",
+                    cameraModel: "camera_model-452",
                     gps: GeoPoint(
-                        latitude: 410.5,
-                        longitude: -411.5,
-                        altitude: 412.5
+                        latitude: -453.5,
+                        longitude: 454.5,
+                        altitude: -455.5
                     ),
-                    dominantColors: ["ünïcødé ✓ 📷 dominant_colors 413", ""],
-                    perceptualHash: 9223372036859886638
+                    dominantColors: ["dominant_colors-456", ""],
+                    perceptualHash: 9223372036860417473
                 ),
-                cachedForFrames: ["日本語 cached_for_frames 415", ""],
-                createdAt: 1700000000416,
-                updatedAt: -1099511628193
+                cachedForFrames: ["quote \" back \\ slash cached_for_frames 458", ""],
+                createdAt: -1099511628235,
+                updatedAt: 1700000000460
             ),
             text: #"""
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 381"
-owner_id: "quote \" back \\ slash owner_id 382"
-file_name: "\346\227\245\346\234\254\350\252\236 file_name 383"
-content_type: "content_type-384"
+file_id: "file_id-424"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 425"
+file_name: "quote \" back \\ slash file_name 426"
+content_type: "\346\227\245\346\234\254\350\252\236 content_type 427"
 versions {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 385"
-  size: "quote \" back \\ slash size 386"
-  width: -387007
-  height: 388007
-  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 389"
-  content_type: "quote \" back \\ slash content_type 390"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 391"
-  byte_size: 1700000000392
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 393"
-  created_at: 1700000000394
+  file_id: "file_id-428"
+  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 429"
+  width: 430007
+  height: -431007
+  format: "format-432"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 433"
+  blob_key: "quote \" back \\ slash blob_key 434"
+  byte_size: -1099511628211
+  sha256: "sha256-436"
+  created_at: -1099511628213
 }
 versions {
 }
 ai_metadata {
-  labels: "\346\227\245\346\234\254\350\252\236 labels 395"
+  labels: "quote \" back \\ slash labels 438"
   labels: ""
   faces {
-    x: 396007
-    y: -397007
-    width: 398007
-    height: -399007
-    confidence: 400.25
+    x: -439007
+    y: 440007
+    width: -441007
+    height: 442007
+    confidence: 443.25
   }
   faces {
   }
-  objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 401"
+  objects: "objects-444"
   objects: ""
-  analyser: "quote \" back \\ slash analyser 402"
+  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 445"
 }
 analysis {
-  format: "\346\227\245\346\234\254\350\252\236 format 403"
-  width: 404007
-  height: -405007
-  orientation: 406007
+  format: "quote \" back \\ slash format 446"
+  width: -447007
+  height: 448007
+  orientation: -449007
   taken_at {
-    value: -1099511628183
+    value: 1700000000450
   }
-  camera_make: "camera_make-408"
-  camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 409"
+  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 451"
+  camera_model: "camera_model-452"
   gps {
-    latitude: 410.5
-    longitude: -411.5
+    latitude: -453.5
+    longitude: 454.5
     altitude {
-      value: 412.5
+      value: -455.5
     }
   }
-  dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 413"
+  dominant_colors: "dominant_colors-456"
   dominant_colors: ""
-  perceptual_hash: 9223372036859886638
+  perceptual_hash: 9223372036860417473
 }
-cached_for_frames: "\346\227\245\346\234\254\350\252\236 cached_for_frames 415"
+cached_for_frames: "quote \" back \\ slash cached_for_frames 458"
 cached_for_frames: ""
-created_at: 1700000000416
-updated_at: -1099511628193
+created_at: -1099511628235
+updated_at: 1700000000460
 """#
         ),
         WireSample(
@@ -2300,10 +2477,10 @@ analysis {
             name: "GetPhotoMetadataRequest/full",
             protoName: "framecast.v1.GetPhotoMetadataRequest",
             message: GetPhotoMetadataRequest(
-                fileID: "quote \" back \\ slash file_id 418"
+                fileID: "ünïcødé ✓ 📷 file_id 461"
             ),
             text: #"""
-file_id: "quote \" back \\ slash file_id 418"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 461"
 """#
         ),
         WireSample(
@@ -2318,116 +2495,116 @@ file_id: "quote \" back \\ slash file_id 418"
             protoName: "framecast.v1.PhotoMetadataReply",
             message: PhotoMetadataReply(
                 metadata: PhotoMetadata(
-                    fileID: "日本語 file_id 419",
-                    ownerID: "owner_id-420",
-                    fileName: "ünïcødé ✓ 📷 file_name 421",
-                    contentType: "quote \" back \\ slash content_type 422",
+                    fileID: "quote \" back \\ slash file_id 462",
+                    ownerID: "日本語 owner_id 463",
+                    fileName: "file_name-464",
+                    contentType: "ünïcødé ✓ 📷 content_type 465",
                     versions: [PhotoVersion(
-                        fileID: "日本語 file_id 423",
-                        size: "size-424",
-                        width: -425007,
-                        height: 426007,
-                        format: "日本語 format 427",
-                        contentType: "content_type-428",
-                        blobKey: "ünïcødé ✓ 📷 blob_key 429",
-                        byteSize: 1700000000430,
-                        sha256: "日本語 sha256 431",
-                        createdAt: 1700000000432
+                        fileID: "quote \" back \\ slash file_id 466",
+                        size: "日本語 size 467",
+                        width: 468007,
+                        height: -469007,
+                        format: "quote \" back \\ slash format 470",
+                        contentType: "日本語 content_type 471",
+                        blobKey: "blob_key-472",
+                        byteSize: -1099511628249,
+                        sha256: "quote \" back \\ slash sha256 474",
+                        createdAt: -1099511628251
                     ), PhotoVersion()],
                     aiMetadata: AIMetadata(
-                        labels: ["ünïcødé ✓ 📷 labels 433", ""],
+                        labels: ["labels-476", ""],
                         faces: [Face(
-                            x: 434007,
-                            y: -435007,
-                            width: 436007,
-                            height: -437007,
-                            confidence: 438.25
+                            x: -477007,
+                            y: 478007,
+                            width: -479007,
+                            height: 480007,
+                            confidence: 481.25
                         ), Face()],
-                        objects: ["日本語 objects 439", ""],
-                        analyser: "analyser-440"
+                        objects: ["quote \" back \\ slash objects 482", ""],
+                        analyser: "日本語 analyser 483"
                     ),
                     analysis: PhotoAnalysis(
-                        format: "ünïcødé ✓ 📷 format 441",
-                        width: 442007,
-                        height: -443007,
-                        orientation: 444007,
-                        takenAt: -1099511628221,
-                        cameraMake: "quote \" back \\ slash camera_make 446",
-                        cameraModel: "日本語 camera_model 447",
+                        format: "format-484",
+                        width: -485007,
+                        height: 486007,
+                        orientation: -487007,
+                        takenAt: 1700000000488,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 489",
+                        cameraModel: "quote \" back \\ slash camera_model 490",
                         gps: GeoPoint(
-                            latitude: 448.5,
-                            longitude: -449.5,
-                            altitude: 450.5
+                            latitude: -491.5,
+                            longitude: 492.5,
+                            altitude: -493.5
                         ),
-                        dominantColors: ["日本語 dominant_colors 451", ""],
-                        perceptualHash: 9223372036860355748
+                        dominantColors: ["quote \" back \\ slash dominant_colors 494", ""],
+                        perceptualHash: 9223372036860886583
                     ),
-                    cachedForFrames: ["ünïcødé ✓ 📷 cached_for_frames 453", ""],
-                    createdAt: 1700000000454,
-                    updatedAt: -1099511628231
+                    cachedForFrames: ["cached_for_frames-496", ""],
+                    createdAt: -1099511628273,
+                    updatedAt: 1700000000498
                 )
             ),
             text: #"""
 metadata {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 419"
-  owner_id: "owner_id-420"
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 421"
-  content_type: "quote \" back \\ slash content_type 422"
+  file_id: "quote \" back \\ slash file_id 462"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 463"
+  file_name: "file_name-464"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 465"
   versions {
-    file_id: "\346\227\245\346\234\254\350\252\236 file_id 423"
-    size: "size-424"
-    width: -425007
-    height: 426007
-    format: "\346\227\245\346\234\254\350\252\236 format 427"
-    content_type: "content_type-428"
-    blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 429"
-    byte_size: 1700000000430
-    sha256: "\346\227\245\346\234\254\350\252\236 sha256 431"
-    created_at: 1700000000432
+    file_id: "quote \" back \\ slash file_id 466"
+    size: "\346\227\245\346\234\254\350\252\236 size 467"
+    width: 468007
+    height: -469007
+    format: "quote \" back \\ slash format 470"
+    content_type: "\346\227\245\346\234\254\350\252\236 content_type 471"
+    blob_key: "blob_key-472"
+    byte_size: -1099511628249
+    sha256: "quote \" back \\ slash sha256 474"
+    created_at: -1099511628251
   }
   versions {
   }
   ai_metadata {
-    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 433"
+    labels: "labels-476"
     labels: ""
     faces {
-      x: 434007
-      y: -435007
-      width: 436007
-      height: -437007
-      confidence: 438.25
+      x: -477007
+      y: 478007
+      width: -479007
+      height: 480007
+      confidence: 481.25
     }
     faces {
     }
-    objects: "\346\227\245\346\234\254\350\252\236 objects 439"
+    objects: "quote \" back \\ slash objects 482"
     objects: ""
-    analyser: "analyser-440"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 483"
   }
   analysis {
-    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 441"
-    width: 442007
-    height: -443007
-    orientation: 444007
+    format: "format-484"
+    width: -485007
+    height: 486007
+    orientation: -487007
     taken_at {
-      value: -1099511628221
+      value: 1700000000488
     }
-    camera_make: "quote \" back \\ slash camera_make 446"
-    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 447"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 489"
+    camera_model: "quote \" back \\ slash camera_model 490"
     gps {
-      latitude: 448.5
-      longitude: -449.5
+      latitude: -491.5
+      longitude: 492.5
       altitude {
-        value: 450.5
+        value: -493.5
       }
     }
-    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 451"
+    dominant_colors: "quote \" back \\ slash dominant_colors 494"
     dominant_colors: ""
-    perceptual_hash: 9223372036860355748
+    perceptual_hash: 9223372036860886583
   }
-  cached_for_frames: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 cached_for_frames 453"
+  cached_for_frames: "cached_for_frames-496"
   cached_for_frames: ""
-  created_at: 1700000000454
-  updated_at: -1099511628231
+  created_at: -1099511628273
+  updated_at: 1700000000498
 }
 """#
         ),
@@ -2471,14 +2648,14 @@ metadata {
             name: "GetVersionRequest/full",
             protoName: "framecast.v1.GetVersionRequest",
             message: GetVersionRequest(
-                fileID: "file_id-456",
-                size: "ünïcødé ✓ 📷 size 457",
-                format: "quote \" back \\ slash format 458"
+                fileID: "日本語 file_id 499",
+                size: "size-500",
+                format: "ünïcødé ✓ 📷 format 501"
             ),
             text: #"""
-file_id: "file_id-456"
-size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 457"
-format: "quote \" back \\ slash format 458"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 499"
+size: "size-500"
+format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 501"
 """#
         ),
         WireSample(
@@ -2493,30 +2670,30 @@ format: "quote \" back \\ slash format 458"
             protoName: "framecast.v1.VersionReply",
             message: VersionReply(
                 version: PhotoVersion(
-                    fileID: "日本語 file_id 459",
-                    size: "size-460",
-                    width: -461007,
-                    height: 462007,
-                    format: "日本語 format 463",
-                    contentType: "content_type-464",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 465",
-                    byteSize: 1700000000466,
-                    sha256: "日本語 sha256 467",
-                    createdAt: 1700000000468
+                    fileID: "quote \" back \\ slash file_id 502",
+                    size: "日本語 size 503",
+                    width: 504007,
+                    height: -505007,
+                    format: "quote \" back \\ slash format 506",
+                    contentType: "日本語 content_type 507",
+                    blobKey: "blob_key-508",
+                    byteSize: -1099511628285,
+                    sha256: "quote \" back \\ slash sha256 510",
+                    createdAt: -1099511628287
                 )
             ),
             text: #"""
 version {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 459"
-  size: "size-460"
-  width: -461007
-  height: 462007
-  format: "\346\227\245\346\234\254\350\252\236 format 463"
-  content_type: "content_type-464"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 465"
-  byte_size: 1700000000466
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 467"
-  created_at: 1700000000468
+  file_id: "quote \" back \\ slash file_id 502"
+  size: "\346\227\245\346\234\254\350\252\236 size 503"
+  width: 504007
+  height: -505007
+  format: "quote \" back \\ slash format 506"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 507"
+  blob_key: "blob_key-508"
+  byte_size: -1099511628285
+  sha256: "quote \" back \\ slash sha256 510"
+  created_at: -1099511628287
 }
 """#
         ),
@@ -2542,23 +2719,23 @@ version {
             name: "Playlist/full",
             protoName: "framecast.v1.Playlist",
             message: Playlist(
-                playlistID: "ünïcødé ✓ 📷 playlist_id 469",
-                ownerID: "quote \" back \\ slash owner_id 470",
-                name: "日本語 name 471",
-                description: "description-472",
-                fileIDs: ["ünïcødé ✓ 📷 file_ids 473", ""],
-                createdAt: 1700000000474,
-                updatedAt: -1099511628251
+                playlistID: "playlist_id-512",
+                ownerID: "ünïcødé ✓ 📷 owner_id 513",
+                name: "quote \" back \\ slash name 514",
+                description: "日本語 description 515",
+                fileIDs: ["file_ids-516", ""],
+                createdAt: -1099511628293,
+                updatedAt: 1700000000518
             ),
             text: #"""
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 469"
-owner_id: "quote \" back \\ slash owner_id 470"
-name: "\346\227\245\346\234\254\350\252\236 name 471"
-description: "description-472"
-file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 473"
+playlist_id: "playlist_id-512"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 513"
+name: "quote \" back \\ slash name 514"
+description: "\346\227\245\346\234\254\350\252\236 description 515"
+file_ids: "file_ids-516"
 file_ids: ""
-created_at: 1700000000474
-updated_at: -1099511628251
+created_at: -1099511628293
+updated_at: 1700000000518
 """#
         ),
         WireSample(
@@ -2573,25 +2750,25 @@ updated_at: -1099511628251
             protoName: "framecast.v1.PlaylistReply",
             message: PlaylistReply(
                 playlist: Playlist(
-                    playlistID: "playlist_id-476",
-                    ownerID: "ünïcødé ✓ 📷 owner_id 477",
-                    name: "quote \" back \\ slash name 478",
-                    description: "日本語 description 479",
-                    fileIDs: ["file_ids-480", ""],
-                    createdAt: -1099511628257,
-                    updatedAt: 1700000000482
+                    playlistID: "日本語 playlist_id 519",
+                    ownerID: "owner_id-520",
+                    name: "ünïcødé ✓ 📷 name 521",
+                    description: "quote \" back \\ slash description 522",
+                    fileIDs: ["日本語 file_ids 523", ""],
+                    createdAt: 1700000000524,
+                    updatedAt: -1099511628301
                 )
             ),
             text: #"""
 playlist {
-  playlist_id: "playlist_id-476"
-  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 477"
-  name: "quote \" back \\ slash name 478"
-  description: "\346\227\245\346\234\254\350\252\236 description 479"
-  file_ids: "file_ids-480"
+  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 519"
+  owner_id: "owner_id-520"
+  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 521"
+  description: "quote \" back \\ slash description 522"
+  file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 523"
   file_ids: ""
-  created_at: -1099511628257
-  updated_at: 1700000000482
+  created_at: 1700000000524
+  updated_at: -1099511628301
 }
 """#
         ),
@@ -2617,16 +2794,16 @@ playlist {
             name: "CreatePlaylistRequest/full",
             protoName: "framecast.v1.CreatePlaylistRequest",
             message: CreatePlaylistRequest(
-                userID: "日本語 user_id 483",
-                name: "name-484",
-                description: "ünïcødé ✓ 📷 description 485",
-                fileIDs: ["quote \" back \\ slash file_ids 486", ""]
+                userID: "quote \" back \\ slash user_id 526",
+                name: "日本語 name 527",
+                description: "description-528",
+                fileIDs: ["ünïcødé ✓ 📷 file_ids 529", ""]
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 483"
-name: "name-484"
-description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 485"
-file_ids: "quote \" back \\ slash file_ids 486"
+user_id: "quote \" back \\ slash user_id 526"
+name: "\346\227\245\346\234\254\350\252\236 name 527"
+description: "description-528"
+file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 529"
 file_ids: ""
 """#
         ),
@@ -2641,12 +2818,12 @@ file_ids: ""
             name: "GetPlaylistRequest/full",
             protoName: "framecast.v1.GetPlaylistRequest",
             message: GetPlaylistRequest(
-                userID: "日本語 user_id 487",
-                playlistID: "playlist_id-488"
+                userID: "quote \" back \\ slash user_id 530",
+                playlistID: "日本語 playlist_id 531"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 487"
-playlist_id: "playlist_id-488"
+user_id: "quote \" back \\ slash user_id 530"
+playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 531"
 """#
         ),
         WireSample(
@@ -2660,14 +2837,14 @@ playlist_id: "playlist_id-488"
             name: "ListPlaylistsRequest/full",
             protoName: "framecast.v1.ListPlaylistsRequest",
             message: ListPlaylistsRequest(
-                userID: "ünïcødé ✓ 📷 user_id 489",
-                pageSize: 490007,
-                pageToken: "日本語 page_token 491"
+                userID: "user_id-532",
+                pageSize: -533007,
+                pageToken: "quote \" back \\ slash page_token 534"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 489"
-page_size: 490007
-page_token: "\346\227\245\346\234\254\350\252\236 page_token 491"
+user_id: "user_id-532"
+page_size: -533007
+page_token: "quote \" back \\ slash page_token 534"
 """#
         ),
         WireSample(
@@ -2682,30 +2859,30 @@ page_token: "\346\227\245\346\234\254\350\252\236 page_token 491"
             protoName: "framecast.v1.ListPlaylistsReply",
             message: ListPlaylistsReply(
                 playlists: [Playlist(
-                    playlistID: "playlist_id-492",
-                    ownerID: "ünïcødé ✓ 📷 owner_id 493",
-                    name: "quote \" back \\ slash name 494",
-                    description: "日本語 description 495",
-                    fileIDs: ["file_ids-496", ""],
-                    createdAt: -1099511628273,
-                    updatedAt: 1700000000498
+                    playlistID: "日本語 playlist_id 535",
+                    ownerID: "owner_id-536",
+                    name: "ünïcødé ✓ 📷 name 537",
+                    description: "quote \" back \\ slash description 538",
+                    fileIDs: ["日本語 file_ids 539", ""],
+                    createdAt: 1700000000540,
+                    updatedAt: -1099511628317
                 ), Playlist()],
-                nextPageToken: "日本語 next_page_token 499"
+                nextPageToken: "quote \" back \\ slash next_page_token 542"
             ),
             text: #"""
 playlists {
-  playlist_id: "playlist_id-492"
-  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 493"
-  name: "quote \" back \\ slash name 494"
-  description: "\346\227\245\346\234\254\350\252\236 description 495"
-  file_ids: "file_ids-496"
+  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 535"
+  owner_id: "owner_id-536"
+  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 537"
+  description: "quote \" back \\ slash description 538"
+  file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 539"
   file_ids: ""
-  created_at: -1099511628273
-  updated_at: 1700000000498
+  created_at: 1700000000540
+  updated_at: -1099511628317
 }
 playlists {
 }
-next_page_token: "\346\227\245\346\234\254\350\252\236 next_page_token 499"
+next_page_token: "quote \" back \\ slash next_page_token 542"
 """#
         ),
         WireSample(
@@ -2719,24 +2896,24 @@ next_page_token: "\346\227\245\346\234\254\350\252\236 next_page_token 499"
             name: "UpdatePlaylistRequest/full",
             protoName: "framecast.v1.UpdatePlaylistRequest",
             message: UpdatePlaylistRequest(
-                userID: "user_id-500",
-                playlistID: "ünïcødé ✓ 📷 playlist_id 501",
-                name: "quote \" back \\ slash name 502",
-                description: "日本語 description 503",
+                userID: "日本語 user_id 543",
+                playlistID: "playlist_id-544",
+                name: "ünïcødé ✓ 📷 name 545",
+                description: "quote \" back \\ slash description 546",
                 replaceFileIDs: true,
-                fileIDs: ["ünïcødé ✓ 📷 file_ids 505", ""]
+                fileIDs: ["file_ids-548", ""]
             ),
             text: #"""
-user_id: "user_id-500"
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 501"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 543"
+playlist_id: "playlist_id-544"
 name {
-  value: "quote \" back \\ slash name 502"
+  value: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 545"
 }
 description {
-  value: "\346\227\245\346\234\254\350\252\236 description 503"
+  value: "quote \" back \\ slash description 546"
 }
 replace_file_ids: true
-file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 505"
+file_ids: "file_ids-548"
 file_ids: ""
 """#
         ),
@@ -2765,12 +2942,12 @@ description {
             name: "DeletePlaylistRequest/full",
             protoName: "framecast.v1.DeletePlaylistRequest",
             message: DeletePlaylistRequest(
-                userID: "quote \" back \\ slash user_id 506",
-                playlistID: "日本語 playlist_id 507"
+                userID: "ünïcødé ✓ 📷 user_id 549",
+                playlistID: "quote \" back \\ slash playlist_id 550"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 506"
-playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 507"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 549"
+playlist_id: "quote \" back \\ slash playlist_id 550"
 """#
         ),
         WireSample(
@@ -2784,22 +2961,22 @@ playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 507"
             name: "ScheduleEntry/full",
             protoName: "framecast.v1.ScheduleEntry",
             message: ScheduleEntry(
-                playlistID: "playlist_id-508",
-                albumID: "ünïcødé ✓ 📷 album_id 509",
-                daysOfWeek: [510007, 0],
-                startTime: "日本語 start_time 511",
-                endTime: "end_time-512",
-                intervalSeconds: -513007,
+                playlistID: "日本語 playlist_id 551",
+                albumID: "album_id-552",
+                daysOfWeek: [-553007, 0],
+                startTime: "quote \" back \\ slash start_time 554",
+                endTime: "日本語 end_time 555",
+                intervalSeconds: 556007,
                 shuffle: true
             ),
             text: #"""
-playlist_id: "playlist_id-508"
-album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 509"
-days_of_week: 510007
+playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 551"
+album_id: "album_id-552"
+days_of_week: -553007
 days_of_week: 0
-start_time: "\346\227\245\346\234\254\350\252\236 start_time 511"
-end_time: "end_time-512"
-interval_seconds: -513007
+start_time: "quote \" back \\ slash start_time 554"
+end_time: "\346\227\245\346\234\254\350\252\236 end_time 555"
+interval_seconds: 556007
 shuffle: true
 """#
         ),
@@ -2814,35 +2991,35 @@ shuffle: true
             name: "RotationSchedule/full",
             protoName: "framecast.v1.RotationSchedule",
             message: RotationSchedule(
-                frameID: "日本語 frame_id 515",
-                ownerID: "owner_id-516",
+                frameID: "quote \" back \\ slash frame_id 558",
+                ownerID: "日本語 owner_id 559",
                 entries: [ScheduleEntry(
-                    playlistID: "ünïcødé ✓ 📷 playlist_id 517",
-                    albumID: "quote \" back \\ slash album_id 518",
-                    daysOfWeek: [-519007, 0],
-                    startTime: "start_time-520",
-                    endTime: "ünïcødé ✓ 📷 end_time 521",
-                    intervalSeconds: 522007,
+                    playlistID: "playlist_id-560",
+                    albumID: "ünïcødé ✓ 📷 album_id 561",
+                    daysOfWeek: [562007, 0],
+                    startTime: "日本語 start_time 563",
+                    endTime: "end_time-564",
+                    intervalSeconds: -565007,
                     shuffle: true
                 ), ScheduleEntry()],
-                updatedAt: 1700000000524
+                updatedAt: -1099511628343
             ),
             text: #"""
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 515"
-owner_id: "owner_id-516"
+frame_id: "quote \" back \\ slash frame_id 558"
+owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 559"
 entries {
-  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 517"
-  album_id: "quote \" back \\ slash album_id 518"
-  days_of_week: -519007
+  playlist_id: "playlist_id-560"
+  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 561"
+  days_of_week: 562007
   days_of_week: 0
-  start_time: "start_time-520"
-  end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 521"
-  interval_seconds: 522007
+  start_time: "\346\227\245\346\234\254\350\252\236 start_time 563"
+  end_time: "end_time-564"
+  interval_seconds: -565007
   shuffle: true
 }
 entries {
 }
-updated_at: 1700000000524
+updated_at: -1099511628343
 """#
         ),
         WireSample(
@@ -2857,37 +3034,37 @@ updated_at: 1700000000524
             protoName: "framecast.v1.ScheduleReply",
             message: ScheduleReply(
                 schedule: RotationSchedule(
-                    frameID: "ünïcødé ✓ 📷 frame_id 525",
-                    ownerID: "quote \" back \\ slash owner_id 526",
+                    frameID: "frame_id-568",
+                    ownerID: "ünïcødé ✓ 📷 owner_id 569",
                     entries: [ScheduleEntry(
-                        playlistID: "日本語 playlist_id 527",
-                        albumID: "album_id-528",
-                        daysOfWeek: [-529007, 0],
-                        startTime: "quote \" back \\ slash start_time 530",
-                        endTime: "日本語 end_time 531",
-                        intervalSeconds: 532007,
+                        playlistID: "quote \" back \\ slash playlist_id 570",
+                        albumID: "日本語 album_id 571",
+                        daysOfWeek: [572007, 0],
+                        startTime: "ünïcødé ✓ 📷 start_time 573",
+                        endTime: "quote \" back \\ slash end_time 574",
+                        intervalSeconds: -575007,
                         shuffle: true
                     ), ScheduleEntry()],
-                    updatedAt: 1700000000534
+                    updatedAt: -1099511628353
                 )
             ),
             text: #"""
 schedule {
-  frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 525"
-  owner_id: "quote \" back \\ slash owner_id 526"
+  frame_id: "frame_id-568"
+  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 569"
   entries {
-    playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 527"
-    album_id: "album_id-528"
-    days_of_week: -529007
+    playlist_id: "quote \" back \\ slash playlist_id 570"
+    album_id: "\346\227\245\346\234\254\350\252\236 album_id 571"
+    days_of_week: 572007
     days_of_week: 0
-    start_time: "quote \" back \\ slash start_time 530"
-    end_time: "\346\227\245\346\234\254\350\252\236 end_time 531"
-    interval_seconds: 532007
+    start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 573"
+    end_time: "quote \" back \\ slash end_time 574"
+    interval_seconds: -575007
     shuffle: true
   }
   entries {
   }
-  updated_at: 1700000000534
+  updated_at: -1099511628353
 }
 """#
         ),
@@ -2913,12 +3090,12 @@ schedule {
             name: "GetScheduleRequest/full",
             protoName: "framecast.v1.GetScheduleRequest",
             message: GetScheduleRequest(
-                userID: "日本語 user_id 535",
-                frameID: "frame_id-536"
+                userID: "quote \" back \\ slash user_id 578",
+                frameID: "日本語 frame_id 579"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 535"
-frame_id: "frame_id-536"
+user_id: "quote \" back \\ slash user_id 578"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 579"
 """#
         ),
         WireSample(
@@ -2932,29 +3109,29 @@ frame_id: "frame_id-536"
             name: "SetScheduleRequest/full",
             protoName: "framecast.v1.SetScheduleRequest",
             message: SetScheduleRequest(
-                userID: "ünïcødé ✓ 📷 user_id 537",
-                frameID: "quote \" back \\ slash frame_id 538",
+                userID: "user_id-580",
+                frameID: "ünïcødé ✓ 📷 frame_id 581",
                 entries: [ScheduleEntry(
-                    playlistID: "日本語 playlist_id 539",
-                    albumID: "album_id-540",
-                    daysOfWeek: [-541007, 0],
-                    startTime: "quote \" back \\ slash start_time 542",
-                    endTime: "日本語 end_time 543",
-                    intervalSeconds: 544007,
+                    playlistID: "quote \" back \\ slash playlist_id 582",
+                    albumID: "日本語 album_id 583",
+                    daysOfWeek: [584007, 0],
+                    startTime: "ünïcødé ✓ 📷 start_time 585",
+                    endTime: "quote \" back \\ slash end_time 586",
+                    intervalSeconds: -587007,
                     shuffle: true
                 ), ScheduleEntry()]
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 537"
-frame_id: "quote \" back \\ slash frame_id 538"
+user_id: "user_id-580"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 581"
 entries {
-  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 539"
-  album_id: "album_id-540"
-  days_of_week: -541007
+  playlist_id: "quote \" back \\ slash playlist_id 582"
+  album_id: "\346\227\245\346\234\254\350\252\236 album_id 583"
+  days_of_week: 584007
   days_of_week: 0
-  start_time: "quote \" back \\ slash start_time 542"
-  end_time: "\346\227\245\346\234\254\350\252\236 end_time 543"
-  interval_seconds: 544007
+  start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 585"
+  end_time: "quote \" back \\ slash end_time 586"
+  interval_seconds: -587007
   shuffle: true
 }
 entries {
@@ -2972,12 +3149,12 @@ entries {
             name: "DeleteScheduleRequest/full",
             protoName: "framecast.v1.DeleteScheduleRequest",
             message: DeleteScheduleRequest(
-                userID: "quote \" back \\ slash user_id 546",
-                frameID: "日本語 frame_id 547"
+                userID: "ünïcødé ✓ 📷 user_id 589",
+                frameID: "quote \" back \\ slash frame_id 590"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 546"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 547"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 589"
+frame_id: "quote \" back \\ slash frame_id 590"
 """#
         ),
         WireSample(
@@ -2991,37 +3168,37 @@ frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 547"
             name: "MediaVersionCreated/full",
             protoName: "framecast.v1.MediaVersionCreated",
             message: MediaVersionCreated(
-                eventID: "event_id-548",
-                occurredAt: -1099511628325,
-                userID: "quote \" back \\ slash user_id 550",
+                eventID: "日本語 event_id 591",
+                occurredAt: 1700000000592,
+                userID: "ünïcødé ✓ 📷 user_id 593",
                 version: PhotoVersion(
-                    fileID: "日本語 file_id 551",
-                    size: "size-552",
-                    width: -553007,
-                    height: 554007,
-                    format: "日本語 format 555",
-                    contentType: "content_type-556",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 557",
-                    byteSize: 1700000000558,
-                    sha256: "日本語 sha256 559",
-                    createdAt: 1700000000560
+                    fileID: "quote \" back \\ slash file_id 594",
+                    size: "日本語 size 595",
+                    width: 596007,
+                    height: -597007,
+                    format: "quote \" back \\ slash format 598",
+                    contentType: "日本語 content_type 599",
+                    blobKey: "blob_key-600",
+                    byteSize: -1099511628377,
+                    sha256: "quote \" back \\ slash sha256 602",
+                    createdAt: -1099511628379
                 )
             ),
             text: #"""
-event_id: "event_id-548"
-occurred_at: -1099511628325
-user_id: "quote \" back \\ slash user_id 550"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 591"
+occurred_at: 1700000000592
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 593"
 version {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 551"
-  size: "size-552"
-  width: -553007
-  height: 554007
-  format: "\346\227\245\346\234\254\350\252\236 format 555"
-  content_type: "content_type-556"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 557"
-  byte_size: 1700000000558
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 559"
-  created_at: 1700000000560
+  file_id: "quote \" back \\ slash file_id 594"
+  size: "\346\227\245\346\234\254\350\252\236 size 595"
+  width: 596007
+  height: -597007
+  format: "quote \" back \\ slash format 598"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 599"
+  blob_key: "blob_key-600"
+  byte_size: -1099511628377
+  sha256: "quote \" back \\ slash sha256 602"
+  created_at: -1099511628379
 }
 """#
         ),
@@ -3047,22 +3224,22 @@ version {
             name: "MediaVersionFailed/full",
             protoName: "framecast.v1.MediaVersionFailed",
             message: MediaVersionFailed(
-                eventID: "ünïcødé ✓ 📷 event_id 561",
-                occurredAt: 1700000000562,
-                userID: "日本語 user_id 563",
-                fileID: "file_id-564",
-                size: "ünïcødé ✓ 📷 size 565",
-                format: "quote \" back \\ slash format 566",
-                error: "日本語 error 567"
+                eventID: "event_id-604",
+                occurredAt: -1099511628381,
+                userID: "quote \" back \\ slash user_id 606",
+                fileID: "日本語 file_id 607",
+                size: "size-608",
+                format: "ünïcødé ✓ 📷 format 609",
+                error: "quote \" back \\ slash error 610"
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 561"
-occurred_at: 1700000000562
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 563"
-file_id: "file_id-564"
-size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 565"
-format: "quote \" back \\ slash format 566"
-error: "\346\227\245\346\234\254\350\252\236 error 567"
+event_id: "event_id-604"
+occurred_at: -1099511628381
+user_id: "quote \" back \\ slash user_id 606"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 607"
+size: "size-608"
+format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 609"
+error: "quote \" back \\ slash error 610"
 """#
         ),
         WireSample(
@@ -3076,47 +3253,47 @@ error: "\346\227\245\346\234\254\350\252\236 error 567"
             name: "MediaCacheReady/full",
             protoName: "framecast.v1.MediaCacheReady",
             message: MediaCacheReady(
-                eventID: "event_id-568",
-                occurredAt: -1099511628345,
-                userID: "quote \" back \\ slash user_id 570",
-                fileID: "日本語 file_id 571",
+                eventID: "日本語 event_id 611",
+                occurredAt: 1700000000612,
+                userID: "ünïcødé ✓ 📷 user_id 613",
+                fileID: "quote \" back \\ slash file_id 614",
                 versions: [PhotoVersion(
-                    fileID: "file_id-572",
-                    size: "ünïcødé ✓ 📷 size 573",
-                    width: 574007,
-                    height: -575007,
-                    format: "format-576",
-                    contentType: "ünïcødé ✓ 📷 content_type 577",
-                    blobKey: "quote \" back \\ slash blob_key 578",
-                    byteSize: -1099511628355,
-                    sha256: "sha256-580",
-                    createdAt: -1099511628357
+                    fileID: "日本語 file_id 615",
+                    size: "size-616",
+                    width: -617007,
+                    height: 618007,
+                    format: "日本語 format 619",
+                    contentType: "content_type-620",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 621",
+                    byteSize: 1700000000622,
+                    sha256: "日本語 sha256 623",
+                    createdAt: 1700000000624
                 ), PhotoVersion()],
-                frameIDs: ["quote \" back \\ slash frame_ids 582", ""],
-                albumIDs: ["日本語 album_ids 583", ""]
+                frameIDs: ["ünïcødé ✓ 📷 frame_ids 625", ""],
+                albumIDs: ["quote \" back \\ slash album_ids 626", ""]
             ),
             text: #"""
-event_id: "event_id-568"
-occurred_at: -1099511628345
-user_id: "quote \" back \\ slash user_id 570"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 571"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 611"
+occurred_at: 1700000000612
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 613"
+file_id: "quote \" back \\ slash file_id 614"
 versions {
-  file_id: "file_id-572"
-  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 573"
-  width: 574007
-  height: -575007
-  format: "format-576"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 577"
-  blob_key: "quote \" back \\ slash blob_key 578"
-  byte_size: -1099511628355
-  sha256: "sha256-580"
-  created_at: -1099511628357
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 615"
+  size: "size-616"
+  width: -617007
+  height: 618007
+  format: "\346\227\245\346\234\254\350\252\236 format 619"
+  content_type: "content_type-620"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 621"
+  byte_size: 1700000000622
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 623"
+  created_at: 1700000000624
 }
 versions {
 }
-frame_ids: "quote \" back \\ slash frame_ids 582"
+frame_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_ids 625"
 frame_ids: ""
-album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 583"
+album_ids: "quote \" back \\ slash album_ids 626"
 album_ids: ""
 """#
         ),
@@ -3131,104 +3308,104 @@ album_ids: ""
             name: "FileRecord/full",
             protoName: "framecast.v1.FileRecord",
             message: FileRecord(
-                fileID: "file_id-584",
-                userID: "ünïcødé ✓ 📷 user_id 585",
-                blobKey: "quote \" back \\ slash blob_key 586",
-                sha256: "日本語 sha256 587",
-                size: 1700000000588,
-                fileName: "ünïcødé ✓ 📷 file_name 589",
-                contentType: "quote \" back \\ slash content_type 590",
-                declaredContentType: "日本語 declared_content_type 591",
-                metadata: ["": "empty key", "album_id": "alb-ü-592", "k592": ""],
+                fileID: "日本語 file_id 627",
+                userID: "user_id-628",
+                blobKey: "ünïcødé ✓ 📷 blob_key 629",
+                sha256: "quote \" back \\ slash sha256 630",
+                size: -1099511628407,
+                fileName: "file_name-632",
+                contentType: "ünïcødé ✓ 📷 content_type 633",
+                declaredContentType: "quote \" back \\ slash declared_content_type 634",
+                metadata: ["": "empty key", "album_id": "alb-ü-635", "k635": ""],
                 analysis: PhotoAnalysis(
-                    format: "ünïcødé ✓ 📷 format 593",
-                    width: 594007,
-                    height: -595007,
-                    orientation: 596007,
-                    takenAt: -1099511628373,
-                    cameraMake: "quote \" back \\ slash camera_make 598",
-                    cameraModel: "日本語 camera_model 599",
+                    format: "format-636",
+                    width: -637007,
+                    height: 638007,
+                    orientation: -639007,
+                    takenAt: 1700000000640,
+                    cameraMake: "ünïcødé ✓ 📷 camera_make 641",
+                    cameraModel: "quote \" back \\ slash camera_model 642",
                     gps: GeoPoint(
-                        latitude: 600.5,
-                        longitude: -601.5,
-                        altitude: 602.5
+                        latitude: -643.5,
+                        longitude: 644.5,
+                        altitude: -645.5
                     ),
-                    dominantColors: ["日本語 dominant_colors 603", ""],
-                    perceptualHash: 9223372036862232188
+                    dominantColors: ["quote \" back \\ slash dominant_colors 646", ""],
+                    perceptualHash: 9223372036862763023
                 ),
                 aiMetadata: AIMetadata(
-                    labels: ["ünïcødé ✓ 📷 labels 605", ""],
+                    labels: ["labels-648", ""],
                     faces: [Face(
-                        x: 606007,
-                        y: -607007,
-                        width: 608007,
-                        height: -609007,
-                        confidence: 610.25
+                        x: -649007,
+                        y: 650007,
+                        width: -651007,
+                        height: 652007,
+                        confidence: 653.25
                     ), Face()],
-                    objects: ["日本語 objects 611", ""],
-                    analyser: "analyser-612"
+                    objects: ["quote \" back \\ slash objects 654", ""],
+                    analyser: "日本語 analyser 655"
                 ),
-                createdAt: -1099511628389,
-                storagePath: "quote \" back \\ slash storage_path 614"
+                createdAt: 1700000000656,
+                storagePath: "ünïcødé ✓ 📷 storage_path 657"
             ),
             text: #"""
-file_id: "file_id-584"
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 585"
-blob_key: "quote \" back \\ slash blob_key 586"
-sha256: "\346\227\245\346\234\254\350\252\236 sha256 587"
-size: 1700000000588
-file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 589"
-content_type: "quote \" back \\ slash content_type 590"
-declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 591"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 627"
+user_id: "user_id-628"
+blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 629"
+sha256: "quote \" back \\ slash sha256 630"
+size: -1099511628407
+file_name: "file_name-632"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 633"
+declared_content_type: "quote \" back \\ slash declared_content_type 634"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-592"
+  value: "alb-\303\274-635"
 }
 metadata {
-  key: "k592"
+  key: "k635"
 }
 analysis {
-  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 593"
-  width: 594007
-  height: -595007
-  orientation: 596007
+  format: "format-636"
+  width: -637007
+  height: 638007
+  orientation: -639007
   taken_at {
-    value: -1099511628373
+    value: 1700000000640
   }
-  camera_make: "quote \" back \\ slash camera_make 598"
-  camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 599"
+  camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 641"
+  camera_model: "quote \" back \\ slash camera_model 642"
   gps {
-    latitude: 600.5
-    longitude: -601.5
+    latitude: -643.5
+    longitude: 644.5
     altitude {
-      value: 602.5
+      value: -645.5
     }
   }
-  dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 603"
+  dominant_colors: "quote \" back \\ slash dominant_colors 646"
   dominant_colors: ""
-  perceptual_hash: 9223372036862232188
+  perceptual_hash: 9223372036862763023
 }
 ai_metadata {
-  labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 605"
+  labels: "labels-648"
   labels: ""
   faces {
-    x: 606007
-    y: -607007
-    width: 608007
-    height: -609007
-    confidence: 610.25
+    x: -649007
+    y: 650007
+    width: -651007
+    height: 652007
+    confidence: 653.25
   }
   faces {
   }
-  objects: "\346\227\245\346\234\254\350\252\236 objects 611"
+  objects: "quote \" back \\ slash objects 654"
   objects: ""
-  analyser: "analyser-612"
+  analyser: "\346\227\245\346\234\254\350\252\236 analyser 655"
 }
-created_at: -1099511628389
-storage_path: "quote \" back \\ slash storage_path 614"
+created_at: 1700000000656
+storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 657"
 """#
         ),
         WireSample(
@@ -3267,30 +3444,30 @@ ai_metadata {
             name: "RegisterUploadRequest/full",
             protoName: "framecast.v1.RegisterUploadRequest",
             message: RegisterUploadRequest(
-                userID: "日本語 user_id 615",
-                blobKey: "blob_key-616",
-                sha256: "ünïcødé ✓ 📷 sha256 617",
-                size: 1700000000618,
-                fileName: "日本語 file_name 619",
-                contentType: "content_type-620",
-                metadata: ["": "empty key", "album_id": "alb-ü-621", "k621": ""]
+                userID: "quote \" back \\ slash user_id 658",
+                blobKey: "日本語 blob_key 659",
+                sha256: "sha256-660",
+                size: -1099511628437,
+                fileName: "quote \" back \\ slash file_name 662",
+                contentType: "日本語 content_type 663",
+                metadata: ["": "empty key", "album_id": "alb-ü-664", "k664": ""]
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 615"
-blob_key: "blob_key-616"
-sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 617"
-size: 1700000000618
-file_name: "\346\227\245\346\234\254\350\252\236 file_name 619"
-content_type: "content_type-620"
+user_id: "quote \" back \\ slash user_id 658"
+blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 659"
+sha256: "sha256-660"
+size: -1099511628437
+file_name: "quote \" back \\ slash file_name 662"
+content_type: "\346\227\245\346\234\254\350\252\236 content_type 663"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-621"
+  value: "alb-\303\274-664"
 }
 metadata {
-  key: "k621"
+  key: "k664"
 }
 """#
         ),
@@ -3306,107 +3483,107 @@ metadata {
             protoName: "framecast.v1.RegisterUploadReply",
             message: RegisterUploadReply(
                 file: FileRecord(
-                    fileID: "quote \" back \\ slash file_id 622",
-                    userID: "日本語 user_id 623",
-                    blobKey: "blob_key-624",
-                    sha256: "ünïcødé ✓ 📷 sha256 625",
-                    size: 1700000000626,
-                    fileName: "日本語 file_name 627",
-                    contentType: "content_type-628",
-                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 629",
-                    metadata: ["": "empty key", "album_id": "alb-ü-630", "k630": ""],
+                    fileID: "ünïcødé ✓ 📷 file_id 665",
+                    userID: "quote \" back \\ slash user_id 666",
+                    blobKey: "日本語 blob_key 667",
+                    sha256: "sha256-668",
+                    size: -1099511628445,
+                    fileName: "quote \" back \\ slash file_name 670",
+                    contentType: "日本語 content_type 671",
+                    declaredContentType: "declared_content_type-672",
+                    metadata: ["": "empty key", "album_id": "alb-ü-673", "k673": ""],
                     analysis: PhotoAnalysis(
-                        format: "日本語 format 631",
-                        width: 632007,
-                        height: -633007,
-                        orientation: 634007,
-                        takenAt: -1099511628411,
-                        cameraMake: "camera_make-636",
-                        cameraModel: "ünïcødé ✓ 📷 camera_model 637",
+                        format: "quote \" back \\ slash format 674",
+                        width: -675007,
+                        height: 676007,
+                        orientation: -677007,
+                        takenAt: 1700000000678,
+                        cameraMake: "日本語 camera_make 679",
+                        cameraModel: "camera_model-680",
                         gps: GeoPoint(
-                            latitude: 638.5,
-                            longitude: -639.5,
-                            altitude: 640.5
+                            latitude: -681.5,
+                            longitude: 682.5,
+                            altitude: -683.5
                         ),
-                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 641", ""],
-                        perceptualHash: 9223372036862701298
+                        dominantColors: ["dominant_colors-684", ""],
+                        perceptualHash: 9223372036863232133
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["日本語 labels 643", ""],
+                        labels: ["quote \" back \\ slash labels 686", ""],
                         faces: [Face(
-                            x: 644007,
-                            y: -645007,
-                            width: 646007,
-                            height: -647007,
-                            confidence: 648.25
+                            x: -687007,
+                            y: 688007,
+                            width: -689007,
+                            height: 690007,
+                            confidence: 691.25
                         ), Face()],
-                        objects: ["ünïcødé ✓ 📷 objects 649", ""],
-                        analyser: "quote \" back \\ slash analyser 650"
+                        objects: ["objects-692", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 693"
                     ),
-                    createdAt: -1099511628427,
-                    storagePath: "storage_path-652"
+                    createdAt: 1700000000694,
+                    storagePath: "日本語 storage_path 695"
                 ),
                 duplicate: true
             ),
             text: #"""
 file {
-  file_id: "quote \" back \\ slash file_id 622"
-  user_id: "\346\227\245\346\234\254\350\252\236 user_id 623"
-  blob_key: "blob_key-624"
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 625"
-  size: 1700000000626
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 627"
-  content_type: "content_type-628"
-  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 629"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 665"
+  user_id: "quote \" back \\ slash user_id 666"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 667"
+  sha256: "sha256-668"
+  size: -1099511628445
+  file_name: "quote \" back \\ slash file_name 670"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 671"
+  declared_content_type: "declared_content_type-672"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-630"
+    value: "alb-\303\274-673"
   }
   metadata {
-    key: "k630"
+    key: "k673"
   }
   analysis {
-    format: "\346\227\245\346\234\254\350\252\236 format 631"
-    width: 632007
-    height: -633007
-    orientation: 634007
+    format: "quote \" back \\ slash format 674"
+    width: -675007
+    height: 676007
+    orientation: -677007
     taken_at {
-      value: -1099511628411
+      value: 1700000000678
     }
-    camera_make: "camera_make-636"
-    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 637"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 679"
+    camera_model: "camera_model-680"
     gps {
-      latitude: 638.5
-      longitude: -639.5
+      latitude: -681.5
+      longitude: 682.5
       altitude {
-        value: 640.5
+        value: -683.5
       }
     }
-    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 641"
+    dominant_colors: "dominant_colors-684"
     dominant_colors: ""
-    perceptual_hash: 9223372036862701298
+    perceptual_hash: 9223372036863232133
   }
   ai_metadata {
-    labels: "\346\227\245\346\234\254\350\252\236 labels 643"
+    labels: "quote \" back \\ slash labels 686"
     labels: ""
     faces {
-      x: 644007
-      y: -645007
-      width: 646007
-      height: -647007
-      confidence: 648.25
+      x: -687007
+      y: 688007
+      width: -689007
+      height: 690007
+      confidence: 691.25
     }
     faces {
     }
-    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 649"
+    objects: "objects-692"
     objects: ""
-    analyser: "quote \" back \\ slash analyser 650"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 693"
   }
-  created_at: -1099511628427
-  storage_path: "storage_path-652"
+  created_at: 1700000000694
+  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 695"
 }
 duplicate: true
 """#
@@ -3451,12 +3628,12 @@ file {
             name: "GetFileRequest/full",
             protoName: "framecast.v1.GetFileRequest",
             message: GetFileRequest(
-                userID: "quote \" back \\ slash user_id 654",
-                fileID: "日本語 file_id 655"
+                userID: "ünïcødé ✓ 📷 user_id 697",
+                fileID: "quote \" back \\ slash file_id 698"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 654"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 655"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 697"
+file_id: "quote \" back \\ slash file_id 698"
 """#
         ),
         WireSample(
@@ -3471,106 +3648,106 @@ file_id: "\346\227\245\346\234\254\350\252\236 file_id 655"
             protoName: "framecast.v1.GetFileReply",
             message: GetFileReply(
                 file: FileRecord(
-                    fileID: "file_id-656",
-                    userID: "ünïcødé ✓ 📷 user_id 657",
-                    blobKey: "quote \" back \\ slash blob_key 658",
-                    sha256: "日本語 sha256 659",
-                    size: 1700000000660,
-                    fileName: "ünïcødé ✓ 📷 file_name 661",
-                    contentType: "quote \" back \\ slash content_type 662",
-                    declaredContentType: "日本語 declared_content_type 663",
-                    metadata: ["": "empty key", "album_id": "alb-ü-664", "k664": ""],
+                    fileID: "日本語 file_id 699",
+                    userID: "user_id-700",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 701",
+                    sha256: "quote \" back \\ slash sha256 702",
+                    size: -1099511628479,
+                    fileName: "file_name-704",
+                    contentType: "ünïcødé ✓ 📷 content_type 705",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 706",
+                    metadata: ["": "empty key", "album_id": "alb-ü-707", "k707": ""],
                     analysis: PhotoAnalysis(
-                        format: "ünïcødé ✓ 📷 format 665",
-                        width: 666007,
-                        height: -667007,
-                        orientation: 668007,
-                        takenAt: -1099511628445,
-                        cameraMake: "quote \" back \\ slash camera_make 670",
-                        cameraModel: "日本語 camera_model 671",
+                        format: "format-708",
+                        width: -709007,
+                        height: 710007,
+                        orientation: -711007,
+                        takenAt: 1700000000712,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 713",
+                        cameraModel: "quote \" back \\ slash camera_model 714",
                         gps: GeoPoint(
-                            latitude: 672.5,
-                            longitude: -673.5,
-                            altitude: 674.5
+                            latitude: -715.5,
+                            longitude: 716.5,
+                            altitude: -717.5
                         ),
-                        dominantColors: ["日本語 dominant_colors 675", ""],
-                        perceptualHash: 9223372036863121028
+                        dominantColors: ["quote \" back \\ slash dominant_colors 718", ""],
+                        perceptualHash: 9223372036863651863
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["ünïcødé ✓ 📷 labels 677", ""],
+                        labels: ["labels-720", ""],
                         faces: [Face(
-                            x: 678007,
-                            y: -679007,
-                            width: 680007,
-                            height: -681007,
-                            confidence: 682.25
+                            x: -721007,
+                            y: 722007,
+                            width: -723007,
+                            height: 724007,
+                            confidence: 725.25
                         ), Face()],
-                        objects: ["日本語 objects 683", ""],
-                        analyser: "analyser-684"
+                        objects: ["quote \" back \\ slash objects 726", ""],
+                        analyser: "日本語 analyser 727"
                     ),
-                    createdAt: -1099511628461,
-                    storagePath: "quote \" back \\ slash storage_path 686"
+                    createdAt: 1700000000728,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 729"
                 )
             ),
             text: #"""
 file {
-  file_id: "file_id-656"
-  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 657"
-  blob_key: "quote \" back \\ slash blob_key 658"
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 659"
-  size: 1700000000660
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 661"
-  content_type: "quote \" back \\ slash content_type 662"
-  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 663"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 699"
+  user_id: "user_id-700"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 701"
+  sha256: "quote \" back \\ slash sha256 702"
+  size: -1099511628479
+  file_name: "file_name-704"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 705"
+  declared_content_type: "quote \" back \\ slash declared_content_type 706"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-664"
+    value: "alb-\303\274-707"
   }
   metadata {
-    key: "k664"
+    key: "k707"
   }
   analysis {
-    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 665"
-    width: 666007
-    height: -667007
-    orientation: 668007
+    format: "format-708"
+    width: -709007
+    height: 710007
+    orientation: -711007
     taken_at {
-      value: -1099511628445
+      value: 1700000000712
     }
-    camera_make: "quote \" back \\ slash camera_make 670"
-    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 671"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 713"
+    camera_model: "quote \" back \\ slash camera_model 714"
     gps {
-      latitude: 672.5
-      longitude: -673.5
+      latitude: -715.5
+      longitude: 716.5
       altitude {
-        value: 674.5
+        value: -717.5
       }
     }
-    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 675"
+    dominant_colors: "quote \" back \\ slash dominant_colors 718"
     dominant_colors: ""
-    perceptual_hash: 9223372036863121028
+    perceptual_hash: 9223372036863651863
   }
   ai_metadata {
-    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 677"
+    labels: "labels-720"
     labels: ""
     faces {
-      x: 678007
-      y: -679007
-      width: 680007
-      height: -681007
-      confidence: 682.25
+      x: -721007
+      y: 722007
+      width: -723007
+      height: 724007
+      confidence: 725.25
     }
     faces {
     }
-    objects: "\346\227\245\346\234\254\350\252\236 objects 683"
+    objects: "quote \" back \\ slash objects 726"
     objects: ""
-    analyser: "analyser-684"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 727"
   }
-  created_at: -1099511628461
-  storage_path: "quote \" back \\ slash storage_path 686"
+  created_at: 1700000000728
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 729"
 }
 """#
         ),
@@ -3614,14 +3791,14 @@ file {
             name: "ListFilesRequest/full",
             protoName: "framecast.v1.ListFilesRequest",
             message: ListFilesRequest(
-                userID: "日本語 user_id 687",
-                pageSize: 688007,
-                pageToken: "ünïcødé ✓ 📷 page_token 689"
+                userID: "quote \" back \\ slash user_id 730",
+                pageSize: -731007,
+                pageToken: "page_token-732"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 687"
-page_size: 688007
-page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 page_token 689"
+user_id: "quote \" back \\ slash user_id 730"
+page_size: -731007
+page_token: "page_token-732"
 """#
         ),
         WireSample(
@@ -3636,45 +3813,45 @@ page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 p
             protoName: "framecast.v1.ListFilesReply",
             message: ListFilesReply(
                 files: [FileRecord(
-                    fileID: "quote \" back \\ slash file_id 690",
-                    userID: "日本語 user_id 691",
-                    blobKey: "blob_key-692",
-                    sha256: "ünïcødé ✓ 📷 sha256 693",
-                    size: 1700000000694,
-                    fileName: "日本語 file_name 695",
-                    contentType: "content_type-696",
-                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 697",
-                    metadata: ["": "empty key", "album_id": "alb-ü-698", "k698": ""],
+                    fileID: "ünïcødé ✓ 📷 file_id 733",
+                    userID: "quote \" back \\ slash user_id 734",
+                    blobKey: "日本語 blob_key 735",
+                    sha256: "sha256-736",
+                    size: -1099511628513,
+                    fileName: "quote \" back \\ slash file_name 738",
+                    contentType: "日本語 content_type 739",
+                    declaredContentType: "declared_content_type-740",
+                    metadata: ["": "empty key", "album_id": "alb-ü-741", "k741": ""],
                     analysis: PhotoAnalysis(
-                        format: "日本語 format 699",
-                        width: 700007,
-                        height: -701007,
-                        orientation: 702007,
-                        takenAt: -1099511628479,
-                        cameraMake: "camera_make-704",
-                        cameraModel: "ünïcødé ✓ 📷 camera_model 705",
+                        format: "quote \" back \\ slash format 742",
+                        width: -743007,
+                        height: 744007,
+                        orientation: -745007,
+                        takenAt: 1700000000746,
+                        cameraMake: "日本語 camera_make 747",
+                        cameraModel: "camera_model-748",
                         gps: GeoPoint(
-                            latitude: 706.5,
-                            longitude: -707.5,
-                            altitude: 708.5
+                            latitude: -749.5,
+                            longitude: 750.5,
+                            altitude: -751.5
                         ),
-                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 709", ""],
-                        perceptualHash: 9223372036863540758
+                        dominantColors: ["dominant_colors-752", ""],
+                        perceptualHash: 9223372036864071593
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["日本語 labels 711", ""],
+                        labels: ["quote \" back \\ slash labels 754", ""],
                         faces: [Face(
-                            x: 712007,
-                            y: -713007,
-                            width: 714007,
-                            height: -715007,
-                            confidence: 716.25
+                            x: -755007,
+                            y: 756007,
+                            width: -757007,
+                            height: 758007,
+                            confidence: 759.25
                         ), Face()],
-                        objects: ["ünïcødé ✓ 📷 objects 717", ""],
-                        analyser: "quote \" back \\ slash analyser 718"
+                        objects: ["objects-760", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 761"
                     ),
-                    createdAt: -1099511628495,
-                    storagePath: "storage_path-720"
+                    createdAt: 1700000000762,
+                    storagePath: "日本語 storage_path 763"
                 ), FileRecord(
                     analysis: PhotoAnalysis(
                         takenAt: 0,
@@ -3684,67 +3861,67 @@ page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 p
                     ),
                     aiMetadata: AIMetadata()
                 )],
-                nextPageToken: "ünïcødé ✓ 📷 next_page_token 721"
+                nextPageToken: "next_page_token-764"
             ),
             text: #"""
 files {
-  file_id: "quote \" back \\ slash file_id 690"
-  user_id: "\346\227\245\346\234\254\350\252\236 user_id 691"
-  blob_key: "blob_key-692"
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 693"
-  size: 1700000000694
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 695"
-  content_type: "content_type-696"
-  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 697"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 733"
+  user_id: "quote \" back \\ slash user_id 734"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 735"
+  sha256: "sha256-736"
+  size: -1099511628513
+  file_name: "quote \" back \\ slash file_name 738"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 739"
+  declared_content_type: "declared_content_type-740"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-698"
+    value: "alb-\303\274-741"
   }
   metadata {
-    key: "k698"
+    key: "k741"
   }
   analysis {
-    format: "\346\227\245\346\234\254\350\252\236 format 699"
-    width: 700007
-    height: -701007
-    orientation: 702007
+    format: "quote \" back \\ slash format 742"
+    width: -743007
+    height: 744007
+    orientation: -745007
     taken_at {
-      value: -1099511628479
+      value: 1700000000746
     }
-    camera_make: "camera_make-704"
-    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 705"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 747"
+    camera_model: "camera_model-748"
     gps {
-      latitude: 706.5
-      longitude: -707.5
+      latitude: -749.5
+      longitude: 750.5
       altitude {
-        value: 708.5
+        value: -751.5
       }
     }
-    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 709"
+    dominant_colors: "dominant_colors-752"
     dominant_colors: ""
-    perceptual_hash: 9223372036863540758
+    perceptual_hash: 9223372036864071593
   }
   ai_metadata {
-    labels: "\346\227\245\346\234\254\350\252\236 labels 711"
+    labels: "quote \" back \\ slash labels 754"
     labels: ""
     faces {
-      x: 712007
-      y: -713007
-      width: 714007
-      height: -715007
-      confidence: 716.25
+      x: -755007
+      y: 756007
+      width: -757007
+      height: 758007
+      confidence: 759.25
     }
     faces {
     }
-    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 717"
+    objects: "objects-760"
     objects: ""
-    analyser: "quote \" back \\ slash analyser 718"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 761"
   }
-  created_at: -1099511628495
-  storage_path: "storage_path-720"
+  created_at: 1700000000762
+  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 763"
 }
 files {
   analysis {
@@ -3758,7 +3935,7 @@ files {
   ai_metadata {
   }
 }
-next_page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 next_page_token 721"
+next_page_token: "next_page_token-764"
 """#
         ),
         WireSample(
@@ -3772,12 +3949,12 @@ next_page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\
             name: "DeleteFileRequest/full",
             protoName: "framecast.v1.DeleteFileRequest",
             message: DeleteFileRequest(
-                userID: "quote \" back \\ slash user_id 722",
-                fileID: "日本語 file_id 723"
+                userID: "ünïcødé ✓ 📷 user_id 765",
+                fileID: "quote \" back \\ slash file_id 766"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 722"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 723"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 765"
+file_id: "quote \" back \\ slash file_id 766"
 """#
         ),
         WireSample(
@@ -3791,113 +3968,113 @@ file_id: "\346\227\245\346\234\254\350\252\236 file_id 723"
             name: "FileUploaded/full",
             protoName: "framecast.v1.FileUploaded",
             message: FileUploaded(
-                eventID: "event_id-724",
-                occurredAt: -1099511628501,
-                userID: "quote \" back \\ slash user_id 726",
+                eventID: "日本語 event_id 767",
+                occurredAt: 1700000000768,
+                userID: "ünïcødé ✓ 📷 user_id 769",
                 file: FileRecord(
-                    fileID: "日本語 file_id 727",
-                    userID: "user_id-728",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 729",
-                    sha256: "quote \" back \\ slash sha256 730",
-                    size: -1099511628507,
-                    fileName: "file_name-732",
-                    contentType: "ünïcødé ✓ 📷 content_type 733",
-                    declaredContentType: "quote \" back \\ slash declared_content_type 734",
-                    metadata: ["": "empty key", "album_id": "alb-ü-735", "k735": ""],
+                    fileID: "quote \" back \\ slash file_id 770",
+                    userID: "日本語 user_id 771",
+                    blobKey: "blob_key-772",
+                    sha256: "ünïcødé ✓ 📷 sha256 773",
+                    size: 1700000000774,
+                    fileName: "日本語 file_name 775",
+                    contentType: "content_type-776",
+                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 777",
+                    metadata: ["": "empty key", "album_id": "alb-ü-778", "k778": ""],
                     analysis: PhotoAnalysis(
-                        format: "format-736",
-                        width: -737007,
-                        height: 738007,
-                        orientation: -739007,
-                        takenAt: 1700000000740,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 741",
-                        cameraModel: "quote \" back \\ slash camera_model 742",
+                        format: "日本語 format 779",
+                        width: 780007,
+                        height: -781007,
+                        orientation: 782007,
+                        takenAt: -1099511628559,
+                        cameraMake: "camera_make-784",
+                        cameraModel: "ünïcødé ✓ 📷 camera_model 785",
                         gps: GeoPoint(
-                            latitude: -743.5,
-                            longitude: 744.5,
-                            altitude: -745.5
+                            latitude: 786.5,
+                            longitude: -787.5,
+                            altitude: 788.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 746", ""],
-                        perceptualHash: 9223372036863997523
+                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 789", ""],
+                        perceptualHash: 9223372036864528358
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["labels-748", ""],
+                        labels: ["日本語 labels 791", ""],
                         faces: [Face(
-                            x: -749007,
-                            y: 750007,
-                            width: -751007,
-                            height: 752007,
-                            confidence: 753.25
+                            x: 792007,
+                            y: -793007,
+                            width: 794007,
+                            height: -795007,
+                            confidence: 796.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 754", ""],
-                        analyser: "日本語 analyser 755"
+                        objects: ["ünïcødé ✓ 📷 objects 797", ""],
+                        analyser: "quote \" back \\ slash analyser 798"
                     ),
-                    createdAt: 1700000000756,
-                    storagePath: "ünïcødé ✓ 📷 storage_path 757"
+                    createdAt: -1099511628575,
+                    storagePath: "storage_path-800"
                 )
             ),
             text: #"""
-event_id: "event_id-724"
-occurred_at: -1099511628501
-user_id: "quote \" back \\ slash user_id 726"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 767"
+occurred_at: 1700000000768
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 769"
 file {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 727"
-  user_id: "user_id-728"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 729"
-  sha256: "quote \" back \\ slash sha256 730"
-  size: -1099511628507
-  file_name: "file_name-732"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 733"
-  declared_content_type: "quote \" back \\ slash declared_content_type 734"
+  file_id: "quote \" back \\ slash file_id 770"
+  user_id: "\346\227\245\346\234\254\350\252\236 user_id 771"
+  blob_key: "blob_key-772"
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 773"
+  size: 1700000000774
+  file_name: "\346\227\245\346\234\254\350\252\236 file_name 775"
+  content_type: "content_type-776"
+  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 777"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-735"
+    value: "alb-\303\274-778"
   }
   metadata {
-    key: "k735"
+    key: "k778"
   }
   analysis {
-    format: "format-736"
-    width: -737007
-    height: 738007
-    orientation: -739007
+    format: "\346\227\245\346\234\254\350\252\236 format 779"
+    width: 780007
+    height: -781007
+    orientation: 782007
     taken_at {
-      value: 1700000000740
+      value: -1099511628559
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 741"
-    camera_model: "quote \" back \\ slash camera_model 742"
+    camera_make: "camera_make-784"
+    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 785"
     gps {
-      latitude: -743.5
-      longitude: 744.5
+      latitude: 786.5
+      longitude: -787.5
       altitude {
-        value: -745.5
+        value: 788.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 746"
+    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 789"
     dominant_colors: ""
-    perceptual_hash: 9223372036863997523
+    perceptual_hash: 9223372036864528358
   }
   ai_metadata {
-    labels: "labels-748"
+    labels: "\346\227\245\346\234\254\350\252\236 labels 791"
     labels: ""
     faces {
-      x: -749007
-      y: 750007
-      width: -751007
-      height: 752007
-      confidence: 753.25
+      x: 792007
+      y: -793007
+      width: 794007
+      height: -795007
+      confidence: 796.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 754"
+    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 797"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 755"
+    analyser: "quote \" back \\ slash analyser 798"
   }
-  created_at: 1700000000756
-  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 757"
+  created_at: -1099511628575
+  storage_path: "storage_path-800"
 }
 """#
         ),
@@ -3941,113 +4118,113 @@ file {
             name: "FileUploadedWithAI/full",
             protoName: "framecast.v1.FileUploadedWithAI",
             message: FileUploadedWithAI(
-                eventID: "quote \" back \\ slash event_id 758",
-                occurredAt: -1099511628535,
-                userID: "user_id-760",
+                eventID: "ünïcødé ✓ 📷 event_id 801",
+                occurredAt: 1700000000802,
+                userID: "日本語 user_id 803",
                 file: FileRecord(
-                    fileID: "ünïcødé ✓ 📷 file_id 761",
-                    userID: "quote \" back \\ slash user_id 762",
-                    blobKey: "日本語 blob_key 763",
-                    sha256: "sha256-764",
-                    size: -1099511628541,
-                    fileName: "quote \" back \\ slash file_name 766",
-                    contentType: "日本語 content_type 767",
-                    declaredContentType: "declared_content_type-768",
-                    metadata: ["": "empty key", "album_id": "alb-ü-769", "k769": ""],
+                    fileID: "file_id-804",
+                    userID: "ünïcødé ✓ 📷 user_id 805",
+                    blobKey: "quote \" back \\ slash blob_key 806",
+                    sha256: "日本語 sha256 807",
+                    size: 1700000000808,
+                    fileName: "ünïcødé ✓ 📷 file_name 809",
+                    contentType: "quote \" back \\ slash content_type 810",
+                    declaredContentType: "日本語 declared_content_type 811",
+                    metadata: ["": "empty key", "album_id": "alb-ü-812", "k812": ""],
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 770",
-                        width: -771007,
-                        height: 772007,
-                        orientation: -773007,
-                        takenAt: 1700000000774,
-                        cameraMake: "日本語 camera_make 775",
-                        cameraModel: "camera_model-776",
+                        format: "ünïcødé ✓ 📷 format 813",
+                        width: 814007,
+                        height: -815007,
+                        orientation: 816007,
+                        takenAt: -1099511628593,
+                        cameraMake: "quote \" back \\ slash camera_make 818",
+                        cameraModel: "日本語 camera_model 819",
                         gps: GeoPoint(
-                            latitude: -777.5,
-                            longitude: 778.5,
-                            altitude: -779.5
+                            latitude: 820.5,
+                            longitude: -821.5,
+                            altitude: 822.5
                         ),
-                        dominantColors: ["dominant_colors-780", ""],
-                        perceptualHash: 9223372036864417253
+                        dominantColors: ["日本語 dominant_colors 823", ""],
+                        perceptualHash: 9223372036864948088
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 782", ""],
+                        labels: ["ünïcødé ✓ 📷 labels 825", ""],
                         faces: [Face(
-                            x: -783007,
-                            y: 784007,
-                            width: -785007,
-                            height: 786007,
-                            confidence: 787.25
+                            x: 826007,
+                            y: -827007,
+                            width: 828007,
+                            height: -829007,
+                            confidence: 830.25
                         ), Face()],
-                        objects: ["objects-788", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 789"
+                        objects: ["日本語 objects 831", ""],
+                        analyser: "analyser-832"
                     ),
-                    createdAt: 1700000000790,
-                    storagePath: "日本語 storage_path 791"
+                    createdAt: -1099511628609,
+                    storagePath: "quote \" back \\ slash storage_path 834"
                 )
             ),
             text: #"""
-event_id: "quote \" back \\ slash event_id 758"
-occurred_at: -1099511628535
-user_id: "user_id-760"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 801"
+occurred_at: 1700000000802
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 803"
 file {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 761"
-  user_id: "quote \" back \\ slash user_id 762"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 763"
-  sha256: "sha256-764"
-  size: -1099511628541
-  file_name: "quote \" back \\ slash file_name 766"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 767"
-  declared_content_type: "declared_content_type-768"
+  file_id: "file_id-804"
+  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 805"
+  blob_key: "quote \" back \\ slash blob_key 806"
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 807"
+  size: 1700000000808
+  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 809"
+  content_type: "quote \" back \\ slash content_type 810"
+  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 811"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-769"
+    value: "alb-\303\274-812"
   }
   metadata {
-    key: "k769"
+    key: "k812"
   }
   analysis {
-    format: "quote \" back \\ slash format 770"
-    width: -771007
-    height: 772007
-    orientation: -773007
+    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 813"
+    width: 814007
+    height: -815007
+    orientation: 816007
     taken_at {
-      value: 1700000000774
+      value: -1099511628593
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 775"
-    camera_model: "camera_model-776"
+    camera_make: "quote \" back \\ slash camera_make 818"
+    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 819"
     gps {
-      latitude: -777.5
-      longitude: 778.5
+      latitude: 820.5
+      longitude: -821.5
       altitude {
-        value: -779.5
+        value: 822.5
       }
     }
-    dominant_colors: "dominant_colors-780"
+    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 823"
     dominant_colors: ""
-    perceptual_hash: 9223372036864417253
+    perceptual_hash: 9223372036864948088
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 782"
+    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 825"
     labels: ""
     faces {
-      x: -783007
-      y: 784007
-      width: -785007
-      height: 786007
-      confidence: 787.25
+      x: 826007
+      y: -827007
+      width: 828007
+      height: -829007
+      confidence: 830.25
     }
     faces {
     }
-    objects: "objects-788"
+    objects: "\346\227\245\346\234\254\350\252\236 objects 831"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 789"
+    analyser: "analyser-832"
   }
-  created_at: 1700000000790
-  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 791"
+  created_at: -1099511628609
+  storage_path: "quote \" back \\ slash storage_path 834"
 }
 """#
         ),
@@ -4091,22 +4268,22 @@ file {
             name: "FileDeleted/full",
             protoName: "framecast.v1.FileDeleted",
             message: FileDeleted(
-                eventID: "event_id-792",
-                occurredAt: -1099511628569,
-                userID: "quote \" back \\ slash user_id 794",
-                fileID: "日本語 file_id 795",
-                ownerID: "owner_id-796",
-                blobKey: "ünïcødé ✓ 📷 blob_key 797",
-                sha256: "quote \" back \\ slash sha256 798"
+                eventID: "日本語 event_id 835",
+                occurredAt: 1700000000836,
+                userID: "ünïcødé ✓ 📷 user_id 837",
+                fileID: "quote \" back \\ slash file_id 838",
+                ownerID: "日本語 owner_id 839",
+                blobKey: "blob_key-840",
+                sha256: "ünïcødé ✓ 📷 sha256 841"
             ),
             text: #"""
-event_id: "event_id-792"
-occurred_at: -1099511628569
-user_id: "quote \" back \\ slash user_id 794"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 795"
-owner_id: "owner_id-796"
-blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 797"
-sha256: "quote \" back \\ slash sha256 798"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 835"
+occurred_at: 1700000000836
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 837"
+file_id: "quote \" back \\ slash file_id 838"
+owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 839"
+blob_key: "blob_key-840"
+sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 841"
 """#
         ),
     ]
