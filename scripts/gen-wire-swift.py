@@ -247,6 +247,14 @@ class Model:
                                       {j: comments.get((6, i, 2, j)) for j in range(len(s.method))}))
         for m in self.messages.values():
             m.fields = [Field(fp, m.field_comments.get(j), self) for j, fp in enumerate(m.fields_proto)]
+            names = [f.swift for f in m.fields]
+            clash = [n for n in names if n in ("wireBytes", "subject") or names.count(n) > 1]
+            if clash:
+                fail("%s: Swift property names clash: %s" % (m.full, ", ".join(sorted(set(clash)))))
+        swift_types = [m.swift for m in self.messages.values() if m.generated] + [e.swift for e in self.enums.values()]
+        dup = sorted({n for n in swift_types if swift_types.count(n) > 1})
+        if dup:
+            fail("Swift type names clash: %s" % ", ".join(dup))
 
     def generated_messages(self):
         return [o for (_, k, o) in self.order if k == "message" and o.generated]

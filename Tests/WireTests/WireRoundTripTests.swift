@@ -75,6 +75,14 @@ func decode(_ bytes: [UInt8], like sample: any WireMessage) throws -> any WireMe
         #expect(try AIMetadata(wireBytes: ai.wireBytes()) == ai)
     }
 
+    /// The documented limits of going through C strings.
+    @Test func cStringLimits() throws {
+        // An embedded NUL cuts the string (protobuf-c strings are NUL-terminated).
+        #expect(try FileDeleted(wireBytes: FileDeleted(fileID: "a\u{0}b").wireBytes()).fileID == "a")
+        // Invalid UTF-8 from the wire is repaired, not trusted.
+        #expect(try FileDeleted(wireBytes: [0x22, 0x02, 0xFF, 0x41]).fileID == "\u{FFFD}A")
+    }
+
     @Test func unrecognizedEnumValuesSurvive() throws {
         let member = Member(role: .unrecognized(42))
         let back = try Member(wireBytes: member.wireBytes())
