@@ -5186,7 +5186,7 @@ const ProtobufCMessageDescriptor framecast__v1__set_frame_config_request__descri
   (ProtobufCMessageInit) framecast__v1__set_frame_config_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor framecast__v1__list_album_screens_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor framecast__v1__list_album_screens_request__field_descriptors[3] =
 {
   {
     "album_id",
@@ -5212,15 +5212,28 @@ static const ProtobufCFieldDescriptor framecast__v1__list_album_screens_request_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "user_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__ListAlbumScreensRequest, user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned framecast__v1__list_album_screens_request__field_indices_by_name[] = {
   0,   /* field[0] = album_id */
   1,   /* field[1] = file_id */
+  2,   /* field[2] = user_id */
 };
 static const ProtobufCIntRange framecast__v1__list_album_screens_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor framecast__v1__list_album_screens_request__descriptor =
 {
@@ -5230,7 +5243,7 @@ const ProtobufCMessageDescriptor framecast__v1__list_album_screens_request__desc
   "Framecast__V1__ListAlbumScreensRequest",
   "framecast.v1",
   sizeof(Framecast__V1__ListAlbumScreensRequest),
-  2,
+  3,
   framecast__v1__list_album_screens_request__field_descriptors,
   framecast__v1__list_album_screens_request__field_indices_by_name,
   1,  framecast__v1__list_album_screens_request__number_ranges,
@@ -5314,7 +5327,7 @@ const ProtobufCMessageDescriptor framecast__v1__frame_screen__descriptor =
   (ProtobufCMessageInit) framecast__v1__frame_screen__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor framecast__v1__list_album_screens_reply__field_descriptors[1] =
+static const ProtobufCFieldDescriptor framecast__v1__list_album_screens_reply__field_descriptors[2] =
 {
   {
     "screens",
@@ -5328,14 +5341,27 @@ static const ProtobufCFieldDescriptor framecast__v1__list_album_screens_reply__f
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "album_ids",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__ListAlbumScreensReply, n_album_ids),
+    offsetof(Framecast__V1__ListAlbumScreensReply, album_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned framecast__v1__list_album_screens_reply__field_indices_by_name[] = {
+  1,   /* field[1] = album_ids */
   0,   /* field[0] = screens */
 };
 static const ProtobufCIntRange framecast__v1__list_album_screens_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor framecast__v1__list_album_screens_reply__descriptor =
 {
@@ -5345,7 +5371,7 @@ const ProtobufCMessageDescriptor framecast__v1__list_album_screens_reply__descri
   "Framecast__V1__ListAlbumScreensReply",
   "framecast.v1",
   sizeof(Framecast__V1__ListAlbumScreensReply),
-  1,
+  2,
   framecast__v1__list_album_screens_reply__field_descriptors,
   framecast__v1__list_album_screens_reply__field_indices_by_name,
   1,  framecast__v1__list_album_screens_reply__number_ranges,

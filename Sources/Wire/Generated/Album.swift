@@ -2121,18 +2121,26 @@ extension SetFrameConfigRequest: CMessage {
     }
 }
 
-/// svc.album.v1.ListAlbumScreens: the distinct screens of the frames showing the album
-/// (or, with `file_id`, any album holding that file).
+/// svc.album.v1.ListAlbumScreens: the distinct screens of the frames that show the albums a
+/// photo is (or is about to be) in. The albums are the union of
+/// * `album_id`, when set and (with `user_id`) the user may add photos there; else, with
+/// `user_id`, that user's default album (the rule album applies to uploads, so media may ask
+/// before album has handled file.uploaded.with_ai);
+/// * with `file_id`, every album already holding the file.
 public struct ListAlbumScreensRequest: WireMessage, Hashable {
     public var albumID: String
     public var fileID: String
+    /// The uploader.
+    public var userID: String
 
     public init(
         albumID: String = "",
-        fileID: String = ""
+        fileID: String = "",
+        userID: String = ""
     ) {
         self.albumID = albumID
         self.fileID = fileID
+        self.userID = userID
     }
 
     public init(wireBytes: some Collection<UInt8>) throws {
@@ -2155,13 +2163,15 @@ extension ListAlbumScreensRequest: CMessage {
         let c = m.pointee
         self.init(
             albumID: cString(c.album_id),
-            fileID: cString(c.file_id)
+            fileID: cString(c.file_id),
+            userID: cString(c.user_id)
         )
     }
 
     func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
         m.pointee.album_id = arena.string(self.albumID)
         m.pointee.file_id = arena.string(self.fileID)
+        m.pointee.user_id = arena.string(self.userID)
     }
 }
 
@@ -2219,12 +2229,17 @@ extension FrameScreen: CMessage {
 }
 
 public struct ListAlbumScreensReply: WireMessage, Hashable {
+    /// One per frame (frames may share a size: render each distinct width×height×format once).
     public var screens: [FrameScreen]
+    /// The albums considered.
+    public var albumIDs: [String]
 
     public init(
-        screens: [FrameScreen] = []
+        screens: [FrameScreen] = [],
+        albumIDs: [String] = []
     ) {
         self.screens = screens
+        self.albumIDs = albumIDs
     }
 
     public init(wireBytes: some Collection<UInt8>) throws {
@@ -2246,13 +2261,16 @@ extension ListAlbumScreensReply: CMessage {
     init(c m: UnsafePointer<CStruct>) {
         let c = m.pointee
         self.init(
-            screens: cArray(c.screens, c.n_screens) { FrameScreen(c: $0!) }
+            screens: cArray(c.screens, c.n_screens) { FrameScreen(c: $0!) },
+            albumIDs: cArray(c.album_ids, c.n_album_ids) { cString($0) }
         )
     }
 
     func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
         m.pointee.n_screens = self.screens.count
         m.pointee.screens = arena.array(self.screens) { Optional(arena.message($0)) }
+        m.pointee.n_album_ids = self.albumIDs.count
+        m.pointee.album_ids = arena.array(self.albumIDs) { arena.string($0) }
     }
 }
 

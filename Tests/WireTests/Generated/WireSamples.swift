@@ -1773,11 +1773,13 @@ config {
             protoName: "framecast.v1.ListAlbumScreensRequest",
             message: ListAlbumScreensRequest(
                 albumID: "ünïcødé ✓ 📷 album_id 317",
-                fileID: "quote \" back \\ slash file_id 318"
+                fileID: "quote \" back \\ slash file_id 318",
+                userID: "日本語 user_id 319"
             ),
             text: #"""
 album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 317"
 file_id: "quote \" back \\ slash file_id 318"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 319"
 """#
         ),
         WireSample(
@@ -1791,16 +1793,16 @@ file_id: "quote \" back \\ slash file_id 318"
             name: "FrameScreen/full",
             protoName: "framecast.v1.FrameScreen",
             message: FrameScreen(
-                frameID: "日本語 frame_id 319",
-                width: 320007,
-                height: -321007,
-                format: "quote \" back \\ slash format 322"
+                frameID: "frame_id-320",
+                width: -321007,
+                height: 322007,
+                format: "日本語 format 323"
             ),
             text: #"""
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 319"
-width: 320007
-height: -321007
-format: "quote \" back \\ slash format 322"
+frame_id: "frame_id-320"
+width: -321007
+height: 322007
+format: "\346\227\245\346\234\254\350\252\236 format 323"
 """#
         ),
         WireSample(
@@ -1815,21 +1817,24 @@ format: "quote \" back \\ slash format 322"
             protoName: "framecast.v1.ListAlbumScreensReply",
             message: ListAlbumScreensReply(
                 screens: [FrameScreen(
-                    frameID: "日本語 frame_id 323",
-                    width: 324007,
-                    height: -325007,
-                    format: "quote \" back \\ slash format 326"
-                ), FrameScreen()]
+                    frameID: "frame_id-324",
+                    width: -325007,
+                    height: 326007,
+                    format: "日本語 format 327"
+                ), FrameScreen()],
+                albumIDs: ["album_ids-328", ""]
             ),
             text: #"""
 screens {
-  frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 323"
-  width: 324007
-  height: -325007
-  format: "quote \" back \\ slash format 326"
+  frame_id: "frame_id-324"
+  width: -325007
+  height: 326007
+  format: "\346\227\245\346\234\254\350\252\236 format 327"
 }
 screens {
 }
+album_ids: "album_ids-328"
+album_ids: ""
 """#
         ),
         WireSample(
@@ -1845,16 +1850,16 @@ screens {
             message: CanViewPhotoRequest(
                 principal: Principal(
                     kind: .frame,
-                    id: "日本語 id 327"
+                    id: "ünïcødé ✓ 📷 id 329"
                 ),
-                fileID: "file_id-328"
+                fileID: "quote \" back \\ slash file_id 330"
             ),
             text: #"""
 principal {
   kind: PRINCIPAL_KIND_FRAME
-  id: "\346\227\245\346\234\254\350\252\236 id 327"
+  id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 id 329"
 }
-file_id: "file_id-328"
+file_id: "quote \" back \\ slash file_id 330"
 """#
         ),
         WireSample(
@@ -1881,16 +1886,16 @@ principal {
             message: CanViewAlbumRequest(
                 principal: Principal(
                     kind: .frame,
-                    id: "ünïcødé ✓ 📷 id 329"
+                    id: "日本語 id 331"
                 ),
-                albumID: "quote \" back \\ slash album_id 330"
+                albumID: "album_id-332"
             ),
             text: #"""
 principal {
   kind: PRINCIPAL_KIND_FRAME
-  id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 id 329"
+  id: "\346\227\245\346\234\254\350\252\236 id 331"
 }
-album_id: "quote \" back \\ slash album_id 330"
+album_id: "album_id-332"
 """#
         ),
         WireSample(
@@ -1934,49 +1939,49 @@ role: ROLE_VIEWER
             name: "AlbumCreated/full",
             protoName: "framecast.v1.AlbumCreated",
             message: AlbumCreated(
-                eventID: "event_id-332",
-                occurredAt: -1099511628109,
-                userID: "quote \" back \\ slash user_id 334",
+                eventID: "quote \" back \\ slash event_id 334",
+                occurredAt: -1099511628111,
+                userID: "user_id-336",
                 album: Album(
-                    albumID: "日本語 album_id 335",
-                    ownerID: "owner_id-336",
-                    name: "ünïcødé ✓ 📷 name 337",
-                    description: "quote \" back \\ slash description 338",
+                    albumID: "ünïcødé ✓ 📷 album_id 337",
+                    ownerID: "quote \" back \\ slash owner_id 338",
+                    name: "日本語 name 339",
+                    description: "description-340",
                     isDefault: true,
-                    photoCount: 340007,
+                    photoCount: 342007,
                     role: .viewer,
-                    coverFileID: "ünïcødé ✓ 📷 cover_file_id 341",
+                    coverFileID: "日本語 cover_file_id 343",
                     settings: AlbumSettings(
-                        intervalSeconds: 342007,
+                        intervalSeconds: 344007,
                         shuffle: true,
-                        transition: "transition-344",
+                        transition: "quote \" back \\ slash transition 346",
                         showCaptions: true
                     ),
-                    createdAt: 1700000000346,
-                    updatedAt: -1099511628123
+                    createdAt: 1700000000348,
+                    updatedAt: -1099511628125
                 )
             ),
             text: #"""
-event_id: "event_id-332"
-occurred_at: -1099511628109
-user_id: "quote \" back \\ slash user_id 334"
+event_id: "quote \" back \\ slash event_id 334"
+occurred_at: -1099511628111
+user_id: "user_id-336"
 album {
-  album_id: "\346\227\245\346\234\254\350\252\236 album_id 335"
-  owner_id: "owner_id-336"
-  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 337"
-  description: "quote \" back \\ slash description 338"
+  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 337"
+  owner_id: "quote \" back \\ slash owner_id 338"
+  name: "\346\227\245\346\234\254\350\252\236 name 339"
+  description: "description-340"
   is_default: true
-  photo_count: 340007
+  photo_count: 342007
   role: ROLE_VIEWER
-  cover_file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 cover_file_id 341"
+  cover_file_id: "\346\227\245\346\234\254\350\252\236 cover_file_id 343"
   settings {
-    interval_seconds: 342007
+    interval_seconds: 344007
     shuffle: true
-    transition: "transition-344"
+    transition: "quote \" back \\ slash transition 346"
     show_captions: true
   }
-  created_at: 1700000000346
-  updated_at: -1099511628123
+  created_at: 1700000000348
+  updated_at: -1099511628125
 }
 """#
         ),
@@ -2006,35 +2011,35 @@ album {
             name: "AlbumPhotoAdded/full",
             protoName: "framecast.v1.AlbumPhotoAdded",
             message: AlbumPhotoAdded(
-                eventID: "event_id-348",
-                occurredAt: -1099511628125,
-                userID: "quote \" back \\ slash user_id 350",
+                eventID: "quote \" back \\ slash event_id 350",
+                occurredAt: -1099511628127,
+                userID: "user_id-352",
                 photo: AlbumPhoto(
-                    albumID: "日本語 album_id 351",
-                    fileID: "file_id-352",
-                    addedBy: "ünïcødé ✓ 📷 added_by 353",
-                    addedAt: 1700000000354,
-                    fileName: "日本語 file_name 355",
-                    contentType: "content_type-356",
-                    takenAt: -1099511628133,
-                    aiLabels: ["quote \" back \\ slash ai_labels 358", ""]
+                    albumID: "ünïcødé ✓ 📷 album_id 353",
+                    fileID: "quote \" back \\ slash file_id 354",
+                    addedBy: "日本語 added_by 355",
+                    addedAt: 1700000000356,
+                    fileName: "ünïcødé ✓ 📷 file_name 357",
+                    contentType: "quote \" back \\ slash content_type 358",
+                    takenAt: -1099511628135,
+                    aiLabels: ["ai_labels-360", ""]
                 )
             ),
             text: #"""
-event_id: "event_id-348"
-occurred_at: -1099511628125
-user_id: "quote \" back \\ slash user_id 350"
+event_id: "quote \" back \\ slash event_id 350"
+occurred_at: -1099511628127
+user_id: "user_id-352"
 photo {
-  album_id: "\346\227\245\346\234\254\350\252\236 album_id 351"
-  file_id: "file_id-352"
-  added_by: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 added_by 353"
-  added_at: 1700000000354
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 355"
-  content_type: "content_type-356"
+  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 353"
+  file_id: "quote \" back \\ slash file_id 354"
+  added_by: "\346\227\245\346\234\254\350\252\236 added_by 355"
+  added_at: 1700000000356
+  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 357"
+  content_type: "quote \" back \\ slash content_type 358"
   taken_at {
-    value: -1099511628133
+    value: -1099511628135
   }
-  ai_labels: "quote \" back \\ slash ai_labels 358"
+  ai_labels: "ai_labels-360"
   ai_labels: ""
 }
 """#
@@ -2065,20 +2070,20 @@ photo {
             name: "AlbumPhotoRemoved/full",
             protoName: "framecast.v1.AlbumPhotoRemoved",
             message: AlbumPhotoRemoved(
-                eventID: "日本語 event_id 359",
-                occurredAt: 1700000000360,
-                userID: "ünïcødé ✓ 📷 user_id 361",
-                albumID: "quote \" back \\ slash album_id 362",
-                fileID: "日本語 file_id 363",
-                reason: "reason-364"
+                eventID: "ünïcødé ✓ 📷 event_id 361",
+                occurredAt: 1700000000362,
+                userID: "日本語 user_id 363",
+                albumID: "album_id-364",
+                fileID: "ünïcødé ✓ 📷 file_id 365",
+                reason: "quote \" back \\ slash reason 366"
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 359"
-occurred_at: 1700000000360
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 361"
-album_id: "quote \" back \\ slash album_id 362"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 363"
-reason: "reason-364"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 361"
+occurred_at: 1700000000362
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 363"
+album_id: "album_id-364"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 365"
+reason: "quote \" back \\ slash reason 366"
 """#
         ),
         WireSample(
@@ -2092,20 +2097,20 @@ reason: "reason-364"
             name: "DeviceDeleted/full",
             protoName: "framecast.v1.DeviceDeleted",
             message: DeviceDeleted(
-                eventID: "ünïcødé ✓ 📷 event_id 365",
-                occurredAt: 1700000000366,
-                userID: "日本語 user_id 367",
-                frameID: "frame_id-368",
-                width: -369007,
-                height: 370007
+                eventID: "日本語 event_id 367",
+                occurredAt: 1700000000368,
+                userID: "ünïcødé ✓ 📷 user_id 369",
+                frameID: "quote \" back \\ slash frame_id 370",
+                width: -371007,
+                height: 372007
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 365"
-occurred_at: 1700000000366
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 367"
-frame_id: "frame_id-368"
-width: -369007
-height: 370007
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 367"
+occurred_at: 1700000000368
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 369"
+frame_id: "quote \" back \\ slash frame_id 370"
+width: -371007
+height: 372007
 """#
         ),
         WireSample(
@@ -2119,140 +2124,140 @@ height: 370007
             name: "ConformanceSample/full",
             protoName: "framecast.v1.ConformanceSample",
             message: ConformanceSample(
-                aString: "日本語 a_string 371",
-                aBytes: [0, 255, 116, 10, 128],
+                aString: "ünïcødé ✓ 📷 a_string 373",
+                aBytes: [0, 255, 118, 10, 128],
                 aBool: true,
-                anInt32: 374007,
-                anInt64: -1099511628151,
-                aUint32: 4000000376,
-                aUint64: 9223372036859429873,
-                aDouble: 378.5,
-                aFloat: 379.25,
-                aSint32: 380007,
-                aSint64: -1099511628157,
-                aFixed32: 4000000382,
-                aFixed64: 9223372036859503943,
-                anSfixed32: 384007,
-                anSfixed64: -1099511628161,
+                anInt32: 376007,
+                anInt64: -1099511628153,
+                aUint32: 4000000378,
+                aUint64: 9223372036859454563,
+                aDouble: 380.5,
+                aFloat: 381.25,
+                aSint32: 382007,
+                aSint64: -1099511628159,
+                aFixed32: 4000000384,
+                aFixed64: 9223372036859528633,
+                anSfixed32: 386007,
+                anSfixed64: -1099511628163,
                 anEnum: .viewer,
                 aMessage: Face(
-                    x: 386007,
-                    y: -387007,
-                    width: 388007,
-                    height: -389007,
-                    confidence: 390.25
+                    x: 388007,
+                    y: -389007,
+                    width: 390007,
+                    height: -391007,
+                    confidence: 392.25
                 ),
-                aMap: ["": "empty key", "album_id": "alb-ü-391", "k391": ""],
-                strings: ["strings-392", ""],
-                bytesList: [[0, 255, 137, 10, 128], []],
+                aMap: ["": "empty key", "album_id": "alb-ü-393", "k393": ""],
+                strings: ["quote \" back \\ slash strings 394", ""],
+                bytesList: [[0, 255, 139, 10, 128], []],
                 bools: [true, false],
-                int32s: [-395007, 0],
-                int64s: [1700000000396, 0],
-                uint32s: [4000000397, 0],
-                uint64s: [9223372036859689118, 0],
-                doubles: [-399.5, 0.0],
-                floats: [400.25, 0.0],
-                sint64s: [-1099511628177, 0],
-                fixed64s: [9223372036859738498, 0],
+                int32s: [-397007, 0],
+                int64s: [1700000000398, 0],
+                uint32s: [4000000399, 0],
+                uint64s: [9223372036859713808, 0],
+                doubles: [-401.5, 0.0],
+                floats: [402.25, 0.0],
+                sint64s: [-1099511628179, 0],
+                fixed64s: [9223372036859763188, 0],
                 enums: [.viewer, .unspecified],
                 messages: [Face(
-                    x: -403007,
-                    y: 404007,
-                    width: -405007,
-                    height: 406007,
-                    confidence: 407.25
+                    x: -405007,
+                    y: 406007,
+                    width: -407007,
+                    height: 408007,
+                    confidence: 409.25
                 ), Face()],
-                optionalString: "optional_string-408",
-                optionalInt64: -1099511628185,
-                optionalInt32: 410007,
-                optionalUint32: 4000000411,
+                optionalString: "quote \" back \\ slash optional_string 410",
+                optionalInt64: -1099511628187,
+                optionalInt32: 412007,
+                optionalUint32: 4000000413,
                 optionalBool: true,
-                optionalDouble: -413.5
+                optionalDouble: -415.5
             ),
             text: #"""
-a_string: "\346\227\245\346\234\254\350\252\236 a_string 371"
-a_bytes: "\000\377t\n\200"
+a_string: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 a_string 373"
+a_bytes: "\000\377v\n\200"
 a_bool: true
-an_int32: 374007
-an_int64: -1099511628151
-a_uint32: 4000000376
-a_uint64: 9223372036859429873
-a_double: 378.5
-a_float: 379.25
-a_sint32: 380007
-a_sint64: -1099511628157
-a_fixed32: 4000000382
-a_fixed64: 9223372036859503943
-an_sfixed32: 384007
-an_sfixed64: -1099511628161
+an_int32: 376007
+an_int64: -1099511628153
+a_uint32: 4000000378
+a_uint64: 9223372036859454563
+a_double: 380.5
+a_float: 381.25
+a_sint32: 382007
+a_sint64: -1099511628159
+a_fixed32: 4000000384
+a_fixed64: 9223372036859528633
+an_sfixed32: 386007
+an_sfixed64: -1099511628163
 an_enum: ROLE_VIEWER
 a_message {
-  x: 386007
-  y: -387007
-  width: 388007
-  height: -389007
-  confidence: 390.25
+  x: 388007
+  y: -389007
+  width: 390007
+  height: -391007
+  confidence: 392.25
 }
 a_map {
   value: "empty key"
 }
 a_map {
   key: "album_id"
-  value: "alb-\303\274-391"
+  value: "alb-\303\274-393"
 }
 a_map {
-  key: "k391"
+  key: "k393"
 }
-strings: "strings-392"
+strings: "quote \" back \\ slash strings 394"
 strings: ""
-bytes_list: "\000\377\211\n\200"
+bytes_list: "\000\377\213\n\200"
 bytes_list: ""
 bools: true
 bools: false
-int32s: -395007
+int32s: -397007
 int32s: 0
-int64s: 1700000000396
+int64s: 1700000000398
 int64s: 0
-uint32s: 4000000397
+uint32s: 4000000399
 uint32s: 0
-uint64s: 9223372036859689118
+uint64s: 9223372036859713808
 uint64s: 0
-doubles: -399.5
+doubles: -401.5
 doubles: 0
-floats: 400.25
+floats: 402.25
 floats: 0
-sint64s: -1099511628177
+sint64s: -1099511628179
 sint64s: 0
-fixed64s: 9223372036859738498
+fixed64s: 9223372036859763188
 fixed64s: 0
 enums: ROLE_VIEWER
 enums: ROLE_UNSPECIFIED
 messages {
-  x: -403007
-  y: 404007
-  width: -405007
-  height: 406007
-  confidence: 407.25
+  x: -405007
+  y: 406007
+  width: -407007
+  height: 408007
+  confidence: 409.25
 }
 messages {
 }
 optional_string {
-  value: "optional_string-408"
+  value: "quote \" back \\ slash optional_string 410"
 }
 optional_int64 {
-  value: -1099511628185
+  value: -1099511628187
 }
 optional_int32 {
-  value: 410007
+  value: 412007
 }
 optional_uint32 {
-  value: 4000000411
+  value: 4000000413
 }
 optional_bool {
   value: true
 }
 optional_double {
-  value: -413.5
+  value: -415.5
 }
 """#
         ),
@@ -2296,28 +2301,28 @@ optional_double {
             name: "PhotoVersion/full",
             protoName: "framecast.v1.PhotoVersion",
             message: PhotoVersion(
-                fileID: "quote \" back \\ slash file_id 414",
-                size: "日本語 size 415",
-                width: 416007,
-                height: -417007,
-                format: "quote \" back \\ slash format 418",
-                contentType: "日本語 content_type 419",
-                blobKey: "blob_key-420",
-                byteSize: -1099511628197,
-                sha256: "quote \" back \\ slash sha256 422",
-                createdAt: -1099511628199
+                fileID: "file_id-416",
+                size: "ünïcødé ✓ 📷 size 417",
+                width: 418007,
+                height: -419007,
+                format: "format-420",
+                contentType: "ünïcødé ✓ 📷 content_type 421",
+                blobKey: "quote \" back \\ slash blob_key 422",
+                byteSize: -1099511628199,
+                sha256: "sha256-424",
+                createdAt: -1099511628201
             ),
             text: #"""
-file_id: "quote \" back \\ slash file_id 414"
-size: "\346\227\245\346\234\254\350\252\236 size 415"
-width: 416007
-height: -417007
-format: "quote \" back \\ slash format 418"
-content_type: "\346\227\245\346\234\254\350\252\236 content_type 419"
-blob_key: "blob_key-420"
-byte_size: -1099511628197
-sha256: "quote \" back \\ slash sha256 422"
-created_at: -1099511628199
+file_id: "file_id-416"
+size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 417"
+width: 418007
+height: -419007
+format: "format-420"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 421"
+blob_key: "quote \" back \\ slash blob_key 422"
+byte_size: -1099511628199
+sha256: "sha256-424"
+created_at: -1099511628201
 """#
         ),
         WireSample(
@@ -2331,114 +2336,114 @@ created_at: -1099511628199
             name: "PhotoMetadata/full",
             protoName: "framecast.v1.PhotoMetadata",
             message: PhotoMetadata(
-                fileID: "file_id-424",
-                ownerID: "ünïcødé ✓ 📷 owner_id 425",
-                fileName: "quote \" back \\ slash file_name 426",
-                contentType: "日本語 content_type 427",
+                fileID: "quote \" back \\ slash file_id 426",
+                ownerID: "日本語 owner_id 427",
+                fileName: "file_name-428",
+                contentType: "ünïcødé ✓ 📷 content_type 429",
                 versions: [PhotoVersion(
-                    fileID: "file_id-428",
-                    size: "ünïcødé ✓ 📷 size 429",
-                    width: 430007,
-                    height: -431007,
-                    format: "format-432",
-                    contentType: "ünïcødé ✓ 📷 content_type 433",
-                    blobKey: "quote \" back \\ slash blob_key 434",
-                    byteSize: -1099511628211,
-                    sha256: "sha256-436",
-                    createdAt: -1099511628213
+                    fileID: "quote \" back \\ slash file_id 430",
+                    size: "日本語 size 431",
+                    width: 432007,
+                    height: -433007,
+                    format: "quote \" back \\ slash format 434",
+                    contentType: "日本語 content_type 435",
+                    blobKey: "blob_key-436",
+                    byteSize: -1099511628213,
+                    sha256: "quote \" back \\ slash sha256 438",
+                    createdAt: -1099511628215
                 ), PhotoVersion()],
                 aiMetadata: AIMetadata(
-                    labels: ["quote \" back \\ slash labels 438", ""],
+                    labels: ["labels-440", ""],
                     faces: [Face(
-                        x: -439007,
-                        y: 440007,
-                        width: -441007,
-                        height: 442007,
-                        confidence: 443.25
+                        x: -441007,
+                        y: 442007,
+                        width: -443007,
+                        height: 444007,
+                        confidence: 445.25
                     ), Face()],
-                    objects: ["objects-444", ""],
-                    analyser: "ünïcødé ✓ 📷 analyser 445"
+                    objects: ["quote \" back \\ slash objects 446", ""],
+                    analyser: "日本語 analyser 447"
                 ),
                 analysis: PhotoAnalysis(
-                    format: "quote \" back \\ slash format 446",
-                    width: -447007,
-                    height: 448007,
-                    orientation: -449007,
-                    takenAt: 1700000000450,
-                    cameraMake: "日本語 camera_make 451",
-                    cameraModel: "camera_model-452",
+                    format: "format-448",
+                    width: -449007,
+                    height: 450007,
+                    orientation: -451007,
+                    takenAt: 1700000000452,
+                    cameraMake: "ünïcødé ✓ 📷 camera_make 453",
+                    cameraModel: "quote \" back \\ slash camera_model 454",
                     gps: GeoPoint(
-                        latitude: -453.5,
-                        longitude: 454.5,
-                        altitude: -455.5
+                        latitude: -455.5,
+                        longitude: 456.5,
+                        altitude: -457.5
                     ),
-                    dominantColors: ["dominant_colors-456", ""],
-                    perceptualHash: 9223372036860417473
+                    dominantColors: ["quote \" back \\ slash dominant_colors 458", ""],
+                    perceptualHash: 9223372036860442163
                 ),
-                cachedForFrames: ["quote \" back \\ slash cached_for_frames 458", ""],
-                createdAt: -1099511628235,
-                updatedAt: 1700000000460
+                cachedForFrames: ["cached_for_frames-460", ""],
+                createdAt: -1099511628237,
+                updatedAt: 1700000000462
             ),
             text: #"""
-file_id: "file_id-424"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 425"
-file_name: "quote \" back \\ slash file_name 426"
-content_type: "\346\227\245\346\234\254\350\252\236 content_type 427"
+file_id: "quote \" back \\ slash file_id 426"
+owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 427"
+file_name: "file_name-428"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 429"
 versions {
-  file_id: "file_id-428"
-  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 429"
-  width: 430007
-  height: -431007
-  format: "format-432"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 433"
-  blob_key: "quote \" back \\ slash blob_key 434"
-  byte_size: -1099511628211
-  sha256: "sha256-436"
-  created_at: -1099511628213
+  file_id: "quote \" back \\ slash file_id 430"
+  size: "\346\227\245\346\234\254\350\252\236 size 431"
+  width: 432007
+  height: -433007
+  format: "quote \" back \\ slash format 434"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 435"
+  blob_key: "blob_key-436"
+  byte_size: -1099511628213
+  sha256: "quote \" back \\ slash sha256 438"
+  created_at: -1099511628215
 }
 versions {
 }
 ai_metadata {
-  labels: "quote \" back \\ slash labels 438"
+  labels: "labels-440"
   labels: ""
   faces {
-    x: -439007
-    y: 440007
-    width: -441007
-    height: 442007
-    confidence: 443.25
+    x: -441007
+    y: 442007
+    width: -443007
+    height: 444007
+    confidence: 445.25
   }
   faces {
   }
-  objects: "objects-444"
+  objects: "quote \" back \\ slash objects 446"
   objects: ""
-  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 445"
+  analyser: "\346\227\245\346\234\254\350\252\236 analyser 447"
 }
 analysis {
-  format: "quote \" back \\ slash format 446"
-  width: -447007
-  height: 448007
-  orientation: -449007
+  format: "format-448"
+  width: -449007
+  height: 450007
+  orientation: -451007
   taken_at {
-    value: 1700000000450
+    value: 1700000000452
   }
-  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 451"
-  camera_model: "camera_model-452"
+  camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 453"
+  camera_model: "quote \" back \\ slash camera_model 454"
   gps {
-    latitude: -453.5
-    longitude: 454.5
+    latitude: -455.5
+    longitude: 456.5
     altitude {
-      value: -455.5
+      value: -457.5
     }
   }
-  dominant_colors: "dominant_colors-456"
+  dominant_colors: "quote \" back \\ slash dominant_colors 458"
   dominant_colors: ""
-  perceptual_hash: 9223372036860417473
+  perceptual_hash: 9223372036860442163
 }
-cached_for_frames: "quote \" back \\ slash cached_for_frames 458"
+cached_for_frames: "cached_for_frames-460"
 cached_for_frames: ""
-created_at: -1099511628235
-updated_at: 1700000000460
+created_at: -1099511628237
+updated_at: 1700000000462
 """#
         ),
         WireSample(
@@ -2477,10 +2482,10 @@ analysis {
             name: "GetPhotoMetadataRequest/full",
             protoName: "framecast.v1.GetPhotoMetadataRequest",
             message: GetPhotoMetadataRequest(
-                fileID: "ünïcødé ✓ 📷 file_id 461"
+                fileID: "日本語 file_id 463"
             ),
             text: #"""
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 461"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 463"
 """#
         ),
         WireSample(
@@ -2495,116 +2500,116 @@ file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file
             protoName: "framecast.v1.PhotoMetadataReply",
             message: PhotoMetadataReply(
                 metadata: PhotoMetadata(
-                    fileID: "quote \" back \\ slash file_id 462",
-                    ownerID: "日本語 owner_id 463",
-                    fileName: "file_name-464",
-                    contentType: "ünïcødé ✓ 📷 content_type 465",
+                    fileID: "file_id-464",
+                    ownerID: "ünïcødé ✓ 📷 owner_id 465",
+                    fileName: "quote \" back \\ slash file_name 466",
+                    contentType: "日本語 content_type 467",
                     versions: [PhotoVersion(
-                        fileID: "quote \" back \\ slash file_id 466",
-                        size: "日本語 size 467",
-                        width: 468007,
-                        height: -469007,
-                        format: "quote \" back \\ slash format 470",
-                        contentType: "日本語 content_type 471",
-                        blobKey: "blob_key-472",
-                        byteSize: -1099511628249,
-                        sha256: "quote \" back \\ slash sha256 474",
-                        createdAt: -1099511628251
+                        fileID: "file_id-468",
+                        size: "ünïcødé ✓ 📷 size 469",
+                        width: 470007,
+                        height: -471007,
+                        format: "format-472",
+                        contentType: "ünïcødé ✓ 📷 content_type 473",
+                        blobKey: "quote \" back \\ slash blob_key 474",
+                        byteSize: -1099511628251,
+                        sha256: "sha256-476",
+                        createdAt: -1099511628253
                     ), PhotoVersion()],
                     aiMetadata: AIMetadata(
-                        labels: ["labels-476", ""],
+                        labels: ["quote \" back \\ slash labels 478", ""],
                         faces: [Face(
-                            x: -477007,
-                            y: 478007,
-                            width: -479007,
-                            height: 480007,
-                            confidence: 481.25
+                            x: -479007,
+                            y: 480007,
+                            width: -481007,
+                            height: 482007,
+                            confidence: 483.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 482", ""],
-                        analyser: "日本語 analyser 483"
+                        objects: ["objects-484", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 485"
                     ),
                     analysis: PhotoAnalysis(
-                        format: "format-484",
-                        width: -485007,
-                        height: 486007,
-                        orientation: -487007,
-                        takenAt: 1700000000488,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 489",
-                        cameraModel: "quote \" back \\ slash camera_model 490",
+                        format: "quote \" back \\ slash format 486",
+                        width: -487007,
+                        height: 488007,
+                        orientation: -489007,
+                        takenAt: 1700000000490,
+                        cameraMake: "日本語 camera_make 491",
+                        cameraModel: "camera_model-492",
                         gps: GeoPoint(
-                            latitude: -491.5,
-                            longitude: 492.5,
-                            altitude: -493.5
+                            latitude: -493.5,
+                            longitude: 494.5,
+                            altitude: -495.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 494", ""],
-                        perceptualHash: 9223372036860886583
+                        dominantColors: ["dominant_colors-496", ""],
+                        perceptualHash: 9223372036860911273
                     ),
-                    cachedForFrames: ["cached_for_frames-496", ""],
-                    createdAt: -1099511628273,
-                    updatedAt: 1700000000498
+                    cachedForFrames: ["quote \" back \\ slash cached_for_frames 498", ""],
+                    createdAt: -1099511628275,
+                    updatedAt: 1700000000500
                 )
             ),
             text: #"""
 metadata {
-  file_id: "quote \" back \\ slash file_id 462"
-  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 463"
-  file_name: "file_name-464"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 465"
+  file_id: "file_id-464"
+  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 465"
+  file_name: "quote \" back \\ slash file_name 466"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 467"
   versions {
-    file_id: "quote \" back \\ slash file_id 466"
-    size: "\346\227\245\346\234\254\350\252\236 size 467"
-    width: 468007
-    height: -469007
-    format: "quote \" back \\ slash format 470"
-    content_type: "\346\227\245\346\234\254\350\252\236 content_type 471"
-    blob_key: "blob_key-472"
-    byte_size: -1099511628249
-    sha256: "quote \" back \\ slash sha256 474"
-    created_at: -1099511628251
+    file_id: "file_id-468"
+    size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 469"
+    width: 470007
+    height: -471007
+    format: "format-472"
+    content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 473"
+    blob_key: "quote \" back \\ slash blob_key 474"
+    byte_size: -1099511628251
+    sha256: "sha256-476"
+    created_at: -1099511628253
   }
   versions {
   }
   ai_metadata {
-    labels: "labels-476"
+    labels: "quote \" back \\ slash labels 478"
     labels: ""
     faces {
-      x: -477007
-      y: 478007
-      width: -479007
-      height: 480007
-      confidence: 481.25
+      x: -479007
+      y: 480007
+      width: -481007
+      height: 482007
+      confidence: 483.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 482"
+    objects: "objects-484"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 483"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 485"
   }
   analysis {
-    format: "format-484"
-    width: -485007
-    height: 486007
-    orientation: -487007
+    format: "quote \" back \\ slash format 486"
+    width: -487007
+    height: 488007
+    orientation: -489007
     taken_at {
-      value: 1700000000488
+      value: 1700000000490
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 489"
-    camera_model: "quote \" back \\ slash camera_model 490"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 491"
+    camera_model: "camera_model-492"
     gps {
-      latitude: -491.5
-      longitude: 492.5
+      latitude: -493.5
+      longitude: 494.5
       altitude {
-        value: -493.5
+        value: -495.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 494"
+    dominant_colors: "dominant_colors-496"
     dominant_colors: ""
-    perceptual_hash: 9223372036860886583
+    perceptual_hash: 9223372036860911273
   }
-  cached_for_frames: "cached_for_frames-496"
+  cached_for_frames: "quote \" back \\ slash cached_for_frames 498"
   cached_for_frames: ""
-  created_at: -1099511628273
-  updated_at: 1700000000498
+  created_at: -1099511628275
+  updated_at: 1700000000500
 }
 """#
         ),
@@ -2648,14 +2653,14 @@ metadata {
             name: "GetVersionRequest/full",
             protoName: "framecast.v1.GetVersionRequest",
             message: GetVersionRequest(
-                fileID: "日本語 file_id 499",
-                size: "size-500",
-                format: "ünïcødé ✓ 📷 format 501"
+                fileID: "ünïcødé ✓ 📷 file_id 501",
+                size: "quote \" back \\ slash size 502",
+                format: "日本語 format 503"
             ),
             text: #"""
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 499"
-size: "size-500"
-format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 501"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 501"
+size: "quote \" back \\ slash size 502"
+format: "\346\227\245\346\234\254\350\252\236 format 503"
 """#
         ),
         WireSample(
@@ -2670,30 +2675,30 @@ format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 forma
             protoName: "framecast.v1.VersionReply",
             message: VersionReply(
                 version: PhotoVersion(
-                    fileID: "quote \" back \\ slash file_id 502",
-                    size: "日本語 size 503",
-                    width: 504007,
-                    height: -505007,
-                    format: "quote \" back \\ slash format 506",
-                    contentType: "日本語 content_type 507",
-                    blobKey: "blob_key-508",
-                    byteSize: -1099511628285,
-                    sha256: "quote \" back \\ slash sha256 510",
-                    createdAt: -1099511628287
+                    fileID: "file_id-504",
+                    size: "ünïcødé ✓ 📷 size 505",
+                    width: 506007,
+                    height: -507007,
+                    format: "format-508",
+                    contentType: "ünïcødé ✓ 📷 content_type 509",
+                    blobKey: "quote \" back \\ slash blob_key 510",
+                    byteSize: -1099511628287,
+                    sha256: "sha256-512",
+                    createdAt: -1099511628289
                 )
             ),
             text: #"""
 version {
-  file_id: "quote \" back \\ slash file_id 502"
-  size: "\346\227\245\346\234\254\350\252\236 size 503"
-  width: 504007
-  height: -505007
-  format: "quote \" back \\ slash format 506"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 507"
-  blob_key: "blob_key-508"
-  byte_size: -1099511628285
-  sha256: "quote \" back \\ slash sha256 510"
-  created_at: -1099511628287
+  file_id: "file_id-504"
+  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 505"
+  width: 506007
+  height: -507007
+  format: "format-508"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 509"
+  blob_key: "quote \" back \\ slash blob_key 510"
+  byte_size: -1099511628287
+  sha256: "sha256-512"
+  created_at: -1099511628289
 }
 """#
         ),
@@ -2719,23 +2724,23 @@ version {
             name: "Playlist/full",
             protoName: "framecast.v1.Playlist",
             message: Playlist(
-                playlistID: "playlist_id-512",
-                ownerID: "ünïcødé ✓ 📷 owner_id 513",
-                name: "quote \" back \\ slash name 514",
-                description: "日本語 description 515",
-                fileIDs: ["file_ids-516", ""],
-                createdAt: -1099511628293,
-                updatedAt: 1700000000518
+                playlistID: "quote \" back \\ slash playlist_id 514",
+                ownerID: "日本語 owner_id 515",
+                name: "name-516",
+                description: "ünïcødé ✓ 📷 description 517",
+                fileIDs: ["quote \" back \\ slash file_ids 518", ""],
+                createdAt: -1099511628295,
+                updatedAt: 1700000000520
             ),
             text: #"""
-playlist_id: "playlist_id-512"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 513"
-name: "quote \" back \\ slash name 514"
-description: "\346\227\245\346\234\254\350\252\236 description 515"
-file_ids: "file_ids-516"
+playlist_id: "quote \" back \\ slash playlist_id 514"
+owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 515"
+name: "name-516"
+description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 517"
+file_ids: "quote \" back \\ slash file_ids 518"
 file_ids: ""
-created_at: -1099511628293
-updated_at: 1700000000518
+created_at: -1099511628295
+updated_at: 1700000000520
 """#
         ),
         WireSample(
@@ -2750,25 +2755,25 @@ updated_at: 1700000000518
             protoName: "framecast.v1.PlaylistReply",
             message: PlaylistReply(
                 playlist: Playlist(
-                    playlistID: "日本語 playlist_id 519",
-                    ownerID: "owner_id-520",
-                    name: "ünïcødé ✓ 📷 name 521",
-                    description: "quote \" back \\ slash description 522",
-                    fileIDs: ["日本語 file_ids 523", ""],
-                    createdAt: 1700000000524,
-                    updatedAt: -1099511628301
+                    playlistID: "ünïcødé ✓ 📷 playlist_id 521",
+                    ownerID: "quote \" back \\ slash owner_id 522",
+                    name: "日本語 name 523",
+                    description: "description-524",
+                    fileIDs: ["ünïcødé ✓ 📷 file_ids 525", ""],
+                    createdAt: 1700000000526,
+                    updatedAt: -1099511628303
                 )
             ),
             text: #"""
 playlist {
-  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 519"
-  owner_id: "owner_id-520"
-  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 521"
-  description: "quote \" back \\ slash description 522"
-  file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 523"
+  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 521"
+  owner_id: "quote \" back \\ slash owner_id 522"
+  name: "\346\227\245\346\234\254\350\252\236 name 523"
+  description: "description-524"
+  file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 525"
   file_ids: ""
-  created_at: 1700000000524
-  updated_at: -1099511628301
+  created_at: 1700000000526
+  updated_at: -1099511628303
 }
 """#
         ),
@@ -2794,16 +2799,16 @@ playlist {
             name: "CreatePlaylistRequest/full",
             protoName: "framecast.v1.CreatePlaylistRequest",
             message: CreatePlaylistRequest(
-                userID: "quote \" back \\ slash user_id 526",
-                name: "日本語 name 527",
-                description: "description-528",
-                fileIDs: ["ünïcødé ✓ 📷 file_ids 529", ""]
+                userID: "user_id-528",
+                name: "ünïcødé ✓ 📷 name 529",
+                description: "quote \" back \\ slash description 530",
+                fileIDs: ["日本語 file_ids 531", ""]
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 526"
-name: "\346\227\245\346\234\254\350\252\236 name 527"
-description: "description-528"
-file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 529"
+user_id: "user_id-528"
+name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 529"
+description: "quote \" back \\ slash description 530"
+file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 531"
 file_ids: ""
 """#
         ),
@@ -2818,12 +2823,12 @@ file_ids: ""
             name: "GetPlaylistRequest/full",
             protoName: "framecast.v1.GetPlaylistRequest",
             message: GetPlaylistRequest(
-                userID: "quote \" back \\ slash user_id 530",
-                playlistID: "日本語 playlist_id 531"
+                userID: "user_id-532",
+                playlistID: "ünïcødé ✓ 📷 playlist_id 533"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 530"
-playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 531"
+user_id: "user_id-532"
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 533"
 """#
         ),
         WireSample(
@@ -2837,14 +2842,14 @@ playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 531"
             name: "ListPlaylistsRequest/full",
             protoName: "framecast.v1.ListPlaylistsRequest",
             message: ListPlaylistsRequest(
-                userID: "user_id-532",
-                pageSize: -533007,
-                pageToken: "quote \" back \\ slash page_token 534"
+                userID: "quote \" back \\ slash user_id 534",
+                pageSize: -535007,
+                pageToken: "page_token-536"
             ),
             text: #"""
-user_id: "user_id-532"
-page_size: -533007
-page_token: "quote \" back \\ slash page_token 534"
+user_id: "quote \" back \\ slash user_id 534"
+page_size: -535007
+page_token: "page_token-536"
 """#
         ),
         WireSample(
@@ -2859,30 +2864,30 @@ page_token: "quote \" back \\ slash page_token 534"
             protoName: "framecast.v1.ListPlaylistsReply",
             message: ListPlaylistsReply(
                 playlists: [Playlist(
-                    playlistID: "日本語 playlist_id 535",
-                    ownerID: "owner_id-536",
-                    name: "ünïcødé ✓ 📷 name 537",
-                    description: "quote \" back \\ slash description 538",
-                    fileIDs: ["日本語 file_ids 539", ""],
-                    createdAt: 1700000000540,
-                    updatedAt: -1099511628317
+                    playlistID: "ünïcødé ✓ 📷 playlist_id 537",
+                    ownerID: "quote \" back \\ slash owner_id 538",
+                    name: "日本語 name 539",
+                    description: "description-540",
+                    fileIDs: ["ünïcødé ✓ 📷 file_ids 541", ""],
+                    createdAt: 1700000000542,
+                    updatedAt: -1099511628319
                 ), Playlist()],
-                nextPageToken: "quote \" back \\ slash next_page_token 542"
+                nextPageToken: "next_page_token-544"
             ),
             text: #"""
 playlists {
-  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 535"
-  owner_id: "owner_id-536"
-  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 537"
-  description: "quote \" back \\ slash description 538"
-  file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 539"
+  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 537"
+  owner_id: "quote \" back \\ slash owner_id 538"
+  name: "\346\227\245\346\234\254\350\252\236 name 539"
+  description: "description-540"
+  file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 541"
   file_ids: ""
-  created_at: 1700000000540
-  updated_at: -1099511628317
+  created_at: 1700000000542
+  updated_at: -1099511628319
 }
 playlists {
 }
-next_page_token: "quote \" back \\ slash next_page_token 542"
+next_page_token: "next_page_token-544"
 """#
         ),
         WireSample(
@@ -2896,24 +2901,24 @@ next_page_token: "quote \" back \\ slash next_page_token 542"
             name: "UpdatePlaylistRequest/full",
             protoName: "framecast.v1.UpdatePlaylistRequest",
             message: UpdatePlaylistRequest(
-                userID: "日本語 user_id 543",
-                playlistID: "playlist_id-544",
-                name: "ünïcødé ✓ 📷 name 545",
-                description: "quote \" back \\ slash description 546",
+                userID: "ünïcødé ✓ 📷 user_id 545",
+                playlistID: "quote \" back \\ slash playlist_id 546",
+                name: "日本語 name 547",
+                description: "description-548",
                 replaceFileIDs: true,
-                fileIDs: ["file_ids-548", ""]
+                fileIDs: ["quote \" back \\ slash file_ids 550", ""]
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 543"
-playlist_id: "playlist_id-544"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 545"
+playlist_id: "quote \" back \\ slash playlist_id 546"
 name {
-  value: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 545"
+  value: "\346\227\245\346\234\254\350\252\236 name 547"
 }
 description {
-  value: "quote \" back \\ slash description 546"
+  value: "description-548"
 }
 replace_file_ids: true
-file_ids: "file_ids-548"
+file_ids: "quote \" back \\ slash file_ids 550"
 file_ids: ""
 """#
         ),
@@ -2942,12 +2947,12 @@ description {
             name: "DeletePlaylistRequest/full",
             protoName: "framecast.v1.DeletePlaylistRequest",
             message: DeletePlaylistRequest(
-                userID: "ünïcødé ✓ 📷 user_id 549",
-                playlistID: "quote \" back \\ slash playlist_id 550"
+                userID: "日本語 user_id 551",
+                playlistID: "playlist_id-552"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 549"
-playlist_id: "quote \" back \\ slash playlist_id 550"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 551"
+playlist_id: "playlist_id-552"
 """#
         ),
         WireSample(
@@ -2961,22 +2966,22 @@ playlist_id: "quote \" back \\ slash playlist_id 550"
             name: "ScheduleEntry/full",
             protoName: "framecast.v1.ScheduleEntry",
             message: ScheduleEntry(
-                playlistID: "日本語 playlist_id 551",
-                albumID: "album_id-552",
-                daysOfWeek: [-553007, 0],
-                startTime: "quote \" back \\ slash start_time 554",
-                endTime: "日本語 end_time 555",
-                intervalSeconds: 556007,
+                playlistID: "ünïcødé ✓ 📷 playlist_id 553",
+                albumID: "quote \" back \\ slash album_id 554",
+                daysOfWeek: [-555007, 0],
+                startTime: "start_time-556",
+                endTime: "ünïcødé ✓ 📷 end_time 557",
+                intervalSeconds: 558007,
                 shuffle: true
             ),
             text: #"""
-playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 551"
-album_id: "album_id-552"
-days_of_week: -553007
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 553"
+album_id: "quote \" back \\ slash album_id 554"
+days_of_week: -555007
 days_of_week: 0
-start_time: "quote \" back \\ slash start_time 554"
-end_time: "\346\227\245\346\234\254\350\252\236 end_time 555"
-interval_seconds: 556007
+start_time: "start_time-556"
+end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 557"
+interval_seconds: 558007
 shuffle: true
 """#
         ),
@@ -2991,35 +2996,35 @@ shuffle: true
             name: "RotationSchedule/full",
             protoName: "framecast.v1.RotationSchedule",
             message: RotationSchedule(
-                frameID: "quote \" back \\ slash frame_id 558",
-                ownerID: "日本語 owner_id 559",
+                frameID: "frame_id-560",
+                ownerID: "ünïcødé ✓ 📷 owner_id 561",
                 entries: [ScheduleEntry(
-                    playlistID: "playlist_id-560",
-                    albumID: "ünïcødé ✓ 📷 album_id 561",
-                    daysOfWeek: [562007, 0],
-                    startTime: "日本語 start_time 563",
-                    endTime: "end_time-564",
-                    intervalSeconds: -565007,
+                    playlistID: "quote \" back \\ slash playlist_id 562",
+                    albumID: "日本語 album_id 563",
+                    daysOfWeek: [564007, 0],
+                    startTime: "ünïcødé ✓ 📷 start_time 565",
+                    endTime: "quote \" back \\ slash end_time 566",
+                    intervalSeconds: -567007,
                     shuffle: true
                 ), ScheduleEntry()],
-                updatedAt: -1099511628343
+                updatedAt: -1099511628345
             ),
             text: #"""
-frame_id: "quote \" back \\ slash frame_id 558"
-owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 559"
+frame_id: "frame_id-560"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 561"
 entries {
-  playlist_id: "playlist_id-560"
-  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 561"
-  days_of_week: 562007
+  playlist_id: "quote \" back \\ slash playlist_id 562"
+  album_id: "\346\227\245\346\234\254\350\252\236 album_id 563"
+  days_of_week: 564007
   days_of_week: 0
-  start_time: "\346\227\245\346\234\254\350\252\236 start_time 563"
-  end_time: "end_time-564"
-  interval_seconds: -565007
+  start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 565"
+  end_time: "quote \" back \\ slash end_time 566"
+  interval_seconds: -567007
   shuffle: true
 }
 entries {
 }
-updated_at: -1099511628343
+updated_at: -1099511628345
 """#
         ),
         WireSample(
@@ -3034,37 +3039,37 @@ updated_at: -1099511628343
             protoName: "framecast.v1.ScheduleReply",
             message: ScheduleReply(
                 schedule: RotationSchedule(
-                    frameID: "frame_id-568",
-                    ownerID: "ünïcødé ✓ 📷 owner_id 569",
+                    frameID: "quote \" back \\ slash frame_id 570",
+                    ownerID: "日本語 owner_id 571",
                     entries: [ScheduleEntry(
-                        playlistID: "quote \" back \\ slash playlist_id 570",
-                        albumID: "日本語 album_id 571",
-                        daysOfWeek: [572007, 0],
-                        startTime: "ünïcødé ✓ 📷 start_time 573",
-                        endTime: "quote \" back \\ slash end_time 574",
-                        intervalSeconds: -575007,
+                        playlistID: "playlist_id-572",
+                        albumID: "ünïcødé ✓ 📷 album_id 573",
+                        daysOfWeek: [574007, 0],
+                        startTime: "日本語 start_time 575",
+                        endTime: "end_time-576",
+                        intervalSeconds: -577007,
                         shuffle: true
                     ), ScheduleEntry()],
-                    updatedAt: -1099511628353
+                    updatedAt: -1099511628355
                 )
             ),
             text: #"""
 schedule {
-  frame_id: "frame_id-568"
-  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 569"
+  frame_id: "quote \" back \\ slash frame_id 570"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 571"
   entries {
-    playlist_id: "quote \" back \\ slash playlist_id 570"
-    album_id: "\346\227\245\346\234\254\350\252\236 album_id 571"
-    days_of_week: 572007
+    playlist_id: "playlist_id-572"
+    album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 573"
+    days_of_week: 574007
     days_of_week: 0
-    start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 573"
-    end_time: "quote \" back \\ slash end_time 574"
-    interval_seconds: -575007
+    start_time: "\346\227\245\346\234\254\350\252\236 start_time 575"
+    end_time: "end_time-576"
+    interval_seconds: -577007
     shuffle: true
   }
   entries {
   }
-  updated_at: -1099511628353
+  updated_at: -1099511628355
 }
 """#
         ),
@@ -3090,12 +3095,12 @@ schedule {
             name: "GetScheduleRequest/full",
             protoName: "framecast.v1.GetScheduleRequest",
             message: GetScheduleRequest(
-                userID: "quote \" back \\ slash user_id 578",
-                frameID: "日本語 frame_id 579"
+                userID: "user_id-580",
+                frameID: "ünïcødé ✓ 📷 frame_id 581"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 578"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 579"
+user_id: "user_id-580"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 581"
 """#
         ),
         WireSample(
@@ -3109,29 +3114,29 @@ frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 579"
             name: "SetScheduleRequest/full",
             protoName: "framecast.v1.SetScheduleRequest",
             message: SetScheduleRequest(
-                userID: "user_id-580",
-                frameID: "ünïcødé ✓ 📷 frame_id 581",
+                userID: "quote \" back \\ slash user_id 582",
+                frameID: "日本語 frame_id 583",
                 entries: [ScheduleEntry(
-                    playlistID: "quote \" back \\ slash playlist_id 582",
-                    albumID: "日本語 album_id 583",
-                    daysOfWeek: [584007, 0],
-                    startTime: "ünïcødé ✓ 📷 start_time 585",
-                    endTime: "quote \" back \\ slash end_time 586",
-                    intervalSeconds: -587007,
+                    playlistID: "playlist_id-584",
+                    albumID: "ünïcødé ✓ 📷 album_id 585",
+                    daysOfWeek: [586007, 0],
+                    startTime: "日本語 start_time 587",
+                    endTime: "end_time-588",
+                    intervalSeconds: -589007,
                     shuffle: true
                 ), ScheduleEntry()]
             ),
             text: #"""
-user_id: "user_id-580"
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 581"
+user_id: "quote \" back \\ slash user_id 582"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 583"
 entries {
-  playlist_id: "quote \" back \\ slash playlist_id 582"
-  album_id: "\346\227\245\346\234\254\350\252\236 album_id 583"
-  days_of_week: 584007
+  playlist_id: "playlist_id-584"
+  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 585"
+  days_of_week: 586007
   days_of_week: 0
-  start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 585"
-  end_time: "quote \" back \\ slash end_time 586"
-  interval_seconds: -587007
+  start_time: "\346\227\245\346\234\254\350\252\236 start_time 587"
+  end_time: "end_time-588"
+  interval_seconds: -589007
   shuffle: true
 }
 entries {
@@ -3149,12 +3154,12 @@ entries {
             name: "DeleteScheduleRequest/full",
             protoName: "framecast.v1.DeleteScheduleRequest",
             message: DeleteScheduleRequest(
-                userID: "ünïcødé ✓ 📷 user_id 589",
-                frameID: "quote \" back \\ slash frame_id 590"
+                userID: "日本語 user_id 591",
+                frameID: "frame_id-592"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 589"
-frame_id: "quote \" back \\ slash frame_id 590"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 591"
+frame_id: "frame_id-592"
 """#
         ),
         WireSample(
@@ -3168,37 +3173,37 @@ frame_id: "quote \" back \\ slash frame_id 590"
             name: "MediaVersionCreated/full",
             protoName: "framecast.v1.MediaVersionCreated",
             message: MediaVersionCreated(
-                eventID: "日本語 event_id 591",
-                occurredAt: 1700000000592,
-                userID: "ünïcødé ✓ 📷 user_id 593",
+                eventID: "ünïcødé ✓ 📷 event_id 593",
+                occurredAt: 1700000000594,
+                userID: "日本語 user_id 595",
                 version: PhotoVersion(
-                    fileID: "quote \" back \\ slash file_id 594",
-                    size: "日本語 size 595",
-                    width: 596007,
-                    height: -597007,
-                    format: "quote \" back \\ slash format 598",
-                    contentType: "日本語 content_type 599",
-                    blobKey: "blob_key-600",
-                    byteSize: -1099511628377,
-                    sha256: "quote \" back \\ slash sha256 602",
-                    createdAt: -1099511628379
+                    fileID: "file_id-596",
+                    size: "ünïcødé ✓ 📷 size 597",
+                    width: 598007,
+                    height: -599007,
+                    format: "format-600",
+                    contentType: "ünïcødé ✓ 📷 content_type 601",
+                    blobKey: "quote \" back \\ slash blob_key 602",
+                    byteSize: -1099511628379,
+                    sha256: "sha256-604",
+                    createdAt: -1099511628381
                 )
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 591"
-occurred_at: 1700000000592
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 593"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 593"
+occurred_at: 1700000000594
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 595"
 version {
-  file_id: "quote \" back \\ slash file_id 594"
-  size: "\346\227\245\346\234\254\350\252\236 size 595"
-  width: 596007
-  height: -597007
-  format: "quote \" back \\ slash format 598"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 599"
-  blob_key: "blob_key-600"
-  byte_size: -1099511628377
-  sha256: "quote \" back \\ slash sha256 602"
-  created_at: -1099511628379
+  file_id: "file_id-596"
+  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 597"
+  width: 598007
+  height: -599007
+  format: "format-600"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 601"
+  blob_key: "quote \" back \\ slash blob_key 602"
+  byte_size: -1099511628379
+  sha256: "sha256-604"
+  created_at: -1099511628381
 }
 """#
         ),
@@ -3224,22 +3229,22 @@ version {
             name: "MediaVersionFailed/full",
             protoName: "framecast.v1.MediaVersionFailed",
             message: MediaVersionFailed(
-                eventID: "event_id-604",
-                occurredAt: -1099511628381,
-                userID: "quote \" back \\ slash user_id 606",
-                fileID: "日本語 file_id 607",
-                size: "size-608",
-                format: "ünïcødé ✓ 📷 format 609",
-                error: "quote \" back \\ slash error 610"
+                eventID: "quote \" back \\ slash event_id 606",
+                occurredAt: -1099511628383,
+                userID: "user_id-608",
+                fileID: "ünïcødé ✓ 📷 file_id 609",
+                size: "quote \" back \\ slash size 610",
+                format: "日本語 format 611",
+                error: "error-612"
             ),
             text: #"""
-event_id: "event_id-604"
-occurred_at: -1099511628381
-user_id: "quote \" back \\ slash user_id 606"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 607"
-size: "size-608"
-format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 609"
-error: "quote \" back \\ slash error 610"
+event_id: "quote \" back \\ slash event_id 606"
+occurred_at: -1099511628383
+user_id: "user_id-608"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 609"
+size: "quote \" back \\ slash size 610"
+format: "\346\227\245\346\234\254\350\252\236 format 611"
+error: "error-612"
 """#
         ),
         WireSample(
@@ -3253,47 +3258,47 @@ error: "quote \" back \\ slash error 610"
             name: "MediaCacheReady/full",
             protoName: "framecast.v1.MediaCacheReady",
             message: MediaCacheReady(
-                eventID: "日本語 event_id 611",
-                occurredAt: 1700000000612,
-                userID: "ünïcødé ✓ 📷 user_id 613",
-                fileID: "quote \" back \\ slash file_id 614",
+                eventID: "ünïcødé ✓ 📷 event_id 613",
+                occurredAt: 1700000000614,
+                userID: "日本語 user_id 615",
+                fileID: "file_id-616",
                 versions: [PhotoVersion(
-                    fileID: "日本語 file_id 615",
-                    size: "size-616",
-                    width: -617007,
-                    height: 618007,
-                    format: "日本語 format 619",
-                    contentType: "content_type-620",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 621",
-                    byteSize: 1700000000622,
-                    sha256: "日本語 sha256 623",
-                    createdAt: 1700000000624
+                    fileID: "ünïcødé ✓ 📷 file_id 617",
+                    size: "quote \" back \\ slash size 618",
+                    width: -619007,
+                    height: 620007,
+                    format: "ünïcødé ✓ 📷 format 621",
+                    contentType: "quote \" back \\ slash content_type 622",
+                    blobKey: "日本語 blob_key 623",
+                    byteSize: 1700000000624,
+                    sha256: "ünïcødé ✓ 📷 sha256 625",
+                    createdAt: 1700000000626
                 ), PhotoVersion()],
-                frameIDs: ["ünïcødé ✓ 📷 frame_ids 625", ""],
-                albumIDs: ["quote \" back \\ slash album_ids 626", ""]
+                frameIDs: ["日本語 frame_ids 627", ""],
+                albumIDs: ["album_ids-628", ""]
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 611"
-occurred_at: 1700000000612
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 613"
-file_id: "quote \" back \\ slash file_id 614"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 613"
+occurred_at: 1700000000614
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 615"
+file_id: "file_id-616"
 versions {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 615"
-  size: "size-616"
-  width: -617007
-  height: 618007
-  format: "\346\227\245\346\234\254\350\252\236 format 619"
-  content_type: "content_type-620"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 621"
-  byte_size: 1700000000622
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 623"
-  created_at: 1700000000624
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 617"
+  size: "quote \" back \\ slash size 618"
+  width: -619007
+  height: 620007
+  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 621"
+  content_type: "quote \" back \\ slash content_type 622"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 623"
+  byte_size: 1700000000624
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 625"
+  created_at: 1700000000626
 }
 versions {
 }
-frame_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_ids 625"
+frame_ids: "\346\227\245\346\234\254\350\252\236 frame_ids 627"
 frame_ids: ""
-album_ids: "quote \" back \\ slash album_ids 626"
+album_ids: "album_ids-628"
 album_ids: ""
 """#
         ),
@@ -3308,104 +3313,104 @@ album_ids: ""
             name: "FileRecord/full",
             protoName: "framecast.v1.FileRecord",
             message: FileRecord(
-                fileID: "日本語 file_id 627",
-                userID: "user_id-628",
-                blobKey: "ünïcødé ✓ 📷 blob_key 629",
-                sha256: "quote \" back \\ slash sha256 630",
-                size: -1099511628407,
-                fileName: "file_name-632",
-                contentType: "ünïcødé ✓ 📷 content_type 633",
-                declaredContentType: "quote \" back \\ slash declared_content_type 634",
-                metadata: ["": "empty key", "album_id": "alb-ü-635", "k635": ""],
+                fileID: "ünïcødé ✓ 📷 file_id 629",
+                userID: "quote \" back \\ slash user_id 630",
+                blobKey: "日本語 blob_key 631",
+                sha256: "sha256-632",
+                size: -1099511628409,
+                fileName: "quote \" back \\ slash file_name 634",
+                contentType: "日本語 content_type 635",
+                declaredContentType: "declared_content_type-636",
+                metadata: ["": "empty key", "album_id": "alb-ü-637", "k637": ""],
                 analysis: PhotoAnalysis(
-                    format: "format-636",
-                    width: -637007,
-                    height: 638007,
-                    orientation: -639007,
-                    takenAt: 1700000000640,
-                    cameraMake: "ünïcødé ✓ 📷 camera_make 641",
-                    cameraModel: "quote \" back \\ slash camera_model 642",
+                    format: "quote \" back \\ slash format 638",
+                    width: -639007,
+                    height: 640007,
+                    orientation: -641007,
+                    takenAt: 1700000000642,
+                    cameraMake: "日本語 camera_make 643",
+                    cameraModel: "camera_model-644",
                     gps: GeoPoint(
-                        latitude: -643.5,
-                        longitude: 644.5,
-                        altitude: -645.5
+                        latitude: -645.5,
+                        longitude: 646.5,
+                        altitude: -647.5
                     ),
-                    dominantColors: ["quote \" back \\ slash dominant_colors 646", ""],
-                    perceptualHash: 9223372036862763023
+                    dominantColors: ["dominant_colors-648", ""],
+                    perceptualHash: 9223372036862787713
                 ),
                 aiMetadata: AIMetadata(
-                    labels: ["labels-648", ""],
+                    labels: ["quote \" back \\ slash labels 650", ""],
                     faces: [Face(
-                        x: -649007,
-                        y: 650007,
-                        width: -651007,
-                        height: 652007,
-                        confidence: 653.25
+                        x: -651007,
+                        y: 652007,
+                        width: -653007,
+                        height: 654007,
+                        confidence: 655.25
                     ), Face()],
-                    objects: ["quote \" back \\ slash objects 654", ""],
-                    analyser: "日本語 analyser 655"
+                    objects: ["objects-656", ""],
+                    analyser: "ünïcødé ✓ 📷 analyser 657"
                 ),
-                createdAt: 1700000000656,
-                storagePath: "ünïcødé ✓ 📷 storage_path 657"
+                createdAt: 1700000000658,
+                storagePath: "日本語 storage_path 659"
             ),
             text: #"""
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 627"
-user_id: "user_id-628"
-blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 629"
-sha256: "quote \" back \\ slash sha256 630"
-size: -1099511628407
-file_name: "file_name-632"
-content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 633"
-declared_content_type: "quote \" back \\ slash declared_content_type 634"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 629"
+user_id: "quote \" back \\ slash user_id 630"
+blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 631"
+sha256: "sha256-632"
+size: -1099511628409
+file_name: "quote \" back \\ slash file_name 634"
+content_type: "\346\227\245\346\234\254\350\252\236 content_type 635"
+declared_content_type: "declared_content_type-636"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-635"
+  value: "alb-\303\274-637"
 }
 metadata {
-  key: "k635"
+  key: "k637"
 }
 analysis {
-  format: "format-636"
-  width: -637007
-  height: 638007
-  orientation: -639007
+  format: "quote \" back \\ slash format 638"
+  width: -639007
+  height: 640007
+  orientation: -641007
   taken_at {
-    value: 1700000000640
+    value: 1700000000642
   }
-  camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 641"
-  camera_model: "quote \" back \\ slash camera_model 642"
+  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 643"
+  camera_model: "camera_model-644"
   gps {
-    latitude: -643.5
-    longitude: 644.5
+    latitude: -645.5
+    longitude: 646.5
     altitude {
-      value: -645.5
+      value: -647.5
     }
   }
-  dominant_colors: "quote \" back \\ slash dominant_colors 646"
+  dominant_colors: "dominant_colors-648"
   dominant_colors: ""
-  perceptual_hash: 9223372036862763023
+  perceptual_hash: 9223372036862787713
 }
 ai_metadata {
-  labels: "labels-648"
+  labels: "quote \" back \\ slash labels 650"
   labels: ""
   faces {
-    x: -649007
-    y: 650007
-    width: -651007
-    height: 652007
-    confidence: 653.25
+    x: -651007
+    y: 652007
+    width: -653007
+    height: 654007
+    confidence: 655.25
   }
   faces {
   }
-  objects: "quote \" back \\ slash objects 654"
+  objects: "objects-656"
   objects: ""
-  analyser: "\346\227\245\346\234\254\350\252\236 analyser 655"
+  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 657"
 }
-created_at: 1700000000656
-storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 657"
+created_at: 1700000000658
+storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 659"
 """#
         ),
         WireSample(
@@ -3444,30 +3449,30 @@ ai_metadata {
             name: "RegisterUploadRequest/full",
             protoName: "framecast.v1.RegisterUploadRequest",
             message: RegisterUploadRequest(
-                userID: "quote \" back \\ slash user_id 658",
-                blobKey: "日本語 blob_key 659",
-                sha256: "sha256-660",
-                size: -1099511628437,
-                fileName: "quote \" back \\ slash file_name 662",
-                contentType: "日本語 content_type 663",
-                metadata: ["": "empty key", "album_id": "alb-ü-664", "k664": ""]
+                userID: "user_id-660",
+                blobKey: "ünïcødé ✓ 📷 blob_key 661",
+                sha256: "quote \" back \\ slash sha256 662",
+                size: -1099511628439,
+                fileName: "file_name-664",
+                contentType: "ünïcødé ✓ 📷 content_type 665",
+                metadata: ["": "empty key", "album_id": "alb-ü-666", "k666": ""]
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 658"
-blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 659"
-sha256: "sha256-660"
-size: -1099511628437
-file_name: "quote \" back \\ slash file_name 662"
-content_type: "\346\227\245\346\234\254\350\252\236 content_type 663"
+user_id: "user_id-660"
+blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 661"
+sha256: "quote \" back \\ slash sha256 662"
+size: -1099511628439
+file_name: "file_name-664"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 665"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-664"
+  value: "alb-\303\274-666"
 }
 metadata {
-  key: "k664"
+  key: "k666"
 }
 """#
         ),
@@ -3483,107 +3488,107 @@ metadata {
             protoName: "framecast.v1.RegisterUploadReply",
             message: RegisterUploadReply(
                 file: FileRecord(
-                    fileID: "ünïcødé ✓ 📷 file_id 665",
-                    userID: "quote \" back \\ slash user_id 666",
-                    blobKey: "日本語 blob_key 667",
-                    sha256: "sha256-668",
-                    size: -1099511628445,
-                    fileName: "quote \" back \\ slash file_name 670",
-                    contentType: "日本語 content_type 671",
-                    declaredContentType: "declared_content_type-672",
-                    metadata: ["": "empty key", "album_id": "alb-ü-673", "k673": ""],
+                    fileID: "日本語 file_id 667",
+                    userID: "user_id-668",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 669",
+                    sha256: "quote \" back \\ slash sha256 670",
+                    size: -1099511628447,
+                    fileName: "file_name-672",
+                    contentType: "ünïcødé ✓ 📷 content_type 673",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 674",
+                    metadata: ["": "empty key", "album_id": "alb-ü-675", "k675": ""],
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 674",
-                        width: -675007,
-                        height: 676007,
-                        orientation: -677007,
-                        takenAt: 1700000000678,
-                        cameraMake: "日本語 camera_make 679",
-                        cameraModel: "camera_model-680",
+                        format: "format-676",
+                        width: -677007,
+                        height: 678007,
+                        orientation: -679007,
+                        takenAt: 1700000000680,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 681",
+                        cameraModel: "quote \" back \\ slash camera_model 682",
                         gps: GeoPoint(
-                            latitude: -681.5,
-                            longitude: 682.5,
-                            altitude: -683.5
+                            latitude: -683.5,
+                            longitude: 684.5,
+                            altitude: -685.5
                         ),
-                        dominantColors: ["dominant_colors-684", ""],
-                        perceptualHash: 9223372036863232133
+                        dominantColors: ["quote \" back \\ slash dominant_colors 686", ""],
+                        perceptualHash: 9223372036863256823
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 686", ""],
+                        labels: ["labels-688", ""],
                         faces: [Face(
-                            x: -687007,
-                            y: 688007,
-                            width: -689007,
-                            height: 690007,
-                            confidence: 691.25
+                            x: -689007,
+                            y: 690007,
+                            width: -691007,
+                            height: 692007,
+                            confidence: 693.25
                         ), Face()],
-                        objects: ["objects-692", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 693"
+                        objects: ["quote \" back \\ slash objects 694", ""],
+                        analyser: "日本語 analyser 695"
                     ),
-                    createdAt: 1700000000694,
-                    storagePath: "日本語 storage_path 695"
+                    createdAt: 1700000000696,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 697"
                 ),
                 duplicate: true
             ),
             text: #"""
 file {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 665"
-  user_id: "quote \" back \\ slash user_id 666"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 667"
-  sha256: "sha256-668"
-  size: -1099511628445
-  file_name: "quote \" back \\ slash file_name 670"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 671"
-  declared_content_type: "declared_content_type-672"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 667"
+  user_id: "user_id-668"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 669"
+  sha256: "quote \" back \\ slash sha256 670"
+  size: -1099511628447
+  file_name: "file_name-672"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 673"
+  declared_content_type: "quote \" back \\ slash declared_content_type 674"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-673"
+    value: "alb-\303\274-675"
   }
   metadata {
-    key: "k673"
+    key: "k675"
   }
   analysis {
-    format: "quote \" back \\ slash format 674"
-    width: -675007
-    height: 676007
-    orientation: -677007
+    format: "format-676"
+    width: -677007
+    height: 678007
+    orientation: -679007
     taken_at {
-      value: 1700000000678
+      value: 1700000000680
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 679"
-    camera_model: "camera_model-680"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 681"
+    camera_model: "quote \" back \\ slash camera_model 682"
     gps {
-      latitude: -681.5
-      longitude: 682.5
+      latitude: -683.5
+      longitude: 684.5
       altitude {
-        value: -683.5
+        value: -685.5
       }
     }
-    dominant_colors: "dominant_colors-684"
+    dominant_colors: "quote \" back \\ slash dominant_colors 686"
     dominant_colors: ""
-    perceptual_hash: 9223372036863232133
+    perceptual_hash: 9223372036863256823
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 686"
+    labels: "labels-688"
     labels: ""
     faces {
-      x: -687007
-      y: 688007
-      width: -689007
-      height: 690007
-      confidence: 691.25
+      x: -689007
+      y: 690007
+      width: -691007
+      height: 692007
+      confidence: 693.25
     }
     faces {
     }
-    objects: "objects-692"
+    objects: "quote \" back \\ slash objects 694"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 693"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 695"
   }
-  created_at: 1700000000694
-  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 695"
+  created_at: 1700000000696
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 697"
 }
 duplicate: true
 """#
@@ -3628,12 +3633,12 @@ file {
             name: "GetFileRequest/full",
             protoName: "framecast.v1.GetFileRequest",
             message: GetFileRequest(
-                userID: "ünïcødé ✓ 📷 user_id 697",
-                fileID: "quote \" back \\ slash file_id 698"
+                userID: "日本語 user_id 699",
+                fileID: "file_id-700"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 697"
-file_id: "quote \" back \\ slash file_id 698"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 699"
+file_id: "file_id-700"
 """#
         ),
         WireSample(
@@ -3648,106 +3653,106 @@ file_id: "quote \" back \\ slash file_id 698"
             protoName: "framecast.v1.GetFileReply",
             message: GetFileReply(
                 file: FileRecord(
-                    fileID: "日本語 file_id 699",
-                    userID: "user_id-700",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 701",
-                    sha256: "quote \" back \\ slash sha256 702",
-                    size: -1099511628479,
-                    fileName: "file_name-704",
-                    contentType: "ünïcødé ✓ 📷 content_type 705",
-                    declaredContentType: "quote \" back \\ slash declared_content_type 706",
-                    metadata: ["": "empty key", "album_id": "alb-ü-707", "k707": ""],
+                    fileID: "ünïcødé ✓ 📷 file_id 701",
+                    userID: "quote \" back \\ slash user_id 702",
+                    blobKey: "日本語 blob_key 703",
+                    sha256: "sha256-704",
+                    size: -1099511628481,
+                    fileName: "quote \" back \\ slash file_name 706",
+                    contentType: "日本語 content_type 707",
+                    declaredContentType: "declared_content_type-708",
+                    metadata: ["": "empty key", "album_id": "alb-ü-709", "k709": ""],
                     analysis: PhotoAnalysis(
-                        format: "format-708",
-                        width: -709007,
-                        height: 710007,
-                        orientation: -711007,
-                        takenAt: 1700000000712,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 713",
-                        cameraModel: "quote \" back \\ slash camera_model 714",
+                        format: "quote \" back \\ slash format 710",
+                        width: -711007,
+                        height: 712007,
+                        orientation: -713007,
+                        takenAt: 1700000000714,
+                        cameraMake: "日本語 camera_make 715",
+                        cameraModel: "camera_model-716",
                         gps: GeoPoint(
-                            latitude: -715.5,
-                            longitude: 716.5,
-                            altitude: -717.5
+                            latitude: -717.5,
+                            longitude: 718.5,
+                            altitude: -719.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 718", ""],
-                        perceptualHash: 9223372036863651863
+                        dominantColors: ["dominant_colors-720", ""],
+                        perceptualHash: 9223372036863676553
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["labels-720", ""],
+                        labels: ["quote \" back \\ slash labels 722", ""],
                         faces: [Face(
-                            x: -721007,
-                            y: 722007,
-                            width: -723007,
-                            height: 724007,
-                            confidence: 725.25
+                            x: -723007,
+                            y: 724007,
+                            width: -725007,
+                            height: 726007,
+                            confidence: 727.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 726", ""],
-                        analyser: "日本語 analyser 727"
+                        objects: ["objects-728", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 729"
                     ),
-                    createdAt: 1700000000728,
-                    storagePath: "ünïcødé ✓ 📷 storage_path 729"
+                    createdAt: 1700000000730,
+                    storagePath: "日本語 storage_path 731"
                 )
             ),
             text: #"""
 file {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 699"
-  user_id: "user_id-700"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 701"
-  sha256: "quote \" back \\ slash sha256 702"
-  size: -1099511628479
-  file_name: "file_name-704"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 705"
-  declared_content_type: "quote \" back \\ slash declared_content_type 706"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 701"
+  user_id: "quote \" back \\ slash user_id 702"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 703"
+  sha256: "sha256-704"
+  size: -1099511628481
+  file_name: "quote \" back \\ slash file_name 706"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 707"
+  declared_content_type: "declared_content_type-708"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-707"
+    value: "alb-\303\274-709"
   }
   metadata {
-    key: "k707"
+    key: "k709"
   }
   analysis {
-    format: "format-708"
-    width: -709007
-    height: 710007
-    orientation: -711007
+    format: "quote \" back \\ slash format 710"
+    width: -711007
+    height: 712007
+    orientation: -713007
     taken_at {
-      value: 1700000000712
+      value: 1700000000714
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 713"
-    camera_model: "quote \" back \\ slash camera_model 714"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 715"
+    camera_model: "camera_model-716"
     gps {
-      latitude: -715.5
-      longitude: 716.5
+      latitude: -717.5
+      longitude: 718.5
       altitude {
-        value: -717.5
+        value: -719.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 718"
+    dominant_colors: "dominant_colors-720"
     dominant_colors: ""
-    perceptual_hash: 9223372036863651863
+    perceptual_hash: 9223372036863676553
   }
   ai_metadata {
-    labels: "labels-720"
+    labels: "quote \" back \\ slash labels 722"
     labels: ""
     faces {
-      x: -721007
-      y: 722007
-      width: -723007
-      height: 724007
-      confidence: 725.25
+      x: -723007
+      y: 724007
+      width: -725007
+      height: 726007
+      confidence: 727.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 726"
+    objects: "objects-728"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 727"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 729"
   }
-  created_at: 1700000000728
-  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 729"
+  created_at: 1700000000730
+  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 731"
 }
 """#
         ),
@@ -3791,14 +3796,14 @@ file {
             name: "ListFilesRequest/full",
             protoName: "framecast.v1.ListFilesRequest",
             message: ListFilesRequest(
-                userID: "quote \" back \\ slash user_id 730",
-                pageSize: -731007,
-                pageToken: "page_token-732"
+                userID: "user_id-732",
+                pageSize: -733007,
+                pageToken: "quote \" back \\ slash page_token 734"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 730"
-page_size: -731007
-page_token: "page_token-732"
+user_id: "user_id-732"
+page_size: -733007
+page_token: "quote \" back \\ slash page_token 734"
 """#
         ),
         WireSample(
@@ -3813,45 +3818,45 @@ page_token: "page_token-732"
             protoName: "framecast.v1.ListFilesReply",
             message: ListFilesReply(
                 files: [FileRecord(
-                    fileID: "ünïcødé ✓ 📷 file_id 733",
-                    userID: "quote \" back \\ slash user_id 734",
-                    blobKey: "日本語 blob_key 735",
-                    sha256: "sha256-736",
-                    size: -1099511628513,
-                    fileName: "quote \" back \\ slash file_name 738",
-                    contentType: "日本語 content_type 739",
-                    declaredContentType: "declared_content_type-740",
-                    metadata: ["": "empty key", "album_id": "alb-ü-741", "k741": ""],
+                    fileID: "日本語 file_id 735",
+                    userID: "user_id-736",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 737",
+                    sha256: "quote \" back \\ slash sha256 738",
+                    size: -1099511628515,
+                    fileName: "file_name-740",
+                    contentType: "ünïcødé ✓ 📷 content_type 741",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 742",
+                    metadata: ["": "empty key", "album_id": "alb-ü-743", "k743": ""],
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 742",
-                        width: -743007,
-                        height: 744007,
-                        orientation: -745007,
-                        takenAt: 1700000000746,
-                        cameraMake: "日本語 camera_make 747",
-                        cameraModel: "camera_model-748",
+                        format: "format-744",
+                        width: -745007,
+                        height: 746007,
+                        orientation: -747007,
+                        takenAt: 1700000000748,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 749",
+                        cameraModel: "quote \" back \\ slash camera_model 750",
                         gps: GeoPoint(
-                            latitude: -749.5,
-                            longitude: 750.5,
-                            altitude: -751.5
+                            latitude: -751.5,
+                            longitude: 752.5,
+                            altitude: -753.5
                         ),
-                        dominantColors: ["dominant_colors-752", ""],
-                        perceptualHash: 9223372036864071593
+                        dominantColors: ["quote \" back \\ slash dominant_colors 754", ""],
+                        perceptualHash: 9223372036864096283
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 754", ""],
+                        labels: ["labels-756", ""],
                         faces: [Face(
-                            x: -755007,
-                            y: 756007,
-                            width: -757007,
-                            height: 758007,
-                            confidence: 759.25
+                            x: -757007,
+                            y: 758007,
+                            width: -759007,
+                            height: 760007,
+                            confidence: 761.25
                         ), Face()],
-                        objects: ["objects-760", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 761"
+                        objects: ["quote \" back \\ slash objects 762", ""],
+                        analyser: "日本語 analyser 763"
                     ),
-                    createdAt: 1700000000762,
-                    storagePath: "日本語 storage_path 763"
+                    createdAt: 1700000000764,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 765"
                 ), FileRecord(
                     analysis: PhotoAnalysis(
                         takenAt: 0,
@@ -3861,67 +3866,67 @@ page_token: "page_token-732"
                     ),
                     aiMetadata: AIMetadata()
                 )],
-                nextPageToken: "next_page_token-764"
+                nextPageToken: "quote \" back \\ slash next_page_token 766"
             ),
             text: #"""
 files {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 733"
-  user_id: "quote \" back \\ slash user_id 734"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 735"
-  sha256: "sha256-736"
-  size: -1099511628513
-  file_name: "quote \" back \\ slash file_name 738"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 739"
-  declared_content_type: "declared_content_type-740"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 735"
+  user_id: "user_id-736"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 737"
+  sha256: "quote \" back \\ slash sha256 738"
+  size: -1099511628515
+  file_name: "file_name-740"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 741"
+  declared_content_type: "quote \" back \\ slash declared_content_type 742"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-741"
+    value: "alb-\303\274-743"
   }
   metadata {
-    key: "k741"
+    key: "k743"
   }
   analysis {
-    format: "quote \" back \\ slash format 742"
-    width: -743007
-    height: 744007
-    orientation: -745007
+    format: "format-744"
+    width: -745007
+    height: 746007
+    orientation: -747007
     taken_at {
-      value: 1700000000746
+      value: 1700000000748
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 747"
-    camera_model: "camera_model-748"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 749"
+    camera_model: "quote \" back \\ slash camera_model 750"
     gps {
-      latitude: -749.5
-      longitude: 750.5
+      latitude: -751.5
+      longitude: 752.5
       altitude {
-        value: -751.5
+        value: -753.5
       }
     }
-    dominant_colors: "dominant_colors-752"
+    dominant_colors: "quote \" back \\ slash dominant_colors 754"
     dominant_colors: ""
-    perceptual_hash: 9223372036864071593
+    perceptual_hash: 9223372036864096283
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 754"
+    labels: "labels-756"
     labels: ""
     faces {
-      x: -755007
-      y: 756007
-      width: -757007
-      height: 758007
-      confidence: 759.25
+      x: -757007
+      y: 758007
+      width: -759007
+      height: 760007
+      confidence: 761.25
     }
     faces {
     }
-    objects: "objects-760"
+    objects: "quote \" back \\ slash objects 762"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 761"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 763"
   }
-  created_at: 1700000000762
-  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 763"
+  created_at: 1700000000764
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 765"
 }
 files {
   analysis {
@@ -3935,7 +3940,7 @@ files {
   ai_metadata {
   }
 }
-next_page_token: "next_page_token-764"
+next_page_token: "quote \" back \\ slash next_page_token 766"
 """#
         ),
         WireSample(
@@ -3949,12 +3954,12 @@ next_page_token: "next_page_token-764"
             name: "DeleteFileRequest/full",
             protoName: "framecast.v1.DeleteFileRequest",
             message: DeleteFileRequest(
-                userID: "ünïcødé ✓ 📷 user_id 765",
-                fileID: "quote \" back \\ slash file_id 766"
+                userID: "日本語 user_id 767",
+                fileID: "file_id-768"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 765"
-file_id: "quote \" back \\ slash file_id 766"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 767"
+file_id: "file_id-768"
 """#
         ),
         WireSample(
@@ -3968,113 +3973,113 @@ file_id: "quote \" back \\ slash file_id 766"
             name: "FileUploaded/full",
             protoName: "framecast.v1.FileUploaded",
             message: FileUploaded(
-                eventID: "日本語 event_id 767",
-                occurredAt: 1700000000768,
-                userID: "ünïcødé ✓ 📷 user_id 769",
+                eventID: "ünïcødé ✓ 📷 event_id 769",
+                occurredAt: 1700000000770,
+                userID: "日本語 user_id 771",
                 file: FileRecord(
-                    fileID: "quote \" back \\ slash file_id 770",
-                    userID: "日本語 user_id 771",
-                    blobKey: "blob_key-772",
-                    sha256: "ünïcødé ✓ 📷 sha256 773",
-                    size: 1700000000774,
-                    fileName: "日本語 file_name 775",
-                    contentType: "content_type-776",
-                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 777",
-                    metadata: ["": "empty key", "album_id": "alb-ü-778", "k778": ""],
+                    fileID: "file_id-772",
+                    userID: "ünïcødé ✓ 📷 user_id 773",
+                    blobKey: "quote \" back \\ slash blob_key 774",
+                    sha256: "日本語 sha256 775",
+                    size: 1700000000776,
+                    fileName: "ünïcødé ✓ 📷 file_name 777",
+                    contentType: "quote \" back \\ slash content_type 778",
+                    declaredContentType: "日本語 declared_content_type 779",
+                    metadata: ["": "empty key", "album_id": "alb-ü-780", "k780": ""],
                     analysis: PhotoAnalysis(
-                        format: "日本語 format 779",
-                        width: 780007,
-                        height: -781007,
-                        orientation: 782007,
-                        takenAt: -1099511628559,
-                        cameraMake: "camera_make-784",
-                        cameraModel: "ünïcødé ✓ 📷 camera_model 785",
+                        format: "ünïcødé ✓ 📷 format 781",
+                        width: 782007,
+                        height: -783007,
+                        orientation: 784007,
+                        takenAt: -1099511628561,
+                        cameraMake: "quote \" back \\ slash camera_make 786",
+                        cameraModel: "日本語 camera_model 787",
                         gps: GeoPoint(
-                            latitude: 786.5,
-                            longitude: -787.5,
-                            altitude: 788.5
+                            latitude: 788.5,
+                            longitude: -789.5,
+                            altitude: 790.5
                         ),
-                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 789", ""],
-                        perceptualHash: 9223372036864528358
+                        dominantColors: ["日本語 dominant_colors 791", ""],
+                        perceptualHash: 9223372036864553048
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["日本語 labels 791", ""],
+                        labels: ["ünïcødé ✓ 📷 labels 793", ""],
                         faces: [Face(
-                            x: 792007,
-                            y: -793007,
-                            width: 794007,
-                            height: -795007,
-                            confidence: 796.25
+                            x: 794007,
+                            y: -795007,
+                            width: 796007,
+                            height: -797007,
+                            confidence: 798.25
                         ), Face()],
-                        objects: ["ünïcødé ✓ 📷 objects 797", ""],
-                        analyser: "quote \" back \\ slash analyser 798"
+                        objects: ["日本語 objects 799", ""],
+                        analyser: "analyser-800"
                     ),
-                    createdAt: -1099511628575,
-                    storagePath: "storage_path-800"
+                    createdAt: -1099511628577,
+                    storagePath: "quote \" back \\ slash storage_path 802"
                 )
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 767"
-occurred_at: 1700000000768
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 769"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 769"
+occurred_at: 1700000000770
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 771"
 file {
-  file_id: "quote \" back \\ slash file_id 770"
-  user_id: "\346\227\245\346\234\254\350\252\236 user_id 771"
-  blob_key: "blob_key-772"
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 773"
-  size: 1700000000774
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 775"
-  content_type: "content_type-776"
-  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 777"
+  file_id: "file_id-772"
+  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 773"
+  blob_key: "quote \" back \\ slash blob_key 774"
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 775"
+  size: 1700000000776
+  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 777"
+  content_type: "quote \" back \\ slash content_type 778"
+  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 779"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-778"
+    value: "alb-\303\274-780"
   }
   metadata {
-    key: "k778"
+    key: "k780"
   }
   analysis {
-    format: "\346\227\245\346\234\254\350\252\236 format 779"
-    width: 780007
-    height: -781007
-    orientation: 782007
+    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 781"
+    width: 782007
+    height: -783007
+    orientation: 784007
     taken_at {
-      value: -1099511628559
+      value: -1099511628561
     }
-    camera_make: "camera_make-784"
-    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 785"
+    camera_make: "quote \" back \\ slash camera_make 786"
+    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 787"
     gps {
-      latitude: 786.5
-      longitude: -787.5
+      latitude: 788.5
+      longitude: -789.5
       altitude {
-        value: 788.5
+        value: 790.5
       }
     }
-    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 789"
+    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 791"
     dominant_colors: ""
-    perceptual_hash: 9223372036864528358
+    perceptual_hash: 9223372036864553048
   }
   ai_metadata {
-    labels: "\346\227\245\346\234\254\350\252\236 labels 791"
+    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 793"
     labels: ""
     faces {
-      x: 792007
-      y: -793007
-      width: 794007
-      height: -795007
-      confidence: 796.25
+      x: 794007
+      y: -795007
+      width: 796007
+      height: -797007
+      confidence: 798.25
     }
     faces {
     }
-    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 797"
+    objects: "\346\227\245\346\234\254\350\252\236 objects 799"
     objects: ""
-    analyser: "quote \" back \\ slash analyser 798"
+    analyser: "analyser-800"
   }
-  created_at: -1099511628575
-  storage_path: "storage_path-800"
+  created_at: -1099511628577
+  storage_path: "quote \" back \\ slash storage_path 802"
 }
 """#
         ),
@@ -4118,113 +4123,113 @@ file {
             name: "FileUploadedWithAI/full",
             protoName: "framecast.v1.FileUploadedWithAI",
             message: FileUploadedWithAI(
-                eventID: "ünïcødé ✓ 📷 event_id 801",
-                occurredAt: 1700000000802,
-                userID: "日本語 user_id 803",
+                eventID: "日本語 event_id 803",
+                occurredAt: 1700000000804,
+                userID: "ünïcødé ✓ 📷 user_id 805",
                 file: FileRecord(
-                    fileID: "file_id-804",
-                    userID: "ünïcødé ✓ 📷 user_id 805",
-                    blobKey: "quote \" back \\ slash blob_key 806",
-                    sha256: "日本語 sha256 807",
-                    size: 1700000000808,
-                    fileName: "ünïcødé ✓ 📷 file_name 809",
-                    contentType: "quote \" back \\ slash content_type 810",
-                    declaredContentType: "日本語 declared_content_type 811",
-                    metadata: ["": "empty key", "album_id": "alb-ü-812", "k812": ""],
+                    fileID: "quote \" back \\ slash file_id 806",
+                    userID: "日本語 user_id 807",
+                    blobKey: "blob_key-808",
+                    sha256: "ünïcødé ✓ 📷 sha256 809",
+                    size: 1700000000810,
+                    fileName: "日本語 file_name 811",
+                    contentType: "content_type-812",
+                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 813",
+                    metadata: ["": "empty key", "album_id": "alb-ü-814", "k814": ""],
                     analysis: PhotoAnalysis(
-                        format: "ünïcødé ✓ 📷 format 813",
-                        width: 814007,
-                        height: -815007,
-                        orientation: 816007,
-                        takenAt: -1099511628593,
-                        cameraMake: "quote \" back \\ slash camera_make 818",
-                        cameraModel: "日本語 camera_model 819",
+                        format: "日本語 format 815",
+                        width: 816007,
+                        height: -817007,
+                        orientation: 818007,
+                        takenAt: -1099511628595,
+                        cameraMake: "camera_make-820",
+                        cameraModel: "ünïcødé ✓ 📷 camera_model 821",
                         gps: GeoPoint(
-                            latitude: 820.5,
-                            longitude: -821.5,
-                            altitude: 822.5
+                            latitude: 822.5,
+                            longitude: -823.5,
+                            altitude: 824.5
                         ),
-                        dominantColors: ["日本語 dominant_colors 823", ""],
-                        perceptualHash: 9223372036864948088
+                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 825", ""],
+                        perceptualHash: 9223372036864972778
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["ünïcødé ✓ 📷 labels 825", ""],
+                        labels: ["日本語 labels 827", ""],
                         faces: [Face(
-                            x: 826007,
-                            y: -827007,
-                            width: 828007,
-                            height: -829007,
-                            confidence: 830.25
+                            x: 828007,
+                            y: -829007,
+                            width: 830007,
+                            height: -831007,
+                            confidence: 832.25
                         ), Face()],
-                        objects: ["日本語 objects 831", ""],
-                        analyser: "analyser-832"
+                        objects: ["ünïcødé ✓ 📷 objects 833", ""],
+                        analyser: "quote \" back \\ slash analyser 834"
                     ),
-                    createdAt: -1099511628609,
-                    storagePath: "quote \" back \\ slash storage_path 834"
+                    createdAt: -1099511628611,
+                    storagePath: "storage_path-836"
                 )
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 801"
-occurred_at: 1700000000802
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 803"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 803"
+occurred_at: 1700000000804
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 805"
 file {
-  file_id: "file_id-804"
-  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 805"
-  blob_key: "quote \" back \\ slash blob_key 806"
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 807"
-  size: 1700000000808
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 809"
-  content_type: "quote \" back \\ slash content_type 810"
-  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 811"
+  file_id: "quote \" back \\ slash file_id 806"
+  user_id: "\346\227\245\346\234\254\350\252\236 user_id 807"
+  blob_key: "blob_key-808"
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 809"
+  size: 1700000000810
+  file_name: "\346\227\245\346\234\254\350\252\236 file_name 811"
+  content_type: "content_type-812"
+  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 813"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-812"
+    value: "alb-\303\274-814"
   }
   metadata {
-    key: "k812"
+    key: "k814"
   }
   analysis {
-    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 813"
-    width: 814007
-    height: -815007
-    orientation: 816007
+    format: "\346\227\245\346\234\254\350\252\236 format 815"
+    width: 816007
+    height: -817007
+    orientation: 818007
     taken_at {
-      value: -1099511628593
+      value: -1099511628595
     }
-    camera_make: "quote \" back \\ slash camera_make 818"
-    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 819"
+    camera_make: "camera_make-820"
+    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 821"
     gps {
-      latitude: 820.5
-      longitude: -821.5
+      latitude: 822.5
+      longitude: -823.5
       altitude {
-        value: 822.5
+        value: 824.5
       }
     }
-    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 823"
+    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 825"
     dominant_colors: ""
-    perceptual_hash: 9223372036864948088
+    perceptual_hash: 9223372036864972778
   }
   ai_metadata {
-    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 825"
+    labels: "\346\227\245\346\234\254\350\252\236 labels 827"
     labels: ""
     faces {
-      x: 826007
-      y: -827007
-      width: 828007
-      height: -829007
-      confidence: 830.25
+      x: 828007
+      y: -829007
+      width: 830007
+      height: -831007
+      confidence: 832.25
     }
     faces {
     }
-    objects: "\346\227\245\346\234\254\350\252\236 objects 831"
+    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 833"
     objects: ""
-    analyser: "analyser-832"
+    analyser: "quote \" back \\ slash analyser 834"
   }
-  created_at: -1099511628609
-  storage_path: "quote \" back \\ slash storage_path 834"
+  created_at: -1099511628611
+  storage_path: "storage_path-836"
 }
 """#
         ),
@@ -4268,22 +4273,22 @@ file {
             name: "FileDeleted/full",
             protoName: "framecast.v1.FileDeleted",
             message: FileDeleted(
-                eventID: "日本語 event_id 835",
-                occurredAt: 1700000000836,
-                userID: "ünïcødé ✓ 📷 user_id 837",
-                fileID: "quote \" back \\ slash file_id 838",
-                ownerID: "日本語 owner_id 839",
-                blobKey: "blob_key-840",
-                sha256: "ünïcødé ✓ 📷 sha256 841"
+                eventID: "ünïcødé ✓ 📷 event_id 837",
+                occurredAt: 1700000000838,
+                userID: "日本語 user_id 839",
+                fileID: "file_id-840",
+                ownerID: "ünïcødé ✓ 📷 owner_id 841",
+                blobKey: "quote \" back \\ slash blob_key 842",
+                sha256: "日本語 sha256 843"
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 835"
-occurred_at: 1700000000836
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 837"
-file_id: "quote \" back \\ slash file_id 838"
-owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 839"
-blob_key: "blob_key-840"
-sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 841"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 837"
+occurred_at: 1700000000838
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 839"
+file_id: "file_id-840"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 841"
+blob_key: "quote \" back \\ slash blob_key 842"
+sha256: "\346\227\245\346\234\254\350\252\236 sha256 843"
 """#
         ),
     ]

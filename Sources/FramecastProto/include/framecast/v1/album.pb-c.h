@@ -726,18 +726,26 @@ struct  Framecast__V1__SetFrameConfigRequest
 
 
 /*
- * svc.album.v1.ListAlbumScreens: the distinct screens of the frames showing the album
- * (or, with `file_id`, any album holding that file).
+ * svc.album.v1.ListAlbumScreens: the distinct screens of the frames that show the albums a
+ * photo is (or is about to be) in. The albums are the union of
+ * * `album_id`, when set and (with `user_id`) the user may add photos there; else, with
+ *   `user_id`, that user's default album (the rule album applies to uploads, so media may ask
+ *   before album has handled file.uploaded.with_ai);
+ * * with `file_id`, every album already holding the file.
  */
 struct  Framecast__V1__ListAlbumScreensRequest
 {
   ProtobufCMessage base;
   char *album_id;
   char *file_id;
+  /*
+   * The uploader.
+   */
+  char *user_id;
 };
 #define FRAMECAST__V1__LIST_ALBUM_SCREENS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__list_album_screens_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Framecast__V1__FrameScreen
@@ -759,12 +767,20 @@ struct  Framecast__V1__FrameScreen
 struct  Framecast__V1__ListAlbumScreensReply
 {
   ProtobufCMessage base;
+  /*
+   * One per frame (frames may share a size: render each distinct width×height×format once).
+   */
   size_t n_screens;
   Framecast__V1__FrameScreen **screens;
+  /*
+   * The albums considered.
+   */
+  size_t n_album_ids;
+  char **album_ids;
 };
 #define FRAMECAST__V1__LIST_ALBUM_SCREENS_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__list_album_screens_reply__descriptor) \
-    , 0,NULL }
+    , 0,NULL, 0,NULL }
 
 
 /*
