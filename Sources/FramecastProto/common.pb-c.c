@@ -7,7 +7,1339 @@
 #endif
 
 #include "framecast/v1/common.pb-c.h"
-static const ProtobufCEnumValue framecast__v1__status__enum_values_by_number[8] =
+void   framecast__v1__reply__init
+                     (Framecast__V1__Reply         *message)
+{
+  static const Framecast__V1__Reply init_value = FRAMECAST__V1__REPLY__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__reply__get_packed_size
+                     (const Framecast__V1__Reply *message)
+{
+  assert(message->base.descriptor == &framecast__v1__reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__reply__pack
+                     (const Framecast__V1__Reply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__reply__pack_to_buffer
+                     (const Framecast__V1__Reply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__Reply *
+       framecast__v1__reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__Reply *)
+     protobuf_c_message_unpack (&framecast__v1__reply__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__reply__free_unpacked
+                     (Framecast__V1__Reply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__empty__init
+                     (Framecast__V1__Empty         *message)
+{
+  static const Framecast__V1__Empty init_value = FRAMECAST__V1__EMPTY__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__empty__get_packed_size
+                     (const Framecast__V1__Empty *message)
+{
+  assert(message->base.descriptor == &framecast__v1__empty__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__empty__pack
+                     (const Framecast__V1__Empty *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__empty__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__empty__pack_to_buffer
+                     (const Framecast__V1__Empty *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__empty__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__Empty *
+       framecast__v1__empty__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__Empty *)
+     protobuf_c_message_unpack (&framecast__v1__empty__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__empty__free_unpacked
+                     (Framecast__V1__Empty *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__empty__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__string_value__init
+                     (Framecast__V1__StringValue         *message)
+{
+  static const Framecast__V1__StringValue init_value = FRAMECAST__V1__STRING_VALUE__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__string_value__get_packed_size
+                     (const Framecast__V1__StringValue *message)
+{
+  assert(message->base.descriptor == &framecast__v1__string_value__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__string_value__pack
+                     (const Framecast__V1__StringValue *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__string_value__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__string_value__pack_to_buffer
+                     (const Framecast__V1__StringValue *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__string_value__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__StringValue *
+       framecast__v1__string_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__StringValue *)
+     protobuf_c_message_unpack (&framecast__v1__string_value__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__string_value__free_unpacked
+                     (Framecast__V1__StringValue *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__string_value__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__int64_value__init
+                     (Framecast__V1__Int64Value         *message)
+{
+  static const Framecast__V1__Int64Value init_value = FRAMECAST__V1__INT64_VALUE__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__int64_value__get_packed_size
+                     (const Framecast__V1__Int64Value *message)
+{
+  assert(message->base.descriptor == &framecast__v1__int64_value__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__int64_value__pack
+                     (const Framecast__V1__Int64Value *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__int64_value__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__int64_value__pack_to_buffer
+                     (const Framecast__V1__Int64Value *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__int64_value__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__Int64Value *
+       framecast__v1__int64_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__Int64Value *)
+     protobuf_c_message_unpack (&framecast__v1__int64_value__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__int64_value__free_unpacked
+                     (Framecast__V1__Int64Value *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__int64_value__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__int32_value__init
+                     (Framecast__V1__Int32Value         *message)
+{
+  static const Framecast__V1__Int32Value init_value = FRAMECAST__V1__INT32_VALUE__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__int32_value__get_packed_size
+                     (const Framecast__V1__Int32Value *message)
+{
+  assert(message->base.descriptor == &framecast__v1__int32_value__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__int32_value__pack
+                     (const Framecast__V1__Int32Value *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__int32_value__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__int32_value__pack_to_buffer
+                     (const Framecast__V1__Int32Value *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__int32_value__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__Int32Value *
+       framecast__v1__int32_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__Int32Value *)
+     protobuf_c_message_unpack (&framecast__v1__int32_value__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__int32_value__free_unpacked
+                     (Framecast__V1__Int32Value *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__int32_value__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__uint32_value__init
+                     (Framecast__V1__UInt32Value         *message)
+{
+  static const Framecast__V1__UInt32Value init_value = FRAMECAST__V1__UINT32_VALUE__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__uint32_value__get_packed_size
+                     (const Framecast__V1__UInt32Value *message)
+{
+  assert(message->base.descriptor == &framecast__v1__uint32_value__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__uint32_value__pack
+                     (const Framecast__V1__UInt32Value *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__uint32_value__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__uint32_value__pack_to_buffer
+                     (const Framecast__V1__UInt32Value *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__uint32_value__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__UInt32Value *
+       framecast__v1__uint32_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__UInt32Value *)
+     protobuf_c_message_unpack (&framecast__v1__uint32_value__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__uint32_value__free_unpacked
+                     (Framecast__V1__UInt32Value *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__uint32_value__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__bool_value__init
+                     (Framecast__V1__BoolValue         *message)
+{
+  static const Framecast__V1__BoolValue init_value = FRAMECAST__V1__BOOL_VALUE__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__bool_value__get_packed_size
+                     (const Framecast__V1__BoolValue *message)
+{
+  assert(message->base.descriptor == &framecast__v1__bool_value__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__bool_value__pack
+                     (const Framecast__V1__BoolValue *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__bool_value__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__bool_value__pack_to_buffer
+                     (const Framecast__V1__BoolValue *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__bool_value__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__BoolValue *
+       framecast__v1__bool_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__BoolValue *)
+     protobuf_c_message_unpack (&framecast__v1__bool_value__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__bool_value__free_unpacked
+                     (Framecast__V1__BoolValue *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__bool_value__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__double_value__init
+                     (Framecast__V1__DoubleValue         *message)
+{
+  static const Framecast__V1__DoubleValue init_value = FRAMECAST__V1__DOUBLE_VALUE__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__double_value__get_packed_size
+                     (const Framecast__V1__DoubleValue *message)
+{
+  assert(message->base.descriptor == &framecast__v1__double_value__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__double_value__pack
+                     (const Framecast__V1__DoubleValue *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__double_value__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__double_value__pack_to_buffer
+                     (const Framecast__V1__DoubleValue *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__double_value__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__DoubleValue *
+       framecast__v1__double_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__DoubleValue *)
+     protobuf_c_message_unpack (&framecast__v1__double_value__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__double_value__free_unpacked
+                     (Framecast__V1__DoubleValue *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__double_value__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__principal__init
+                     (Framecast__V1__Principal         *message)
+{
+  static const Framecast__V1__Principal init_value = FRAMECAST__V1__PRINCIPAL__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__principal__get_packed_size
+                     (const Framecast__V1__Principal *message)
+{
+  assert(message->base.descriptor == &framecast__v1__principal__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__principal__pack
+                     (const Framecast__V1__Principal *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__principal__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__principal__pack_to_buffer
+                     (const Framecast__V1__Principal *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__principal__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__Principal *
+       framecast__v1__principal__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__Principal *)
+     protobuf_c_message_unpack (&framecast__v1__principal__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__principal__free_unpacked
+                     (Framecast__V1__Principal *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__principal__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__face__init
+                     (Framecast__V1__Face         *message)
+{
+  static const Framecast__V1__Face init_value = FRAMECAST__V1__FACE__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__face__get_packed_size
+                     (const Framecast__V1__Face *message)
+{
+  assert(message->base.descriptor == &framecast__v1__face__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__face__pack
+                     (const Framecast__V1__Face *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__face__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__face__pack_to_buffer
+                     (const Framecast__V1__Face *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__face__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__Face *
+       framecast__v1__face__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__Face *)
+     protobuf_c_message_unpack (&framecast__v1__face__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__face__free_unpacked
+                     (Framecast__V1__Face *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__face__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__aimetadata__init
+                     (Framecast__V1__AIMetadata         *message)
+{
+  static const Framecast__V1__AIMetadata init_value = FRAMECAST__V1__AIMETADATA__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__aimetadata__get_packed_size
+                     (const Framecast__V1__AIMetadata *message)
+{
+  assert(message->base.descriptor == &framecast__v1__aimetadata__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__aimetadata__pack
+                     (const Framecast__V1__AIMetadata *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__aimetadata__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__aimetadata__pack_to_buffer
+                     (const Framecast__V1__AIMetadata *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__aimetadata__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__AIMetadata *
+       framecast__v1__aimetadata__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__AIMetadata *)
+     protobuf_c_message_unpack (&framecast__v1__aimetadata__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__aimetadata__free_unpacked
+                     (Framecast__V1__AIMetadata *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__aimetadata__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__geo_point__init
+                     (Framecast__V1__GeoPoint         *message)
+{
+  static const Framecast__V1__GeoPoint init_value = FRAMECAST__V1__GEO_POINT__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__geo_point__get_packed_size
+                     (const Framecast__V1__GeoPoint *message)
+{
+  assert(message->base.descriptor == &framecast__v1__geo_point__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__geo_point__pack
+                     (const Framecast__V1__GeoPoint *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__geo_point__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__geo_point__pack_to_buffer
+                     (const Framecast__V1__GeoPoint *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__geo_point__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__GeoPoint *
+       framecast__v1__geo_point__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__GeoPoint *)
+     protobuf_c_message_unpack (&framecast__v1__geo_point__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__geo_point__free_unpacked
+                     (Framecast__V1__GeoPoint *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__geo_point__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__photo_analysis__init
+                     (Framecast__V1__PhotoAnalysis         *message)
+{
+  static const Framecast__V1__PhotoAnalysis init_value = FRAMECAST__V1__PHOTO_ANALYSIS__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__photo_analysis__get_packed_size
+                     (const Framecast__V1__PhotoAnalysis *message)
+{
+  assert(message->base.descriptor == &framecast__v1__photo_analysis__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__photo_analysis__pack
+                     (const Framecast__V1__PhotoAnalysis *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__photo_analysis__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__photo_analysis__pack_to_buffer
+                     (const Framecast__V1__PhotoAnalysis *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__photo_analysis__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__PhotoAnalysis *
+       framecast__v1__photo_analysis__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__PhotoAnalysis *)
+     protobuf_c_message_unpack (&framecast__v1__photo_analysis__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__photo_analysis__free_unpacked
+                     (Framecast__V1__PhotoAnalysis *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__photo_analysis__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor framecast__v1__reply__field_descriptors[3] =
+{
+  {
+    "status",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Reply, status),
+    &framecast__v1__status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Reply, message),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "body",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Reply, body),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__reply__field_indices_by_name[] = {
+  2,   /* field[2] = body */
+  1,   /* field[1] = message */
+  0,   /* field[0] = status */
+};
+static const ProtobufCIntRange framecast__v1__reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor framecast__v1__reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.Reply",
+  "Reply",
+  "Framecast__V1__Reply",
+  "framecast.v1",
+  sizeof(Framecast__V1__Reply),
+  3,
+  framecast__v1__reply__field_descriptors,
+  framecast__v1__reply__field_indices_by_name,
+  1,  framecast__v1__reply__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define framecast__v1__empty__field_descriptors NULL
+#define framecast__v1__empty__field_indices_by_name NULL
+#define framecast__v1__empty__number_ranges NULL
+const ProtobufCMessageDescriptor framecast__v1__empty__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.Empty",
+  "Empty",
+  "Framecast__V1__Empty",
+  "framecast.v1",
+  sizeof(Framecast__V1__Empty),
+  0,
+  framecast__v1__empty__field_descriptors,
+  framecast__v1__empty__field_indices_by_name,
+  0,  framecast__v1__empty__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__empty__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__string_value__field_descriptors[1] =
+{
+  {
+    "value",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__StringValue, value),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__string_value__field_indices_by_name[] = {
+  0,   /* field[0] = value */
+};
+static const ProtobufCIntRange framecast__v1__string_value__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor framecast__v1__string_value__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.StringValue",
+  "StringValue",
+  "Framecast__V1__StringValue",
+  "framecast.v1",
+  sizeof(Framecast__V1__StringValue),
+  1,
+  framecast__v1__string_value__field_descriptors,
+  framecast__v1__string_value__field_indices_by_name,
+  1,  framecast__v1__string_value__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__string_value__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__int64_value__field_descriptors[1] =
+{
+  {
+    "value",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Int64Value, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__int64_value__field_indices_by_name[] = {
+  0,   /* field[0] = value */
+};
+static const ProtobufCIntRange framecast__v1__int64_value__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor framecast__v1__int64_value__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.Int64Value",
+  "Int64Value",
+  "Framecast__V1__Int64Value",
+  "framecast.v1",
+  sizeof(Framecast__V1__Int64Value),
+  1,
+  framecast__v1__int64_value__field_descriptors,
+  framecast__v1__int64_value__field_indices_by_name,
+  1,  framecast__v1__int64_value__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__int64_value__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__int32_value__field_descriptors[1] =
+{
+  {
+    "value",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Int32Value, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__int32_value__field_indices_by_name[] = {
+  0,   /* field[0] = value */
+};
+static const ProtobufCIntRange framecast__v1__int32_value__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor framecast__v1__int32_value__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.Int32Value",
+  "Int32Value",
+  "Framecast__V1__Int32Value",
+  "framecast.v1",
+  sizeof(Framecast__V1__Int32Value),
+  1,
+  framecast__v1__int32_value__field_descriptors,
+  framecast__v1__int32_value__field_indices_by_name,
+  1,  framecast__v1__int32_value__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__int32_value__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__uint32_value__field_descriptors[1] =
+{
+  {
+    "value",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__UInt32Value, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__uint32_value__field_indices_by_name[] = {
+  0,   /* field[0] = value */
+};
+static const ProtobufCIntRange framecast__v1__uint32_value__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor framecast__v1__uint32_value__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.UInt32Value",
+  "UInt32Value",
+  "Framecast__V1__UInt32Value",
+  "framecast.v1",
+  sizeof(Framecast__V1__UInt32Value),
+  1,
+  framecast__v1__uint32_value__field_descriptors,
+  framecast__v1__uint32_value__field_indices_by_name,
+  1,  framecast__v1__uint32_value__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__uint32_value__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__bool_value__field_descriptors[1] =
+{
+  {
+    "value",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__BoolValue, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__bool_value__field_indices_by_name[] = {
+  0,   /* field[0] = value */
+};
+static const ProtobufCIntRange framecast__v1__bool_value__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor framecast__v1__bool_value__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.BoolValue",
+  "BoolValue",
+  "Framecast__V1__BoolValue",
+  "framecast.v1",
+  sizeof(Framecast__V1__BoolValue),
+  1,
+  framecast__v1__bool_value__field_descriptors,
+  framecast__v1__bool_value__field_indices_by_name,
+  1,  framecast__v1__bool_value__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__bool_value__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__double_value__field_descriptors[1] =
+{
+  {
+    "value",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DoubleValue, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__double_value__field_indices_by_name[] = {
+  0,   /* field[0] = value */
+};
+static const ProtobufCIntRange framecast__v1__double_value__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor framecast__v1__double_value__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.DoubleValue",
+  "DoubleValue",
+  "Framecast__V1__DoubleValue",
+  "framecast.v1",
+  sizeof(Framecast__V1__DoubleValue),
+  1,
+  framecast__v1__double_value__field_descriptors,
+  framecast__v1__double_value__field_indices_by_name,
+  1,  framecast__v1__double_value__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__double_value__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__principal__field_descriptors[2] =
+{
+  {
+    "kind",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Principal, kind),
+    &framecast__v1__principal_kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Principal, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__principal__field_indices_by_name[] = {
+  1,   /* field[1] = id */
+  0,   /* field[0] = kind */
+};
+static const ProtobufCIntRange framecast__v1__principal__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor framecast__v1__principal__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.Principal",
+  "Principal",
+  "Framecast__V1__Principal",
+  "framecast.v1",
+  sizeof(Framecast__V1__Principal),
+  2,
+  framecast__v1__principal__field_descriptors,
+  framecast__v1__principal__field_indices_by_name,
+  1,  framecast__v1__principal__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__principal__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__face__field_descriptors[5] =
+{
+  {
+    "x",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Face, x),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "y",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Face, y),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "width",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Face, width),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "height",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Face, height),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "confidence",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Face, confidence),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__face__field_indices_by_name[] = {
+  4,   /* field[4] = confidence */
+  3,   /* field[3] = height */
+  2,   /* field[2] = width */
+  0,   /* field[0] = x */
+  1,   /* field[1] = y */
+};
+static const ProtobufCIntRange framecast__v1__face__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor framecast__v1__face__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.Face",
+  "Face",
+  "Framecast__V1__Face",
+  "framecast.v1",
+  sizeof(Framecast__V1__Face),
+  5,
+  framecast__v1__face__field_descriptors,
+  framecast__v1__face__field_indices_by_name,
+  1,  framecast__v1__face__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__face__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__aimetadata__field_descriptors[4] =
+{
+  {
+    "labels",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__AIMetadata, n_labels),
+    offsetof(Framecast__V1__AIMetadata, labels),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "faces",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Framecast__V1__AIMetadata, n_faces),
+    offsetof(Framecast__V1__AIMetadata, faces),
+    &framecast__v1__face__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "objects",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__AIMetadata, n_objects),
+    offsetof(Framecast__V1__AIMetadata, objects),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "analyser",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AIMetadata, analyser),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__aimetadata__field_indices_by_name[] = {
+  3,   /* field[3] = analyser */
+  1,   /* field[1] = faces */
+  0,   /* field[0] = labels */
+  2,   /* field[2] = objects */
+};
+static const ProtobufCIntRange framecast__v1__aimetadata__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor framecast__v1__aimetadata__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.AIMetadata",
+  "AIMetadata",
+  "Framecast__V1__AIMetadata",
+  "framecast.v1",
+  sizeof(Framecast__V1__AIMetadata),
+  4,
+  framecast__v1__aimetadata__field_descriptors,
+  framecast__v1__aimetadata__field_indices_by_name,
+  1,  framecast__v1__aimetadata__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__aimetadata__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__geo_point__field_descriptors[3] =
+{
+  {
+    "latitude",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__GeoPoint, latitude),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "longitude",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__GeoPoint, longitude),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "altitude",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__GeoPoint, altitude),
+    &framecast__v1__double_value__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__geo_point__field_indices_by_name[] = {
+  2,   /* field[2] = altitude */
+  0,   /* field[0] = latitude */
+  1,   /* field[1] = longitude */
+};
+static const ProtobufCIntRange framecast__v1__geo_point__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor framecast__v1__geo_point__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.GeoPoint",
+  "GeoPoint",
+  "Framecast__V1__GeoPoint",
+  "framecast.v1",
+  sizeof(Framecast__V1__GeoPoint),
+  3,
+  framecast__v1__geo_point__field_descriptors,
+  framecast__v1__geo_point__field_indices_by_name,
+  1,  framecast__v1__geo_point__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__geo_point__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__photo_analysis__field_descriptors[10] =
+{
+  {
+    "format",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__PhotoAnalysis, format),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "width",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__PhotoAnalysis, width),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "height",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__PhotoAnalysis, height),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "orientation",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__PhotoAnalysis, orientation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "taken_at",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__PhotoAnalysis, taken_at),
+    &framecast__v1__int64_value__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "camera_make",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__PhotoAnalysis, camera_make),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "camera_model",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__PhotoAnalysis, camera_model),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "gps",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__PhotoAnalysis, gps),
+    &framecast__v1__geo_point__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dominant_colors",
+    9,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__PhotoAnalysis, n_dominant_colors),
+    offsetof(Framecast__V1__PhotoAnalysis, dominant_colors),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "perceptual_hash",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__PhotoAnalysis, perceptual_hash),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__photo_analysis__field_indices_by_name[] = {
+  5,   /* field[5] = camera_make */
+  6,   /* field[6] = camera_model */
+  8,   /* field[8] = dominant_colors */
+  0,   /* field[0] = format */
+  7,   /* field[7] = gps */
+  2,   /* field[2] = height */
+  3,   /* field[3] = orientation */
+  9,   /* field[9] = perceptual_hash */
+  4,   /* field[4] = taken_at */
+  1,   /* field[1] = width */
+};
+static const ProtobufCIntRange framecast__v1__photo_analysis__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 10 }
+};
+const ProtobufCMessageDescriptor framecast__v1__photo_analysis__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.PhotoAnalysis",
+  "PhotoAnalysis",
+  "Framecast__V1__PhotoAnalysis",
+  "framecast.v1",
+  sizeof(Framecast__V1__PhotoAnalysis),
+  10,
+  framecast__v1__photo_analysis__field_descriptors,
+  framecast__v1__photo_analysis__field_indices_by_name,
+  1,  framecast__v1__photo_analysis__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__photo_analysis__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue framecast__v1__status__enum_values_by_number[9] =
 {
   { "STATUS_UNSPECIFIED", "FRAMECAST__V1__STATUS__STATUS_UNSPECIFIED", 0 },
   { "STATUS_OK", "FRAMECAST__V1__STATUS__STATUS_OK", 1 },
@@ -17,11 +1349,12 @@ static const ProtobufCEnumValue framecast__v1__status__enum_values_by_number[8] 
   { "STATUS_UNAUTHORIZED", "FRAMECAST__V1__STATUS__STATUS_UNAUTHORIZED", 5 },
   { "STATUS_UNAVAILABLE", "FRAMECAST__V1__STATUS__STATUS_UNAVAILABLE", 6 },
   { "STATUS_INTERNAL", "FRAMECAST__V1__STATUS__STATUS_INTERNAL", 7 },
+  { "STATUS_UNSUPPORTED", "FRAMECAST__V1__STATUS__STATUS_UNSUPPORTED", 8 },
 };
 static const ProtobufCIntRange framecast__v1__status__value_ranges[] = {
-{0, 0},{0, 8}
+{0, 0},{0, 9}
 };
-static const ProtobufCEnumValueIndex framecast__v1__status__enum_values_by_name[8] =
+static const ProtobufCEnumValueIndex framecast__v1__status__enum_values_by_name[9] =
 {
   { "STATUS_CONFLICT", 4 },
   { "STATUS_INTERNAL", 7 },
@@ -31,6 +1364,7 @@ static const ProtobufCEnumValueIndex framecast__v1__status__enum_values_by_name[
   { "STATUS_UNAUTHORIZED", 5 },
   { "STATUS_UNAVAILABLE", 6 },
   { "STATUS_UNSPECIFIED", 0 },
+  { "STATUS_UNSUPPORTED", 8 },
 };
 const ProtobufCEnumDescriptor framecast__v1__status__descriptor =
 {
@@ -39,11 +1373,73 @@ const ProtobufCEnumDescriptor framecast__v1__status__descriptor =
   "Status",
   "Framecast__V1__Status",
   "framecast.v1",
-  8,
+  9,
   framecast__v1__status__enum_values_by_number,
-  8,
+  9,
   framecast__v1__status__enum_values_by_name,
   1,
   framecast__v1__status__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue framecast__v1__role__enum_values_by_number[4] =
+{
+  { "ROLE_UNSPECIFIED", "FRAMECAST__V1__ROLE__ROLE_UNSPECIFIED", 0 },
+  { "ROLE_OWNER", "FRAMECAST__V1__ROLE__ROLE_OWNER", 1 },
+  { "ROLE_CONTRIBUTOR", "FRAMECAST__V1__ROLE__ROLE_CONTRIBUTOR", 2 },
+  { "ROLE_VIEWER", "FRAMECAST__V1__ROLE__ROLE_VIEWER", 3 },
+};
+static const ProtobufCIntRange framecast__v1__role__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex framecast__v1__role__enum_values_by_name[4] =
+{
+  { "ROLE_CONTRIBUTOR", 2 },
+  { "ROLE_OWNER", 1 },
+  { "ROLE_UNSPECIFIED", 0 },
+  { "ROLE_VIEWER", 3 },
+};
+const ProtobufCEnumDescriptor framecast__v1__role__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "framecast.v1.Role",
+  "Role",
+  "Framecast__V1__Role",
+  "framecast.v1",
+  4,
+  framecast__v1__role__enum_values_by_number,
+  4,
+  framecast__v1__role__enum_values_by_name,
+  1,
+  framecast__v1__role__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue framecast__v1__principal_kind__enum_values_by_number[3] =
+{
+  { "PRINCIPAL_KIND_UNSPECIFIED", "FRAMECAST__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_UNSPECIFIED", 0 },
+  { "PRINCIPAL_KIND_USER", "FRAMECAST__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER", 1 },
+  { "PRINCIPAL_KIND_FRAME", "FRAMECAST__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_FRAME", 2 },
+};
+static const ProtobufCIntRange framecast__v1__principal_kind__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex framecast__v1__principal_kind__enum_values_by_name[3] =
+{
+  { "PRINCIPAL_KIND_FRAME", 2 },
+  { "PRINCIPAL_KIND_UNSPECIFIED", 0 },
+  { "PRINCIPAL_KIND_USER", 1 },
+};
+const ProtobufCEnumDescriptor framecast__v1__principal_kind__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "framecast.v1.PrincipalKind",
+  "PrincipalKind",
+  "Framecast__V1__PrincipalKind",
+  "framecast.v1",
+  3,
+  framecast__v1__principal_kind__enum_values_by_number,
+  3,
+  framecast__v1__principal_kind__enum_values_by_name,
+  1,
+  framecast__v1__principal_kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

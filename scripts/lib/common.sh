@@ -3,7 +3,7 @@
 # $FRAMECAST_RUN_DIR, and are stopped by the PIDs recorded when they were started.
 
 FRAMECAST_APT_PACKAGES=(
-  pkg-config libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+  pkg-config libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnats-dev nats-server libmosquitto-dev mosquitto mosquitto-clients
   libpq-dev postgresql libvips-dev libvips-tools
   plasma-workspace-wallpapers mate-backgrounds

@@ -15,29 +15,575 @@ PROTOBUF_C__BEGIN_DECLS
 #endif
 
 
+typedef struct Framecast__V1__Reply Framecast__V1__Reply;
+typedef struct Framecast__V1__Empty Framecast__V1__Empty;
+typedef struct Framecast__V1__StringValue Framecast__V1__StringValue;
+typedef struct Framecast__V1__Int64Value Framecast__V1__Int64Value;
+typedef struct Framecast__V1__Int32Value Framecast__V1__Int32Value;
+typedef struct Framecast__V1__UInt32Value Framecast__V1__UInt32Value;
+typedef struct Framecast__V1__BoolValue Framecast__V1__BoolValue;
+typedef struct Framecast__V1__DoubleValue Framecast__V1__DoubleValue;
+typedef struct Framecast__V1__Principal Framecast__V1__Principal;
+typedef struct Framecast__V1__Face Framecast__V1__Face;
+typedef struct Framecast__V1__AIMetadata Framecast__V1__AIMetadata;
+typedef struct Framecast__V1__GeoPoint Framecast__V1__GeoPoint;
+typedef struct Framecast__V1__PhotoAnalysis Framecast__V1__PhotoAnalysis;
 
 
 /* --- enums --- */
 
 /*
- * Status of every request/reply on svc.<service>.v1.<Method>.
+ * Status of every reply on svc.<service>.v1.<Method>. The gateway maps it to HTTP.
  */
 typedef enum _Framecast__V1__Status {
+  /*
+   * Never sent on purpose: a receiver treats it as internal.
+   */
   FRAMECAST__V1__STATUS__STATUS_UNSPECIFIED = 0,
   FRAMECAST__V1__STATUS__STATUS_OK = 1,
+  /*
+   * The thing does not exist or is not visible to the asking user (HTTP 404).
+   */
   FRAMECAST__V1__STATUS__STATUS_NOT_FOUND = 2,
+  /*
+   * Bad input (HTTP 400).
+   */
   FRAMECAST__V1__STATUS__STATUS_INVALID = 3,
+  /*
+   * State conflict, e.g. already exists (HTTP 409).
+   */
   FRAMECAST__V1__STATUS__STATUS_CONFLICT = 4,
+  /*
+   * The asking user or frame may not do this (HTTP 403).
+   */
   FRAMECAST__V1__STATUS__STATUS_UNAUTHORIZED = 5,
+  /*
+   * A dependency is unavailable; retrying later may work (HTTP 503).
+   */
   FRAMECAST__V1__STATUS__STATUS_UNAVAILABLE = 6,
-  FRAMECAST__V1__STATUS__STATUS_INTERNAL = 7
+  /*
+   * A bug or an unexpected failure (HTTP 500).
+   */
+  FRAMECAST__V1__STATUS__STATUS_INTERNAL = 7,
+  /*
+   * Not a supported image (HTTP 415).
+   */
+  FRAMECAST__V1__STATUS__STATUS_UNSUPPORTED = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FRAMECAST__V1__STATUS)
 } Framecast__V1__Status;
+/*
+ * The role of a user in an album.
+ */
+typedef enum _Framecast__V1__Role {
+  FRAMECAST__V1__ROLE__ROLE_UNSPECIFIED = 0,
+  FRAMECAST__V1__ROLE__ROLE_OWNER = 1,
+  FRAMECAST__V1__ROLE__ROLE_CONTRIBUTOR = 2,
+  FRAMECAST__V1__ROLE__ROLE_VIEWER = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FRAMECAST__V1__ROLE)
+} Framecast__V1__Role;
+/*
+ * Who asks, for authorization checks: a user (phone) or a frame (its frame token).
+ */
+typedef enum _Framecast__V1__PrincipalKind {
+  FRAMECAST__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_UNSPECIFIED = 0,
+  FRAMECAST__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER = 1,
+  FRAMECAST__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_FRAME = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FRAMECAST__V1__PRINCIPAL_KIND)
+} Framecast__V1__PrincipalKind;
 
 /* --- messages --- */
 
+/*
+ * The envelope of every reply. `body` is the encoded method-specific reply message when
+ * `status` is STATUS_OK and empty otherwise; `message` says what went wrong (no user data).
+ */
+struct  Framecast__V1__Reply
+{
+  ProtobufCMessage base;
+  Framecast__V1__Status status;
+  char *message;
+  ProtobufCBinaryData body;
+};
+#define FRAMECAST__V1__REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__reply__descriptor) \
+    , FRAMECAST__V1__STATUS__STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string, {0,NULL} }
+
+
+/*
+ * A reply without a body.
+ */
+struct  Framecast__V1__Empty
+{
+  ProtobufCMessage base;
+};
+#define FRAMECAST__V1__EMPTY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__empty__descriptor) \
+     }
+
+
+/*
+ * Presence wrappers (the Swift face maps them to optionals).
+ */
+struct  Framecast__V1__StringValue
+{
+  ProtobufCMessage base;
+  char *value;
+};
+#define FRAMECAST__V1__STRING_VALUE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__string_value__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Framecast__V1__Int64Value
+{
+  ProtobufCMessage base;
+  int64_t value;
+};
+#define FRAMECAST__V1__INT64_VALUE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__int64_value__descriptor) \
+    , 0 }
+
+
+struct  Framecast__V1__Int32Value
+{
+  ProtobufCMessage base;
+  int32_t value;
+};
+#define FRAMECAST__V1__INT32_VALUE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__int32_value__descriptor) \
+    , 0 }
+
+
+struct  Framecast__V1__UInt32Value
+{
+  ProtobufCMessage base;
+  uint32_t value;
+};
+#define FRAMECAST__V1__UINT32_VALUE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__uint32_value__descriptor) \
+    , 0 }
+
+
+struct  Framecast__V1__BoolValue
+{
+  ProtobufCMessage base;
+  protobuf_c_boolean value;
+};
+#define FRAMECAST__V1__BOOL_VALUE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__bool_value__descriptor) \
+    , 0 }
+
+
+struct  Framecast__V1__DoubleValue
+{
+  ProtobufCMessage base;
+  double value;
+};
+#define FRAMECAST__V1__DOUBLE_VALUE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__double_value__descriptor) \
+    , 0 }
+
+
+struct  Framecast__V1__Principal
+{
+  ProtobufCMessage base;
+  Framecast__V1__PrincipalKind kind;
+  /*
+   * The user id or frame id.
+   */
+  char *id;
+};
+#define FRAMECAST__V1__PRINCIPAL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__principal__descriptor) \
+    , FRAMECAST__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string }
+
+
+/*
+ * A face found by the analyser, in pixels of the upright original.
+ */
+struct  Framecast__V1__Face
+{
+  ProtobufCMessage base;
+  int32_t x;
+  int32_t y;
+  int32_t width;
+  int32_t height;
+  /*
+   * 0…1; 0 when the analyser does not say.
+   */
+  float confidence;
+};
+#define FRAMECAST__V1__FACE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__face__descriptor) \
+    , 0, 0, 0, 0, 0 }
+
+
+/*
+ * What an AI analyser found in a photo (empty when none is configured).
+ */
+struct  Framecast__V1__AIMetadata
+{
+  ProtobufCMessage base;
+  size_t n_labels;
+  char **labels;
+  size_t n_faces;
+  Framecast__V1__Face **faces;
+  size_t n_objects;
+  char **objects;
+  /*
+   * The analyser's name and version, empty when none ran.
+   */
+  char *analyser;
+};
+#define FRAMECAST__V1__AIMETADATA__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__aimetadata__descriptor) \
+    , 0,NULL, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Framecast__V1__GeoPoint
+{
+  ProtobufCMessage base;
+  double latitude;
+  double longitude;
+  /*
+   * Metres above sea level, when known.
+   */
+  Framecast__V1__DoubleValue *altitude;
+};
+#define FRAMECAST__V1__GEO_POINT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__geo_point__descriptor) \
+    , 0, 0, NULL }
+
+
+/*
+ * What storage learned from the image itself.
+ */
+struct  Framecast__V1__PhotoAnalysis
+{
+  ProtobufCMessage base;
+  /*
+   * "jpeg", "png", "webp", "heif", "gif", "tiff"…
+   */
+  char *format;
+  /*
+   * Pixel size as stored (before EXIF rotation).
+   */
+  int32_t width;
+  int32_t height;
+  /*
+   * EXIF orientation 1…8 (1 when absent).
+   */
+  int32_t orientation;
+  /*
+   * When the photo was taken (EXIF DateTimeOriginal), unix ms; absent when unknown.
+   */
+  Framecast__V1__Int64Value *taken_at;
+  char *camera_make;
+  char *camera_model;
+  Framecast__V1__GeoPoint *gps;
+  /*
+   * Dominant colours as "#rrggbb", most dominant first.
+   */
+  size_t n_dominant_colors;
+  char **dominant_colors;
+  /*
+   * 64-bit perceptual hash (dHash) of the upright image.
+   */
+  uint64_t perceptual_hash;
+};
+#define FRAMECAST__V1__PHOTO_ANALYSIS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__photo_analysis__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0 }
+
+
+/* Framecast__V1__Reply methods */
+void   framecast__v1__reply__init
+                     (Framecast__V1__Reply         *message);
+size_t framecast__v1__reply__get_packed_size
+                     (const Framecast__V1__Reply   *message);
+size_t framecast__v1__reply__pack
+                     (const Framecast__V1__Reply   *message,
+                      uint8_t             *out);
+size_t framecast__v1__reply__pack_to_buffer
+                     (const Framecast__V1__Reply   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__Reply *
+       framecast__v1__reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__reply__free_unpacked
+                     (Framecast__V1__Reply *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__Empty methods */
+void   framecast__v1__empty__init
+                     (Framecast__V1__Empty         *message);
+size_t framecast__v1__empty__get_packed_size
+                     (const Framecast__V1__Empty   *message);
+size_t framecast__v1__empty__pack
+                     (const Framecast__V1__Empty   *message,
+                      uint8_t             *out);
+size_t framecast__v1__empty__pack_to_buffer
+                     (const Framecast__V1__Empty   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__Empty *
+       framecast__v1__empty__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__empty__free_unpacked
+                     (Framecast__V1__Empty *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__StringValue methods */
+void   framecast__v1__string_value__init
+                     (Framecast__V1__StringValue         *message);
+size_t framecast__v1__string_value__get_packed_size
+                     (const Framecast__V1__StringValue   *message);
+size_t framecast__v1__string_value__pack
+                     (const Framecast__V1__StringValue   *message,
+                      uint8_t             *out);
+size_t framecast__v1__string_value__pack_to_buffer
+                     (const Framecast__V1__StringValue   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__StringValue *
+       framecast__v1__string_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__string_value__free_unpacked
+                     (Framecast__V1__StringValue *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__Int64Value methods */
+void   framecast__v1__int64_value__init
+                     (Framecast__V1__Int64Value         *message);
+size_t framecast__v1__int64_value__get_packed_size
+                     (const Framecast__V1__Int64Value   *message);
+size_t framecast__v1__int64_value__pack
+                     (const Framecast__V1__Int64Value   *message,
+                      uint8_t             *out);
+size_t framecast__v1__int64_value__pack_to_buffer
+                     (const Framecast__V1__Int64Value   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__Int64Value *
+       framecast__v1__int64_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__int64_value__free_unpacked
+                     (Framecast__V1__Int64Value *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__Int32Value methods */
+void   framecast__v1__int32_value__init
+                     (Framecast__V1__Int32Value         *message);
+size_t framecast__v1__int32_value__get_packed_size
+                     (const Framecast__V1__Int32Value   *message);
+size_t framecast__v1__int32_value__pack
+                     (const Framecast__V1__Int32Value   *message,
+                      uint8_t             *out);
+size_t framecast__v1__int32_value__pack_to_buffer
+                     (const Framecast__V1__Int32Value   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__Int32Value *
+       framecast__v1__int32_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__int32_value__free_unpacked
+                     (Framecast__V1__Int32Value *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__UInt32Value methods */
+void   framecast__v1__uint32_value__init
+                     (Framecast__V1__UInt32Value         *message);
+size_t framecast__v1__uint32_value__get_packed_size
+                     (const Framecast__V1__UInt32Value   *message);
+size_t framecast__v1__uint32_value__pack
+                     (const Framecast__V1__UInt32Value   *message,
+                      uint8_t             *out);
+size_t framecast__v1__uint32_value__pack_to_buffer
+                     (const Framecast__V1__UInt32Value   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__UInt32Value *
+       framecast__v1__uint32_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__uint32_value__free_unpacked
+                     (Framecast__V1__UInt32Value *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__BoolValue methods */
+void   framecast__v1__bool_value__init
+                     (Framecast__V1__BoolValue         *message);
+size_t framecast__v1__bool_value__get_packed_size
+                     (const Framecast__V1__BoolValue   *message);
+size_t framecast__v1__bool_value__pack
+                     (const Framecast__V1__BoolValue   *message,
+                      uint8_t             *out);
+size_t framecast__v1__bool_value__pack_to_buffer
+                     (const Framecast__V1__BoolValue   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__BoolValue *
+       framecast__v1__bool_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__bool_value__free_unpacked
+                     (Framecast__V1__BoolValue *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__DoubleValue methods */
+void   framecast__v1__double_value__init
+                     (Framecast__V1__DoubleValue         *message);
+size_t framecast__v1__double_value__get_packed_size
+                     (const Framecast__V1__DoubleValue   *message);
+size_t framecast__v1__double_value__pack
+                     (const Framecast__V1__DoubleValue   *message,
+                      uint8_t             *out);
+size_t framecast__v1__double_value__pack_to_buffer
+                     (const Framecast__V1__DoubleValue   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__DoubleValue *
+       framecast__v1__double_value__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__double_value__free_unpacked
+                     (Framecast__V1__DoubleValue *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__Principal methods */
+void   framecast__v1__principal__init
+                     (Framecast__V1__Principal         *message);
+size_t framecast__v1__principal__get_packed_size
+                     (const Framecast__V1__Principal   *message);
+size_t framecast__v1__principal__pack
+                     (const Framecast__V1__Principal   *message,
+                      uint8_t             *out);
+size_t framecast__v1__principal__pack_to_buffer
+                     (const Framecast__V1__Principal   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__Principal *
+       framecast__v1__principal__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__principal__free_unpacked
+                     (Framecast__V1__Principal *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__Face methods */
+void   framecast__v1__face__init
+                     (Framecast__V1__Face         *message);
+size_t framecast__v1__face__get_packed_size
+                     (const Framecast__V1__Face   *message);
+size_t framecast__v1__face__pack
+                     (const Framecast__V1__Face   *message,
+                      uint8_t             *out);
+size_t framecast__v1__face__pack_to_buffer
+                     (const Framecast__V1__Face   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__Face *
+       framecast__v1__face__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__face__free_unpacked
+                     (Framecast__V1__Face *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__AIMetadata methods */
+void   framecast__v1__aimetadata__init
+                     (Framecast__V1__AIMetadata         *message);
+size_t framecast__v1__aimetadata__get_packed_size
+                     (const Framecast__V1__AIMetadata   *message);
+size_t framecast__v1__aimetadata__pack
+                     (const Framecast__V1__AIMetadata   *message,
+                      uint8_t             *out);
+size_t framecast__v1__aimetadata__pack_to_buffer
+                     (const Framecast__V1__AIMetadata   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__AIMetadata *
+       framecast__v1__aimetadata__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__aimetadata__free_unpacked
+                     (Framecast__V1__AIMetadata *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__GeoPoint methods */
+void   framecast__v1__geo_point__init
+                     (Framecast__V1__GeoPoint         *message);
+size_t framecast__v1__geo_point__get_packed_size
+                     (const Framecast__V1__GeoPoint   *message);
+size_t framecast__v1__geo_point__pack
+                     (const Framecast__V1__GeoPoint   *message,
+                      uint8_t             *out);
+size_t framecast__v1__geo_point__pack_to_buffer
+                     (const Framecast__V1__GeoPoint   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__GeoPoint *
+       framecast__v1__geo_point__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__geo_point__free_unpacked
+                     (Framecast__V1__GeoPoint *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__PhotoAnalysis methods */
+void   framecast__v1__photo_analysis__init
+                     (Framecast__V1__PhotoAnalysis         *message);
+size_t framecast__v1__photo_analysis__get_packed_size
+                     (const Framecast__V1__PhotoAnalysis   *message);
+size_t framecast__v1__photo_analysis__pack
+                     (const Framecast__V1__PhotoAnalysis   *message,
+                      uint8_t             *out);
+size_t framecast__v1__photo_analysis__pack_to_buffer
+                     (const Framecast__V1__PhotoAnalysis   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__PhotoAnalysis *
+       framecast__v1__photo_analysis__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__photo_analysis__free_unpacked
+                     (Framecast__V1__PhotoAnalysis *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
+typedef void (*Framecast__V1__Reply_Closure)
+                 (const Framecast__V1__Reply *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__Empty_Closure)
+                 (const Framecast__V1__Empty *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__StringValue_Closure)
+                 (const Framecast__V1__StringValue *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__Int64Value_Closure)
+                 (const Framecast__V1__Int64Value *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__Int32Value_Closure)
+                 (const Framecast__V1__Int32Value *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__UInt32Value_Closure)
+                 (const Framecast__V1__UInt32Value *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__BoolValue_Closure)
+                 (const Framecast__V1__BoolValue *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__DoubleValue_Closure)
+                 (const Framecast__V1__DoubleValue *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__Principal_Closure)
+                 (const Framecast__V1__Principal *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__Face_Closure)
+                 (const Framecast__V1__Face *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__AIMetadata_Closure)
+                 (const Framecast__V1__AIMetadata *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__GeoPoint_Closure)
+                 (const Framecast__V1__GeoPoint *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__PhotoAnalysis_Closure)
+                 (const Framecast__V1__PhotoAnalysis *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -45,6 +591,21 @@ typedef enum _Framecast__V1__Status {
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    framecast__v1__status__descriptor;
+extern const ProtobufCEnumDescriptor    framecast__v1__role__descriptor;
+extern const ProtobufCEnumDescriptor    framecast__v1__principal_kind__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__reply__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__empty__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__string_value__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__int64_value__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__int32_value__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__uint32_value__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__bool_value__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__double_value__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__principal__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__face__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__aimetadata__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__geo_point__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__photo_analysis__descriptor;
 
 PROTOBUF_C__END_DECLS
 

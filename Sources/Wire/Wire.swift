@@ -1,1 +1,0 @@
-// Wire: placeholder until the wrapper lands.
