@@ -224,7 +224,8 @@ public final class NATSConnection: Sendable {
     /// Subscribes to `subject` (wildcards allowed) for the duration of `body`.
     ///
     /// The subscription lives only inside `body`: when `body` returns or throws, the client
-    /// unsubscribes (the server stops sending at once). With `queue`, subscribers of the same
+    /// unsubscribes: the UNSUB is sent at once, so messages this connection publishes afterwards
+    /// (and, after a ``flush(timeout:)``, those of any other connection) reach no one. With `queue`, subscribers of the same
     /// queue group share the messages (each message goes to one of them).
     ///
     /// Buffering: up to `bufferSize` received messages wait for `body` to take them. When the
@@ -379,6 +380,8 @@ final class ConnectionEvents: Sendable {
 
     func disconnected(_ nc: OpaquePointer?) {
         var metadata: Logger.Metadata = [:]
+        // nats.c also reports a disconnect when the connection is closed on purpose.
+        if let nc, natsConnection_IsClosed(nc) { return }
         if let nc {
             var text: UnsafePointer<CChar>?
             if natsConnection_GetLastError(nc, &text) != NATS_OK, let text {
