@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import FramecastTesting
-import NATS
+@testable import NATS
 
 @Suite("JetStream") struct JetStreamTests {
     /// A fresh stream on the shared server, deleted afterwards.
@@ -109,7 +109,7 @@ import NATS
             }
             let redelivered = try #require(again)
             #expect(clock.now - start >= .milliseconds(900), "not redelivered before the delay")
-            #expect(redelivered.deliveryCount == 2)
+            #expect(redelivered.deliveryCount == 2, "first: \(first.consumerSequence)/\(first.deliveryCount) again: \(redelivered.consumerSequence)/\(redelivered.deliveryCount)/\(redelivered.ackSubject ?? "-")")
             #expect(redelivered.streamSequence == first.streamSequence)
             try await redelivered.ack()
         }
