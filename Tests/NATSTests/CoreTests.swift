@@ -277,4 +277,50 @@ import NATS
         }
         await expectNATSError(.connectionClosed) { try await responder.subscribe(subject) { _ in } }
     }
+
+    @Test func drainTimesOutWhenABodyDoesNotFinish() async throws {
+        let connection = try await connect()
+        defer { connection.close() }
+        let subject = "test.stuck.\(uniqueToken())"
+        let started = Box(false)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try? await connection.subscribe(subject) { _ in
+                    started.update { $0 = true }
+                    try await Task.sleep(for: .seconds(60))   // ignores its messages and the drain
+                }
+            }
+            try await eventually("the body to start") { started.get }
+            let clock = ContinuousClock()
+            let start = clock.now
+            await expectNATSError(.timeout) { try await connection.drain(timeout: .milliseconds(300)) }
+            #expect(clock.now - start < .seconds(10))
+            #expect(connection.isClosed, "closed anyway after the timeout")
+            group.cancelAll()
+        }
+    }
+
+    @Test func closingTheConnectionEndsSubscriptionSequences() async throws {
+        let connection = try await connect()
+        let subject = "test.end.\(uniqueToken())"
+        let received = Box(false)
+        let ended = try await withThrowingTaskGroup(of: Int.self) { group in
+            group.addTask {
+                try await connection.subscribe(subject) { subscription in
+                    try await connection.flush()
+                    try connection.publish(subject, payload: [1])
+                    var count = 0
+                    for await _ in subscription {
+                        count += 1
+                        received.update { $0 = true }
+                    }
+                    return count
+                }
+            }
+            try await eventually("the message") { received.get }
+            connection.close()
+            return try await group.next()!
+        }
+        #expect(ended == 1, "the loop received the message, then ended when the connection closed")
+    }
 }
