@@ -1,1 +1,0 @@
-// NATS: placeholder until the wrapper lands.

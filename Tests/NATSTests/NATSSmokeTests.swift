@@ -1,4 +1,0 @@
-import Testing
-@testable import NATS
-
-@Test func natsModuleLoads() {}
