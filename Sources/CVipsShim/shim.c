@@ -106,3 +106,22 @@ const char *fc_heif_compression(VipsImage *image) {
 }
 
 int fc_autorot(VipsImage *in, VipsImage **out) { return vips_autorot(in, out, NULL); }
+
+VipsImage *fc_load_buffer(const void *buf, size_t len, int jpeg_shrink, double webp_scale) {
+    if (jpeg_shrink > 1)
+        return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                          "fail_on", VIPS_FAIL_ON_TRUNCATED,
+                                          "shrink", jpeg_shrink, NULL);
+    if (webp_scale > 0 && webp_scale < 1)
+        return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                          "fail_on", VIPS_FAIL_ON_TRUNCATED,
+                                          "scale", webp_scale, NULL);
+    return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                      "fail_on", VIPS_FAIL_ON_TRUNCATED, NULL);
+}
+
+int fc_icc_to_srgb(VipsImage *in, VipsImage **out, int cmyk) {
+    if (cmyk)
+        return vips_icc_transform(in, out, "srgb", "embedded", TRUE, "input_profile", "cmyk", NULL);
+    return vips_icc_transform(in, out, "srgb", "embedded", TRUE, NULL);
+}

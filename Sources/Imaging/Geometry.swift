@@ -50,4 +50,19 @@ enum Geometry {
         let h = min(height, max(1, Int((Double(height) * scale).rounded(.up))))
         return (w, h)
     }
+
+    /// The JPEG shrink-on-load factor (8, 4, 2 or 1): the largest that still decodes at
+    /// least `needed` (libjpeg scales in the DCT, far cheaper than decoding and resizing).
+    static func jpegShrink(width: Int, height: Int, needed: (width: Int, height: Int)) -> Int {
+        for factor in [8, 4, 2] where width / factor >= needed.width && height / factor >= needed.height {
+            return factor
+        }
+        return 1
+    }
+
+    /// The WebP scale-on-load (0 < scale < 1), or nil when the full size is needed.
+    static func webpScale(width: Int, height: Int, needed: (width: Int, height: Int)) -> Double? {
+        let scale = max(Double(needed.width) / Double(width), Double(needed.height) / Double(height))
+        return scale < 1 ? scale : nil
+    }
 }

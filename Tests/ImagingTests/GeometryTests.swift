@@ -32,4 +32,13 @@ struct GeometryTests {
         let portrait = Geometry.intermediate(for: [.cover(1080, 1920)], width: 2560, height: 1600)
         #expect(portrait == (2560, 1600))
     }
+
+    @Test func shrinkOnLoadKeepsAtLeastTheNeededSize() {
+        #expect(Geometry.jpegShrink(width: 2560, height: 1600, needed: (300, 188)) == 8)
+        #expect(Geometry.jpegShrink(width: 2560, height: 1600, needed: (321, 188)) == 4)
+        #expect(Geometry.jpegShrink(width: 5120, height: 3200, needed: (1920, 1200)) == 2)
+        #expect(Geometry.jpegShrink(width: 2560, height: 1600, needed: (1728, 1080)) == 1)
+        #expect(Geometry.webpScale(width: 2560, height: 1600, needed: (1280, 800)) == 0.5)
+        #expect(Geometry.webpScale(width: 2560, height: 1600, needed: (2560, 1600)) == nil)
+    }
 }

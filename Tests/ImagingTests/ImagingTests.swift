@@ -251,6 +251,8 @@ import Testing
         _ = try await own.render(photo(), versions: [.fit(300, 300)])
         let threads = logs.metadata(of: "rendered versions").compactMap { $0["imaging.thread"] }
         #expect(threads.count == 1)
+        // Shrink-on-load: a 300 px thumbnail decodes the 2560×1600 JPEG at 1/8 only.
+        #expect(logs.metadata(of: "rendered versions").first?["imaging.decoded"] == "320x200")
         #expect(threads.allSatisfy { $0.hasPrefix("imaging-") }, "ran on \(threads)")
     }
 

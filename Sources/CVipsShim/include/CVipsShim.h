@@ -87,3 +87,13 @@ const char *fc_heif_compression(VipsImage *image);
 
 /// vips_autorot(in, out, NULL): turn upright by the EXIF orientation, removing the tag.
 int fc_autorot(VipsImage *in, VipsImage **out);
+
+/// vips_image_new_from_buffer(buf, len, "", "access", SEQUENTIAL, "fail_on", TRUNCATED
+/// [, "shrink", jpeg_shrink] [, "scale", webp_scale], NULL): a lazy decode for one pass,
+/// shrunk on load. `jpeg_shrink` (1, 2, 4 or 8) is passed only when > 1 and only makes
+/// sense for JPEG; `webp_scale` only when in (0, 1) and only for WebP. NULL on error.
+VipsImage *fc_load_buffer(const void *buf, size_t len, int jpeg_shrink, double webp_scale);
+
+/// vips_icc_transform(in, out, "srgb", "embedded", TRUE [, "input_profile", "cmyk"], NULL):
+/// through the embedded ICC profile (else the built-in CMYK profile when `cmyk`) to sRGB.
+int fc_icc_to_srgb(VipsImage *in, VipsImage **out, int cmyk);
