@@ -125,3 +125,7 @@ int fc_icc_to_srgb(VipsImage *in, VipsImage **out, int cmyk) {
         return vips_icc_transform(in, out, "srgb", "embedded", TRUE, "input_profile", "cmyk", NULL);
     return vips_icc_transform(in, out, "srgb", "embedded", TRUE, NULL);
 }
+
+int fc_colourspace_cmyk(VipsImage *in, VipsImage **out) {
+    return vips_colourspace(in, out, VIPS_INTERPRETATION_CMYK, NULL);
+}

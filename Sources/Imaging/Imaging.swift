@@ -148,6 +148,20 @@ public final class Imaging: Sendable {
         }
     }
 
+    /// A CMYK JPEG of `bytes` (through libvips' built-in CMYK profile), for tests of the
+    /// CMYK → sRGB path.
+    func cmykJPEG(_ bytes: [UInt8], quality: Int = 90) async throws -> [UInt8] {
+        let limits = self.limits
+        return try await run {
+            try Self.withInput(bytes) { input in
+                _ = try Self.readHeader(input, limits: limits)
+                let cmyk = try Self.loadWhole(input).srgb8()
+                    .apply(.processingFailed, "converting to CMYK") { fc_colourspace_cmyk($0, $1) }
+                return try cmyk.save("encoding CMYK JPEG") { fc_jpegsave_buffer($0, $1, $2, Int32(quality), 1, 0) }
+            }
+        }
+    }
+
     /// Decodes an image fully (a truncated one fails), upright, 8-bit sRGB with alpha on
     /// white, scaled to exactly `width`×`height` (aspect ignored): small thumbnails of two
     /// images compare with ``Pixels/meanAbsoluteDifference(to:)``.

@@ -153,6 +153,21 @@ import Testing
         #expect(rendered[0].width == 32 && rendered[0].height == 24)
     }
 
+    @Test func cmykJPEGIsConvertedToSRGB() async throws {
+        let original = try photo("FallenLeaf")
+        let cmyk = try await imaging.cmykJPEG(original)
+        let rendered = try await imaging.render(cmyk, versions: [.fit(300, 300), .cover(200, 200, .webp())])
+        #expect(rendered.map { "\($0.width)x\($0.height)" } == ["300x188", "200x200"])
+        #expect(try await imaging.probe(rendered[0].bytes).format == .jpeg)
+        // Same colours as libvips' own CMYK → sRGB thumbnail of the CMYK file (a CMYK image
+        // read as RGB would be far off), and near the original (CMYK's gamut shifts it a bit).
+        let actual = try await imaging.pixels(rendered[0].bytes, width: 40, height: 25)
+        let viaThumbnail = try await imaging.pixels(cmyk, width: 40, height: 25)
+        let original25 = try await imaging.pixels(original, width: 40, height: 25)
+        #expect(actual.meanAbsoluteDifference(to: viaThumbnail) < 5)
+        #expect(actual.meanAbsoluteDifference(to: original25) < 20)
+    }
+
     @Test func sixteenBitGrayIsConvertedToEightBitSRGB() async throws {
         // 40×30 16-bit grey, a horizontal ramp.
         let rows = (0..<30).map { _ in (0..<40).flatMap { x -> [UInt8] in let v = UInt16(x * 1600); return [UInt8(v >> 8), UInt8(v & 0xff)] } }

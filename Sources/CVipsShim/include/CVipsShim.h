@@ -97,3 +97,7 @@ VipsImage *fc_load_buffer(const void *buf, size_t len, int jpeg_shrink, double w
 /// vips_icc_transform(in, out, "srgb", "embedded", TRUE [, "input_profile", "cmyk"], NULL):
 /// through the embedded ICC profile (else the built-in CMYK profile when `cmyk`) to sRGB.
 int fc_icc_to_srgb(VipsImage *in, VipsImage **out, int cmyk);
+
+/// vips_colourspace(in, out, VIPS_INTERPRETATION_CMYK, NULL) (through the built-in CMYK
+/// profile): used to make CMYK test images.
+int fc_colourspace_cmyk(VipsImage *in, VipsImage **out);
