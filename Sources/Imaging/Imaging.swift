@@ -22,6 +22,11 @@ internal import CVipsShim
 ///   Input bytes are not copied by libvips: each job holds them until its outputs are encoded.
 /// * libvips' error buffer is global; a message may mention another thread's failure, but the
 ///   error ``ImagingError/Code-swift.struct`` always comes from the step that failed here.
+/// * Memory: a running render holds its input bytes, one decoded intermediate (8-bit sRGB,
+///   3–4 bytes a pixel, at most the declared size; twice that for a moment while an EXIF
+///   rotation is applied) and one version at a time; at most `threads` renders run at once.
+/// * libvips prints its warnings (e.g. "error in tile" before a truncation error) through
+///   GLib to stderr; errors reach the caller as ``ImagingError``.
 /// * Inputs over ``ImagingLimits`` (bytes, or the header's width × height) are refused with
 ///   `tooLarge` before any pixel is decoded; a truncated input is `corrupt`
 ///   (`fail_on=truncated`), not a gray image; only JPEG, PNG, WebP, HEIF/AVIF, GIF and TIFF
