@@ -1,3 +1,131 @@
 #include "CVipsShim.h"
 
 int fc_vips_init(const char *argv0) { return VIPS_INIT(argv0); }
+
+VipsImage *fc_header_from_buffer(const void *buf, size_t len) {
+    return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
+}
+
+VipsImage *fc_image_from_buffer(const void *buf, size_t len) {
+    return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_RANDOM,
+                                      "fail_on", VIPS_FAIL_ON_TRUNCATED, NULL);
+}
+
+int fc_thumbnail_buffer(void *buf, size_t len, VipsImage **out, int width, int height,
+                        VipsSize size, int export_srgb) {
+    if (export_srgb)
+        return vips_thumbnail_buffer(buf, len, out, width, "height", height, "size", size,
+                                     "no_rotate", FALSE, "option_string", "fail_on=truncated",
+                                     "export_profile", "srgb", NULL);
+    return vips_thumbnail_buffer(buf, len, out, width, "height", height, "size", size,
+                                 "no_rotate", FALSE, "option_string", "fail_on=truncated",
+                                 NULL);
+}
+
+int fc_colourspace_srgb(VipsImage *in, VipsImage **out) {
+    return vips_colourspace(in, out, VIPS_INTERPRETATION_sRGB, NULL);
+}
+
+int fc_cast_uchar(VipsImage *in, VipsImage **out) {
+    return vips_cast(in, out, VIPS_FORMAT_UCHAR, NULL);
+}
+
+int fc_flatten_white(VipsImage *in, VipsImage **out) {
+    // flatten needs one background value per non-alpha band; 255 for each of up to 4.
+    double white[4] = {255, 255, 255, 255};
+    int bands = vips_image_get_bands(in) - 1;
+    if (bands < 1) bands = 1;
+    if (bands > 4) bands = 4;
+    VipsArrayDouble *background = vips_array_double_new(white, bands);
+    int status = vips_flatten(in, out, "background", background, NULL);
+    vips_area_unref(VIPS_AREA(background));
+    return status;
+}
+
+int fc_premultiply(VipsImage *in, VipsImage **out) { return vips_premultiply(in, out, NULL); }
+
+int fc_unpremultiply(VipsImage *in, VipsImage **out) { return vips_unpremultiply(in, out, NULL); }
+
+int fc_resize(VipsImage *in, VipsImage **out, double hscale, double vscale) {
+    return vips_resize(in, out, hscale, "vscale", vscale, NULL);
+}
+
+int fc_smartcrop_attention(VipsImage *in, VipsImage **out, int width, int height) {
+    return vips_smartcrop(in, out, width, height, "interesting", VIPS_INTERESTING_ATTENTION, NULL);
+}
+
+int fc_rot(VipsImage *in, VipsImage **out, VipsAngle angle) { return vips_rot(in, out, angle, NULL); }
+
+int fc_flip(VipsImage *in, VipsImage **out, VipsDirection direction) {
+    return vips_flip(in, out, direction, NULL);
+}
+
+int fc_copy(VipsImage *in, VipsImage **out) { return vips_copy(in, out, NULL); }
+
+int fc_jpegsave_buffer(VipsImage *in, void **buf, size_t *len, int quality, int strip,
+                       int progressive) {
+    return vips_jpegsave_buffer(in, buf, len, "Q", quality, "strip", strip ? TRUE : FALSE,
+                                "optimize_coding", TRUE, "interlace", progressive ? TRUE : FALSE,
+                                NULL);
+}
+
+int fc_webpsave_buffer(VipsImage *in, void **buf, size_t *len, int quality, int effort,
+                       int strip) {
+    return vips_webpsave_buffer(in, buf, len, "Q", quality, "effort", effort,
+                                "strip", strip ? TRUE : FALSE, NULL);
+}
+
+int fc_pngsave_buffer(VipsImage *in, void **buf, size_t *len, int compression) {
+    return vips_pngsave_buffer(in, buf, len, "compression", compression, NULL);
+}
+
+int fc_heifsave_buffer(VipsImage *in, void **buf, size_t *len, int quality, int av1) {
+    return vips_heifsave_buffer(in, buf, len, "Q", quality, "compression",
+                                av1 ? VIPS_FOREIGN_HEIF_COMPRESSION_AV1
+                                    : VIPS_FOREIGN_HEIF_COMPRESSION_HEVC,
+                                NULL);
+}
+
+int fc_tiffsave_buffer(VipsImage *in, void **buf, size_t *len) {
+    return vips_tiffsave_buffer(in, buf, len, NULL);
+}
+
+int fc_gifsave_buffer(VipsImage *in, void **buf, size_t *len) {
+    return vips_gifsave_buffer(in, buf, len, NULL);
+}
+
+int fc_has_icc_profile(VipsImage *image) {
+    return vips_image_get_typeof(image, VIPS_META_ICC_NAME) != 0 ? 1 : 0;
+}
+
+const char *fc_heif_compression(VipsImage *image) {
+    const char *value = NULL;
+    if (vips_image_get_typeof(image, "heif-compression") == 0) return NULL;
+    if (vips_image_get_string(image, "heif-compression", &value) != 0) return NULL;
+    return value;
+}
+
+int fc_autorot(VipsImage *in, VipsImage **out) { return vips_autorot(in, out, NULL); }
+
+VipsImage *fc_load_buffer(const void *buf, size_t len, int jpeg_shrink, double webp_scale) {
+    if (jpeg_shrink > 1)
+        return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                          "fail_on", VIPS_FAIL_ON_TRUNCATED,
+                                          "shrink", jpeg_shrink, NULL);
+    if (webp_scale > 0 && webp_scale < 1)
+        return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                          "fail_on", VIPS_FAIL_ON_TRUNCATED,
+                                          "scale", webp_scale, NULL);
+    return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                      "fail_on", VIPS_FAIL_ON_TRUNCATED, NULL);
+}
+
+int fc_icc_to_srgb(VipsImage *in, VipsImage **out, int cmyk) {
+    if (cmyk)
+        return vips_icc_transform(in, out, "srgb", "embedded", TRUE, "input_profile", "cmyk", NULL);
+    return vips_icc_transform(in, out, "srgb", "embedded", TRUE, NULL);
+}
+
+int fc_colourspace_cmyk(VipsImage *in, VipsImage **out) {
+    return vips_colourspace(in, out, VIPS_INTERPRETATION_CMYK, NULL);
+}

@@ -1,0 +1,153 @@
+import Foundation
+internal import CVips
+internal import CVipsShim
+
+// The thin layer over libvips: one owner class for VipsImage, one function that turns a
+// failed vips call into an ImagingError. Everything here runs on an Imaging pool thread.
+
+/// libvips starts once per process (VIPS_INIT through the shim). The operation cache is
+/// switched off: with it, a loop over progressive JPEGs reached 1.37 GB RSS (PLATFORM.md).
+/// `nil` when libvips started; otherwise the reason it did not.
+let vipsStartupFailure: String? = {
+    if fc_vips_init("framecast") != 0 {
+        return takeVipsErrorMessage() ?? "VIPS_INIT failed"
+    }
+    vips_cache_set_max(0)
+    return nil
+}()
+
+/// Copies and clears libvips' error buffer (one atomic call). The buffer is global to the
+/// process, so a message may include another thread's concurrent failure; codes never
+/// depend on it.
+func takeVipsErrorMessage() -> String? {
+    guard let copy = vips_error_buffer_copy() else { return nil }
+    defer { g_free(copy) }
+    let message = String(cString: copy).trimmingCharacters(in: .whitespacesAndNewlines)
+    return message.isEmpty ? nil : message.replacingOccurrences(of: "\n", with: "; ")
+}
+
+/// The one mapping from a failed libvips call to an ``ImagingError``: `what` says which
+/// step failed, libvips' message says why.
+func vipsError(_ code: ImagingError.Code, _ what: String, context: [String: String] = [:]) -> ImagingError {
+    if let detail = takeVipsErrorMessage() {
+        return ImagingError(code, "\(what): \(detail)", context: context)
+    }
+    return ImagingError(code, what, context: context)
+}
+
+typealias VipsImagePointer = UnsafeMutablePointer<VipsImage>
+
+/// Owns one reference to a VipsImage and drops it (g_object_unref) exactly once, in deinit.
+/// Not Sendable: an image lives and dies inside one pool job.
+final class VImage {
+    let pointer: VipsImagePointer
+
+    init(owning pointer: VipsImagePointer) {
+        self.pointer = pointer
+    }
+
+    deinit { g_object_unref(pointer) }
+
+    var width: Int { Int(vips_image_get_width(pointer)) }
+    var height: Int { Int(vips_image_get_height(pointer)) }
+    var bands: Int { Int(vips_image_get_bands(pointer)) }
+    var hasAlpha: Bool { vips_image_hasalpha(pointer) != 0 }
+    var isUChar: Bool { vips_image_get_format(pointer) == VIPS_FORMAT_UCHAR }
+    var isSRGB: Bool { vips_image_get_interpretation(pointer) == VIPS_INTERPRETATION_sRGB }
+    var isCMYK: Bool { vips_image_get_interpretation(pointer) == VIPS_INTERPRETATION_CMYK }
+    var orientation: Int { Int(vips_image_get_orientation(pointer)) }
+    var pages: Int { Int(vips_image_get_n_pages(pointer)) }
+    var hasICCProfile: Bool { fc_has_icc_profile(pointer) != 0 }
+    var heifCompression: String? { fc_heif_compression(pointer).map { String(cString: $0) } }
+
+    /// Runs one `in → out` vips operation and owns its output.
+    func apply(_ code: ImagingError.Code, _ what: String,
+               _ operation: (VipsImagePointer, UnsafeMutablePointer<VipsImagePointer?>) -> Int32) throws -> VImage {
+        var out: VipsImagePointer?
+        let status = operation(pointer, &out)
+        guard status == 0, let out else {
+            if let out { g_object_unref(out) }
+            throw vipsError(code, what)
+        }
+        return VImage(owning: out)
+    }
+
+    /// Runs one saver and copies its g_malloc'ed output into Swift memory, freed at once.
+    func save(_ what: String,
+              _ saver: (VipsImagePointer, UnsafeMutablePointer<UnsafeMutableRawPointer?>, UnsafeMutablePointer<Int>) -> Int32) throws -> [UInt8] {
+        var buffer: UnsafeMutableRawPointer?
+        var length = 0
+        let status = saver(pointer, &buffer, &length)
+        defer { if let buffer { g_free(buffer) } }
+        guard status == 0, let buffer else { throw vipsError(.encodeFailed, what) }
+        return [UInt8](UnsafeRawBufferPointer(start: buffer, count: length))
+    }
+
+    /// Decodes the whole pipeline into memory once (vips_image_copy_memory), so several
+    /// versions read the pixels without decoding the input again.
+    func materialised() throws -> VImage {
+        guard let copy = vips_image_copy_memory(pointer) else {
+            throw vipsError(.corrupt, "decoding the image")
+        }
+        return VImage(owning: copy)
+    }
+
+    /// The pixels as bytes (vips_image_write_to_memory), copied into Swift memory.
+    func pixelBytes() throws -> [UInt8] {
+        var length = 0
+        guard let memory = vips_image_write_to_memory(pointer, &length) else {
+            throw vipsError(.corrupt, "decoding the pixels")
+        }
+        defer { g_free(memory) }
+        return [UInt8](UnsafeRawBufferPointer(start: memory, count: length))
+    }
+
+    // MARK: Steps used by Imaging
+
+    /// 8-bit sRGB: CMYK, Lab, 16-bit, grey… converted; the alpha band kept.
+    func srgb8() throws -> VImage {
+        var image = self
+        if !image.isSRGB {
+            image = try image.apply(.processingFailed, "converting to sRGB") { fc_colourspace_srgb($0, $1) }
+        }
+        if !image.isUChar {
+            image = try image.apply(.processingFailed, "converting to 8 bits") { fc_cast_uchar($0, $1) }
+        }
+        return image
+    }
+
+    /// Alpha composited on white (for JPEG); the image itself when it has no alpha.
+    func flattenedOnWhite() throws -> VImage {
+        guard hasAlpha else { return self }
+        return try apply(.processingFailed, "flattening alpha") { fc_flatten_white($0, $1) }
+    }
+
+    /// Resized to exactly `width`×`height` (lanczos3), alpha premultiplied around the resize.
+    func resized(width: Int, height: Int) throws -> VImage {
+        if width == self.width && height == self.height { return self }
+        let hscale = Double(width) / Double(self.width)
+        let vscale = Double(height) / Double(self.height)
+        let context = ["imaging.from": "\(self.width)x\(self.height)", "imaging.to": "\(width)x\(height)"]
+        var result: VImage
+        if hasAlpha {
+            let premultiplied = try apply(.processingFailed, "premultiplying alpha") { fc_premultiply($0, $1) }
+            let scaled = try premultiplied.apply(.processingFailed, "resizing") { fc_resize($0, $1, hscale, vscale) }
+            result = try scaled.apply(.processingFailed, "unpremultiplying alpha") { fc_unpremultiply($0, $1) }
+            result = try result.apply(.processingFailed, "converting to 8 bits") { fc_cast_uchar($0, $1) }
+        } else {
+            result = try apply(.processingFailed, "resizing") { fc_resize($0, $1, hscale, vscale) }
+        }
+        guard result.width == width, result.height == height else {
+            throw ImagingError(.processingFailed, "resize gave \(result.width)x\(result.height)", context: context)
+        }
+        return result
+    }
+
+    /// The `width`×`height` region that attention (libvips smartcrop) finds most interesting.
+    func smartCropped(width: Int, height: Int) throws -> VImage {
+        if width == self.width && height == self.height { return self }
+        return try apply(.processingFailed, "cropping by attention") {
+            fc_smartcrop_attention($0, $1, Int32(width), Int32(height))
+        }
+    }
+}
