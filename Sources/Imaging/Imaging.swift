@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 import Threads
 internal import CVips
 internal import CVipsShim
@@ -36,7 +35,6 @@ public final class Imaging: Sendable {
     private let pool: BlockingPool
     private let logger: Logger
     /// Numbers for pool threads that lost their name (see `nameThisThread`).
-    private let renamedThreads = Mutex(0)
 
     /// Starts a pool of `threads` threads for libvips work (default: one per core).
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount,
@@ -196,28 +194,13 @@ public final class Imaging: Sendable {
             throw ImagingError(.unavailable, "libvips did not start: \(failure)")
         }
         do {
-            return try await pool.run { [self] in
-                nameThisThread()
+            return try await pool.run {
                 defer { vips_thread_shutdown() }
                 return try body()
             }
         } catch is BlockingPool.ShutDown {
             throw ImagingError(.unavailable, "Imaging is shut down")
         }
-    }
-
-    /// Pool threads are named `imaging-N`, but Foundation on Linux can drop a name set from
-    /// inside a just-started Thread (the setter is a no-op until `start()` has stored the
-    /// pthread handle): such a thread keeps the name of its creator, e.g. a cooperative-pool
-    /// thread's. Name it here, once the handle exists, so logs and tools see the truth.
-    private func nameThisThread() {
-        let prefix = pool.name + "-"
-        if Thread.current.name?.hasPrefix(prefix) == true { return }
-        let number = renamedThreads.withLock { count in
-            count += 1
-            return pool.threadCount - 1 + count
-        }
-        Thread.current.name = prefix + String(number)
     }
 
     /// Gives libvips a pointer to `bytes` that stays valid for the whole of `body` (libvips

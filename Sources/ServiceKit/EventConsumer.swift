@@ -172,7 +172,7 @@ public final class EventConsumerService: Service, Sendable {
     }
 
     func process(_ message: JetStreamMessage, _ handler: EventHandler, consumer: String) async {
-        let deliveries = message.metadata.deliveryCount
+        let deliveries = message.deliveryCount
         var logger = self.logger
         logger[metadataKey: "messaging.destination"] = "\(message.subject)"
         logger[metadataKey: "messaging.consumer"] = "\(consumer)"

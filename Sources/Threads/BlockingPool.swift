@@ -29,13 +29,18 @@ public final class BlockingPool: @unchecked Sendable {
         self.threadCount = threadCount
         for i in 0..<threadCount {
             let threadName = "\(name)-\(i)"
+            // Linux Foundation ignores a name set before `start()` has stored the thread's
+            // handle, so the thread names itself once `start()` has returned.
+            let started = DispatchSemaphore(value: 0)
             let thread = Thread { [self] in
+                started.wait()
                 Thread.current.name = threadName
                 self.work()
             }
             thread.stackSize = 8 << 20
             threads.append(thread)
             thread.start()
+            started.signal()
         }
     }
 

@@ -1,4 +1,0 @@
-import Testing
-@testable import ServiceKit
-
-@Test func servicekitModuleLoads() {}
