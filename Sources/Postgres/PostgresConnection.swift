@@ -80,6 +80,13 @@ public final class PostgresConnection {
         return PQstatus(handle) == CONNECTION_OK
     }
 
+    /// Whether a transaction block is open (BEGIN without COMMIT/ROLLBACK yet), failed or not.
+    public var isInTransaction: Bool {
+        guard let handle else { return false }
+        let status = PQtransactionStatus(handle)
+        return status == PQTRANS_INTRANS || status == PQTRANS_INERROR
+    }
+
     /// The server process id serving this connection (`pg_backend_pid()`).
     public var backendPID: Int32 { handle.map { PQbackendPID($0) } ?? 0 }
 
