@@ -22,7 +22,10 @@ import Logging
 /// Results come back in text format and are decoded with ``PostgresRow/decode(_:as:)-(String,_)``.
 ///
 /// Each connection is set up with `client_encoding=UTF8`, `DateStyle=ISO`, `TimeZone=UTC` and
-/// `bytea_output=hex`; the decoders rely on those (do not change them in a session).
+/// `bytea_output=hex`; the decoders rely on those. Connections are reused by later callers, so
+/// do not change session settings: use `SET LOCAL` inside a transaction instead. Results are
+/// read into memory whole (no cursors/streaming): page large queries with LIMIT.
+/// Work that was submitted is not cancellable: the closure runs to completion.
 public final class PostgresConnection {
     private var handle: OpaquePointer?
     let logger: Logger
@@ -149,7 +152,12 @@ public final class PostgresConnection {
     /// When a statement inside failed but `body` caught that error, the server has already
     /// aborted the transaction: COMMIT then rolls back, and this throws a `.query` error
     /// saying so (sqlState 25P02) rather than pretend the work was committed.
+    /// Transactions do not nest: calling this inside an open transaction throws `.invalidArgument`
+    /// (use `SAVEPOINT` statements for that).
     public func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        if isInTransaction {
+            throw PostgresError(code: .invalidArgument, message: "a transaction is already open on this connection; transactions do not nest")
+        }
         try executeScript("BEGIN")
         let value: T
         do {

@@ -106,7 +106,8 @@ public struct PostgresCell: Sendable {
 
 /// A Swift type a column value decodes into.
 ///
-/// Conforming: `String` (any column: its text form), `Int`, `Int32`, `Int64` (int2/int4/int8),
+/// Conforming: `String` (any column: its text form), `Int`, `Int32`, `Int64` (int2/int4/int8,
+/// and numeric holding a whole number),
 /// `Bool` (bool), `Double` (float4/float8/numeric/integers), `[UInt8]` (bytea),
 /// `Date` (timestamptz, and timestamp taken as UTC), `UUID` (uuid, or text holding one),
 /// and `Optional` of any of them (NULL → `nil`). json/jsonb decode as `String`.
@@ -131,7 +132,8 @@ private let integerTypes: [PostgresDataType] = [.int2, .int4, .int8, .oidType]
 extension Int64: PostgresDecodable {
     public static func decode(from cell: PostgresCell) throws -> Int64 {
         let text = try cell.nonNullText(as: Int64.self)
-        try cell.requireType(Int64.self, integerTypes)
+        // numeric too, when the value is whole: `sum(bigint)` is numeric.
+        try cell.requireType(Int64.self, integerTypes + [.numeric])
         guard let v = Int64(text) else { throw cell.mismatch(Int64.self, "not an integer") }
         return v
     }

@@ -121,6 +121,21 @@ struct BodyFailed: Error {}
         }
     }
 
+    @Test func transactionsDoNotNest() async throws {
+        try await withPool(maxConnections: 1) { pool in
+            try await pool.execute("CREATE TABLE notes (id int PRIMARY KEY)")
+            let error = await expectPostgresError {
+                try await pool.withTransaction { c in
+                    try c.execute("INSERT INTO notes VALUES (1)")
+                    try c.transaction { inner in try inner.execute("INSERT INTO notes VALUES (2)") }
+                }
+            }
+            #expect(error?.code == .invalidArgument)
+            let count = try await pool.query("SELECT count(*) AS n FROM notes")
+            #expect(try count[0].decode("n", as: Int.self) == 0)
+        }
+    }
+
     @Test func aTransactionLeftOpenIsRolledBackBeforeReuse() async throws {
         try await withPool(maxConnections: 1) { pool in
             try await pool.execute("CREATE TABLE notes (id int PRIMARY KEY)")

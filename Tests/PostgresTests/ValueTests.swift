@@ -141,6 +141,12 @@ import Testing
             #expect(missing?.code == .decoding)
             let outOfRange = await expectPostgresError { _ = try row.decode(99, as: String.self) }
             #expect(outOfRange?.code == .decoding)
+            // A whole numeric decodes as an integer (sum(bigint) is numeric); a fraction does not.
+            let sums = try await pool.query("SELECT sum(x) AS total, 1.5::numeric AS half FROM (VALUES (9007199254740993::bigint), (1)) v(x)")[0]
+            #expect(try sums.decode("total", as: Int64.self) == 9_007_199_254_740_994)
+            #expect(try sums.decode("half", as: Double.self) == 1.5)
+            let fraction = await expectPostgresError { _ = try sums.decode("half", as: Int.self) }
+            #expect(fraction?.code == .decoding)
             // Any column decodes as String (its text form).
             #expect(try row.decode("n", as: String.self) == "42")
         }
