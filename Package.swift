@@ -84,7 +84,10 @@ let package = Package(
         .testTarget(name: "ThreadsTests", dependencies: ["Threads"], swiftSettings: swiftSettings),
         .testTarget(name: "NATSTests", dependencies: ["NATS", "FramecastTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "FramecastTesting"], swiftSettings: swiftSettings),
-        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "FramecastTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "PostgresTests", dependencies: [
+            "Postgres", "FramecastTesting",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "FramecastTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "WireTests", dependencies: ["Wire", "FramecastTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceKitTests", dependencies: ["ServiceKit", "NATS", "Postgres", "Wire", "FramecastTesting"], swiftSettings: swiftSettings),

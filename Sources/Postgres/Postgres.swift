@@ -1,1 +1,0 @@
-// Postgres: placeholder until the wrapper lands.
