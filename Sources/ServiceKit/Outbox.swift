@@ -166,11 +166,12 @@ public final class OutboxRelay: Service, Sendable {
                 break  // keep the order: the rest waits for the next round
             }
         }
+        let publishedSeqs = done
         let published = done.map(String.init).joined(separator: ",")
         let failed = failure.map { (String($0.0.seq), "\($0.1)") }
         let unclaim = rows.map(\.seq).filter { !done.contains($0) }.map(String.init).joined(separator: ",")
         try await postgres.withTransaction { connection in
-            if !done.isEmpty {
+            if !publishedSeqs.isEmpty {
                 _ = try connection.execute(
                     "UPDATE \(schema).outbox SET published_at = now(), claimed_until = NULL WHERE seq = ANY(string_to_array($1, ',')::bigint[])",
                     [.text(published)])

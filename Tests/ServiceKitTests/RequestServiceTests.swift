@@ -107,7 +107,7 @@ import Wire
             let byName = Dictionary(uniqueKeysWithValues: (stats["endpoints"] as? [[String: Any]] ?? []).map {
                 ($0["name"] as? String ?? "", $0)
             })
-            #expect(byName["Upper"]?["num_requests"] as? Int == 3)
+            #expect(byName["Upper"]?["num_requests"] as? Int == 4, "3 calls and the one that saw the service up")
             #expect(byName["Missing"]?["num_errors"] as? Int == 1)
             #expect((byName["Missing"]?["last_error"] as? String)?.contains("no photo") == true)
         }
