@@ -33,8 +33,9 @@ public final class NATSConnection: Sendable {
     let inbox: ReplyInbox
     private let state = Locked(State())
 
-    /// Threads for nats.c calls that block (connect, flush, JetStream management).
-    static let blockingPool = BlockingPool(name: "nats-blocking", threadCount: 4)
+    /// Threads for nats.c calls that block (connect, flush, JetStream management). Sized so
+    /// that one connection waiting out a timeout does not hold up another's connect.
+    static let blockingPool = BlockingPool(name: "nats-blocking", threadCount: 16)
 
     private struct State {
         var phase: Phase = .open

@@ -1,4 +1,5 @@
 import Logging
+import Threads
 internal import CNats
 
 /// The messages of one ``NATSConnection/subscribe(_:queue:bufferSize:_:)`` scope.

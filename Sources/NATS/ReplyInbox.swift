@@ -1,4 +1,5 @@
 import Logging
+import Threads
 internal import CNats
 
 /// The one reply subscription of a connection (`_INBOX.<nuid>.*`) and the table of requests

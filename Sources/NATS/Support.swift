@@ -1,21 +1,6 @@
 import Foundation
 internal import CNats
 
-/// A value guarded by a lock.
-final class Locked<Value>: @unchecked Sendable {
-    // @unchecked Sendable: `value` is only read or written inside `withLock`, while `lock` is held.
-    private let lock = NSLock()
-    private var value: Value
-
-    init(_ value: Value) { self.value = value }
-
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
-    }
-}
-
 /// C strings that live as long as this object (for config structs holding `const char *`).
 final class CStrings {
     private var pointers: [UnsafeMutablePointer<CChar>] = []

@@ -41,6 +41,9 @@ public final class PostgresPool: Sendable {
     public let configuration: PostgresConfiguration
     let logger: Logger
     private let threads: BlockingPool
+    /// Idle connections hold non-Sendable `PostgresConnection`s: each is handed to one pool
+    /// thread at a time, and a connection taken out is not reachable through `state` until it
+    /// is put back.
     private let state: Locked<State>
 
     private struct State {
