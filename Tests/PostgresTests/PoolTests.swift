@@ -114,12 +114,8 @@ func bindLoopback(_ fd: Int32) throws -> Int {    var address = sockaddr_in()
         #expect(threads.pool.count <= 4)
         #expect(!threads.callers.isEmpty)
         #expect(threads.pool.isDisjoint(with: threads.callers))
-        // ...and those threads are the pool's, named postgres-N. A new Linux thread inherits its
-        // creator's name, and Threads.BlockingPool renames its threads from inside them, which
-        // Foundation sometimes ignores (a race in Thread.name): tolerated until that is fixed.
-        withKnownIssue("BlockingPool thread naming race (Foundation Thread.name set from inside a starting thread)", isIntermittent: true) {
-            #expect(concurrency.threadNames.allSatisfy { $0.hasPrefix("postgres-") }, "\(concurrency.threadNames)")
-        }
+        // ...and those threads are the pool's, named postgres-N.
+        #expect(concurrency.threadNames.allSatisfy { $0.hasPrefix("postgres-") }, "\(concurrency.threadNames)")
     }
 
     @Test func unreachableServerFailsWithConnectionFailedQuickly() async throws {

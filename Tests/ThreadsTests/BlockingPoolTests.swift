@@ -29,3 +29,21 @@ import Threads
         await #expect(throws: BlockingPool.ShutDown.self) { try await pool.run { 1 } }
     }
 }
+
+@Suite struct BlockingPoolNamingTests {
+    /// Linux Foundation drops a Thread.name set before start() has stored the thread handle;
+    /// every pool thread must still carry its pool's name (logs and tests rely on it).
+    @Test func everyThreadOfManyPoolsCarriesItsName() async throws {
+        for round in 0..<40 {
+            let pool = BlockingPool(name: "named\(round)", threadCount: 4)
+            defer { pool.shutdown() }
+            let names = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<8 {
+                    group.addTask { try await pool.run { usleep(1000); return Thread.current.name ?? "" } }
+                }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            #expect(names.allSatisfy { $0.hasPrefix("named\(round)-") }, "\(names)")
+        }
+    }
+}
