@@ -36,6 +36,15 @@ public struct Endpoint: Sendable {
             return try await handler(request, context).wireBytes()
         }
     }
+
+    /// An endpoint for a method of the wire contract (`StorageAPI.registerUpload`…), so the
+    /// request and reply types cannot drift from the contract.
+    public init<Request: WireMessage, Response: WireMessage>(
+        _ method: WireMethod<Request, Response>,
+        _ handler: @escaping @Sendable (Request, RequestContext) async throws -> Response
+    ) {
+        self.init(method.method, handler)
+    }
 }
 
 /// Serves a service's endpoints on `svc.<name>.v1.<Method>` in queue group `<name>`, and
@@ -278,6 +287,14 @@ public struct ServiceClient: Sendable {
         self.service = service
         self.nats = nats
         self.timeout = timeout
+    }
+
+    /// Calls a method of the wire contract (`StorageAPI.getFile`…).
+    public func call<Request: WireMessage, Response: WireMessage>(
+        _ method: WireMethod<Request, Response>, _ request: Request, headers: NATSHeaders = NATSHeaders()
+    ) async throws -> Response {
+        precondition(method.service == service, "\(method) is not a method of \(service)")
+        return try await call(method.method, request, as: Response.self, headers: headers)
     }
 
     /// Sends `request` to `svc.<service>.v1.<method>`; returns the decoded reply, or throws

@@ -404,7 +404,7 @@ extension GeoPoint: CMessage {
 public struct PhotoAnalysis: WireMessage, Hashable {
     /// "jpeg", "png", "webp", "heif", "gif", "tiff"…
     public var format: String
-    /// Pixel size as stored (before EXIF rotation).
+    /// Pixel size as the photo is shown (after EXIF orientation is applied).
     public var width: Int32
     public var height: Int32
     /// EXIF orientation 1…8 (1 when absent).
@@ -416,7 +416,7 @@ public struct PhotoAnalysis: WireMessage, Hashable {
     public var gps: GeoPoint?
     /// Dominant colours as "#rrggbb", most dominant first.
     public var dominantColors: [String]
-    /// 64-bit perceptual hash (dHash) of the upright image.
+    /// 64-bit perceptual hash (DCT pHash) of the upright image; similar photos differ in few bits.
     public var perceptualHash: UInt64
 
     public init(

@@ -266,7 +266,7 @@ struct  Framecast__V1__PhotoAnalysis
    */
   char *format;
   /*
-   * Pixel size as stored (before EXIF rotation).
+   * Pixel size as the photo is shown (after EXIF orientation is applied).
    */
   int32_t width;
   int32_t height;
@@ -287,7 +287,7 @@ struct  Framecast__V1__PhotoAnalysis
   size_t n_dominant_colors;
   char **dominant_colors;
   /*
-   * 64-bit perceptual hash (dHash) of the upright image.
+   * 64-bit perceptual hash (DCT pHash) of the upright image; similar photos differ in few bits.
    */
   uint64_t perceptual_hash;
 };
