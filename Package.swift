@@ -44,6 +44,9 @@ let package = Package(
         // Threads for blocking C calls, off the cooperative pool.
         .target(name: "Threads", swiftSettings: swiftSettings),
 
+        // Content-addressed store of photo bytes (a directory or shared volume).
+        .target(name: "BlobStore", swiftSettings: swiftSettings),
+
         // MARK: Safe Swift wrappers
         .target(name: "NATS", dependencies: [
             "Threads", "CNats",
@@ -71,6 +74,14 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
 
+        // MARK: Services
+        .target(name: "StorageService", dependencies: [
+            "ServiceKit", "NATS", "Postgres", "Wire", "Imaging", "BlobStore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+
         // MARK: Executable
         .executableTarget(name: "framecast", dependencies: [
             "ServiceKit", "NATS", "Postgres",
@@ -80,7 +91,11 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         // MARK: Test support and tests
-        .target(name: "FramecastTesting", swiftSettings: swiftSettings),
+        .target(name: "FramecastTesting", dependencies: [
+            "NATS", "Postgres",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
         .testTarget(name: "ThreadsTests", dependencies: ["Threads"], swiftSettings: swiftSettings),
         .testTarget(name: "NATSTests", dependencies: ["NATS", "FramecastTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "FramecastTesting"], swiftSettings: swiftSettings),

@@ -42,63 +42,27 @@ struct TestEvent: WireEvent {
     func wireBytes() -> [UInt8] { Array("\(eventID)|\(text)".utf8) }
 }
 
-let testLogger: Logger = {
-    var logger = Logger(label: "servicekit-tests")
-    logger.logLevel = .critical  // the failures tests provoke on purpose log errors
-    return logger
-}()
+let testLogger = quietLogger
 
 /// A private nats-server (JetStream) and a fresh database, so tests own the EVENTS stream.
 struct Fixture {
-    let server: ServerProcess
-    let nats: NATSConnection
-    let postgres: PostgresPool
+    let backend: IsolatedBackend
+    var nats: NATSConnection { backend.nats }
+    var postgres: PostgresPool { backend.postgres }
     let schema = "svc"
 
     static func make() async throws -> Fixture {
-        let server = try ServerProcess(.nats)
-        let nats = try await NATSConnection.connect(NATSConfiguration(servers: [server.url], name: "servicekit-tests"),
-                                                    logger: testLogger)
-        let postgres = PostgresPool(configuration: PostgresConfiguration(connInfo: try TestServers.makeDatabase(prefix: "sk")),
-                                    logger: testLogger)
-        let fixture = Fixture(server: server, nats: nats, postgres: postgres)
+        let fixture = Fixture(backend: try await IsolatedBackend.make())
         _ = try await Migrations.apply(schema: fixture.schema, Outbox.migrations(schema: fixture.schema) + [
             Migration(version: 100, name: "notes", sql: "CREATE TABLE svc.notes (id bigserial PRIMARY KEY, event_id text, text text)"),
-        ], on: postgres, logger: testLogger)
+        ], on: fixture.postgres, logger: testLogger)
         return fixture
     }
 
-    func close() async {
-        await postgres.close()
-        nats.close()
-        server.stop()
-    }
+    func close() async { await backend.close() }
 }
 
-/// Runs `services` in a ServiceGroup while `body` runs, then shuts them down gracefully.
+/// Runs `services` while `body` runs, then shuts them down gracefully.
 func withServices<T: Sendable>(_ services: [any Service], _ body: () async throws -> T) async throws -> T {
-    let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: testLogger))
-    return try await withThrowingTaskGroup(of: Void.self) { tasks in
-        tasks.addTask { try await group.run() }
-        do {
-            let result = try await body()
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-            return result
-        } catch {
-            await group.triggerGracefulShutdown()
-            try? await tasks.waitForAll()
-            throw error
-        }
-    }
-}
-
-/// Polls `condition` until it holds or `timeout` passes.
-func eventually(timeout: Duration = .seconds(15), _ condition: () async throws -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-    return try await condition()
+    try await FramecastTesting.withServices(services, logger: testLogger, body)
 }

@@ -1,0 +1,63 @@
+import Logging
+import NATS
+import Postgres
+import ServiceLifecycle
+
+/// What every service process shares: one NATS connection (with JetStream), one PostgreSQL
+/// pool, a logger. `framecast all` builds one and hands it to every service.
+public struct ServiceRuntime: Sendable {
+    public let nats: NATSConnection
+    public let jetStream: JetStream
+    public let postgres: PostgresPool
+    public let logger: Logger
+
+    public init(nats: NATSConnection, jetStream: JetStream, postgres: PostgresPool, logger: Logger) {
+        self.nats = nats
+        self.jetStream = jetStream
+        self.postgres = postgres
+        self.logger = logger
+    }
+
+    /// Connects to NATS and PostgreSQL and makes sure the `EVENTS` stream exists.
+    public static func connect(nats: NATSConfiguration, postgres: PostgresConfiguration, streamReplicas: Int = 1,
+                               logger: Logger) async throws -> ServiceRuntime {
+        let connection = try await NATSConnection.connect(nats, logger: logger)
+        let jetStream = try connection.jetStream()
+        try await EventStream.ensure(on: jetStream, replicas: streamReplicas)
+        let pool = PostgresPool(configuration: postgres, logger: logger)
+        return ServiceRuntime(nats: connection, jetStream: jetStream, postgres: pool, logger: logger)
+    }
+
+    /// The pieces of one service, ready for a ServiceGroup: it migrates the schema (ServiceKit's
+    /// outbox tables, then the service's own), and returns the request server, the outbox
+    /// relay and the event consumers the service needs.
+    public func services(identity: ServiceIdentity, schema: String, migrations: [Migration], endpoints: [Endpoint],
+                         events: [EventHandler], relay: OutboxRelay?) async throws -> [any Service] {
+        let applied = try await Migrations.apply(schema: schema, Outbox.migrations(schema: schema) + migrations,
+                                                 on: postgres, logger: logger)
+        if !applied.isEmpty {
+            logger.info("migrated", metadata: ["db.schema": "\(schema)", "migrations.applied": "\(applied)"])
+        }
+        var services: [any Service] = []
+        if !endpoints.isEmpty {
+            services.append(RequestService(identity: identity, endpoints: endpoints, nats: nats, logger: logger))
+        }
+        if let relay { services.append(relay) }
+        if !events.isEmpty {
+            services.append(EventConsumerService(service: identity.name, schema: schema, handlers: events,
+                                                 jetStream: jetStream, postgres: postgres, logger: logger))
+        }
+        return services
+    }
+
+    /// An outbox relay for `schema` on this runtime's connections.
+    public func outboxRelay(schema: String) -> OutboxRelay {
+        OutboxRelay(schema: schema, postgres: postgres, jetStream: jetStream, logger: logger)
+    }
+
+    /// Closes the pool and drains the NATS connection.
+    public func close() async {
+        await postgres.close()
+        try? await nats.drain()
+    }
+}

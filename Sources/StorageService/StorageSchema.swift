@@ -1,0 +1,33 @@
+import Postgres
+
+/// The `storage` schema: one row per (user, distinct bytes). Analysis and AI metadata are kept
+/// as their wire encodings next to the columns queries need.
+enum StorageSchema {
+    static let name = "storage"
+
+    static let migrations: [Migration] = [
+        Migration(version: 100, name: "files", sql: """
+            CREATE TABLE files (
+                file_id               uuid PRIMARY KEY,
+                user_id               text NOT NULL,
+                blob_key              text NOT NULL,
+                sha256                text NOT NULL,
+                size                  bigint NOT NULL CHECK (size > 0),
+                file_name             text NOT NULL,
+                content_type          text NOT NULL,
+                declared_content_type text NOT NULL,
+                metadata              jsonb NOT NULL DEFAULT '{}',
+                format                text NOT NULL,
+                width                 integer NOT NULL,
+                height                integer NOT NULL,
+                taken_at              timestamptz,
+                analysis              bytea NOT NULL,
+                ai_metadata           bytea NOT NULL,
+                created_at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+                UNIQUE (user_id, sha256)
+            );
+            CREATE INDEX files_by_user_newest ON files (user_id, created_at DESC, file_id DESC);
+            CREATE INDEX files_by_blob ON files (blob_key);
+            """),
+    ]
+}

@@ -1,0 +1,333 @@
+import BlobStore
+import Foundation
+import Imaging
+import Logging
+import Metrics
+import Postgres
+import ServiceKit
+import ServiceLifecycle
+import Wire
+
+/// Settings of the storage service.
+public struct StorageConfiguration: Sendable {
+    /// Root of the blob store the gateway writes uploads into.
+    public var blobRoot: String
+    /// Files per page when a request asks for none.
+    public var defaultPageSize = 50
+    /// The most files a page holds, whatever a request asks for.
+    public var maxPageSize = 200
+
+    public init(blobRoot: String) {
+        self.blobRoot = blobRoot
+    }
+}
+
+/// The storage service (`svc.storage.v1.*`): registers blobs the gateway stored, validates and
+/// analyses them, dedups per user by SHA-256, lists and deletes files, and announces
+/// `file.uploaded`, `file.uploaded.with_ai` and `file.deleted` through its outbox.
+public final class StorageService: Sendable {
+    public static let name = StorageAPI.service
+
+    let runtime: ServiceRuntime
+    let configuration: StorageConfiguration
+    let blobs: BlobStore
+    let imaging: Imaging
+    let analyser: any PhotoAnalyser
+    let relay: OutboxRelay
+    let logger: Logger
+    let schema = StorageSchema.name
+
+    public init(runtime: ServiceRuntime, configuration: StorageConfiguration, imaging: Imaging,
+                analyser: any PhotoAnalyser = NoAIAnalyser()) {
+        self.runtime = runtime
+        self.configuration = configuration
+        self.blobs = BlobStore(path: configuration.blobRoot)
+        self.imaging = imaging
+        self.analyser = analyser
+        self.relay = runtime.outboxRelay(schema: StorageSchema.name)
+        var logger = runtime.logger
+        logger[metadataKey: "service.name"] = "\(Self.name)"
+        self.logger = logger
+    }
+
+    /// Migrates the `storage` schema and returns the request server and outbox relay.
+    public func services() async throws -> [any Service] {
+        try await runtime.services(
+            identity: ServiceIdentity(name: Self.name, description: "Framecast storage: uploads, analysis, dedup, files"),
+            schema: schema, migrations: StorageSchema.migrations, endpoints: endpoints, events: [], relay: relay)
+    }
+
+    var endpoints: [Endpoint] {
+        [
+            Endpoint(StorageAPI.registerUpload) { [self] request, context in try await registerUpload(request, context) },
+            Endpoint(StorageAPI.getFile) { [self] request, _ in try await getFile(request) },
+            Endpoint(StorageAPI.listFiles) { [self] request, _ in try await listFiles(request) },
+            Endpoint(StorageAPI.deleteFile) { [self] request, context in try await deleteFile(request, context) },
+        ]
+    }
+
+    // MARK: RegisterUpload
+
+    func registerUpload(_ request: RegisterUploadRequest, _ context: RequestContext) async throws -> RegisterUploadReply {
+        guard !request.userID.isEmpty else { throw ServiceError.invalid("user_id is required") }
+        guard let key = BlobKey(request.blobKey), key.hex == request.sha256.lowercased() else {
+            throw ServiceError.invalid("blob_key must be the upload's SHA-256 in hex")
+        }
+        guard request.size > 0 else { throw ServiceError.invalid("the upload is empty") }
+        let fileName = Self.cleanFileName(request.fileName)
+
+        if let existing = try await file(user: request.userID, sha256: key.hex) {
+            context.logger.info("duplicate upload", metadata: ["file.id": "\(existing.fileID)"])
+            Counter(label: "storage_uploads_total", dimensions: [("outcome", "duplicate")]).increment()
+            return RegisterUploadReply(file: existing, duplicate: true)
+        }
+        guard blobs.size(of: key) == request.size else {
+            throw ServiceError.invalid("no stored upload of \(request.size) bytes under blob_key \(key)")
+        }
+
+        let path = blobs.path(for: key)
+        let analysis: ImageAnalysis
+        do {
+            analysis = try await imaging.analyzeFile(path)
+        } catch let error as ImagingError {
+            try await removeBlobIfUnreferenced(key)
+            Counter(label: "storage_uploads_total", dimensions: [("outcome", "refused")]).increment()
+            throw Self.refusal(error)
+        }
+        let ai: AIMetadata
+        do {
+            ai = try await analyser.analyse(path: path, analysis: analysis)
+        } catch {
+            // The photo is fine; only the AI analysis failed. Store it honestly without AI data.
+            context.logger.warning("AI analysis failed", metadata: ["analyser": "\(analyser.name)", "error": "\(error)"])
+            ai = AIMetadata(analyser: analyser.name)
+        }
+
+        let fileID = UUID().uuidString.lowercased()
+        var record = FileRecord(
+            fileID: fileID, userID: request.userID, blobKey: key.hex, sha256: key.hex, size: request.size,
+            fileName: fileName, contentType: analysis.header.format.contentType,
+            declaredContentType: request.contentType, metadata: request.metadata,
+            analysis: Self.wireAnalysis(analysis), aiMetadata: ai, createdAt: 0,
+            storagePath: blobs.relativePath(for: key))
+        let takenAt: PostgresValue = analysis.takenAt.map { .double($0.timeIntervalSince1970 * 1000) } ?? .null
+        let analysisBytes: [UInt8] = record.analysis?.wireBytes() ?? []
+        let parameters: [PostgresValue] = [
+            .text(record.fileID), .text(record.userID), .text(record.blobKey), .text(record.sha256),
+            .int(record.size), .text(record.fileName), .text(record.contentType),
+            .text(record.declaredContentType), .text(Self.json(request.metadata)),
+            .text(analysis.header.format.rawValue), .int(Int64(analysis.width)), .int(Int64(analysis.height)),
+            takenAt, .bytea(analysisBytes), .bytea(ai.wireBytes()),
+        ]
+        let (schema, snapshot) = (self.schema, record)
+        let created: Int64? = try await runtime.postgres.withTransaction { connection in
+            try Self.lockBlob(key, connection)
+            let rows = try connection.query("""
+                INSERT INTO \(schema).files (file_id, user_id, blob_key, sha256, size, file_name, content_type,
+                    declared_content_type, metadata, format, width, height, taken_at, analysis, ai_metadata)
+                VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12,
+                        to_timestamp($13::double precision / 1000), $14, $15)
+                ON CONFLICT (user_id, sha256) DO NOTHING
+                RETURNING (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
+                """, parameters)
+            guard let row = rows.first else { return nil }
+            let createdAt: Int64 = try row.decode("created_ms")
+            var file = snapshot
+            file.createdAt = createdAt
+            let now = Self.nowMillis()
+            try Outbox.enqueue(FileUploaded(eventID: UUID().uuidString.lowercased(), occurredAt: now,
+                                            userID: file.userID, file: file), schema: schema, on: connection)
+            try Outbox.enqueue(FileUploadedWithAI(eventID: UUID().uuidString.lowercased(), occurredAt: now,
+                                                  userID: file.userID, file: file), schema: schema, on: connection)
+            return createdAt
+        }
+        guard let created else {
+            // The same bytes were registered concurrently by the same user: that one wins.
+            guard let existing = try await file(user: request.userID, sha256: key.hex) else {
+                throw ServiceError.conflict("the upload was registered and removed concurrently; try again")
+            }
+            return RegisterUploadReply(file: existing, duplicate: true)
+        }
+        record.createdAt = created
+        relay.wake()
+        Counter(label: "storage_uploads_total", dimensions: [("outcome", "registered")]).increment()
+        context.logger.info("file registered", metadata: [
+            "file.id": "\(fileID)", "file.format": "\(analysis.header.format.rawValue)",
+            "file.size": "\(request.size)",
+        ])
+        return RegisterUploadReply(file: record, duplicate: false)
+    }
+
+    static func refusal(_ error: ImagingError) -> ServiceError {
+        switch error.code {
+        case .unsupportedFormat:
+            return ServiceError(.unsupported, "not a supported image (JPEG, PNG, WebP, HEIC/HEIF, AVIF, GIF or TIFF)")
+        case .tooLarge:
+            return ServiceError(.unsupported, "the image is too large to process: \(error.message)")
+        case .corrupt:
+            return ServiceError(.unsupported, "the image is damaged or truncated")
+        default:
+            return ServiceError(.unsupported, "the image cannot be processed: \(error.message)")
+        }
+    }
+
+    // MARK: GetFile, ListFiles
+
+    func getFile(_ request: GetFileRequest) async throws -> GetFileReply {
+        guard let id = Self.uuid(request.fileID) else { throw ServiceError.notFound("no such file") }
+        let schema = self.schema
+        let rows = try await runtime.postgres.query("""
+            SELECT \(Self.columns) FROM \(schema).files WHERE file_id = $1::uuid AND ($2 = '' OR user_id = $2)
+            """, [.text(id), .text(request.userID)])
+        guard let row = rows.first else { throw ServiceError.notFound("no such file") }
+        return GetFileReply(file: try record(row))
+    }
+
+    func listFiles(_ request: ListFilesRequest) async throws -> ListFilesReply {
+        guard !request.userID.isEmpty else { throw ServiceError.invalid("user_id is required") }
+        let size = request.pageSize <= 0 ? configuration.defaultPageSize : min(Int(request.pageSize), configuration.maxPageSize)
+        var after: (createdAt: String, fileID: String)?
+        if !request.pageToken.isEmpty {
+            guard let cursor = Self.decodeCursor(request.pageToken) else { throw ServiceError.invalid("invalid page_token") }
+            after = cursor
+        }
+        let schema = self.schema
+        let rows = try await runtime.postgres.query("""
+            SELECT \(Self.columns), created_at::text AS cursor_at FROM \(schema).files
+            WHERE user_id = $1 AND ($2 = '' OR (created_at, file_id) < ($2::timestamptz, $3::uuid))
+            ORDER BY created_at DESC, file_id DESC LIMIT $4
+            """, [.text(request.userID), .text(after?.createdAt ?? ""),
+                  .text(after?.fileID ?? "00000000-0000-0000-0000-000000000000"), .int(Int64(size + 1))])
+        let page = rows.prefix(size)
+        var next = ""
+        if rows.count > size, let last = page.last {
+            next = Self.encodeCursor(createdAt: try last.decode("cursor_at"), fileID: try last.decode("file_id"))
+        }
+        return ListFilesReply(files: try page.map(record), nextPageToken: next)
+    }
+
+    // MARK: DeleteFile
+
+    func deleteFile(_ request: DeleteFileRequest, _ context: RequestContext) async throws -> Empty {
+        guard !request.userID.isEmpty else { throw ServiceError.invalid("user_id is required") }
+        guard let id = Self.uuid(request.fileID) else { throw ServiceError.notFound("no such file") }
+        let schema = self.schema
+        let deleted: (blob: String, sha: String)? = try await runtime.postgres.withTransaction { connection in
+            let rows = try connection.query(
+                "DELETE FROM \(schema).files WHERE file_id = $1::uuid AND user_id = $2 RETURNING blob_key, sha256",
+                [.text(id), .text(request.userID)])
+            guard let row = rows.first else { return nil }
+            let blob: String = try row.decode("blob_key"), sha: String = try row.decode("sha256")
+            try Outbox.enqueue(FileDeleted(eventID: UUID().uuidString.lowercased(), occurredAt: Self.nowMillis(),
+                                           userID: request.userID, fileID: id, ownerID: request.userID,
+                                           blobKey: blob, sha256: sha), schema: schema, on: connection)
+            return (blob, sha)
+        }
+        guard let deleted else { throw ServiceError.notFound("no such file") }
+        relay.wake()
+        if let key = BlobKey(deleted.blob) { try await removeBlobIfUnreferenced(key) }
+        context.logger.info("file deleted", metadata: ["file.id": "\(id)"])
+        return Empty()
+    }
+
+    // MARK: Blobs
+
+    /// Serialises everything that adds or removes a reference to one blob.
+    static func lockBlob(_ key: BlobKey, _ connection: PostgresConnection) throws {
+        _ = try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [.text("blob:" + key.hex)])
+    }
+
+    /// Deletes the blob when no file references it (a refused upload, a deleted last copy).
+    func removeBlobIfUnreferenced(_ key: BlobKey) async throws {
+        let (schema, blobs, logger) = (self.schema, self.blobs, self.logger)
+        try await runtime.postgres.withTransaction { connection in
+            try Self.lockBlob(key, connection)
+            let referenced = try !connection.query("SELECT 1 FROM \(schema).files WHERE blob_key = $1 LIMIT 1",
+                                                   [.text(key.hex)]).isEmpty
+            if !referenced, try blobs.delete(key) {
+                logger.debug("blob removed", metadata: ["blob.key": "\(key)"])
+            }
+        }
+    }
+
+    // MARK: Rows
+
+    static let columns = """
+        file_id::text AS file_id, user_id, blob_key, sha256, size, file_name, content_type, declared_content_type,
+        metadata::text AS metadata, analysis, ai_metadata, (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
+        """
+
+    func file(user: String, sha256: String) async throws -> FileRecord? {
+        let schema = self.schema
+        let rows = try await runtime.postgres.query(
+            "SELECT \(Self.columns) FROM \(schema).files WHERE user_id = $1 AND sha256 = $2", [.text(user), .text(sha256)])
+        return try rows.first.map(record)
+    }
+
+    func record(_ row: PostgresRow) throws -> FileRecord {
+        let blobKey: String = try row.decode("blob_key")
+        return FileRecord(
+            fileID: try row.decode("file_id"), userID: try row.decode("user_id"), blobKey: blobKey,
+            sha256: try row.decode("sha256"), size: try row.decode("size"), fileName: try row.decode("file_name"),
+            contentType: try row.decode("content_type"), declaredContentType: try row.decode("declared_content_type"),
+            metadata: Self.dictionary(try row.decode("metadata")),
+            analysis: try PhotoAnalysis(wireBytes: try row.decode("analysis", as: [UInt8].self)),
+            aiMetadata: try AIMetadata(wireBytes: try row.decode("ai_metadata", as: [UInt8].self)),
+            createdAt: try row.decode("created_ms"),
+            storagePath: BlobKey(blobKey).map(blobs.relativePath(for:)) ?? "")
+    }
+
+    // MARK: Helpers
+
+    static func wireAnalysis(_ a: ImageAnalysis) -> PhotoAnalysis {
+        PhotoAnalysis(
+            format: a.header.format.rawValue, width: Int32(a.width), height: Int32(a.height),
+            orientation: Int32(a.header.orientation),
+            takenAt: a.takenAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) },
+            cameraMake: a.cameraMake ?? "", cameraModel: a.cameraModel ?? "",
+            gps: a.location.map { GeoPoint(latitude: $0.latitude, longitude: $0.longitude, altitude: $0.altitude) },
+            dominantColors: a.dominantColors.map(\.hex), perceptualHash: a.perceptualHash)
+    }
+
+    /// A file name safe to show and to put in a Content-Disposition: no path, no control
+    /// characters, at most 255 bytes; "photo" when nothing is left.
+    static func cleanFileName(_ name: String) -> String {
+        let base = name.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map(String.init) ?? ""
+        var cleaned = String(base.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }.map(Character.init))
+            .trimmingCharacters(in: .whitespaces)
+        while cleaned.utf8.count > 255 { cleaned.removeLast() }
+        return cleaned.isEmpty || cleaned == "." || cleaned == ".." ? "photo" : cleaned
+    }
+
+    static func uuid(_ text: String) -> String? {
+        UUID(uuidString: text).map { $0.uuidString.lowercased() }
+    }
+
+    static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+
+    static func json(_ dictionary: [String: String]) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: dictionary, options: [.sortedKeys]) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func dictionary(_ json: String) -> [String: String] {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else { return [:] }
+        return object.compactMapValues { $0 as? String ?? "\($0)" }
+    }
+
+    static func encodeCursor(createdAt: String, fileID: String) -> String {
+        Data("\(createdAt)|\(fileID)".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decodeCursor(_ token: String) -> (createdAt: String, fileID: String)? {
+        var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        guard token.count <= 200, let data = Data(base64Encoded: base64) else { return nil }
+        let parts = String(decoding: data, as: UTF8.self).split(separator: "|")
+        guard parts.count == 2, let id = uuid(String(parts[1])), parts[0].count <= 64,
+              parts[0].allSatisfy({ $0.isNumber || "-:. +".contains($0) }) else { return nil }
+        return (String(parts[0]), id)
+    }
+}
