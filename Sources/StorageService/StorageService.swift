@@ -27,6 +27,9 @@ public struct StorageConfiguration: Sendable {
 /// `file.uploaded`, `file.uploaded.with_ai` and `file.deleted` through its outbox.
 public final class StorageService: Sendable {
     public static let name = StorageAPI.service
+    /// The PostgreSQL schema the service owns, and its migrations (after ServiceKit's).
+    public static let schema = StorageSchema.name
+    public static var migrations: [Migration] { StorageSchema.migrations }
 
     let runtime: ServiceRuntime
     let configuration: StorageConfiguration

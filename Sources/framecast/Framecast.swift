@@ -5,6 +5,8 @@ import NATS
 import Postgres
 import ServiceKit
 import ServiceLifecycle
+import StorageService
+import Imaging
 
 @main
 struct Framecast: AsyncParsableCommand {
@@ -12,7 +14,7 @@ struct Framecast: AsyncParsableCommand {
         commandName: "framecast",
         abstract: "Family photos from a phone to smart photo frames, live.",
         version: FramecastVersion.current,
-        subcommands: [All.self, Migrate.self, Ping.self],
+        subcommands: [All.self, Storage.self, Migrate.self, Ping.self],
         defaultSubcommand: All.self)
 }
 
@@ -59,32 +61,62 @@ struct All: AsyncParsableCommand {
         abstract: "Run every Framecast service in one process (the single-machine default).")
 
     @OptionGroup var options: CommonOptions
+    @OptionGroup var storage: StorageOptions
 
     func run() async throws {
-        let logger = options.bootstrapLogging()
-        let nats = try await NATSConnection.connect(options.natsConfiguration, logger: logger)
-        let jetStream = try nats.jetStream()
-        try await EventStream.ensure(on: jetStream, replicas: options.streamReplicas)
-        let postgres = PostgresPool(configuration: options.postgresConfiguration, logger: logger)
-        _ = try await postgres.query("SELECT 1")
-        logger.info("framecast is up", metadata: ["nats.url": "\(options.natsURL)"])
-
-        let group = ServiceGroup(
-            services: [IdleUntilShutdown()],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger)
-        try await group.run()
-        await postgres.close()
-        try? await nats.drain()
-        logger.info("framecast stopped")
+        try await runRoles(options) { runtime in
+            try await storage.makeServices(runtime)
+        }
     }
 }
 
-/// Holds the process open until SIGTERM/SIGINT while the roles that will join `all` are built.
-struct IdleUntilShutdown: Service {
+/// The storage service alone.
+struct Storage: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the storage service.")
+    @OptionGroup var options: CommonOptions
+    @OptionGroup var storage: StorageOptions
+
     func run() async throws {
-        try? await gracefulShutdown()
+        try await runRoles(options) { runtime in try await storage.makeServices(runtime) }
     }
+}
+
+struct StorageOptions: ParsableArguments {
+    @Option(help: "Blob store directory shared with the gateway (env FRAMECAST_BLOB_DIR).")
+    var blobDir: String = env("FRAMECAST_BLOB_DIR") ?? ".run/blobs"
+
+    @Option(help: "Threads for image analysis (env FRAMECAST_IMAGING_THREADS; default: cores).")
+    var imagingThreads: Int = env("FRAMECAST_IMAGING_THREADS").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
+
+    func makeServices(_ runtime: ServiceRuntime) async throws -> [any Service] {
+        try FileManager.default.createDirectory(atPath: blobDir, withIntermediateDirectories: true)
+        let imaging = Imaging(threads: imagingThreads, logger: runtime.logger)
+        let service = StorageService(runtime: runtime, configuration: StorageConfiguration(blobRoot: blobDir), imaging: imaging)
+        return try await service.services()
+    }
+}
+
+/// Connects the shared runtime, builds the roles' services, runs them in one ServiceGroup
+/// until SIGTERM/SIGINT (graceful: in-flight work finishes), then closes the connections.
+func runRoles(_ options: CommonOptions, _ build: (ServiceRuntime) async throws -> [any Service]) async throws {
+    let logger = options.bootstrapLogging()
+    let runtime = try await ServiceRuntime.connect(nats: options.natsConfiguration, postgres: options.postgresConfiguration,
+                                                   streamReplicas: options.streamReplicas, logger: logger)
+    let services = try await build(runtime)
+    logger.info("framecast is up", metadata: ["nats.url": "\(options.natsURL)", "services": "\(services.count)"])
+    let group = ServiceGroup(configuration: .init(
+        services: services.map { .init(service: $0) },
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger))
+    do {
+        try await group.run()
+    } catch {
+        logger.error("a service failed", metadata: ["error": "\(error)"])
+        await runtime.close()
+        throw error
+    }
+    await runtime.close()
+    logger.info("framecast stopped")
 }
 
 /// Applies every service schema's migrations and exits.
@@ -95,8 +127,10 @@ struct Migrate: AsyncParsableCommand {
     func run() async throws {
         let logger = options.bootstrapLogging()
         let postgres = PostgresPool(configuration: options.postgresConfiguration, logger: logger)
-        for schema in ["storage", "album", "media", "gateway"] {
-            let applied = try await Migrations.apply(schema: schema, Outbox.migrations(schema: schema), on: postgres, logger: logger)
+        let schemas: [(String, [Migration])] = [(StorageService.schema, StorageService.migrations)]
+        for (schema, migrations) in schemas {
+            let applied = try await Migrations.apply(schema: schema, Outbox.migrations(schema: schema) + migrations,
+                                                     on: postgres, logger: logger)
             logger.info("migrated", metadata: ["db.schema": "\(schema)", "migrations.applied": "\(applied)"])
         }
         await postgres.close()
