@@ -109,28 +109,36 @@ final class ClientCore: @unchecked Sendable {
     }
 
     func finishDisconnect() {
-        lock.withLock {
+        let ended = lock.withLock {
             phase = .idle
             failWaiters(MQTTError(.closed, "the client was disconnected", context: configuration.context))
             for sink in eventSinks.values { sink.yield(.disconnected(reason: nil)) }
-            endSinks()
+            return takeSinks()
         }
+        ended()
     }
 
     /// Called from deinit: nothing may wait any more.
     func finishAll() {
-        lock.withLock {
+        let ended = lock.withLock {
             connectWaiter.take()?.resume(throwing: MQTTError(.closed, "the client was released", context: configuration.context))
             failWaiters(MQTTError(.closed, "the client was released", context: configuration.context))
-            endSinks()
+            return takeSinks()
         }
+        ended()
     }
 
-    private func endSinks() {
-        for sink in messageSinks.values { sink.finish() }
-        for sink in eventSinks.values { sink.finish() }
+    /// Removes every sink; the returned closure finishes them and must be called without the
+    /// lock held (finishing runs `onTermination`, which takes the lock).
+    private func takeSinks() -> () -> Void {
+        let messages = Array(messageSinks.values)
+        let events = Array(eventSinks.values)
         messageSinks = [:]
         eventSinks = [:]
+        return {
+            for sink in messages { sink.finish() }
+            for sink in events { sink.finish() }
+        }
     }
 
     private func failWaiters(_ error: MQTTError) {
