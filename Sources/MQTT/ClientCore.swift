@@ -28,7 +28,6 @@ final class ClientCore: @unchecked Sendable {
     let logger: Logger
     private let lock = NSLock()
     private var phase = Phase.idle
-    private var loopRunning = false
     private var connectWaiter: CheckedContinuation<Void, Error>?
     private var connectOutcome: Result<Void, MQTTError>?
     private var waiters: [Int32: Waiter] = [:]
@@ -62,14 +61,15 @@ final class ClientCore: @unchecked Sendable {
         }
     }
 
-    func loopStarted() { lock.withLock { loopRunning = true } }
-
-    /// Returns true (once) if the network thread runs and the caller must stop it.
-    func takeLoopForTeardown() -> Bool {
+    /// A reconnect attempt failed before reaching the broker (the loop tries again later).
+    func onReconnectFailed(_ error: MQTTError) {
         lock.withLock {
-            defer { loopRunning = false }
-            return loopRunning
+            if phase == .connecting {
+                if connectOutcome == nil { connectOutcome = .failure(error) }
+                connectWaiter.take()?.resume(throwing: error)
+            }
         }
+        logger.debug("reconnect attempt failed", metadata: ["mqtt.error": "\(error)"])
     }
 
     func waitForConnack() async throws {

@@ -5,21 +5,24 @@ import Threads
 
 // MARK: Threading rules (MQTTClient)
 //
-// * Each `MQTTClient` owns one libmosquitto handle (`struct mosquitto *`), created in `init`
-//   and destroyed exactly once in `deinit`, after its network thread has stopped.
+// * Each `MQTTClient` owns one libmosquitto handle (`struct mosquitto *`, in libmosquitto's
+//   threaded mode so it locks internally), created in `init` and destroyed exactly once in
+//   `deinit`, after its network thread has ended.
 // * `connect()` calls `mosquitto_connect_async` (which may resolve DNS, i.e. block) on the
-//   shared `MQTTClient.blockingPool`, then `mosquitto_loop_start`: libmosquitto runs one network
-//   thread per client. That thread reads, writes, pings, reconnects (with the configured
-//   delay) and runs every callback below. `disconnect()` sends DISCONNECT, then joins that
-//   thread with `mosquitto_loop_stop` on the blocking pool.
-// * Callbacks never run Swift user code: they only resume continuations and yield into
-//   AsyncStreams under `ClientCore.lock`. Their context is the `ClientCore`, passed as the
-//   `obj` pointer with `Unmanaged.passRetained` and released once in `deinit`, after
-//   `mosquitto_destroy` (the point after which libmosquitto never calls back).
-// * publish/subscribe/unsubscribe call libmosquitto from the calling task (these calls only
-//   queue a packet and wake the network thread; they do not block on I/O). The ack callback can
-//   run before `mosquitto_publish` has returned the message id, so the waiter is registered
+//   shared `MQTTClient.blockingPool`, then starts one network thread per client (`ClientLoop`):
+//   poll(2) on the socket and a wake-up pipe, `mosquitto_loop_read/write/misc`, and
+//   `mosquitto_reconnect_async` after a drop (delay `reconnectDelay`, growing linearly to
+//   `reconnectDelayMax`). We do not use `mosquitto_loop_start`: its select() loop dies silently
+//   once descriptor numbers reach 1024 (see ClientLoop).
+// * Every callback runs on that thread. Callbacks never run user code: they resume
+//   continuations and yield into AsyncStreams under `ClientCore.lock`. Their context is the
+//   `ClientCore`, passed as the `obj` pointer with `Unmanaged.passRetained` and released once in
+//   `deinit`, after `mosquitto_destroy` (after which libmosquitto never calls back).
+// * publish/subscribe/unsubscribe call libmosquitto from the calling task: in threaded mode
+//   these only queue a packet (no I/O), then wake the network thread to write it. The ack can be
+//   handled before `mosquitto_publish` has returned the message id, so the waiter is registered
 //   under `ClientCore.lock`, held across the libmosquitto call; the callback takes the same lock.
+// * `disconnect()` queues DISCONNECT, lets the thread write it, and waits for the thread to end.
 // * For thousands of connections in one process use ``MQTTClientSwarm`` (one thread for all).
 
 /// One MQTT connection (libmosquitto), safe to share between tasks.
@@ -47,10 +50,11 @@ public final class MQTTClient: Sendable {
     let core: ClientCore
     /// The libmosquitto handle. nonisolated(unsafe): the pointer never changes after init;
     /// libmosquitto locks internally for the calls made from several threads (threaded mode),
-    /// and the calls that are not thread-safe (connect_async, loop_start/stop) are serialised
-    /// by `ClientCore.phase` (only one connect() or disconnect() runs at a time).
+    /// and connect_async/reconnect run only while no other connect() or network thread does
+    /// (serialised by `ClientCore.phase` and `ClientLoop`).
     nonisolated(unsafe) let mosq: OpaquePointer
     private let context: Unmanaged<ClientCore>
+    let loop: ClientLoop
 
     public init(configuration: MQTTConfiguration, logger: Logger) throws {
         try MosquittoLibrary.initialize()
@@ -70,6 +74,13 @@ public final class MQTTClient: Sendable {
         self.core = core
         self.context = context
         self.mosq = mosq
+        do {
+            self.loop = try ClientLoop(mosq: mosq, core: core, configuration: configuration)
+        } catch {
+            mosquitto_destroy(mosq)
+            context.release()
+            throw error
+        }
         do {
             try setUp()
         } catch {
@@ -95,9 +106,7 @@ public final class MQTTClient: Sendable {
             }
             try check(rc, "setting the last will")
         }
-        let delay = max(1, wholeSeconds(c.reconnectDelay))
-        let delayMax = max(delay, wholeSeconds(c.reconnectDelayMax))
-        try check(mosquitto_reconnect_delay_set(mosq, UInt32(delay), UInt32(delayMax), false), "setting the reconnect delay")
+        try check(mosquitto_threaded_set(mosq, true), "enabling libmosquitto's thread safety")
 
         mosquitto_connect_with_flags_callback_set(mosq) { mosq, obj, rc, flags in
             ClientCore.from(obj).onConnect(mosq, rc: rc, sessionPresent: flags & 1 != 0)
@@ -125,10 +134,10 @@ public final class MQTTClient: Sendable {
     }
 
     deinit {
-        if core.takeLoopForTeardown() {
+        if loop.isRunning {
             logger.warning("MQTTClient dropped without disconnect(); stopping its network thread")
             mosquitto_disconnect(mosq)
-            mosquitto_loop_stop(mosq, false)
+            loop.stopAndWait()
         }
         core.finishAll()
         mosquitto_destroy(mosq)
@@ -159,9 +168,7 @@ public final class MQTTClient: Sendable {
                 return (rc, errno)
             }
             guard rc.0 == mosqSuccess else { throw MQTTError.status(rc.0, "connect to \(c.host):\(c.port)", savedErrno: rc.1, context: c.context) }
-            let started = mosquitto_loop_start(mosq)
-            guard started == mosqSuccess else { throw MQTTError.status(started, "starting the network thread", context: c.context) }
-            core.loopStarted()
+            loop.start()
             try await withDeadline(c.connectTimeout, "waiting for CONNACK from \(c.host):\(c.port)", context: c.context) { [core] in
                 try await core.waitForConnack()
             }
@@ -183,9 +190,9 @@ public final class MQTTClient: Sendable {
     }
 
     private func stopLoop() async {
-        guard core.takeLoopForTeardown() else { return }
+        guard loop.isRunning else { return }
         mosquitto_disconnect(mosq)
-        _ = try? await Self.blockingPool.run { [self] in _ = mosquitto_loop_stop(mosq, false) }
+        await loop.stop()
     }
 
     // MARK: Publish / subscribe
@@ -208,6 +215,7 @@ public final class MQTTClient: Sendable {
                 mosquitto_publish(mosq, &mid, topic, Int32($0.count), $0.baseAddress, Int32(qos.rawValue), retain)
             }
             guard rc == mosqSuccess else { throw MQTTError.status(rc, "publish", context: c.context.merging(["mqtt.topic": topic]) { a, _ in a }) }
+            loop.wake()
             return mid
         }
     }
@@ -225,6 +233,7 @@ public final class MQTTClient: Sendable {
                 var mid: Int32 = 0
                 let rc = mosquitto_subscribe(mosq, &mid, filter, Int32(qos.rawValue))
                 guard rc == mosqSuccess else { throw MQTTError.status(rc, "subscribe", context: c.context.merging(["mqtt.filter": filter]) { a, _ in a }) }
+                loop.wake()
                 return mid
             }
             let value: MQTTQoS? = if case .granted(let codes) = ack, let first = codes.first { MQTTQoS(rawValue: Int(first)) } else { nil }
@@ -244,6 +253,7 @@ public final class MQTTClient: Sendable {
                 var mid: Int32 = 0
                 let rc = mosquitto_unsubscribe(mosq, &mid, filter)
                 guard rc == mosqSuccess else { throw MQTTError.status(rc, "unsubscribe", context: c.context) }
+                loop.wake()
                 return mid
             }
         }

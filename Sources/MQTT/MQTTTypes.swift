@@ -62,8 +62,8 @@ public struct MQTTConfiguration: Sendable {
     /// PINGREQ interval; the broker drops us (and publishes the will) after 1.5× this.
     public var keepAlive: Duration
     public var will: MQTTWill?
-    /// First delay before a reconnect attempt, growing linearly up to `reconnectDelayMax`.
-    /// libmosquitto counts whole seconds: values are rounded up, minimum 1 s.
+    /// Delay before the first reconnect attempt, growing linearly up to `reconnectDelayMax`.
+    /// The network thread waits this long, times the attempt number, between reconnect attempts.
     public var reconnectDelay: Duration
     public var reconnectDelayMax: Duration
     public var protocolVersion: MQTTProtocolVersion

@@ -39,7 +39,8 @@ struct MQTTClientSwarmTests {
         let topic = uniqueTopic("fanout")
         let prefix = uniqueClientID("swarm")
         let log = DeliveryLog()
-        let count = 300
+        // MQTT_SWARM_TEST_COUNT scales the test up by hand (e.g. 3000); 300 by default.
+        let count = ProcessInfo.processInfo.environment["MQTT_SWARM_TEST_COUNT"].flatMap(Int.init) ?? 300
         let swarm = try MQTTClientSwarm(configuration: MQTTSwarmConfiguration(
             host: broker.host, port: broker.port, count: count, clientID: { "\(prefix)-\($0)" },
             subscriptions: { _ in [(topic, .atLeastOnce)] }, reconnectDelay: .milliseconds(200), maxPendingConnects: 64
