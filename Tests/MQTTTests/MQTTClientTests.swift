@@ -259,3 +259,51 @@ struct MQTTClientTests {
         await client.disconnect()
     }
 }
+
+/// The PID of the mosquitto a ServerProcess started (found by its config path in /proc).
+func pidOf(_ server: ServerProcess) -> Int32? {
+    let needle = server.directory.appendingPathComponent("mosquitto.conf").path
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    for entry in entries {
+        guard let pid = Int32(entry),
+              let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+        let args = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        if args.first?.hasSuffix("mosquitto") == true, args.contains(needle) { return pid }
+    }
+    return nil
+}
+
+@Suite("MQTTClient acknowledgements")
+struct MQTTAckTests {
+    @Test("QoS 1 publish waits for PUBACK: it times out while the broker is frozen, QoS 0 does not wait")
+    func publishWaitsForAck() async throws {
+        let server = try ServerProcess(.mosquitto)
+        defer { server.kill() }
+        let pid = try #require(pidOf(server))
+        let client = try MQTTClient(configuration: MQTTConfiguration(
+            host: server.host, port: server.port, clientID: uniqueClientID("ack"), keepAlive: .seconds(60),
+            connectTimeout: .seconds(10), operationTimeout: .seconds(1)
+        ), logger: testLogger)
+        try await client.connect()
+        let topic = uniqueTopic("ack")
+        try await client.publish(topic, payload: [1], qos: .atLeastOnce)  // broker running: acked
+
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        // QoS 0 completes once written to the socket: no answer needed.
+        try await client.publish(topic, payload: [2], qos: .atMostOnce)
+        let error = await #expect(throws: MQTTError.self) { try await client.publish(topic, payload: [3], qos: .atLeastOnce) }
+        #expect(error?.code == .timeout)
+        let error2 = await #expect(throws: MQTTError.self) { try await client.publish(topic, payload: [4], qos: .exactlyOnce) }
+        #expect(error2?.code == .timeout)
+        kill(pid, SIGCONT)
+        // Once the broker runs again, acks flow again.
+        try await withDeadline(.seconds(30), "publish after SIGCONT") {
+            while true {
+                do { try await client.publish(topic, payload: [5], qos: .atLeastOnce); return }
+                catch let e as MQTTError where e.code == .timeout { continue }
+            }
+        }
+        await client.disconnect()
+    }
+}
