@@ -101,8 +101,8 @@ public final class MQTTClientSwarm: Sendable {
     public let configuration: MQTTSwarmConfiguration
     let shared: SwarmShared
     let logger: Logger
-    /// Handed to the swarm thread by `start()`. nonisolated(unsafe): set in init, taken
-    /// (under `shared`'s lock, via `shared.takeLoop`) exactly once by start.
+    /// The swarm thread's state; handed to that thread by `start()` (at most once, guarded by
+    /// `shared.markStarted()`), never touched by this object afterwards.
     private let loop: SwarmLoop
 
     /// Creates the handles (no connection yet). `onMessage` runs on the swarm thread.

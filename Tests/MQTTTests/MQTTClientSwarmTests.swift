@@ -10,7 +10,7 @@ final class DeliveryLog: @unchecked Sendable {
     private var receivers: [[UInt8]: Set<Int>] = [:]
 
     func record(_ delivery: MQTTSwarmDelivery) {
-        lock.withLock { receivers[delivery.message.payload, default: []].insert(delivery.client) }
+        lock.withLock { _ = receivers[delivery.message.payload, default: []].insert(delivery.client) }
     }
 
     func receivers(of payload: [UInt8]) -> Set<Int> { lock.withLock { receivers[payload] ?? [] } }

@@ -307,3 +307,57 @@ struct MQTTAckTests {
         await client.disconnect()
     }
 }
+
+@Suite("MQTTClient options and lifecycle")
+struct MQTTLifecycleTests {
+    @Test("MQTT 5 connections publish and receive")
+    func mqtt5() async throws {
+        let broker = try sharedBroker()
+        let client = try MQTTClient(configuration: MQTTConfiguration(
+            host: broker.host, port: broker.port, clientID: uniqueClientID("v5"), protocolVersion: .v5
+        ), logger: testLogger)
+        try await client.connect()
+        let topic = uniqueTopic("v5")
+        let message = try await client.withMessages { messages in
+            #expect(try await client.subscribe([(topic, .exactlyOnce)]) == [.exactlyOnce])
+            try await client.publish(topic, payload: [0, 255], qos: .exactlyOnce)
+            return try await next(1, of: messages)[0]
+        }
+        #expect(message.payload == [0, 255])
+        #expect(message.qos == .exactlyOnce)
+        await client.disconnect()
+    }
+
+    @Test("bad configuration is refused in init")
+    func badConfiguration() {
+        for configuration in [
+            MQTTConfiguration(host: "", port: 1883, clientID: "x"),
+            MQTTConfiguration(host: "127.0.0.1", port: 0, clientID: "x"),
+            MQTTConfiguration(host: "127.0.0.1", port: 1883, clientID: "", cleanSession: false),
+            MQTTConfiguration(host: "127.0.0.1", port: 1883, clientID: "x", will: MQTTWill(topic: "a/#", payload: [])),
+            MQTTConfiguration(host: "127.0.0.1", port: 1883, clientID: "x", keepAlive: .seconds(1)),
+        ] {
+            #expect(throws: MQTTError.self) { _ = try MQTTClient(configuration: configuration, logger: testLogger) }
+        }
+    }
+
+    @Test("a connected client dropped without disconnect() stops its thread and leaves cleanly (no will)")
+    func dropWithoutDisconnect() async throws {
+        let broker = try sharedBroker()
+        let willTopic = uniqueTopic("will")
+        let watcher = try await connectedClient(broker)
+        let before = taskCount()
+        let first = try await watcher.withMessages { messages in
+            try await watcher.subscribe([(willTopic, .atLeastOnce)])
+            do {
+                let dropped = try await connectedClient(broker, will: MQTTWill(topic: willTopic, payload: Array("offline".utf8)))
+                #expect(dropped.isConnected)
+            }  // released here: deinit sends DISCONNECT, joins the thread, destroys the handle
+            try await watcher.publish(willTopic, payload: Array("marker".utf8), qos: .atLeastOnce)
+            return try await next(1, of: messages)[0]
+        }
+        #expect(first.payload == Array("marker".utf8))
+        #expect(taskCount() <= before + 2)
+        await watcher.disconnect()
+    }
+}
