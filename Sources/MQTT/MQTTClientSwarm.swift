@@ -189,6 +189,12 @@ public final class MQTTClientSwarm: Sendable {
             shared.requestShutdown(continuation)
         }
     }
+
+    /// Without `shutdown()`, the swarm thread is asked to disconnect and free everything on its
+    /// own (nothing waits for it); a swarm never started frees its handles in SwarmLoop.deinit.
+    deinit {
+        shared.requestShutdown(nil)
+    }
 }
 
 enum SwarmCommand: Sendable {
@@ -247,17 +253,22 @@ final class SwarmShared: @unchecked Sendable {
         }
     }
 
-    func requestShutdown(_ continuation: CheckedContinuation<Void, Never>) {
+    func requestShutdown(_ continuation: CheckedContinuation<Void, Never>?) {
         lock.withLock {
             if stopped || !started {
-                stopped = true
-                continuation.resume()
+                if !started { started = true; stopped = true; closePipe() }
+                continuation?.resume()
                 return
             }
             shutdownRequested = true
-            shutdownWaiters.append(continuation)
+            if let continuation { shutdownWaiters.append(continuation) }
             wake()
         }
+    }
+
+    private func closePipe() {
+        close(wakeRead)
+        close(wakeWrite)
     }
 
     /// Called by the swarm thread as its last act.
@@ -267,8 +278,7 @@ final class SwarmShared: @unchecked Sendable {
             defer { shutdownWaiters = [] }
             return shutdownWaiters
         }
-        close(wakeRead)
-        close(wakeWrite)
+        closePipe()
         for waiter in waiters { waiter.resume() }
     }
 
@@ -278,12 +288,6 @@ final class SwarmShared: @unchecked Sendable {
         _ = write(wakeWrite, &byte, 1)
     }
 
-    deinit {
-        if !started {
-            close(wakeRead)
-            close(wakeWrite)
-        }
-    }
 }
 
 /// One client of the swarm: the callback context of its handle. Swarm thread only.
@@ -554,6 +558,8 @@ final class SwarmLoop: @unchecked Sendable {
             if fd >= 0 { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
         }
     }
+
+    deinit { destroyAll() }
 
     private func destroyAll() {
         for slot in slots {

@@ -52,8 +52,9 @@ struct MQTTClientSwarmTests {
         try await swarm.waitUntilReady(timeout: .seconds(120))
         let threadsAfter = taskCount()
         #expect(swarm.status.connected == count)
-        // One swarm thread (plus perhaps a cooperative-pool thread), never one per client.
-        #expect(threadsAfter - threadsBefore < 10, "threads grew from \(threadsBefore) to \(threadsAfter)")
+        // One swarm thread, never one per client. The bound leaves room for threads that tests
+        // running in parallel in this process start meanwhile.
+        #expect(threadsAfter - threadsBefore < count / 3, "threads grew from \(threadsBefore) to \(threadsAfter)")
 
         let first: [UInt8] = Array("photo-1".utf8)
         let start = ContinuousClock.now
