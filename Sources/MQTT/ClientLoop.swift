@@ -14,11 +14,10 @@ final class ClientLoop: @unchecked Sendable {
     let mosq: OpaquePointer
     let core: ClientCore
     let configuration: MQTTConfiguration
-    private let lock = NSLock()
+    private let lock = NSCondition()
     private var stopRequested = false
     private var running = false
     private var exitWaiters: [CheckedContinuation<Void, Never>] = []
-    private let exited = DispatchSemaphore(value: 0)
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
@@ -83,7 +82,9 @@ final class ClientLoop: @unchecked Sendable {
         }
         guard wasRunning else { return }
         wake()
-        exited.wait()
+        lock.withLock {
+            while running { lock.wait() }
+        }
     }
 
     private func run() {
@@ -135,10 +136,10 @@ final class ClientLoop: @unchecked Sendable {
         }
         let waiters = lock.withLock {
             running = false
+            lock.broadcast()
             defer { exitWaiters = [] }
             return exitWaiters
         }
-        exited.signal()
         for waiter in waiters { waiter.resume() }
     }
 
