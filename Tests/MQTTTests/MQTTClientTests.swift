@@ -359,3 +359,33 @@ struct MQTTLifecycleTests {
         await watcher.disconnect()
     }
 }
+
+@Suite("MQTTClient refused connections")
+struct MQTTRefusedTests {
+    @Test("a broker that refuses the client (not authorised) fails connect() with .connectionRefused")
+    func refused() async throws {
+        let port = try freeTCPPort()
+        let dir = try TestServers.scratchDirectory("mosquitto-noauth")
+        let conf = dir.appendingPathComponent("mosquitto.conf")
+        try "listener \(port) 127.0.0.1\nallow_anonymous false\nlog_dest none\n".write(to: conf, atomically: true, encoding: .utf8)
+        let broker = Process()
+        broker.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        broker.arguments = ["mosquitto", "-c", conf.path]
+        try broker.run()
+        defer {
+            // SIGKILL: a child started from a test thread inherits a blocked SIGTERM.
+            kill(broker.processIdentifier, SIGKILL)
+            broker.waitUntilExit()
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !tcpPortAcceptsConnections(port) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+
+        let client = try makeClient(host: "127.0.0.1", port: port, connectTimeout: .seconds(5))
+        let start = ContinuousClock.now
+        let error = await #expect(throws: MQTTError.self) { try await client.connect() }
+        #expect(error?.code == .connectionRefused)
+        #expect(error?.message.contains("authori") == true)
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(!client.isConnected)
+    }
+}
