@@ -60,6 +60,14 @@ public final class ServerProcess: @unchecked Sendable {
         let handle = try FileHandle(forWritingTo: log)
         p.standardOutput = handle
         p.standardError = handle
+        // A child inherits the spawning thread's signal mask; test threads may block SIGTERM,
+        // and a server that ignores SIGTERM cannot be stopped gracefully. Unblock it for the spawn.
+        var termSignals = sigset_t(), previous = sigset_t()
+        sigemptyset(&termSignals)
+        sigaddset(&termSignals, SIGTERM)
+        sigaddset(&termSignals, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &termSignals, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
         try p.run()
         lock.withLock { process = p }
         let deadline = Date().addingTimeInterval(10)
@@ -73,18 +81,30 @@ public final class ServerProcess: @unchecked Sendable {
         throw CommandFailed(command: "\(kind) on port \(port)", status: p.isRunning ? -1 : p.terminationStatus, output: output)
     }
 
-    /// Stops the server gracefully (SIGTERM) and waits for it to exit.
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit; a server still running
+    /// after 10 seconds is killed.
     public func stop() { signal(SIGTERM) }
 
     /// Kills the server (SIGKILL), as a crash would.
     public func kill() { signal(SIGKILL) }
 
+    /// Freezes the server (SIGSTOP) without closing its sockets; `resume()` continues it.
+    public func pause() { send(SIGSTOP) }
+    public func resume() { send(SIGCONT) }
+
+    private func send(_ sig: Int32) {
+        if let p = lock.withLock({ process }), p.isRunning { Glibc.kill(p.processIdentifier, sig) }
+    }
+
     private func signal(_ sig: Int32) {
         guard let p = lock.withLock({ () -> Process? in let p = process; process = nil; return p }) else { return }
-        if p.isRunning {
-            Glibc.kill(p.processIdentifier, sig)
-            p.waitUntilExit()
-        }
+        guard p.isRunning else { return }
+        Glibc.kill(p.processIdentifier, SIGCONT)
+        Glibc.kill(p.processIdentifier, sig)
+        let deadline = Date().addingTimeInterval(10)
+        while p.isRunning && Date() < deadline { usleep(10_000) }
+        if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL) }
+        p.waitUntilExit()
     }
 
     deinit { stop() }
