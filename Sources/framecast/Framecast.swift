@@ -6,6 +6,9 @@ import Postgres
 import ServiceKit
 import ServiceLifecycle
 import StorageService
+import Gateway
+import Metrics
+import Prometheus
 import Imaging
 
 @main
@@ -14,7 +17,7 @@ struct Framecast: AsyncParsableCommand {
         commandName: "framecast",
         abstract: "Family photos from a phone to smart photo frames, live.",
         version: FramecastVersion.current,
-        subcommands: [All.self, Storage.self, Migrate.self, Ping.self],
+        subcommands: [All.self, GatewayRole.self, Storage.self, Migrate.self, Ping.self],
         defaultSubcommand: All.self)
 }
 
@@ -62,13 +65,61 @@ struct All: AsyncParsableCommand {
 
     @OptionGroup var options: CommonOptions
     @OptionGroup var storage: StorageOptions
+    @OptionGroup var gateway: GatewayOptions
 
     func run() async throws {
         try await runRoles(options) { runtime in
-            try await storage.makeServices(runtime)
+            try await storage.makeServices(runtime) + gateway.makeServices(runtime, blobDir: storage.blobDir)
         }
     }
 }
+
+/// The HTTP gateway alone.
+struct GatewayRole: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gateway", abstract: "Run the HTTP gateway.")
+    @OptionGroup var options: CommonOptions
+    @OptionGroup var gateway: GatewayOptions
+
+    @Option(help: "Blob store directory shared with the services (env FRAMECAST_BLOB_DIR).")
+    var blobDir: String = env("FRAMECAST_BLOB_DIR") ?? ".run/blobs"
+
+    func run() async throws {
+        try await runRoles(options) { runtime in try await gateway.makeServices(runtime, blobDir: blobDir) }
+    }
+}
+
+struct GatewayOptions: ParsableArguments {
+    @Option(help: "Address the gateway listens on (env FRAMECAST_HTTP_HOST).")
+    var httpHost: String = env("FRAMECAST_HTTP_HOST") ?? "127.0.0.1"
+
+    @Option(help: "Port the gateway listens on (env FRAMECAST_HTTP_PORT).")
+    var httpPort: Int = env("FRAMECAST_HTTP_PORT").flatMap(Int.init) ?? 8080
+
+    @Option(help: "URL phones and frames reach the gateway at (env FRAMECAST_PUBLIC_URL; default http://HOST:PORT).")
+    var publicURL: String? = env("FRAMECAST_PUBLIC_URL")
+
+    @Option(help: "Largest photo accepted, in bytes (env FRAMECAST_MAX_UPLOAD_BYTES).")
+    var maxUploadBytes: Int = env("FRAMECAST_MAX_UPLOAD_BYTES").flatMap(Int.init) ?? 50 * 1024 * 1024
+
+    func makeServices(_ runtime: ServiceRuntime, blobDir: String) async throws -> [any Service] {
+        try FileManager.default.createDirectory(atPath: blobDir, withIntermediateDirectories: true)
+        var configuration = GatewayConfiguration(blobRoot: blobDir)
+        configuration.host = httpHost
+        configuration.port = httpPort
+        configuration.publicURL = publicURL ?? "http://\(httpHost):\(httpPort)"
+        configuration.maxUploadBytes = maxUploadBytes
+        let gateway = try Gateway(configuration: configuration, runtime: runtime, registry: metricsRegistry)
+        try await gateway.migrate()
+        return [gateway.application()]
+    }
+}
+
+/// The process's Prometheus registry: swift-metrics reports into it, `/metrics` renders it.
+let metricsRegistry: PrometheusCollectorRegistry = {
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    return registry
+}()
 
 /// The storage service alone.
 struct Storage: AsyncParsableCommand {
@@ -127,7 +178,9 @@ struct Migrate: AsyncParsableCommand {
     func run() async throws {
         let logger = options.bootstrapLogging()
         let postgres = PostgresPool(configuration: options.postgresConfiguration, logger: logger)
-        let schemas: [(String, [Migration])] = [(StorageService.schema, StorageService.migrations)]
+        let schemas: [(String, [Migration])] = [
+            (StorageService.schema, StorageService.migrations), (Accounts.schema, Accounts.migrations),
+        ]
         for (schema, migrations) in schemas {
             let applied = try await Migrations.apply(schema: schema, Outbox.migrations(schema: schema) + migrations,
                                                      on: postgres, logger: logger)
