@@ -42,8 +42,10 @@ import Threads
 /// (see ``connectionEvents``); subscriptions are re-sent when the broker did not keep the
 /// session. Call ``disconnect()`` before dropping the last reference.
 public final class MQTTClient: Sendable {
-    /// Threads for the few blocking libmosquitto calls (DNS in connect, joining the network thread).
-    static let blockingPool = BlockingPool(name: "mqtt-blocking", threadCount: 2)
+    /// Threads for the few blocking libmosquitto calls (DNS in connect, joining the network
+    /// thread). Shared by every client of the process, so sized for one slow call (a broker
+    /// that stopped answering) not to hold up another client's connect.
+    static let blockingPool = BlockingPool(name: "mqtt-blocking", threadCount: 16)
 
     public let configuration: MQTTConfiguration
     let logger: Logger

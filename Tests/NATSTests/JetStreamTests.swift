@@ -140,15 +140,17 @@ import NATS
             let consumer = try await js.pullConsumer(stream: config.name, durable: "wait",
                                                      configuration: ConsumerConfiguration(ackWait: .seconds(1)))
             defer { consumer.close() }
-            let first = try #require(try await consumer.fetch(batch: 1, expires: .seconds(5)).first)
+            // Timed from before the first fetch: the server delivered it after `start`, so the
+            // redelivery comes at least ackWait after `start`, however late this task resumes.
             let clock = ContinuousClock()
             let start = clock.now
+            let first = try #require(try await consumer.fetch(batch: 1, expires: .seconds(5)).first)
             var again: JetStreamMessage?
             while again == nil && clock.now - start < .seconds(15) {
                 again = try await consumer.fetch(batch: 1, expires: .milliseconds(500)).first
             }
             let redelivered = try #require(again)
-            #expect(clock.now - start >= .milliseconds(800))
+            #expect(clock.now - start >= .milliseconds(950))
             #expect(redelivered.deliveryCount == 2)
             #expect(redelivered.streamSequence == first.streamSequence)
             try await redelivered.inProgress()
