@@ -51,7 +51,7 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(Body(error: .init(code: code, message: message)))
         var headers = self.headers
         headers[.contentType] = "application/json; charset=utf-8"

@@ -179,7 +179,7 @@ public final class Gateway: Sendable {
         }
         let ready = checks.values.allSatisfy { $0 == "ok" }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let body = try encoder.encode(HealthResponse(status: ready ? "ready" : "not_ready", checks: checks))
         return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(bytes: body)))

@@ -178,12 +178,13 @@ struct Migrate: AsyncParsableCommand {
     func run() async throws {
         let logger = options.bootstrapLogging()
         let postgres = PostgresPool(configuration: options.postgresConfiguration, logger: logger)
+        // Services get ServiceKit's outbox tables first; the gateway has no events.
         let schemas: [(String, [Migration])] = [
-            (StorageService.schema, StorageService.migrations), (Accounts.schema, Accounts.migrations),
+            (StorageService.schema, Outbox.migrations(schema: StorageService.schema) + StorageService.migrations),
+            (Accounts.schema, Accounts.migrations),
         ]
         for (schema, migrations) in schemas {
-            let applied = try await Migrations.apply(schema: schema, Outbox.migrations(schema: schema) + migrations,
-                                                     on: postgres, logger: logger)
+            let applied = try await Migrations.apply(schema: schema, migrations, on: postgres, logger: logger)
             logger.info("migrated", metadata: ["db.schema": "\(schema)", "migrations.applied": "\(applied)"])
         }
         await postgres.close()

@@ -156,6 +156,14 @@ stop_servers() {
     if [ -n "${extra:-}" ] && [ -d "$extra" ] && [ "${FRAMECAST_KEEP_DATA:-0}" != 1 ]; then rm -rf "$extra"; fi
   done
   rm -f "$PIDS_FILE"
+  # Servers that tests started themselves keep their data under this run's folder; one left
+  # running by a crashed test is ours too (its command line names our unique folder).
+  if [ -n "${FRAMECAST_RUN_DIR:-}" ]; then
+    local stray
+    for stray in $(pgrep -f -- "$FRAMECAST_RUN_DIR/" 2>/dev/null); do
+      [ "$stray" = "$$" ] || kill -KILL "$stray" 2>/dev/null
+    done
+  fi
 }
 
 # Creates the run folder and arranges for stop_servers on exit.
