@@ -33,7 +33,7 @@ internal import CVipsShim
 public final class Imaging: Sendable {
     public let limits: ImagingLimits
     private let pool: BlockingPool
-    private let logger: Logger
+    let logger: Logger
     /// Numbers for pool threads that lost their name (see `nameThisThread`).
 
     /// Starts a pool of `threads` threads for libvips work (default: one per core).
@@ -189,7 +189,7 @@ public final class Imaging: Sendable {
 
     // MARK: Implementation (pool threads only)
 
-    private func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         if let failure = vipsStartupFailure {
             throw ImagingError(.unavailable, "libvips did not start: \(failure)")
         }
@@ -205,12 +205,12 @@ public final class Imaging: Sendable {
 
     /// Gives libvips a pointer to `bytes` that stays valid for the whole of `body` (libvips
     /// reads the input lazily and does not copy it).
-    private static func withInput<T>(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
+    static func withInput<T>(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
         guard !bytes.isEmpty else { throw ImagingError(.unsupportedFormat, "empty input") }
         return try bytes.withUnsafeBytes(body)
     }
 
-    private static func readFile(_ path: String, limits: ImagingLimits) throws -> [UInt8] {
+    static func readFile(_ path: String, limits: ImagingLimits) throws -> [UInt8] {
         let attributes: [FileAttributeKey: Any]
         do {
             attributes = try FileManager.default.attributesOfItem(atPath: path)
@@ -241,10 +241,13 @@ public final class Imaging: Sendable {
         var header: ImageHeader
         /// An embedded ICC profile or CMYK: transform to sRGB while decoding.
         var needsColourTransform: Bool
+        /// The ``Exif/fieldNames`` the header carries (raw libvips strings), when asked for.
+        var exif: [String: String] = [:]
     }
 
     /// Detects the format from the bytes, reads the header (no pixels) and applies the limits.
-    static func readHeader(_ input: UnsafeRawBufferPointer, limits: ImagingLimits) throws -> Probed {
+    static func readHeader(_ input: UnsafeRawBufferPointer, limits: ImagingLimits,
+                           collectingExif: Bool = false) throws -> Probed {
         guard input.count <= limits.maxBytes else {
             throw ImagingError(.tooLarge, "the image has \(input.count) bytes, more than \(limits.maxBytes)")
         }
@@ -272,7 +275,8 @@ public final class Imaging: Sendable {
             throw ImagingError(.tooLarge, "the image declares \(header.width)x\(header.height) pixels, more than \(limits.maxPixels)",
                                context: ["imaging.format": format.rawValue])
         }
-        return Probed(header: header, needsColourTransform: image.hasICCProfile || image.isCMYK)
+        return Probed(header: header, needsColourTransform: image.hasICCProfile || image.isCMYK,
+                      exif: collectingExif ? image.strings(Exif.fieldNames) : [:])
     }
 
     static func thumbnail(_ input: UnsafeRawBufferPointer, width: Int, height: Int, size: VipsSize,
@@ -429,7 +433,7 @@ public final class Imaging: Sendable {
 }
 
 extension Duration {
-    fileprivate var milliseconds: Int64 {
+    var milliseconds: Int64 {
         let (seconds, attoseconds) = components
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
