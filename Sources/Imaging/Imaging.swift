@@ -24,6 +24,7 @@ internal import CVipsShim
 /// * Memory: a running render holds its input bytes, one decoded intermediate (8-bit sRGB,
 ///   3–4 bytes a pixel, at most the declared size; twice that for a moment while an EXIF
 ///   rotation is applied) and one version at a time; at most `threads` renders run at once.
+///   An analysis holds its input bytes and one thumbnail of at most 256×256.
 /// * libvips prints its warnings (e.g. "error in tile" before a truncation error) through
 ///   GLib to stderr; errors reach the caller as ``ImagingError``.
 /// * Inputs over ``ImagingLimits`` (bytes, or the header's width × height) are refused with
