@@ -123,6 +123,15 @@ func utc(_ year: Int, _ month: Int, _ day: Int, _ hour: Int, _ minute: Int, _ se
         // The rest of the EXIF survived the rewrite.
         #expect(analysis.cameraModel == "Canon EOS 70D")
         #expect(analysis.takenAt == utc(2015, 10, 29, 15, 44, 44))
+
+        // Below sea level: GPSAltitudeRef (a BYTE) 1. libvips 8.14 cannot write a BYTE
+        // from a string (it writes the entry as 0, "Sea level"), so the byte is patched.
+        var below = fields
+        below["exif-ifd3-GPSAltitudeRef"] = "1"
+        let belowBytes = try #require(patchExifEntry(try await imaging.withExifStrings(photo("FallenLeaf"), below),
+                                                     tag: 0x0005, type: 1, from: 0, to: 1))
+        let belowSea = try await imaging.analyze(belowBytes)
+        #expect(belowSea.location?.altitude == -29)
     }
 
     // libvips writes these strings into the saved EXIF as given (checked with vipsheader -a).
@@ -167,20 +176,9 @@ func utc(_ year: Int, _ month: Int, _ day: Int, _ hour: Int, _ minute: Int, _ se
         #expect(sidewaysDistance >= 16, "distance \(sidewaysDistance)")
     }
 
-    /// Rewrites the EXIF Orientation entry (tag 0x0112, SHORT, count 1) of a JPEG in place.
+    /// Rewrites the EXIF Orientation entry (tag 0x0112, SHORT) of a JPEG in place.
     func patchOrientation(_ jpeg: [UInt8], from: UInt8, to: UInt8) -> [UInt8]? {
-        let bigEndian: [UInt8] = [0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, from]
-        let littleEndian: [UInt8] = [0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, from, 0x00]
-        for (pattern, offset) in [(bigEndian, 9), (littleEndian, 8)] {
-            let limit = min(jpeg.count, 70_000) - pattern.count
-            guard limit > 0 else { continue }
-            for i in 0..<limit where jpeg[i] == pattern[0] && Array(jpeg[i..<(i + pattern.count)]) == pattern {
-                var patched = jpeg
-                patched[i + offset] = to
-                return patched
-            }
-        }
-        return nil
+        patchExifEntry(jpeg, tag: 0x0112, type: 3, from: from, to: to)
     }
 
     @Test(arguments: Photos.plasmaNames)
@@ -299,4 +297,38 @@ func utc(_ year: Int, _ month: Int, _ day: Int, _ hour: Int, _ minute: Int, _ se
         #expect(records.allSatisfy { $0["imaging.decoded"] == "256x160" })
         print(records.map { "decode \($0["imaging.decode_ms"] ?? "?") ms, colours \($0["imaging.colours_ms"] ?? "?") ms, hash \($0["imaging.hash_ms"] ?? "?") ms" }.joined(separator: "\n"))
     }
+}
+
+/// Rewrites the one-component value of an IFD entry (`tag`, `type` 1 BYTE or 3 SHORT,
+/// count 1) inside the JPEG's EXIF APP1 segment, in either byte order; nil when not found.
+func patchExifEntry(_ jpeg: [UInt8], tag: UInt16, type: UInt16, from: UInt8, to: UInt8) -> [UInt8]? {
+    // Find the APP1 "Exif\0\0" segment: markers FF xx with a big-endian length.
+    var i = 2
+    var segment: Range<Int>?
+    while i + 4 <= jpeg.count, jpeg[i] == 0xFF {
+        let length = Int(jpeg[i + 2]) << 8 | Int(jpeg[i + 3])
+        if jpeg[i + 1] == 0xE1, i + 10 <= jpeg.count, Array(jpeg[(i + 4)..<(i + 10)]) == Array("Exif\0\0".utf8) {
+            segment = (i + 4)..<min(jpeg.count, i + 2 + length)
+            break
+        }
+        i += 2 + length
+    }
+    guard let segment else { return nil }
+    let t = [UInt8(tag >> 8), UInt8(tag & 0xFF)], k = [UInt8(type >> 8), UInt8(type & 0xFF)]
+    // BYTE values sit in the first byte of the value field; SHORT in the first two.
+    let bigValue: [UInt8] = type == 1 ? [from] : [0, from]
+    let big = t + k + [0, 0, 0, 1] + bigValue
+    let little = [t[1], t[0], k[1], k[0], 1, 0, 0, 0, from]
+    for (pattern, offset) in [(big, big.count - 1), (little, 8)] {
+        var j = segment.lowerBound
+        while j + pattern.count <= segment.upperBound {
+            if Array(jpeg[j..<(j + pattern.count)]) == pattern {
+                var patched = jpeg
+                patched[j + offset] = to
+                return patched
+            }
+            j += 1
+        }
+    }
+    return nil
 }
