@@ -124,7 +124,8 @@ extension Imaging {
 
     /// A JPEG of `bytes` (pixels and metadata kept) with the given libvips metadata strings
     /// set first, e.g. `"exif-ifd3-GPSLatitude": "33/1 52/1 0/1"`: libvips writes
-    /// `exif-ifdN-…` fields into the saved EXIF. For tests of EXIF parsing.
+    /// `exif-ifdN-…` fields into the saved EXIF (ASCII and rationals as given; libvips 8.14
+    /// writes a BYTE field such as GPSAltitudeRef as 0 whatever the string). For tests.
     func withExifStrings(_ bytes: [UInt8], _ fields: [String: String], quality: Int = 90) async throws -> [UInt8] {
         let limits = self.limits
         return try await run {
