@@ -1,12 +1,13 @@
 import Foundation
+import Logging
 internal import CVips
 internal import CVipsShim
 
-/// A place on Earth, from EXIF GPS.
+/// A GPS position from EXIF, in degrees (WGS-84 as cameras write it): south and west are
+/// negative. `altitude` is metres above sea level (negative below), nil when absent.
 public struct GeoLocation: Sendable, Equatable {
     public var latitude: Double
     public var longitude: Double
-    /// Metres above sea level (negative below), when the photo records it.
     public var altitude: Double?
 
     public init(latitude: Double, longitude: Double, altitude: Double? = nil) {
@@ -16,12 +17,12 @@ public struct GeoLocation: Sendable, Equatable {
     }
 }
 
-/// A colour that covers part of a photo.
+/// One dominant colour of an image (8-bit sRGB) and the fraction of pixels it stands for.
 public struct RGBColor: Sendable, Equatable, Hashable {
     public var red: UInt8
     public var green: UInt8
     public var blue: UInt8
-    /// The fraction of the photo's pixels closest to this colour, 0...1.
+    /// The fraction of the image's pixels nearest to this colour, 0...1.
     public var share: Double
 
     public init(red: UInt8, green: UInt8, blue: UInt8, share: Double) {
@@ -31,288 +32,150 @@ public struct RGBColor: Sendable, Equatable, Hashable {
         self.share = share
     }
 
-    /// `#rrggbb`.
+    /// `#rrggbb`, lower case.
     public var hex: String {
-        "#" + [red, green, blue].map { String(format: "%02x", $0) }.joined()
+        func byte(_ value: UInt8) -> String {
+            let digits = Array("0123456789abcdef")
+            return String([digits[Int(value >> 4)], digits[Int(value & 0xF)]])
+        }
+        return "#" + byte(red) + byte(green) + byte(blue)
     }
 }
 
-/// What the storage service records about a photo: its header, EXIF facts, colours and a
-/// perceptual hash. Fields a photo does not carry are nil, never guessed.
+/// What ``Imaging/analyze(_:)`` computes of one photo: header, upright size, EXIF facts
+/// and pixel statistics. Fields the image does not carry (or carries as garbage) are nil;
+/// they never fail the analysis.
 public struct ImageAnalysis: Sendable, Equatable {
+    /// Format, size as stored, EXIF orientation, alpha, pages.
     public var header: ImageHeader
-    /// Upright size (after EXIF orientation).
+    /// The width as displayed, after the EXIF orientation (``ImageHeader/uprightWidth``).
     public var width: Int
+    /// The height as displayed, after the EXIF orientation.
     public var height: Int
-    /// EXIF DateTimeOriginal (else DateTimeDigitized, else DateTime). With OffsetTimeOriginal
-    /// (or OffsetTime) the local time is converted with it; without an offset it is read as UTC.
+    /// When the photo was taken: EXIF DateTimeOriginal, else DateTimeDigitized, else IFD0
+    /// DateTime (the first that is a valid date), at the UTC offset of its matching
+    /// OffsetTime… field (`±HH:MM`). EXIF times carry no zone of their own, so without an
+    /// offset the wall-clock time is interpreted as UTC. Whole seconds (SubSec… ignored).
     public var takenAt: Date?
+    /// EXIF Make, trimmed; nil when absent or empty.
     public var cameraMake: String?
+    /// EXIF Model, trimmed; nil when absent or empty.
     public var cameraModel: String?
+    /// EXIF GPS position (degrees/minutes/seconds rationals signed by N/S/E/W); nil when
+    /// absent, malformed, out of range, or 0/0 without references.
     public var location: GeoLocation?
-    /// Up to 3 distinct colours, most dominant first.
+    /// Up to 3 distinct colours (RGB distance ≥ 40 apart), most dominant first, from a 64×64
+    /// thumbnail of the upright image; shares sum to at most 1. A solid image has one.
     public var dominantColors: [RGBColor]
-    /// DCT perceptual hash of the upright image: similar photos differ in few bits
-    /// (see ``Imaging/hammingDistance(_:_:)``).
+    /// 64-bit pHash of the upright image (see ``Imaging/analyze(_:)``); compare with
+    /// ``Imaging/hammingDistance(_:_:)``.
     public var perceptualHash: UInt64
+
+    public init(header: ImageHeader, width: Int, height: Int, takenAt: Date? = nil,
+                cameraMake: String? = nil, cameraModel: String? = nil, location: GeoLocation? = nil,
+                dominantColors: [RGBColor] = [], perceptualHash: UInt64 = 0) {
+        self.header = header
+        self.width = width
+        self.height = height
+        self.takenAt = takenAt
+        self.cameraMake = cameraMake
+        self.cameraModel = cameraModel
+        self.location = location
+        self.dominantColors = dominantColors
+        self.perceptualHash = perceptualHash
+    }
 }
 
 extension Imaging {
-    /// Analyses a photo: header and EXIF without decoding pixels, then ONE small
-    /// shrink-on-load decode (64×64, upright, sRGB) for the colours and the hash. Throws what
-    /// ``probe(_:)`` throws, and `corrupt` for a damaged image.
+    /// The side of the one decode ``analyze(_:)`` makes (shrink-on-load to fit this box).
+    static let analysisSide = 256
+
+    /// Analyses a photo with ONE decode: the header (limits applied first, EXIF read from
+    /// it without decoding pixels), then a thumbnail fitting 256×256 decoded with
+    /// shrink-on-load, turned upright, 8-bit sRGB, alpha on white. From that thumbnail:
+    /// * dominant colours from a 64×64 resize (median cut + k-means, see ``ImageAnalysis``);
+    /// * the perceptual hash from a 32×32 resize (aspect ignored): Rec. 601 grayscale, 2-D
+    ///   DCT, top-left 8×8 coefficients, bit `63 − (8u + v)` set when coefficient (u, v) is
+    ///   above the median of the 63 non-DC ones. Re-encoded or resized copies of a photo
+    ///   differ by a few bits; different photos by ~32.
+    ///
+    /// Throws like ``render(_:versions:)``: `tooLarge` (before decoding), `unsupportedFormat`,
+    /// `corrupt` (also a truncated image). EXIF problems never throw.
     public func analyze(_ bytes: [UInt8]) async throws -> ImageAnalysis {
         let limits = self.limits
-        return try await run { try Self.withInput(bytes) { try Self.analyzeInput($0, limits: limits) } }
+        let logger = self.logger
+        return try await run { try Self.withInput(bytes) { try Self.analyzeImage($0, limits: limits, logger: logger) } }
     }
 
-    /// ``analyze(_:)`` of a file's contents.
+    /// ``analyze(_:)`` of a file's contents (read with a size check).
     public func analyzeFile(_ path: String) async throws -> ImageAnalysis {
         let limits = self.limits
+        let logger = self.logger
         return try await run {
             let bytes = try Self.readFile(path, limits: limits)
-            return try Self.withInput(bytes) { try Self.analyzeInput($0, limits: limits) }
+            return try Self.withInput(bytes) { try Self.analyzeImage($0, limits: limits, logger: logger) }
         }
     }
 
-    /// The number of bits in which two perceptual hashes differ (0 = alike, 64 = opposite).
-    public static func hammingDistance(_ a: UInt64, _ b: UInt64) -> Int { (a ^ b).nonzeroBitCount }
+    /// The number of bits in which two perceptual hashes differ, 0...64.
+    public static func hammingDistance(_ a: UInt64, _ b: UInt64) -> Int {
+        (a ^ b).nonzeroBitCount
+    }
 
-    static let analysisSide = 64
+    /// A JPEG of `bytes` (pixels and metadata kept) with the given libvips metadata strings
+    /// set first, e.g. `"exif-ifd3-GPSLatitude": "33/1 52/1 0/1"`: libvips writes
+    /// `exif-ifdN-…` fields into the saved EXIF (ASCII and rationals as given; libvips 8.14
+    /// writes a BYTE field such as GPSAltitudeRef as 0 whatever the string). For tests.
+    func withExifStrings(_ bytes: [UInt8], _ fields: [String: String], quality: Int = 90) async throws -> [UInt8] {
+        let limits = self.limits
+        return try await run {
+            try Self.withInput(bytes) { input in
+                _ = try Self.readHeader(input, limits: limits)
+                let image = try Self.loadWhole(input).apply(.processingFailed, "copying") { fc_copy($0, $1) }
+                for (name, value) in fields.sorted(by: { $0.key < $1.key }) {
+                    vips_image_set_string(image.pointer, name, value)
+                }
+                return try Self.encode(image, as: .jpeg(quality: quality, progressive: false), strip: false)
+            }
+        }
+    }
 
-    static func analyzeInput(_ input: UnsafeRawBufferPointer, limits: ImagingLimits) throws -> ImageAnalysis {
-        let probed = try readHeader(input, limits: limits)
-        let exif = try readEXIF(input)
-        let pixels = try decodePixels(input, probed: probed, width: analysisSide, height: analysisSide)
+    // MARK: Implementation (pool threads only)
+
+    static func analyzeImage(_ input: UnsafeRawBufferPointer, limits: ImagingLimits, logger: Logger) throws -> ImageAnalysis {
+        let start = ContinuousClock.now
+        let probed = try readHeader(input, limits: limits, collectingExif: true)
         let header = probed.header
+        let side = analysisSide
+        let small = try thumbnail(input, width: side, height: side, size: VIPS_SIZE_DOWN,
+                                  exportSRGB: probed.needsColourTransform)
+            .srgb8().flattenedOnWhite()
+            .materialised()  // the one decode; a truncated input fails here
+        let colourPixels = try small.resized(width: 64, height: 64).pixelBytes()
+        let hashPixels = try small.resized(width: PixelStatistics.hashSide, height: PixelStatistics.hashSide).pixelBytes()
+        guard small.bands == 3, colourPixels.count == 64 * 64 * 3,
+              hashPixels.count == PixelStatistics.hashSide * PixelStatistics.hashSide * 3 else {
+            throw ImagingError(.processingFailed, "the analysis thumbnail has \(small.bands) bands")
+        }
+        let decoded = ContinuousClock.now
+        let exif = probed.exif
+        let colours = PixelStatistics.dominantColors(rgb: colourPixels, count: 3)
+        let coloured = ContinuousClock.now
+        let hash = PixelStatistics.perceptualHash(rgb32: hashPixels)
+        logger.debug("analysed image", metadata: [
+            "imaging.format": "\(header.format.rawValue)",
+            "imaging.source": "\(header.uprightWidth)x\(header.uprightHeight)",
+            "imaging.decoded": "\(small.width)x\(small.height)",
+            "imaging.decode_ms": "\((decoded - start).milliseconds)",
+            "imaging.colours_ms": "\((coloured - decoded).milliseconds)",
+            "imaging.hash_ms": "\((ContinuousClock.now - coloured).milliseconds)",
+            "imaging.thread": "\(Thread.current.name ?? "?")",
+        ])
         return ImageAnalysis(
             header: header, width: header.uprightWidth, height: header.uprightHeight,
-            takenAt: EXIF.takenAt(exif), cameraMake: EXIF.text(exif["exif-ifd0-Make"]),
-            cameraModel: EXIF.text(exif["exif-ifd0-Model"]), location: EXIF.location(exif),
-            dominantColors: ColorAnalysis.dominantColors(pixels), perceptualHash: PerceptualHash.hash(pixels))
-    }
-
-    /// The header's `exif-*` string fields (libvips parses the EXIF block at header time).
-    static func readEXIF(_ input: UnsafeRawBufferPointer) throws -> [String: String] {
-        guard let pointer = fc_header_from_buffer(input.baseAddress, input.count) else {
-            throw vipsError(.corrupt, "reading the header")
-        }
-        let image = VImage(owning: pointer)
-        guard let names = vips_image_get_fields(image.pointer) else { return [:] }
-        defer { g_strfreev(names) }
-        var fields: [String: String] = [:]
-        var index = 0
-        while let name = names[index] {
-            index += 1
-            let key = String(cString: name)
-            guard key.hasPrefix("exif-ifd") else { continue }
-            var value: UnsafePointer<CChar>?
-            if vips_image_get_string(image.pointer, name, &value) == 0, let value {
-                fields[key] = String(cString: value)
-            } else {
-                _ = takeVipsErrorMessage()
-            }
-        }
-        return fields
-    }
-}
-
-/// Parsing of libvips' EXIF strings, which look like
-/// `RAW (HUMAN, Type, N components, M bytes)`, e.g. `Canon (Canon, ASCII, 6 components, 6 bytes)`
-/// or `56/1 9359705/1000000 0/1 (56, 9.359705,  0, Rational, 3 components, 24 bytes)`.
-/// Anything unexpected yields nil: bad EXIF never fails an analysis.
-enum EXIF {
-    /// The raw part of a field (before the human-readable parenthesis).
-    static func raw(_ field: String?) -> String? {
-        guard let field else { return nil }
-        var body = field
-        // Drop the trailing "(…, Type, N components, M bytes)" description when present.
-        if body.hasSuffix(" bytes)"), let open = body.range(of: " (", options: .backwards) {
-            // The description may itself contain " (" (e.g. "Lightroom (Windows)"): for ASCII
-            // fields the raw text equals the human text, so split where both halves agree.
-            let parts = body.components(separatedBy: " (")
-            for split in 1..<parts.count {
-                let left = parts[..<split].joined(separator: " (")
-                let right = parts[split...].joined(separator: " (")
-                if right.hasPrefix(left + ",") { return left }
-            }
-            body = String(body[..<open.lowerBound])
-            if let first = body.range(of: " (") { body = String(body[..<first.lowerBound]) }
-        }
-        return body
-    }
-
-    static func text(_ field: String?) -> String? {
-        guard let value = raw(field)?.trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters)),
-              !value.isEmpty, value.count <= 256 else { return nil }
-        return value
-    }
-
-    static func rationals(_ field: String?) -> [Double]? {
-        guard let raw = raw(field) else { return nil }
-        let values = raw.split(separator: " ").map { part -> Double? in
-            let pieces = part.split(separator: "/")
-            guard pieces.count == 2, let n = Double(pieces[0]), let d = Double(pieces[1]), d != 0 else { return nil }
-            return n / d
-        }
-        guard !values.isEmpty, values.allSatisfy({ $0 != nil && $0!.isFinite }) else { return nil }
-        return values.map { $0! }
-    }
-
-    static func takenAt(_ exif: [String: String]) -> Date? {
-        let candidates = [("exif-ifd2-DateTimeOriginal", "exif-ifd2-OffsetTimeOriginal"),
-                          ("exif-ifd2-DateTimeDigitized", "exif-ifd2-OffsetTimeDigitized"),
-                          ("exif-ifd0-DateTime", "exif-ifd2-OffsetTime")]
-        for (dateKey, offsetKey) in candidates {
-            if let date = date(text(exif[dateKey]), offset: text(exif[offsetKey])) { return date }
-        }
-        return nil
-    }
-
-    /// "YYYY:MM:DD HH:MM:SS" with an optional "+HH:MM" offset.
-    static func date(_ text: String?, offset: String?) -> Date? {
-        guard let text else { return nil }
-        let digits = text.split(whereSeparator: { $0 == ":" || $0 == " " }).compactMap { Int($0) }
-        guard digits.count >= 6, (1826...2200).contains(digits[0]), (1...12).contains(digits[1]),
-              (1...31).contains(digits[2]), (0...23).contains(digits[3]), (0...59).contains(digits[4]),
-              (0...60).contains(digits[5]) else { return nil }
-        var seconds = 0
-        if let offset, offset.count == 6, let sign = offset.first, sign == "+" || sign == "-" {
-            let parts = offset.dropFirst().split(separator: ":").compactMap { Int($0) }
-            if parts.count == 2, (0...14).contains(parts[0]), (0...59).contains(parts[1]) {
-                seconds = (parts[0] * 3600 + parts[1] * 60) * (sign == "-" ? -1 : 1)
-            }
-        }
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(secondsFromGMT: seconds) ?? TimeZone(identifier: "UTC")!
-        let components = DateComponents(year: digits[0], month: digits[1], day: digits[2],
-                                        hour: digits[3], minute: digits[4], second: digits[5])
-        guard let date = calendar.date(from: components), calendar.component(.day, from: date) == digits[2] else { return nil }
-        return date
-    }
-
-    static func location(_ exif: [String: String]) -> GeoLocation? {
-        guard let lat = degrees(exif["exif-ifd3-GPSLatitude"]), let lon = degrees(exif["exif-ifd3-GPSLongitude"]),
-              let latRef = text(exif["exif-ifd3-GPSLatitudeRef"])?.uppercased(),
-              let lonRef = text(exif["exif-ifd3-GPSLongitudeRef"])?.uppercased(),
-              latRef == "N" || latRef == "S", lonRef == "E" || lonRef == "W" else { return nil }
-        let latitude = latRef == "S" ? -lat : lat
-        let longitude = lonRef == "W" ? -lon : lon
-        guard (-90...90).contains(latitude), (-180...180).contains(longitude) else { return nil }
-        var altitude: Double?
-        if let value = rationals(exif["exif-ifd3-GPSAltitude"])?.first {
-            let below = raw(exif["exif-ifd3-GPSAltitudeRef"]).map { $0.hasPrefix("1") || $0.lowercased().contains("below") } ?? false
-            altitude = below ? -value : value
-        }
-        return GeoLocation(latitude: latitude, longitude: longitude, altitude: altitude)
-    }
-
-    static func degrees(_ field: String?) -> Double? {
-        guard let parts = rationals(field), parts.count == 3 else { return nil }
-        guard parts[1] >= 0, parts[1] < 60, parts[2] >= 0, parts[2] < 60 else { return nil }
-        return parts[0] + parts[1] / 60 + parts[2] / 3600
-    }
-}
-
-/// Dominant colours by k-means on a small thumbnail, deterministic.
-enum ColorAnalysis {
-    static func dominantColors(_ pixels: Pixels, maximum: Int = 3) -> [RGBColor] {
-        let count = pixels.width * pixels.height
-        guard count > 0 else { return [] }
-        var points = [SIMD3<Double>](repeating: .zero, count: count)
-        for i in 0..<count {
-            points[i] = SIMD3(Double(pixels.rgb[3 * i]), Double(pixels.rgb[3 * i + 1]), Double(pixels.rgb[3 * i + 2]))
-        }
-        // Seeds spread over the luminance order: deterministic and covers dark to light.
-        let k = 6
-        let byLuma = points.indices.sorted { luma(points[$0]) < luma(points[$1]) }
-        var centres = (0..<k).map { points[byLuma[min(count - 1, ($0 * 2 + 1) * count / (2 * k))]] }
-        var assignment = [Int](repeating: 0, count: count)
-        for _ in 0..<12 {
-            var sums = [SIMD3<Double>](repeating: .zero, count: k)
-            var sizes = [Int](repeating: 0, count: k)
-            for (i, point) in points.enumerated() {
-                var best = 0, bestDistance = Double.infinity
-                for (c, centre) in centres.enumerated() {
-                    let d = distanceSquared(point, centre)
-                    if d < bestDistance { bestDistance = d; best = c }
-                }
-                assignment[i] = best
-                sums[best] += point
-                sizes[best] += 1
-            }
-            for c in 0..<k where sizes[c] > 0 { centres[c] = sums[c] / Double(sizes[c]) }
-        }
-        var sizes = [Int](repeating: 0, count: k)
-        for a in assignment { sizes[a] += 1 }
-        // Merge clusters that ended up alike, biggest first.
-        var merged: [(centre: SIMD3<Double>, size: Int)] = []
-        for c in (0..<k).sorted(by: { sizes[$0] > sizes[$1] }) where sizes[c] > 0 {
-            if let j = merged.firstIndex(where: { distanceSquared($0.centre, centres[c]) < 28 * 28 }) {
-                let total = merged[j].size + sizes[c]
-                merged[j].centre = (merged[j].centre * Double(merged[j].size) + centres[c] * Double(sizes[c])) / Double(total)
-                merged[j].size = total
-            } else {
-                merged.append((centres[c], sizes[c]))
-            }
-        }
-        return merged.sorted { $0.size > $1.size }.prefix(maximum).map { cluster in
-            let c = cluster.centre.rounded(.toNearestOrEven)
-            return RGBColor(red: UInt8(clamping: Int(c.x)), green: UInt8(clamping: Int(c.y)), blue: UInt8(clamping: Int(c.z)),
-                            share: Double(cluster.size) / Double(count))
-        }
-    }
-
-    static func luma(_ p: SIMD3<Double>) -> Double { 0.299 * p.x + 0.587 * p.y + 0.114 * p.z }
-
-    static func distanceSquared(_ a: SIMD3<Double>, _ b: SIMD3<Double>) -> Double {
-        let d = a - b
-        return (d * d).sum()
-    }
-}
-
-/// pHash: 32×32 grey of the upright image → 2-D DCT → the 8×8 lowest frequencies → one bit
-/// per coefficient above their median (the DC term is left out of the median).
-enum PerceptualHash {
-    static func hash(_ pixels: Pixels) -> UInt64 {
-        let n = 32
-        // 64×64 → 32×32 grey by 2×2 averaging (any source size is sampled to 32×32).
-        var grey = [Double](repeating: 0, count: n * n)
-        for y in 0..<n {
-            for x in 0..<n {
-                var sum = 0.0, samples = 0.0
-                let x0 = x * pixels.width / n, x1 = max(x0 + 1, (x + 1) * pixels.width / n)
-                let y0 = y * pixels.height / n, y1 = max(y0 + 1, (y + 1) * pixels.height / n)
-                for sy in y0..<y1 {
-                    for sx in x0..<x1 {
-                        let i = 3 * (sy * pixels.width + sx)
-                        sum += 0.299 * Double(pixels.rgb[i]) + 0.587 * Double(pixels.rgb[i + 1]) + 0.114 * Double(pixels.rgb[i + 2])
-                        samples += 1
-                    }
-                }
-                grey[y * n + x] = sum / samples
-            }
-        }
-        var cosines = [Double](repeating: 0, count: 8 * n)
-        for u in 0..<8 {
-            for x in 0..<n { cosines[u * n + x] = cos(Double((2 * x + 1) * u) * .pi / Double(2 * n)) }
-        }
-        var coefficients = [Double](repeating: 0, count: 64)
-        for u in 0..<8 {
-            for v in 0..<8 {
-                var sum = 0.0
-                for y in 0..<n {
-                    let cy = cosines[u * n + y]
-                    for x in 0..<n { sum += grey[y * n + x] * cy * cosines[v * n + x] }
-                }
-                coefficients[u * 8 + v] = sum
-            }
-        }
-        let median = coefficients.dropFirst().sorted()[31]
-        var hash: UInt64 = 0
-        for (i, c) in coefficients.enumerated() where c > median {
-            hash |= 1 << UInt64(63 - i)
-        }
-        return hash
+            takenAt: Exif.takenAt(exif),
+            cameraMake: Exif.text(exif[Exif.make]), cameraModel: Exif.text(exif[Exif.model]),
+            location: Exif.location(exif),
+            dominantColors: colours, perceptualHash: hash)
     }
 }

@@ -24,6 +24,7 @@ internal import CVipsShim
 /// * Memory: a running render holds its input bytes, one decoded intermediate (8-bit sRGB,
 ///   3–4 bytes a pixel, at most the declared size; twice that for a moment while an EXIF
 ///   rotation is applied) and one version at a time; at most `threads` renders run at once.
+///   An analysis holds its input bytes and one thumbnail of at most 256×256.
 /// * libvips prints its warnings (e.g. "error in tile" before a truncation error) through
 ///   GLib to stderr; errors reach the caller as ``ImagingError``.
 /// * Inputs over ``ImagingLimits`` (bytes, or the header's width × height) are refused with
@@ -33,7 +34,7 @@ internal import CVipsShim
 public final class Imaging: Sendable {
     public let limits: ImagingLimits
     private let pool: BlockingPool
-    private let logger: Logger
+    let logger: Logger
     /// Numbers for pool threads that lost their name (see `nameThisThread`).
 
     /// Starts a pool of `threads` threads for libvips work (default: one per core).
@@ -246,10 +247,13 @@ public final class Imaging: Sendable {
         var header: ImageHeader
         /// An embedded ICC profile or CMYK: transform to sRGB while decoding.
         var needsColourTransform: Bool
+        /// The ``Exif/fieldNames`` the header carries (raw libvips strings), when asked for.
+        var exif: [String: String] = [:]
     }
 
     /// Detects the format from the bytes, reads the header (no pixels) and applies the limits.
-    static func readHeader(_ input: UnsafeRawBufferPointer, limits: ImagingLimits) throws -> Probed {
+    static func readHeader(_ input: UnsafeRawBufferPointer, limits: ImagingLimits,
+                           collectingExif: Bool = false) throws -> Probed {
         guard input.count <= limits.maxBytes else {
             throw ImagingError(.tooLarge, "the image has \(input.count) bytes, more than \(limits.maxBytes)")
         }
@@ -277,7 +281,8 @@ public final class Imaging: Sendable {
             throw ImagingError(.tooLarge, "the image declares \(header.width)x\(header.height) pixels, more than \(limits.maxPixels)",
                                context: ["imaging.format": format.rawValue])
         }
-        return Probed(header: header, needsColourTransform: image.hasICCProfile || image.isCMYK)
+        return Probed(header: header, needsColourTransform: image.hasICCProfile || image.isCMYK,
+                      exif: collectingExif ? image.strings(Exif.fieldNames) : [:])
     }
 
     static func thumbnail(_ input: UnsafeRawBufferPointer, width: Int, height: Int, size: VipsSize,
@@ -434,7 +439,7 @@ public final class Imaging: Sendable {
 }
 
 extension Duration {
-    fileprivate var milliseconds: Int64 {
+    var milliseconds: Int64 {
         let (seconds, attoseconds) = components
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }

@@ -60,6 +60,21 @@ final class VImage {
     var hasICCProfile: Bool { fc_has_icc_profile(pointer) != 0 }
     var heifCompression: String? { fc_heif_compression(pointer).map { String(cString: $0) } }
 
+    /// The string metadata among `names` that the image carries (EXIF fields appear as
+    /// strings like "exif-ifd0-Make"); absent or unreadable fields are left out.
+    func strings(_ names: [String]) -> [String: String] {
+        var result: [String: String] = [:]
+        for name in names where vips_image_get_typeof(pointer, name) != 0 {
+            var value: UnsafePointer<CChar>?
+            if vips_image_get_string(pointer, name, &value) == 0, let value {
+                result[name] = String(cString: value)  // owned by the image: copied here
+            } else {
+                _ = takeVipsErrorMessage()
+            }
+        }
+        return result
+    }
+
     /// Runs one `in → out` vips operation and owns its output.
     func apply(_ code: ImagingError.Code, _ what: String,
                _ operation: (VipsImagePointer, UnsafeMutablePointer<VipsImagePointer?>) -> Int32) throws -> VImage {
