@@ -190,7 +190,9 @@ import NATS
         await expectNATSError(.connectFailed) {
             try await connect("nats://127.0.0.1:\(port)")
         }
-        #expect(clock.now - start < .seconds(5))
+        // connectTimeout is 2 s; alone this takes well under a second. The bound leaves room for
+        // a 2-core machine running every other test at the same time (5.8 s seen there).
+        #expect(clock.now - start < .seconds(10))
     }
 
     @Test func badInputIsRejected() async throws {
