@@ -53,11 +53,13 @@ public final class StorageService: Sendable {
         self.logger = logger
     }
 
-    /// Migrates the `storage` schema and returns the request server and outbox relay.
+    /// Migrates the `storage` schema and returns the request server, the outbox relay and the
+    /// janitor of abandoned upload files.
     public func services() async throws -> [any Service] {
         try await runtime.services(
             identity: ServiceIdentity(name: Self.name, description: "Framecast storage: uploads, analysis, dedup, files"),
             schema: schema, migrations: StorageSchema.migrations, endpoints: endpoints, events: [], relay: relay)
+            + [BlobJanitor(blobs: blobs, interval: .seconds(600), maxAge: .seconds(3600), logger: logger)]
     }
 
     var endpoints: [Endpoint] {
