@@ -108,7 +108,7 @@ let package = Package(
 
         // MARK: Test support and tests
         .target(name: "FramecastTesting", dependencies: [
-            "NATS", "Postgres",
+            "NATS", "Postgres", "Wire",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),

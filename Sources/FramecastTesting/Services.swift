@@ -3,6 +3,7 @@ import Logging
 import NATS
 import Postgres
 import ServiceLifecycle
+import Wire
 
 /// Runs `services` in a ServiceGroup while `body` runs, then shuts them down gracefully and
 /// waits for them to finish.
@@ -63,3 +64,21 @@ public let quietLogger: Logger = {
     logger.logLevel = .critical
     return logger
 }()
+
+/// Every event of type `E` now in the `EVENTS` stream, read with a throw-away durable
+/// consumer (so it sees events other consumers already acked).
+public func eventsInStream<E: WireEvent>(_ type: E.Type, jetStream: JetStream) async throws -> [E] {
+    let consumer = try await jetStream.pullConsumer(
+        stream: Subjects.streamName, durable: "inspect_\(UUID().uuidString.prefix(8))",
+        configuration: ConsumerConfiguration(filterSubject: E.subject))
+    defer { consumer.close() }
+    var events: [E] = []
+    while true {
+        let batch = try await consumer.fetch(batch: 100, expires: .milliseconds(300))
+        if batch.isEmpty { return events }
+        for message in batch {
+            events.append(try E(wireBytes: message.payload))
+            try await message.ack()
+        }
+    }
+}

@@ -130,17 +130,9 @@ import Wire
             #expect((listBody["files"] as? [Any])?.count == 1)
 
             // Exactly one file.uploaded.with_ai on the stream, decoded with the wire types.
-            let consumer = try await h.runtime.jetStream.pullConsumer(
-                stream: Subjects.streamName, durable: "inspect", configuration: .init(filterSubject: Subjects.fileUploadedWithAI))
-            var events: [FileUploadedWithAI] = []
-            for _ in 0..<10 {
-                for message in try await consumer.fetch(batch: 10, expires: .milliseconds(300)) {
-                    events.append(try FileUploadedWithAI(wireBytes: message.payload))
-                    try await message.ack()
-                }
-                if !events.isEmpty { try await Task.sleep(for: .milliseconds(300)) }
-            }
-            consumer.close()
+            _ = try await eventually { try await eventsInStream(FileUploadedWithAI.self, jetStream: h.runtime.jetStream).count >= 1 }
+            try await Task.sleep(for: .milliseconds(500))
+            let events = try await eventsInStream(FileUploadedWithAI.self, jetStream: h.runtime.jetStream)
             #expect(events.count == 1)
             #expect(events.first?.file?.fileID == a["file_id"] as? String)
         }

@@ -10,22 +10,8 @@ import Wire
 
 /// The outbox relay and event consumers against a real nats-server (JetStream) and PostgreSQL.
 @Suite struct EventTests {
-    /// Reads every event currently in the stream on `subject` with a throw-away consumer.
-    func eventsInStream(_ fixture: Fixture, subject: String = TestEvent.subject) async throws -> [TestEvent] {
-        let consumer = try await fixture.nats.jetStream().pullConsumer(
-            stream: Subjects.streamName, durable: "inspect_\(UUID().uuidString.prefix(8))",
-            configuration: ConsumerConfiguration(filterSubject: subject))
-        defer { consumer.close() }
-        var events: [TestEvent] = []
-        while true {
-            let batch = try await consumer.fetch(batch: 100, expires: .milliseconds(300))
-            if batch.isEmpty { break }
-            for message in batch {
-                events.append(try TestEvent(wireBytes: message.payload))
-                try await message.ack()
-            }
-        }
-        return events
+    func eventsInStream(_ fixture: Fixture) async throws -> [TestEvent] {
+        try await FramecastTesting.eventsInStream(TestEvent.self, jetStream: fixture.nats.jetStream())
     }
 
     func enqueue(_ fixture: Fixture, _ event: TestEvent, rollback: Bool = false) async throws {

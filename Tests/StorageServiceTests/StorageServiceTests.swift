@@ -59,21 +59,9 @@ struct StorageHarness {
             contentType: "image/jpeg", metadata: metadata))
     }
 
-    /// Every event on `subject` now in the stream.
+    /// Every event of type `E` now in the stream.
     func events<E: WireEvent>(_ type: E.Type) async throws -> [E] {
-        let consumer = try await runtime.jetStream.pullConsumer(
-            stream: Subjects.streamName, durable: "inspect_\(UUID().uuidString.prefix(8))",
-            configuration: ConsumerConfiguration(filterSubject: E.subject))
-        defer { consumer.close() }
-        var events: [E] = []
-        while true {
-            let batch = try await consumer.fetch(batch: 100, expires: .milliseconds(300))
-            if batch.isEmpty { return events }
-            for message in batch {
-                events.append(try E(wireBytes: message.payload))
-                try await message.ack()
-            }
-        }
+        try await eventsInStream(type, jetStream: runtime.jetStream)
     }
 
     func close() async { await backend.close() }
