@@ -143,11 +143,12 @@ public final class Accounts: Sendable {
                                        [.text(frameID)])
     }
 
-    /// The user id registered with `email`, for adding album members by email.
-    public func userID(forEmail email: String) async throws -> String? {
+    /// The account registered with `email`, for adding album members by email.
+    public func account(forEmail email: String) async throws -> (userID: String, email: String, name: String)? {
         guard let email = Self.normalizeEmail(email) else { return nil }
-        return try await postgres.query("SELECT user_id::text AS id FROM gateway.users WHERE email = $1", [.text(email)])
-            .first?.decode("id")
+        guard let row = try await postgres.query("SELECT user_id::text AS id, email, name FROM gateway.users WHERE email = $1",
+                                                 [.text(email)]).first else { return nil }
+        return (try row.decode("id"), try row.decode("email"), try row.decode("name"))
     }
 
     static func insertToken(_ token: String, userID: String, frameID: String?, _ connection: PostgresConnection) throws {

@@ -37,6 +37,7 @@ public final class Gateway: Sendable {
     let accounts: Accounts
     let blobs: BlobStore
     let storage: ServiceClient
+    let album: ServiceClient
     let registry: PrometheusCollectorRegistry
     let logger: Logger
     /// fsync and other blocking file work of uploads.
@@ -50,6 +51,7 @@ public final class Gateway: Sendable {
         self.accounts = try Accounts(postgres: runtime.postgres, strength: passwordStrength)
         self.blobs = BlobStore(path: configuration.blobRoot)
         self.storage = ServiceClient(service: StorageAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
+        self.album = ServiceClient(service: AlbumAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
         self.registry = registry
         var logger = runtime.logger
         logger[metadataKey: "service.name"] = "gateway"
@@ -116,6 +118,8 @@ public final class Gateway: Sendable {
             return Response(status: .noContent)
         }
         add(router, .get, "/api/v1/files/download/:file_id") { [self] request, context in try await download(request, context) }
+        registerAlbumRoutes(router)
+        registerFrameRoutes(router)
         return router
     }
 

@@ -205,5 +205,148 @@ enum OpenAPI {
             '404': {$ref: '#/components/responses/Error'}
             '416': {$ref: '#/components/responses/Error'}
 
+      /api/v1/albums:
+        post:
+          summary: Create an album (you are its owner)
+          requestBody: {required: true, content: {application/json: {schema: {type: object, required: [name], properties: {name: {type: string}, description: {type: string}}}}}}
+          responses:
+            '201': {description: the album}
+            '400': {$ref: '#/components/responses/Error'}
+        get:
+          summary: Albums you own or belong to, newest first
+          parameters:
+            - {name: page_size, in: query, schema: {type: integer}}
+            - {name: page_token, in: query, schema: {type: string}}
+          responses:
+            '200': {description: 'albums, next_page_token'}
+      /api/v1/albums/{album_id}:
+        parameters:
+          - {name: album_id, in: path, required: true, schema: {type: string}}
+        get:
+          summary: One album (with photo count and your role)
+          responses:
+            '200': {description: the album}
+            '404': {$ref: '#/components/responses/Error'}
+        patch:
+          summary: Rename, describe, set the cover or the display settings (retained on albums/{id}/config)
+          requestBody: {required: true, content: {application/json: {schema: {type: object, properties: {name: {type: string}, description: {type: string}, cover_file_id: {type: string}, settings: {type: object, properties: {interval_seconds: {type: integer}, shuffle: {type: boolean}, transition: {type: string}, show_captions: {type: boolean}}}}}}}}
+          responses:
+            '200': {description: the album}
+            '403': {$ref: '#/components/responses/Error'}
+            '404': {$ref: '#/components/responses/Error'}
+        delete:
+          summary: Delete an album you own
+          responses:
+            '204': {description: deleted}
+            '404': {$ref: '#/components/responses/Error'}
+      /api/v1/albums/{album_id}/members:
+        parameters:
+          - {name: album_id, in: path, required: true, schema: {type: string}}
+        get:
+          summary: The album's members
+          responses:
+            '200': {description: members}
+        post:
+          summary: Add a member by e-mail (owner, contributor or viewer); again changes the role
+          requestBody: {required: true, content: {application/json: {schema: {type: object, required: [email, role], properties: {email: {type: string}, role: {type: string, enum: [owner, contributor, viewer]}}}}}}
+          responses:
+            '201': {description: the member}
+            '403': {$ref: '#/components/responses/Error'}
+            '404': {$ref: '#/components/responses/Error'}
+      /api/v1/albums/{album_id}/members/{user_id}:
+        parameters:
+          - {name: album_id, in: path, required: true, schema: {type: string}}
+          - {name: user_id, in: path, required: true, schema: {type: string}}
+        delete:
+          summary: Remove a member
+          responses:
+            '204': {description: removed}
+      /api/v1/albums/{album_id}/photos:
+        parameters:
+          - {name: album_id, in: path, required: true, schema: {type: string}}
+        get:
+          summary: The album's photos, newest first
+          parameters:
+            - {name: page_size, in: query, schema: {type: integer}}
+            - {name: page_token, in: query, schema: {type: string}}
+          responses:
+            '200': {description: 'photos, next_page_token'}
+        post:
+          summary: Add one of your photos (owner and contributors)
+          requestBody: {required: true, content: {application/json: {schema: {type: object, required: [file_id], properties: {file_id: {type: string}}}}}}
+          responses:
+            '201': {description: the album photo}
+            '403': {$ref: '#/components/responses/Error'}
+            '404': {$ref: '#/components/responses/Error'}
+      /api/v1/albums/{album_id}/photos/{file_id}:
+        parameters:
+          - {name: album_id, in: path, required: true, schema: {type: string}}
+          - {name: file_id, in: path, required: true, schema: {type: string}}
+        delete:
+          summary: Remove a photo from the album
+          responses:
+            '204': {description: removed}
+      /api/v1/frames:
+        post:
+          summary: Register a frame; answers its id, its token for HTTP and its MQTT connection details
+          requestBody: {required: true, content: {application/json: {schema: {type: object, required: [name, width, height], properties: {name: {type: string}, width: {type: integer}, height: {type: integer}, orientation: {type: string, enum: [landscape, portrait]}}}}}}
+          responses:
+            '201': {description: 'frame_id, frame_token, mqtt {host, port, username, password}, frame'}
+            '400': {$ref: '#/components/responses/Error'}
+        get:
+          summary: Your frames
+          responses:
+            '200': {description: frames}
+      /api/v1/frames/{frame_id}:
+        parameters:
+          - {name: frame_id, in: path, required: true, schema: {type: string}}
+        get:
+          summary: A frame (online, last heartbeat, sync status per album); a frame token may read its own
+          responses:
+            '200': {description: the frame}
+            '404': {$ref: '#/components/responses/Error'}
+        patch:
+          summary: Rename or resize a frame
+          requestBody: {required: true, content: {application/json: {schema: {type: object, properties: {name: {type: string}, width: {type: integer}, height: {type: integer}, orientation: {type: string}}}}}}
+          responses:
+            '200': {description: the frame}
+        delete:
+          summary: Delete a frame (its token stops working, its retained topics are cleared)
+          responses:
+            '204': {description: deleted}
+      /api/v1/frames/{frame_id}/albums:
+        parameters:
+          - {name: frame_id, in: path, required: true, schema: {type: string}}
+        put:
+          summary: The albums the frame shows (albums you can see); publishes its sync
+          requestBody: {required: true, content: {application/json: {schema: {type: object, required: [album_ids], properties: {album_ids: {type: array, items: {type: string}}}}}}}
+          responses:
+            '200': {description: the frame}
+            '404': {$ref: '#/components/responses/Error'}
+      /api/v1/frames/{frame_id}/sync:
+        parameters:
+          - {name: frame_id, in: path, required: true, schema: {type: string}}
+        post:
+          summary: Publish the frame's full sync now
+          responses:
+            '200': {description: 'sequence, photo_count'}
+      /api/v1/frames/{frame_id}/commands:
+        parameters:
+          - {name: frame_id, in: path, required: true, schema: {type: string}}
+        post:
+          summary: Send a command (next, previous, pause, resume, reload, sleep, wake, set_interval)
+          requestBody: {required: true, content: {application/json: {schema: {type: object, required: [command], properties: {command: {type: string}, args: {type: object, additionalProperties: {type: string}}}}}}}
+          responses:
+            '202': {description: command_id}
+            '400': {$ref: '#/components/responses/Error'}
+      /api/v1/frames/{frame_id}/config:
+        parameters:
+          - {name: frame_id, in: path, required: true, schema: {type: string}}
+        put:
+          summary: The frame's settings, retained on frames/{id}/config
+          requestBody: {required: true, content: {application/json: {schema: {type: object, properties: {interval_seconds: {type: integer}, shuffle: {type: boolean}, sleep_start: {type: string}, sleep_end: {type: string}, time_zone: {type: string}, transition: {type: string}, preferred_format: {type: string}, brightness: {type: integer}}}}}}
+          responses:
+            '200': {description: the frame}
+
     """
 }
