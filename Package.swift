@@ -82,9 +82,16 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
 
+        .target(name: "AlbumService", dependencies: [
+            "ServiceKit", "NATS", "Postgres", "Wire", "MQTT", "Threads",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+
         // MARK: Executable
         .executableTarget(name: "framecast", dependencies: [
-            "ServiceKit", "NATS", "Postgres", "Imaging", "StorageService",
+            "ServiceKit", "NATS", "Postgres", "Imaging", "StorageService", "AlbumService", "MQTT",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -107,6 +114,10 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "FramecastTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "StorageServiceTests", dependencies: [
             "StorageService", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
+        ], swiftSettings: swiftSettings),
+        .testTarget(name: "AlbumServiceTests", dependencies: [
+            "AlbumService", "ServiceKit", "MQTT", "NATS", "Postgres", "Wire", "FramecastTesting",
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceKitTests", dependencies: ["ServiceKit", "NATS", "Postgres", "Wire", "FramecastTesting"], swiftSettings: swiftSettings),
     ]

@@ -6,7 +6,9 @@ import Postgres
 import ServiceKit
 import ServiceLifecycle
 import StorageService
+import AlbumService
 import Imaging
+import MQTT
 
 @main
 struct Framecast: AsyncParsableCommand {
@@ -14,7 +16,7 @@ struct Framecast: AsyncParsableCommand {
         commandName: "framecast",
         abstract: "Family photos from a phone to smart photo frames, live.",
         version: FramecastVersion.current,
-        subcommands: [All.self, Storage.self, Migrate.self, Ping.self],
+        subcommands: [All.self, Storage.self, Album.self, Migrate.self, Ping.self],
         defaultSubcommand: All.self)
 }
 
@@ -62,10 +64,11 @@ struct All: AsyncParsableCommand {
 
     @OptionGroup var options: CommonOptions
     @OptionGroup var storage: StorageOptions
+    @OptionGroup var album: AlbumOptions
 
     func run() async throws {
         try await runRoles(options) { runtime in
-            try await storage.makeServices(runtime)
+            try await storage.makeServices(runtime) + album.makeServices(runtime)
         }
     }
 }
@@ -92,6 +95,43 @@ struct StorageOptions: ParsableArguments {
         try FileManager.default.createDirectory(atPath: blobDir, withIntermediateDirectories: true)
         let imaging = Imaging(threads: imagingThreads, logger: runtime.logger)
         let service = StorageService(runtime: runtime, configuration: StorageConfiguration(blobRoot: blobDir), imaging: imaging)
+        return try await service.services()
+    }
+}
+
+/// The album service alone.
+struct Album: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the album service (albums, frames, MQTT push).")
+    @OptionGroup var options: CommonOptions
+    @OptionGroup var album: AlbumOptions
+
+    func run() async throws {
+        try await runRoles(options) { runtime in try await album.makeServices(runtime) }
+    }
+}
+
+struct AlbumOptions: ParsableArguments {
+    @Option(help: "MQTT broker host the album service publishes to (env FRAMECAST_MQTT_HOST).")
+    var mqttHost: String = env("FRAMECAST_MQTT_HOST") ?? "127.0.0.1"
+
+    @Option(help: "MQTT broker port (env FRAMECAST_MQTT_PORT).")
+    var mqttPort: Int = env("FRAMECAST_MQTT_PORT").flatMap(Int.init) ?? 1883
+
+    @Option(help: "Broker host:port handed to frames; default: the service's own (env FRAMECAST_FRAME_MQTT).")
+    var frameMQTT: String? = env("FRAMECAST_FRAME_MQTT")
+
+    @Option(help: "The gateway's public URL, base of the photo URLs sent to frames (env FRAMECAST_PUBLIC_URL).")
+    var publicURL: String = env("FRAMECAST_PUBLIC_URL") ?? "http://127.0.0.1:8080"
+
+    func makeServices(_ runtime: ServiceRuntime) async throws -> [any Service] {
+        var frameHost = mqttHost, framePort = mqttPort
+        if let frameMQTT, let colon = frameMQTT.lastIndex(of: ":"), let port = Int(frameMQTT[frameMQTT.index(after: colon)...]) {
+            frameHost = String(frameMQTT[..<colon])
+            framePort = port
+        }
+        let mqtt = MQTTConfiguration(host: mqttHost, port: mqttPort, clientID: "album-\(ServiceIdentity.newInstanceID())")
+        let service = try AlbumService(runtime: runtime, configuration: AlbumConfiguration(
+            mqtt: mqtt, publicGatewayURL: publicURL, frameMQTTHost: frameHost, frameMQTTPort: framePort))
         return try await service.services()
     }
 }
@@ -127,7 +167,9 @@ struct Migrate: AsyncParsableCommand {
     func run() async throws {
         let logger = options.bootstrapLogging()
         let postgres = PostgresPool(configuration: options.postgresConfiguration, logger: logger)
-        let schemas: [(String, [Migration])] = [(StorageService.schema, StorageService.migrations)]
+        let schemas: [(String, [Migration])] = [
+            (StorageService.schema, StorageService.migrations), (AlbumService.schema, AlbumService.migrations),
+        ]
         for (schema, migrations) in schemas {
             let applied = try await Migrations.apply(schema: schema, Outbox.migrations(schema: schema) + migrations,
                                                      on: postgres, logger: logger)
