@@ -104,6 +104,9 @@ public final class AlbumService: Sendable {
             Endpoint(AlbumAPI.syncFrame) { [self] r, _ in try await syncFrame(r) },
             Endpoint(AlbumAPI.sendFrameCommand) { [self] r, _ in try await sendFrameCommand(r) },
             Endpoint(AlbumAPI.setFrameConfig) { [self] r, _ in try await setFrameConfig(r) },
+            Endpoint(AlbumAPI.listAlbumScreens) { [self] r, _ in try await listAlbumScreens(r) },
+            Endpoint(AlbumAPI.canViewPhoto) { [self] r, _ in try await canViewPhoto(r) },
+            Endpoint(AlbumAPI.canViewAlbum) { [self] r, _ in try await canViewAlbum(r) },
         ]
     }
 

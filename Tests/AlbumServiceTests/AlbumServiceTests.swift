@@ -449,3 +449,84 @@ struct TopicIDTests {
         #expect(throws: DecodingError.self) { try FrameTopics.decode(FrameStatusMessage.self, from: Array("{}".utf8)) }
     }
 }
+
+@Suite(.serialized) struct AccessAndDeletionTests {
+    /// CanViewPhoto / CanViewAlbum for users and frames; ListAlbumScreens gives media the
+    /// screens of the frames showing the album (with their preferred format).
+    @Test func accessChecksAndScreens() async throws {
+        let h = try await AlbumHarness.make()
+        defer { Task { await h.close() } }
+        try await h.running { _ in
+            let owner = "owner-\(UUID().uuidString.prefix(8))", viewer = "viewer-\(UUID().uuidString.prefix(8))"
+            let stranger = "stranger-\(UUID().uuidString.prefix(8))"
+            let album = try await h.createAlbum(owner).albumID
+            _ = try await h.client.call(AlbumAPI.addMember, AddMemberRequest(userID: owner, albumID: album, memberUserID: viewer, role: .viewer))
+            let shown = try await h.registerFrame(owner).frame!.frameID
+            let idle = try await h.registerFrame(owner, name: "Hall").frame!.frameID
+            _ = try await h.client.call(AlbumAPI.setFrameAlbums, SetFrameAlbumsRequest(userID: owner, frameID: shown, albumIDs: [album]))
+            _ = try await h.client.call(AlbumAPI.setFrameConfig, SetFrameConfigRequest(userID: owner, frameID: shown,
+                                                                                        config: FrameConfig(intervalSeconds: 30, preferredFormat: "webp")))
+            let file = try await h.upload(user: owner, albumID: album)
+            #expect(try await eventually { try await h.photos(owner, album).count == 1 })
+
+            func photo(_ kind: PrincipalKind, _ id: String) async throws -> AccessReply {
+                try await h.client.call(AlbumAPI.canViewPhoto, CanViewPhotoRequest(principal: Principal(kind: kind, id: id), fileID: file))
+            }
+            #expect(try await photo(.user, owner) == AccessReply(allowed: true, role: .unspecified))
+            #expect(try await photo(.user, viewer) == AccessReply(allowed: true, role: .viewer))
+            #expect(try await photo(.user, stranger).allowed == false)
+            #expect(try await photo(.frame, shown).allowed)
+            #expect(try await photo(.frame, idle).allowed == false)
+            #expect(try await photo(.frame, "not-a-frame").allowed == false)
+            #expect(try await h.status(AlbumAPI.canViewPhoto, CanViewPhotoRequest(principal: Principal(kind: .frame, id: "a/#"), fileID: file)) == .invalid)
+            #expect(try await h.status(AlbumAPI.canViewPhoto, CanViewPhotoRequest(fileID: file)) == .invalid)
+
+            func albumAccess(_ kind: PrincipalKind, _ id: String) async throws -> AccessReply {
+                try await h.client.call(AlbumAPI.canViewAlbum, CanViewAlbumRequest(principal: Principal(kind: kind, id: id), albumID: album))
+            }
+            #expect(try await albumAccess(.user, owner) == AccessReply(allowed: true, role: .owner))
+            #expect(try await albumAccess(.user, viewer) == AccessReply(allowed: true, role: .viewer))
+            #expect(try await albumAccess(.user, stranger).allowed == false)
+            #expect(try await albumAccess(.frame, shown).allowed)
+            #expect(try await albumAccess(.frame, idle).allowed == false)
+
+            let screens = try await h.client.call(AlbumAPI.listAlbumScreens, ListAlbumScreensRequest(albumID: album, userID: owner))
+            #expect(screens.albumIDs == [album])
+            #expect(screens.screens == [FrameScreen(frameID: shown, width: 1280, height: 800, format: "webp")])
+            let byFile = try await h.client.call(AlbumAPI.listAlbumScreens, ListAlbumScreensRequest(fileID: file))
+            #expect(byFile.screens.map(\.frameID) == [shown])
+            let refused = try await h.client.call(AlbumAPI.listAlbumScreens, ListAlbumScreensRequest(albumID: album, userID: viewer))
+            #expect(refused.albumIDs.isEmpty && refused.screens.isEmpty)
+        }
+    }
+
+    /// file.deleted takes the photo out of every album and tells the frames (photo_removed).
+    @Test func deletedFileLeavesAlbumsAndFrames() async throws {
+        let h = try await AlbumHarness.make()
+        defer { Task { await h.close() } }
+        try await h.running { _ in
+            let owner = "owner-\(UUID().uuidString.prefix(8))"
+            let album = try await h.createAlbum(owner).albumID
+            let other = try await h.createAlbum(owner, "Other").albumID
+            let file = try await h.upload(user: owner, albumID: album)
+            #expect(try await eventually { try await h.photos(owner, album).count == 1 })
+            _ = try await h.client.call(AlbumAPI.addAlbumPhoto, AddAlbumPhotoRequest(userID: owner, albumID: other, fileID: file))
+            try await h.cacheReady(file)
+            #expect(try await eventually {
+                try await h.runtime.postgres.query("SELECT 1 FROM album.album_pushes WHERE state = 'published'").count == 2
+            })
+            let frameClient = try h.frameClient(UUID().uuidString)
+            try await frameClient.connect()
+            defer { Task { await frameClient.disconnect() } }
+            let topics = [FrameTopics.photoRemoved(album: album), FrameTopics.photoRemoved(album: other)]
+            let seen = try await h.collect(frameClient, topics, after: {
+                try await h.publish(FileDeleted(eventID: UUID().uuidString.lowercased(), occurredAt: 3, userID: owner, fileID: file, ownerID: owner))
+            }, until: { $0.count >= 2 })
+            let removed = try seen.map { try $0.decode(PhotoRemovedMessage.self) }
+            #expect(Set(removed.map(\.albumID)) == [album, other])
+            #expect(removed.allSatisfy { $0.fileID == file && $0.reason == "file_deleted" })
+            #expect(try await h.photos(owner, album).isEmpty)
+            #expect(try await h.photos(owner, other).isEmpty)
+        }
+    }
+}
