@@ -77,7 +77,9 @@ public final class AlbumService: Sendable {
         var services = try await runtime.services(
             identity: ServiceIdentity(name: Self.name, description: "Framecast album: albums, members, frames, MQTT push"),
             schema: schema, migrations: AlbumSchema.migrations, endpoints: endpoints, events: events, relay: relay)
-        services.append(publisher)
+        // First in the group, so it stops last: request handlers and event consumers finish
+        // their publishes before the MQTT connection closes.
+        services.insert(publisher, at: 0)
         return services
     }
 
@@ -414,9 +416,11 @@ public final class AlbumService: Sendable {
         guard removed else { return false }
         try Outbox.enqueue(AlbumPhotoRemoved(eventID: newID(), occurredAt: nowMillis(), userID: user, albumID: album,
                                              fileID: file, reason: reason), schema: schema, on: c)
-        let announced = try c.execute(
-            "DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = 'added'",
-            [.text(album), .text(file)]) == 1
+        // Frames heard of the photo if its photo_added went out or may be going out right now.
+        let announced = try c.query("""
+            DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = 'added'
+            RETURNING state = 'published' OR claimed_until > now() AS announced
+            """, [.text(album), .text(file)]).first?.decode("announced", as: Bool.self) ?? false
         if announced {
             let message = PhotoRemovedMessage(fileID: file, albumID: album, reason: reason)
             _ = try c.execute("""

@@ -25,6 +25,7 @@ final class FramePublisher: Service, Sendable {
     let schema: String
     let logger: Logger
     let wakeSignal = WakeSignal()
+    let syncLocks = KeyedLock()
 
     init(configuration: AlbumConfiguration, postgres: PostgresPool, schema: String, logger: Logger) throws {
         self.client = try MQTTClient(configuration: configuration.mqtt, logger: logger)
@@ -84,6 +85,20 @@ final class FramePublisher: Service, Sendable {
     /// leaves the sync due and the push loop retries it.
     @discardableResult
     func publishSync(frame: String) async throws -> (Int64, Int) {
+        // One sync per frame at a time in this process, so the retained message the broker
+        // keeps is the newest (across replicas see the check after publishing).
+        await syncLocks.lock(frame)
+        do {
+            let result = try await publishSyncLocked(frame: frame)
+            await syncLocks.unlock(frame)
+            return result
+        } catch {
+            await syncLocks.unlock(frame)
+            throw error
+        }
+    }
+
+    private func publishSyncLocked(frame: String) async throws -> (Int64, Int) {
         let (schema, configuration) = (self.schema, self.configuration)
         let message: FrameSyncMessage = try await postgres.withTransaction { c in
             guard let seq: Int64 = try c.query(
@@ -106,8 +121,11 @@ final class FramePublisher: Service, Sendable {
             return FrameSyncMessage(frameID: frame, seq: seq, albumIDs: albums, photos: photos, generatedAt: AlbumService.nowMillis())
         }
         try await publishNow(FrameTopics.sync(frame: frame), FrameTopics.encode(message), qos: .exactlyOnce, retain: true)
+        // If another replica published a newer sync before ours landed, the broker may now
+        // retain ours (older): make the sync due again so the newest goes out last.
         _ = try await postgres.execute("""
-            UPDATE \(schema).frames SET sync_published_seq = greatest(sync_published_seq, $2), last_synced_at = clock_timestamp()
+            UPDATE \(schema).frames SET sync_published_seq = greatest(sync_published_seq, $2), last_synced_at = clock_timestamp(),
+                sync_seq = CASE WHEN sync_published_seq > $2 THEN sync_seq + 1 ELSE sync_seq END
             WHERE frame_id = $1::uuid
             """, [.text(frame), .int(message.seq)])
         Counter(label: "album_frame_syncs_total").increment()
@@ -131,6 +149,8 @@ final class FramePublisher: Service, Sendable {
         let file: String
         let kind: String
         let payload: [UInt8]
+        /// Tells this row from a later one for the same (album, file, kind).
+        let created: String
     }
 
     /// Claims a batch of pending pushes (a lease, so replicas share them), publishes each with
@@ -146,10 +166,11 @@ final class FramePublisher: Service, Sendable {
                     SELECT album_id, file_id, kind FROM \(schema).album_pushes
                     WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until < now())
                     ORDER BY created_at LIMIT 50 FOR UPDATE SKIP LOCKED)
-                RETURNING album_id::text AS album_id, file_id::text AS file_id, kind, payload, created_at
-                """).sorted { (try? $0.decode("created_at", as: Date.self)) ?? .distantPast < (try? $1.decode("created_at", as: Date.self)) ?? .distantPast }
+                RETURNING album_id::text AS album_id, file_id::text AS file_id, kind, payload, created_at::text AS created,
+                    (extract(epoch FROM created_at) * 1000000)::bigint AS created_us
+                """).sorted { (try? $0.decode("created_us", as: Int64.self)) ?? 0 < (try? $1.decode("created_us", as: Int64.self)) ?? 0 }
                 .map { Push(album: try $0.decode("album_id"), file: try $0.decode("file_id"), kind: try $0.decode("kind"),
-                            payload: try $0.decode("payload")) }
+                            payload: try $0.decode("payload"), created: try $0.decode("created")) }
         }
         guard !pushes.isEmpty else { return 0 }
         var published = 0
@@ -169,8 +190,8 @@ final class FramePublisher: Service, Sendable {
             }
             _ = try await postgres.execute("""
                 UPDATE \(schema).album_pushes SET state = 'published', published_at = clock_timestamp(), claimed_until = NULL
-                WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = $3
-                """, [.text(push.album), .text(push.file), .text(push.kind)])
+                WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = $3 AND created_at::text = $4
+                """, [.text(push.album), .text(push.file), .text(push.kind), .text(push.created)])
             published += 1
             albums.insert(push.album)
             Counter(label: "album_photo_notifications_total", dimensions: [("kind", push.kind)]).increment()
@@ -311,6 +332,31 @@ final class FramePublisher: Service, Sendable {
             logger.info("a frame reported an error", metadata: ["frame.id": "\(frame)", "frame.error": "\((status.message ?? "").prefix(500))"])
         default:
             throw Malformed("unknown status")
+        }
+    }
+}
+
+/// A mutual exclusion per key (a frame id) for tasks, handed over in FIFO order.
+actor KeyedLock {
+    private var held: Set<String> = []
+    private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+
+    func lock(_ key: String) async {
+        guard held.contains(key) else {
+            held.insert(key)
+            return
+        }
+        await withCheckedContinuation { waiters[key, default: []].append($0) }
+        // Ownership was handed over by unlock(): `key` stays held.
+    }
+
+    func unlock(_ key: String) {
+        if var queue = waiters[key], !queue.isEmpty {
+            let next = queue.removeFirst()
+            waiters[key] = queue.isEmpty ? nil : queue
+            next.resume()
+        } else {
+            held.remove(key)
         }
     }
 }

@@ -530,3 +530,37 @@ struct TopicIDTests {
         }
     }
 }
+
+struct KeyedLockTests {
+    /// Holders of one key never overlap; other keys are not blocked.
+    @Test func oneHolderPerKey() async throws {
+        let lock = KeyedLock()
+        let inside = Counter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 0..<40 {
+                group.addTask {
+                    let key = n % 2 == 0 ? "a" : "b"
+                    await lock.lock(key)
+                    let now = await inside.enter(key)
+                    #expect(now == 1, "two holders of \(key)")
+                    try await Task.sleep(for: .milliseconds(2))
+                    await inside.leave(key)
+                    await lock.unlock(key)
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(await inside.maxTotal == 2, "keys a and b were held at the same time")
+    }
+
+    actor Counter {
+        var count: [String: Int] = [:]
+        var maxTotal = 0
+        func enter(_ key: String) -> Int {
+            count[key, default: 0] += 1
+            maxTotal = max(maxTotal, count.values.reduce(0, +))
+            return count[key]!
+        }
+        func leave(_ key: String) { count[key, default: 0] -= 1 }
+    }
+}
