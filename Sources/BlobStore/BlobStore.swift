@@ -46,7 +46,7 @@ public struct BlobStore: Sendable {
     public func delete(_ key: BlobKey) throws -> Bool {
         if unlink(path(for: key)) == 0 { return true }
         if errno == ENOENT { return false }
-        throw BlobStoreError(.io, "cannot delete blob \(key): \(String(cString: strerror(errno)))")
+        throw BlobStoreError(.io, "cannot delete blob \(key): \(errnoText())")
     }
 }
 

@@ -175,21 +175,26 @@ public final class Imaging: Sendable {
         let limits = self.limits
         return try await run {
             try Self.withInput(bytes) { input in
-                let probed = try Self.readHeader(input, limits: limits)
-                let image = try Self.thumbnail(input, width: width, height: height, size: VIPS_SIZE_FORCE,
-                                               exportSRGB: probed.needsColourTransform)
-                    .srgb8().flattenedOnWhite()
-                guard image.bands == 3, image.width == width, image.height == height else {
-                    throw ImagingError(.processingFailed, "decoded \(image.width)x\(image.height)x\(image.bands), wanted \(width)x\(height)x3")
-                }
-                return Pixels(width: width, height: height, rgb: try image.pixelBytes())
+                try Self.decodePixels(input, probed: try Self.readHeader(input, limits: limits), width: width, height: height)
             }
         }
     }
 
+    /// Upright 8-bit sRGB pixels (alpha on white) scaled to exactly `width`×`height`, decoded
+    /// with shrink-on-load. Pool threads only.
+    static func decodePixels(_ input: UnsafeRawBufferPointer, probed: Probed, width: Int, height: Int) throws -> Pixels {
+        let image = try thumbnail(input, width: width, height: height, size: VIPS_SIZE_FORCE,
+                                  exportSRGB: probed.needsColourTransform)
+            .srgb8().flattenedOnWhite()
+        guard image.bands == 3, image.width == width, image.height == height else {
+            throw ImagingError(.processingFailed, "decoded \(image.width)x\(image.height)x\(image.bands), wanted \(width)x\(height)x3")
+        }
+        return Pixels(width: width, height: height, rgb: try image.pixelBytes())
+    }
+
     // MARK: Implementation (pool threads only)
 
-    private func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         if let failure = vipsStartupFailure {
             throw ImagingError(.unavailable, "libvips did not start: \(failure)")
         }
@@ -205,12 +210,12 @@ public final class Imaging: Sendable {
 
     /// Gives libvips a pointer to `bytes` that stays valid for the whole of `body` (libvips
     /// reads the input lazily and does not copy it).
-    private static func withInput<T>(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
+    static func withInput<T>(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
         guard !bytes.isEmpty else { throw ImagingError(.unsupportedFormat, "empty input") }
         return try bytes.withUnsafeBytes(body)
     }
 
-    private static func readFile(_ path: String, limits: ImagingLimits) throws -> [UInt8] {
+    static func readFile(_ path: String, limits: ImagingLimits) throws -> [UInt8] {
         let attributes: [FileAttributeKey: Any]
         do {
             attributes = try FileManager.default.attributesOfItem(atPath: path)

@@ -7,7 +7,7 @@ import Threads
 import Wire
 
 /// What a request handler knows about the request besides its message.
-public struct RequestContext: Sendable {
+public struct CallContext: Sendable {
     public let method: String
     public let subject: String
     public let headers: NATSHeaders
@@ -19,11 +19,11 @@ public struct RequestContext: Sendable {
 /// runs the handler, encodes its reply into a ``Reply`` envelope.
 public struct Endpoint: Sendable {
     public let method: String
-    let handle: @Sendable ([UInt8], RequestContext) async throws -> [UInt8]
+    let handle: @Sendable ([UInt8], CallContext) async throws -> [UInt8]
 
     public init<Request: WireMessage, Response: WireMessage>(
         _ method: String,
-        _ handler: @escaping @Sendable (Request, RequestContext) async throws -> Response
+        _ handler: @escaping @Sendable (Request, CallContext) async throws -> Response
     ) {
         self.method = method
         self.handle = { bytes, context in
@@ -41,7 +41,7 @@ public struct Endpoint: Sendable {
     /// request and reply types cannot drift from the contract.
     public init<Request: WireMessage, Response: WireMessage>(
         _ method: WireMethod<Request, Response>,
-        _ handler: @escaping @Sendable (Request, RequestContext) async throws -> Response
+        _ handler: @escaping @Sendable (Request, CallContext) async throws -> Response
     ) {
         self.init(method.method, handler)
     }
@@ -120,7 +120,7 @@ public final class RequestService: Service, Sendable {
         var logger = self.logger
         logger[metadataKey: "rpc.method"] = "\(endpoint.method)"
         if let requestID = message.headers["X-Request-Id"] { logger[metadataKey: "request.id"] = "\(requestID)" }
-        let context = RequestContext(method: endpoint.method, subject: message.subject, headers: message.headers, logger: logger)
+        let context = CallContext(method: endpoint.method, subject: message.subject, headers: message.headers, logger: logger)
 
         let reply: Reply
         do {

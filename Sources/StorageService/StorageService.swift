@@ -71,7 +71,7 @@ public final class StorageService: Sendable {
 
     // MARK: RegisterUpload
 
-    func registerUpload(_ request: RegisterUploadRequest, _ context: RequestContext) async throws -> RegisterUploadReply {
+    func registerUpload(_ request: RegisterUploadRequest, _ context: CallContext) async throws -> RegisterUploadReply {
         guard !request.userID.isEmpty else { throw ServiceError.invalid("user_id is required") }
         guard let key = BlobKey(request.blobKey), key.hex == request.sha256.lowercased() else {
             throw ServiceError.invalid("blob_key must be the upload's SHA-256 in hex")
@@ -211,7 +211,7 @@ public final class StorageService: Sendable {
 
     // MARK: DeleteFile
 
-    func deleteFile(_ request: DeleteFileRequest, _ context: RequestContext) async throws -> Empty {
+    func deleteFile(_ request: DeleteFileRequest, _ context: CallContext) async throws -> Empty {
         guard !request.userID.isEmpty else { throw ServiceError.invalid("user_id is required") }
         guard let id = Self.uuid(request.fileID) else { throw ServiceError.notFound("no such file") }
         let schema = self.schema

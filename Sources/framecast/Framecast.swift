@@ -7,6 +7,9 @@ import ServiceKit
 import ServiceLifecycle
 import StorageService
 import AlbumService
+import Gateway
+import Metrics
+import Prometheus
 import Imaging
 import MQTT
 
@@ -16,7 +19,7 @@ struct Framecast: AsyncParsableCommand {
         commandName: "framecast",
         abstract: "Family photos from a phone to smart photo frames, live.",
         version: FramecastVersion.current,
-        subcommands: [All.self, Storage.self, Album.self, Migrate.self, Ping.self],
+        subcommands: [All.self, GatewayRole.self, Storage.self, Album.self, Migrate.self, Ping.self],
         defaultSubcommand: All.self)
 }
 
@@ -64,14 +67,64 @@ struct All: AsyncParsableCommand {
 
     @OptionGroup var options: CommonOptions
     @OptionGroup var storage: StorageOptions
+    @OptionGroup var gateway: GatewayOptions
     @OptionGroup var album: AlbumOptions
 
     func run() async throws {
         try await runRoles(options) { runtime in
-            try await storage.makeServices(runtime) + album.makeServices(runtime)
+            try await storage.makeServices(runtime)
+                + album.makeServices(runtime, publicURL: gateway.publicURL ?? "http://\(gateway.httpHost):\(gateway.httpPort)")
+                + gateway.makeServices(runtime, blobDir: storage.blobDir)
         }
     }
 }
+
+/// The HTTP gateway alone.
+struct GatewayRole: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gateway", abstract: "Run the HTTP gateway.")
+    @OptionGroup var options: CommonOptions
+    @OptionGroup var gateway: GatewayOptions
+
+    @Option(help: "Blob store directory shared with the services (env FRAMECAST_BLOB_DIR).")
+    var blobDir: String = env("FRAMECAST_BLOB_DIR") ?? ".run/blobs"
+
+    func run() async throws {
+        try await runRoles(options) { runtime in try await gateway.makeServices(runtime, blobDir: blobDir) }
+    }
+}
+
+struct GatewayOptions: ParsableArguments {
+    @Option(help: "Address the gateway listens on (env FRAMECAST_HTTP_HOST).")
+    var httpHost: String = env("FRAMECAST_HTTP_HOST") ?? "127.0.0.1"
+
+    @Option(help: "Port the gateway listens on (env FRAMECAST_HTTP_PORT).")
+    var httpPort: Int = env("FRAMECAST_HTTP_PORT").flatMap(Int.init) ?? 8080
+
+    @Option(help: "URL phones and frames reach the gateway at (env FRAMECAST_PUBLIC_URL; default http://HOST:PORT).")
+    var publicURL: String? = env("FRAMECAST_PUBLIC_URL")
+
+    @Option(help: "Largest photo accepted, in bytes (env FRAMECAST_MAX_UPLOAD_BYTES).")
+    var maxUploadBytes: Int = env("FRAMECAST_MAX_UPLOAD_BYTES").flatMap(Int.init) ?? 50 * 1024 * 1024
+
+    func makeServices(_ runtime: ServiceRuntime, blobDir: String) async throws -> [any Service] {
+        try FileManager.default.createDirectory(atPath: blobDir, withIntermediateDirectories: true)
+        var configuration = GatewayConfiguration(blobRoot: blobDir)
+        configuration.host = httpHost
+        configuration.port = httpPort
+        configuration.publicURL = publicURL ?? "http://\(httpHost):\(httpPort)"
+        configuration.maxUploadBytes = maxUploadBytes
+        let gateway = try Gateway(configuration: configuration, runtime: runtime, registry: metricsRegistry)
+        try await gateway.migrate()
+        return [gateway.application()]
+    }
+}
+
+/// The process's Prometheus registry: swift-metrics reports into it, `/metrics` renders it.
+let metricsRegistry: PrometheusCollectorRegistry = {
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    return registry
+}()
 
 /// The storage service alone.
 struct Storage: AsyncParsableCommand {
@@ -120,10 +173,14 @@ struct AlbumOptions: ParsableArguments {
     @Option(help: "Broker host:port handed to frames; default: the service's own (env FRAMECAST_FRAME_MQTT).")
     var frameMQTT: String? = env("FRAMECAST_FRAME_MQTT")
 
-    @Option(help: "The gateway's public URL, base of the photo URLs sent to frames (env FRAMECAST_PUBLIC_URL).")
-    var publicURL: String = env("FRAMECAST_PUBLIC_URL") ?? "http://127.0.0.1:8080"
+    @Option(help: """
+        The gateway's public URL, base of the photo URLs sent to frames (env FRAMECAST_PUBLIC_URL; \
+        `all` uses the gateway's --public-url).
+        """)
+    var gatewayURL: String = env("FRAMECAST_PUBLIC_URL") ?? "http://127.0.0.1:8080"
 
-    func makeServices(_ runtime: ServiceRuntime) async throws -> [any Service] {
+    /// `publicURL`: the gateway's, when it runs in the same process.
+    func makeServices(_ runtime: ServiceRuntime, publicURL: String? = nil) async throws -> [any Service] {
         var frameHost = mqttHost, framePort = mqttPort
         if let frameMQTT, let colon = frameMQTT.lastIndex(of: ":"), let port = Int(frameMQTT[frameMQTT.index(after: colon)...]) {
             frameHost = String(frameMQTT[..<colon])
@@ -131,7 +188,7 @@ struct AlbumOptions: ParsableArguments {
         }
         let mqtt = MQTTConfiguration(host: mqttHost, port: mqttPort, clientID: "album-\(ServiceIdentity.newInstanceID())")
         let service = try AlbumService(runtime: runtime, configuration: AlbumConfiguration(
-            mqtt: mqtt, publicGatewayURL: publicURL, frameMQTTHost: frameHost, frameMQTTPort: framePort))
+            mqtt: mqtt, publicGatewayURL: publicURL ?? gatewayURL, frameMQTTHost: frameHost, frameMQTTPort: framePort))
         return try await service.services()
     }
 }
@@ -169,6 +226,7 @@ struct Migrate: AsyncParsableCommand {
         let postgres = PostgresPool(configuration: options.postgresConfiguration, logger: logger)
         let schemas: [(String, [Migration])] = [
             (StorageService.schema, StorageService.migrations), (AlbumService.schema, AlbumService.migrations),
+            (Accounts.schema, Accounts.migrations),
         ]
         for (schema, migrations) in schemas {
             let applied = try await Migrations.apply(schema: schema, Outbox.migrations(schema: schema) + migrations,

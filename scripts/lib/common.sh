@@ -4,7 +4,7 @@
 
 FRAMECAST_APT_PACKAGES=(
   pkg-config libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
-  libnats-dev nats-server libmosquitto-dev mosquitto mosquitto-clients
+  libnats-dev nats-server libmosquitto-dev mosquitto mosquitto-clients libsodium-dev
   libpq-dev postgresql libvips-dev libvips-tools
   plasma-workspace-wallpapers mate-backgrounds
 )

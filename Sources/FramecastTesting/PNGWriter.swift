@@ -1,10 +1,10 @@
 // Builds PNG files by hand (no libvips), so tests can make inputs libvips did not write:
 // a decompression bomb and images with alpha or 16-bit samples.
 
-enum PNGWriter {
+public enum PNGWriter {
     /// A valid grayscale PNG of `width`×`height` 1-bit black pixels whose zlib stream repeats
     /// <length 258, distance 1> matches: 30000×30000 is ~700 KB on disk, 900 MB decoded.
-    static func bomb(width: Int, height: Int) -> [UInt8] {
+    public static func bomb(width: Int, height: Int) -> [UInt8] {
         let rowBytes = 1 + (width + 7) / 8  // filter byte + packed bits
         let total = rowBytes * height
         var bits = BitWriter()
@@ -28,7 +28,7 @@ enum PNGWriter {
 
     /// A PNG from raw scanlines (each without its filter byte), deflate "stored" blocks.
     /// colorType 0 gray, 2 RGB, 4 gray+alpha, 6 RGBA.
-    static func image(width: Int, height: Int, bitDepth: Int, colorType: Int, rows: [[UInt8]]) -> [UInt8] {
+    public static func image(width: Int, height: Int, bitDepth: Int, colorType: Int, rows: [[UInt8]]) -> [UInt8] {
         var raw: [UInt8] = []
         for row in rows { raw.append(0); raw += row }
         var zlib: [UInt8] = [0x78, 0x01]

@@ -1,0 +1,314 @@
+import BlobStore
+import Foundation
+import Hummingbird
+import NATS
+import ServiceKit
+import Wire
+
+/// Moves an upload's writer to a pool thread for its fsync + rename.
+struct WriterHandoff: @unchecked Sendable {
+    // @unchecked Sendable: the upload task that owns the writer awaits the pool job and does
+    // not touch the writer meanwhile, so only one thread uses it at a time.
+    let writer: BlobWriter
+}
+
+/// The JSON face of a stored file.
+struct FileJSON: ResponseEncodable {
+    struct Camera: Encodable { let make: String?; let model: String? }
+    struct GPS: Encodable { let latitude: Double; let longitude: Double; let altitude: Double? }
+    struct AI: Encodable {
+        struct Face: Encodable { let x, y, width, height: Int32; let confidence: Float }
+        let labels: [String]
+        let faces: [Face]
+        let objects: [String]
+        let analyser: String
+    }
+
+    let file_id: String
+    let file_name: String
+    let content_type: String
+    let size: Int64
+    let sha256: String
+    let created_at: String
+    let format: String
+    let width: Int32
+    let height: Int32
+    let orientation: Int32
+    let taken_at: String?
+    let camera: Camera?
+    let gps: GPS?
+    let dominant_colors: [String]
+    let perceptual_hash: String
+    let metadata: [String: String]
+    let ai_metadata: AI
+    let download_url: String
+    var duplicate: Bool?
+
+    init(_ file: FileRecord, duplicate: Bool? = nil) {
+        let analysis = file.analysis ?? PhotoAnalysis()
+        file_id = file.fileID
+        file_name = file.fileName
+        content_type = file.contentType
+        size = file.size
+        sha256 = file.sha256
+        created_at = Self.iso(file.createdAt)
+        format = analysis.format
+        width = analysis.width
+        height = analysis.height
+        orientation = analysis.orientation
+        taken_at = analysis.takenAt.map(Self.iso)
+        camera = analysis.cameraMake.isEmpty && analysis.cameraModel.isEmpty ? nil
+            : Camera(make: analysis.cameraMake.isEmpty ? nil : analysis.cameraMake,
+                     model: analysis.cameraModel.isEmpty ? nil : analysis.cameraModel)
+        gps = analysis.gps.map { GPS(latitude: $0.latitude, longitude: $0.longitude, altitude: $0.altitude) }
+        dominant_colors = analysis.dominantColors
+        perceptual_hash = String(format: "%016llx", analysis.perceptualHash)
+        metadata = file.metadata
+        let ai = file.aiMetadata ?? AIMetadata()
+        ai_metadata = AI(labels: ai.labels, faces: ai.faces.map { .init(x: $0.x, y: $0.y, width: $0.width, height: $0.height, confidence: $0.confidence) },
+                         objects: ai.objects, analyser: ai.analyser)
+        download_url = "/api/v1/files/download/\(file.fileID)"
+        self.duplicate = duplicate
+    }
+
+    static func iso(_ millis: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: Double(millis) / 1000))
+    }
+}
+
+struct FileListJSON: ResponseEncodable {
+    let files: [FileJSON]
+    let next_page_token: String?
+}
+
+/// A JSON body with a chosen status (201 for a new upload, 200 for a duplicate).
+struct StatusJSON<Body: Encodable & Sendable>: ResponseGenerator {
+    let status: HTTPResponse.Status
+    let body: Body
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = try context.responseEncoder.encode(body, from: request, context: context)
+        response.status = status
+        return response
+    }
+}
+
+extension Gateway {
+    // MARK: Upload
+
+    /// Streams a multipart upload into the blob store (SHA-256 while streaming, fsync,
+    /// rename), then asks storage to register it. Nothing is held in memory but one chunk.
+    func upload(_ request: Request, _ context: GatewayContext) async throws -> StatusJSON<FileJSON> {
+        let user = try context.requireUser()
+        guard let contentType = request.headers[.contentType],
+              let boundary = MultipartParser.boundary(fromContentType: contentType) else {
+            throw APIError.badRequest("expected multipart/form-data with a boundary")
+        }
+        let limit = configuration.maxUploadBytes
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit + 64 * 1024 {
+            throw APIError.tooLarge("the photo is larger than \(limit) bytes")
+        }
+        var parser: MultipartParser
+        do { parser = try MultipartParser(boundary: boundary) } catch { throw APIError.badRequest("\(error)") }
+
+        var writer: BlobWriter?
+        var current: String?
+        var fileName = ""
+        var declaredType = ""
+        var prefix: [UInt8] = []
+        var metadataBytes: [UInt8] = []
+        var fileParts = 0
+        defer { writer?.abort() }
+
+        do {
+            for try await chunk in request.body {
+                for event in try parser.feed(chunk.readableBytesView) {
+                    switch event {
+                    case .partStart(let headers):
+                        current = headers.name
+                        if headers.name == "file" {
+                            fileParts += 1
+                            guard fileParts == 1 else { throw APIError.badRequest("more than one file part") }
+                            writer = try BlobWriter(store: blobs, limit: limit)
+                            fileName = headers.fileName ?? ""
+                            declaredType = headers.contentType ?? ""
+                        }
+                    case .data(let bytes):
+                        if current == "file", let writer {
+                            if prefix.count < ImageSniffer.prefixLength {
+                                prefix += bytes.prefix(ImageSniffer.prefixLength - prefix.count)
+                            }
+                            try writer.write(bytes)
+                        } else if current == "metadata" {
+                            metadataBytes += bytes
+                            guard metadataBytes.count <= 64 * 1024 else { throw APIError.badRequest("metadata is larger than 64 KiB") }
+                        }
+                    case .partEnd:
+                        current = nil
+                    }
+                }
+            }
+            try parser.finish()
+        } catch let error as BlobStoreError where error.code == .tooLarge {
+            throw APIError.tooLarge("the photo is larger than \(limit) bytes")
+        } catch let error as MultipartParser.Failure {
+            throw APIError.badRequest("malformed multipart body: \(error)")
+        }
+
+        guard let writer, writer.size > 0 else { throw APIError.badRequest("the form has no non-empty \"file\" part") }
+        let metadata = try Self.parseMetadata(metadataBytes)
+        guard ImageSniffer.contentType(of: prefix) != nil else {
+            throw APIError.unsupportedMedia("not a supported image (JPEG, PNG, WebP, HEIC/HEIF, AVIF, GIF or TIFF)")
+        }
+        let handoff = WriterHandoff(writer: writer)
+        let committed = try await files.run { try handoff.writer.commit() }
+        context.logger.debug("upload stored", metadata: ["blob.key": "\(committed.key)", "blob.size": "\(committed.size)"])
+
+        do {
+            let reply = try await storage.call(StorageAPI.registerUpload, RegisterUploadRequest(
+                userID: user, blobKey: committed.key.hex, sha256: committed.key.hex, size: Int64(committed.size),
+                fileName: fileName, contentType: declaredType, metadata: metadata), headers: headers(context))
+            guard let file = reply.file else { throw APIError.internalError }
+            return StatusJSON(status: reply.duplicate ? .ok : .created, body: FileJSON(file, duplicate: reply.duplicate))
+        } catch let error as ServiceError where error.status == .unavailable {
+            // Nobody registered the bytes: a blob this upload created must not stay behind.
+            // (After a timeout storage may still register it, so only a definite "nobody
+            // answered" removes it; storage's own clean-up covers the rest.)
+            if committed.created && error.message.hasSuffix("is not running") {
+                let blobs = self.blobs
+                _ = try? await files.run { try blobs.delete(committed.key) }
+            }
+            throw APIError(error)
+        }
+    }
+
+    /// The optional `metadata` part: a JSON object; values become text (`album_id`…).
+    static func parseMetadata(_ bytes: [UInt8]) throws -> [String: String] {
+        guard !bytes.isEmpty else { return [:] }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+            throw APIError.badRequest("metadata must be a JSON object")
+        }
+        var result: [String: String] = [:]
+        for (key, value) in object {
+            guard key.count <= 64, !key.contains("\0") else { throw APIError.badRequest("metadata key too long") }
+            let text: String
+            switch value {
+            case let s as String: text = s
+            case let n as NSNumber: text = n.stringValue
+            default: throw APIError.badRequest("metadata values must be strings or numbers")
+            }
+            guard !text.contains("\0"), text.count <= 1024 else { throw APIError.badRequest("metadata value too long") }
+            result[key] = text
+        }
+        return result
+    }
+
+    // MARK: Files
+
+    func listFiles(_ request: Request, _ context: GatewayContext) async throws -> FileListJSON {
+        let user = try context.requireUser()
+        let size = request.uri.queryParameters.get("page_size").flatMap(Int32.init) ?? 0
+        guard size >= 0 else { throw APIError.badRequest("page_size must be positive") }
+        let token = request.uri.queryParameters.get("page_token") ?? ""
+        let reply = try await storage.call(StorageAPI.listFiles, ListFilesRequest(userID: user, pageSize: size, pageToken: token),
+                                           headers: headers(context))
+        return FileListJSON(files: reply.files.map { FileJSON($0) },
+                            next_page_token: reply.nextPageToken.isEmpty ? nil : reply.nextPageToken)
+    }
+
+    func file(_ request: Request, _ context: GatewayContext) async throws -> FileRecord {
+        let user = try context.requireUser()
+        let id = try context.parameters.require("file_id")
+        guard let file = try await storage.call(StorageAPI.getFile, GetFileRequest(userID: user, fileID: id),
+                                                headers: headers(context)).file else { throw APIError.notFound() }
+        return file
+    }
+
+    // MARK: Download
+
+    /// The original bytes, streamed from the blob store. Versions are immutable, so the ETag is
+    /// the SHA-256 and caches may keep it forever; `Range` gives 206, `If-None-Match` 304.
+    func download(_ request: Request, _ context: GatewayContext) async throws -> Response {
+        let size = request.uri.queryParameters.get("size") ?? "original"
+        guard size == "original" else {
+            throw APIError.notFound("size \"\(size)\" is not available yet (only original)")
+        }
+        let file = try await file(request, context)
+        guard let key = BlobKey(file.blobKey) else { throw APIError.internalError }
+        let etag = "\"\(file.sha256)\""
+        var headers: HTTPFields = [
+            .eTag: etag,
+            .cacheControl: "private, max-age=31536000, immutable",
+            .acceptRanges: "bytes",
+        ]
+        if let match = request.headers[.ifNoneMatch], HTTPConditions.matches(ifNoneMatch: match, etag: etag) {
+            return Response(status: .notModified, headers: headers)
+        }
+        headers[.contentType] = file.contentType
+        headers[.contentDisposition] = "inline; filename=\"\(file.fileName.replacingOccurrences(of: "\"", with: ""))\""
+        let path = blobs.path(for: key)
+        let total = Int(file.size)
+        let fileIO = FileIO()
+        if let rangeHeader = request.headers[.range], request.headers[.ifRange].map({ $0 == etag }) ?? true {
+            switch HTTPConditions.byteRange(rangeHeader, size: total) {
+            case .satisfiable(let range):
+                headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(total)"
+                headers[.contentLength] = String(range.count)
+                let body = try await fileIO.loadFile(path: path, range: range, context: context)
+                return Response(status: .partialContent, headers: headers, body: body)
+            case .unsatisfiable:
+                var error = APIError(.rangeNotSatisfiable, "range_not_satisfiable", "the range is outside the file")
+                error.headers[.contentRange] = "bytes */\(total)"
+                throw error
+            case .ignored:
+                break
+            }
+        }
+        headers[.contentLength] = String(total)
+        let body = try await fileIO.loadFile(path: path, context: context)
+        return Response(status: .ok, headers: headers, body: body)
+    }
+}
+
+/// Conditional and range requests (RFC 9110), for immutable content.
+enum HTTPConditions {
+    enum RangeResult: Equatable {
+        case satisfiable(ClosedRange<Int>)
+        case unsatisfiable
+        /// Not a single bytes range we serve partially: answer 200 with everything.
+        case ignored
+    }
+
+    /// `If-None-Match: "a", W/"b"` or `*`, compared weakly.
+    static func matches(ifNoneMatch header: String, etag: String) -> Bool {
+        let strip = { (tag: String) -> String in
+            let t = tag.trimmingCharacters(in: .whitespaces)
+            return t.hasPrefix("W/") ? String(t.dropFirst(2)) : t
+        }
+        return header.split(separator: ",").contains { candidate in
+            let c = candidate.trimmingCharacters(in: .whitespaces)
+            return c == "*" || strip(c) == strip(etag)
+        }
+    }
+
+    /// `bytes=a-b`, `bytes=a-`, `bytes=-n` (one range; several ranges are answered whole).
+    static func byteRange(_ header: String, size: Int) -> RangeResult {
+        let h = header.trimmingCharacters(in: .whitespaces)
+        guard h.lowercased().hasPrefix("bytes=") else { return .ignored }
+        let spec = h.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        guard !spec.contains(",") else { return .ignored }
+        let parts = spec.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 2 else { return .ignored }
+        if parts[0].isEmpty {
+            guard let suffix = Int(parts[1]), suffix > 0 else { return parts[1].isEmpty ? .ignored : .unsatisfiable }
+            guard size > 0 else { return .unsatisfiable }
+            return .satisfiable(max(0, size - suffix)...(size - 1))
+        }
+        guard let start = Int(parts[0]), start >= 0 else { return .ignored }
+        guard start < size else { return .unsatisfiable }
+        if parts[1].isEmpty { return .satisfiable(start...(size - 1)) }
+        guard let end = Int(parts[1]), end >= start else { return .ignored }
+        return .satisfiable(start...min(end, size - 1))
+    }
+}

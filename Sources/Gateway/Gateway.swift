@@ -1,0 +1,218 @@
+import BlobStore
+import Foundation
+import Hummingbird
+import Logging
+import NATS
+import Postgres
+import Prometheus
+import Secrets
+import ServiceKit
+import ServiceLifecycle
+import Threads
+import Wire
+
+/// Settings of the gateway.
+public struct GatewayConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    /// The base URL phones and frames reach the gateway at (used in links it hands out).
+    public var publicURL = "http://127.0.0.1:8080"
+    /// Root of the blob store shared with the services.
+    public var blobRoot: String
+    /// The largest photo accepted, in bytes.
+    public var maxUploadBytes = 50 * 1024 * 1024
+    /// How long a service may take to answer before the gateway answers 503.
+    public var serviceTimeout: Duration = .seconds(10)
+
+    public init(blobRoot: String) {
+        self.blobRoot = blobRoot
+    }
+}
+
+/// The only HTTP server of Framecast: REST for phones, photo metadata and downloads for
+/// frames. It authenticates callers and forwards every operation to a service over NATS.
+public final class Gateway: Sendable {
+    let configuration: GatewayConfiguration
+    let runtime: ServiceRuntime
+    let accounts: Accounts
+    let blobs: BlobStore
+    let storage: ServiceClient
+    let registry: PrometheusCollectorRegistry
+    let logger: Logger
+    /// fsync and other blocking file work of uploads.
+    let files: BlockingPool
+    let routes = Locked<[RouteDescription]>([])
+
+    public init(configuration: GatewayConfiguration, runtime: ServiceRuntime, registry: PrometheusCollectorRegistry,
+                passwordStrength: PasswordHasher.Strength = .interactive) throws {
+        self.configuration = configuration
+        self.runtime = runtime
+        self.accounts = try Accounts(postgres: runtime.postgres, strength: passwordStrength)
+        self.blobs = BlobStore(path: configuration.blobRoot)
+        self.storage = ServiceClient(service: StorageAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
+        self.registry = registry
+        var logger = runtime.logger
+        logger[metadataKey: "service.name"] = "gateway"
+        self.logger = logger
+        self.files = BlockingPool(name: "gateway-files", threadCount: 2)
+    }
+
+    deinit { files.shutdown() }
+
+    /// Migrates the gateway schema.
+    public func migrate() async throws {
+        _ = try await Migrations.apply(schema: Accounts.schema, Accounts.migrations, on: runtime.postgres, logger: logger)
+    }
+
+    /// The HTTP application (a Service) on the configured host and port.
+    public func application() -> some ApplicationProtocol {
+        Application(
+            router: router(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "framecast"),
+            logger: logger)
+    }
+
+    /// Every route, in one table: the router is built from it and the OpenAPI test reads it.
+    public var routeTable: [RouteDescription] { routes.current }
+
+    public func router() -> Router<GatewayContext> {
+        let router = Router(context: GatewayContext.self)
+        router.add(middleware: RequestIDMiddleware())
+        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: ErrorMiddleware())
+        routes.withLock { $0 = [] }
+
+        add(router, .get, "/healthz", auth: false) { _, _ in HealthResponse(status: "ok") }
+        add(router, .get, "/readyz", auth: false) { [self] _, _ in try await readiness() }
+        add(router, .get, "/metrics", auth: false) { [self] _, _ in metrics() }
+        add(router, .get, "/openapi.yaml", auth: false) { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(string: OpenAPI.document)))
+        }
+
+        add(router, .post, "/api/v1/auth/signup", auth: false) { [self] request, context in
+            let body = try await request.decode(as: SignUpRequest.self, context: context)
+            return Created(try await accounts.signUp(email: body.email, password: body.password, name: body.name))
+        }
+        add(router, .post, "/api/v1/auth/login", auth: false) { [self] request, context in
+            let body = try await request.decode(as: LoginRequest.self, context: context)
+            return try await accounts.login(email: body.email, password: body.password)
+        }
+        add(router, .post, "/api/v1/auth/logout") { [self] _, context in
+            _ = try context.requireUser()
+            if let hash = context.tokenHash { try await accounts.revoke(tokenHash: hash) }
+            return Response(status: .noContent)
+        }
+
+        add(router, .post, "/api/v1/storage/photos/upload") { [self] request, context in try await upload(request, context) }
+        add(router, .get, "/api/v1/storage/files") { [self] request, context in try await listFiles(request, context) }
+        add(router, .get, "/api/v1/storage/files/:file_id") { [self] request, context in
+            FileJSON(try await file(request, context))
+        }
+        add(router, .delete, "/api/v1/storage/files/:file_id") { [self] request, context in
+            let user = try context.requireUser()
+            let id = try context.parameters.require("file_id")
+            _ = try await storage.call(StorageAPI.deleteFile, DeleteFileRequest(userID: user, fileID: id),
+                                       headers: headers(context))
+            return Response(status: .noContent)
+        }
+        add(router, .get, "/api/v1/files/download/:file_id") { [self] request, context in try await download(request, context) }
+        return router
+    }
+
+    public struct RouteDescription: Sendable, Hashable {
+        public let method: String
+        /// OpenAPI form: `/api/v1/storage/files/{file_id}`.
+        public let path: String
+        public let authenticated: Bool
+    }
+
+    /// Registers a route, records it in the route table, and (unless `auth: false`) requires a
+    /// valid bearer token before the handler runs.
+    func add<Output: ResponseGenerator>(
+        _ router: Router<GatewayContext>, _ method: HTTPRequest.Method, _ path: String, auth: Bool = true,
+        _ handler: @escaping @Sendable (Request, GatewayContext) async throws -> Output
+    ) {
+        let openAPIPath = path.split(separator: "/", omittingEmptySubsequences: false).map { part in
+            part.hasPrefix(":") ? "{\(part.dropFirst())}" : String(part)
+        }.joined(separator: "/")
+        routes.withLock { $0.append(RouteDescription(method: method.rawValue.lowercased(), path: openAPIPath, authenticated: auth)) }
+        router.on(RouterPath(path), method: method) { [self] request, context in
+            var context = context
+            if auth { try await authenticate(request, &context) }
+            return try await handler(request, context)
+        }
+    }
+
+    func authenticate(_ request: Request, _ context: inout GatewayContext) async throws {
+        guard let header = request.headers[.authorization], header.count > 7,
+              header.prefix(7).lowercased() == "bearer " else { throw APIError.unauthenticated }
+        guard let (principal, hash) = try await accounts.authenticate(token: String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)) else {
+            throw APIError.unauthenticated
+        }
+        context.principal = principal
+        context.tokenHash = hash
+        context.logger[metadataKey: "user.id"] = "\(principal.userID)"
+    }
+
+    /// NATS headers for a service call made on behalf of this request.
+    func headers(_ context: GatewayContext) -> NATSHeaders {
+        var headers = NATSHeaders()
+        headers["X-Request-Id"] = context.requestID
+        return headers
+    }
+
+    // MARK: Health and metrics
+
+    struct HealthResponse: ResponseEncodable {
+        let status: String
+        var checks: [String: String]? = nil
+    }
+
+    func readiness() async throws -> Response {
+        var checks: [String: String] = [:]
+        checks["nats"] = runtime.nats.isConnected ? "ok" : "disconnected"
+        do {
+            _ = try await runtime.postgres.query("SELECT 1")
+            checks["postgres"] = "ok"
+        } catch {
+            checks["postgres"] = "unreachable"
+        }
+        let ready = checks.values.allSatisfy { $0 == "ok" }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let body = try encoder.encode(HealthResponse(status: ready ? "ready" : "not_ready", checks: checks))
+        return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    func metrics() -> Response {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+    }
+}
+
+/// A 201 response with a JSON body.
+struct Created<Body: Encodable & Sendable>: ResponseGenerator {
+    let body: Body
+    init(_ body: Body) { self.body = body }
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = try context.responseEncoder.encode(body, from: request, context: context)
+        response.status = .created
+        return response
+    }
+}
+
+extension Accounts.Session: ResponseEncodable {}
+
+struct SignUpRequest: Decodable {
+    let email: String
+    let password: String
+    let name: String
+}
+
+struct LoginRequest: Decodable {
+    let email: String
+    let password: String
+}

@@ -1,0 +1,70 @@
+import Foundation
+import Hummingbird
+import Logging
+
+/// Who is calling: a person (user token) or a frame (frame token).
+public enum Principal: Sendable, Equatable {
+    case user(id: String)
+    case frame(id: String, ownerID: String)
+
+    /// The user id a user is, or the owner a frame acts for.
+    public var userID: String {
+        switch self {
+        case .user(let id): id
+        case .frame(_, let owner): owner
+        }
+    }
+}
+
+/// The request context of the gateway: Hummingbird's core context plus the request id and the
+/// authenticated caller.
+public struct GatewayContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var requestID = ""
+    public var principal: Principal?
+    /// The token's hash, for logout.
+    public var tokenHash: String?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    /// JSON bodies of API requests are small; uploads stream and are limited separately.
+    public var maxUploadSize: Int { 256 * 1024 }
+
+    public var responseEncoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    /// The authenticated user, or 401.
+    public func requireUser() throws -> String {
+        guard case .user(let id) = principal else { throw APIError.unauthenticated }
+        return id
+    }
+}
+
+/// Gives every request an id: the client's `X-Request-Id` when it is sane, else a new one.
+/// It goes into the request's logger metadata (`request.id`), the response header, and the
+/// NATS headers of service calls.
+struct RequestIDMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let incoming = request.headers[.init("X-Request-Id")!]
+        let id = incoming.flatMap { $0.count <= 128 && $0.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) } && !$0.isEmpty ? $0 : nil }
+            ?? UUID().uuidString.lowercased()
+        context.requestID = id
+        context.logger[metadataKey: "request.id"] = "\(id)"
+        do {
+            var response = try await next(request, context)
+            response.headers[.init("X-Request-Id")!] = id
+            return response
+        } catch var error as APIError {
+            error.headers[.init("X-Request-Id")!] = id
+            throw error
+        }
+    }
+}
