@@ -133,6 +133,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .testTarget(name: "AlbumServiceTests", dependencies: [
             "AlbumService", "ServiceKit", "MQTT", "NATS", "Postgres", "Wire", "FramecastTesting",
+            "StorageService", "Imaging", "BlobStore",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayTests", dependencies: [
