@@ -564,3 +564,36 @@ struct KeyedLockTests {
         func leave(_ key: String) { count[key, default: 0] -= 1 }
     }
 }
+
+@Suite(.serialized) struct FrameLifecycleTests {
+    /// Register → list → rename/resize → a frame reads itself by its principal, not others.
+    @Test func registerListUpdateAndSelfRead() async throws {
+        let h = try await AlbumHarness.make()
+        defer { Task { await h.close() } }
+        try await h.running { _ in
+            let owner = "owner-\(UUID().uuidString.prefix(8))"
+            #expect(try await h.status(AlbumAPI.registerFrame, RegisterFrameRequest(userID: owner, name: "x", width: 0, height: 800)) == .invalid)
+            #expect(try await h.status(AlbumAPI.registerFrame, RegisterFrameRequest(userID: owner, name: "", width: 800, height: 800)) == .invalid)
+            let portrait = try await h.client.call(AlbumAPI.registerFrame, RegisterFrameRequest(userID: owner, name: "Desk", width: 600, height: 1024))
+            #expect(portrait.frame?.orientation == .portrait)
+            #expect(portrait.frame?.online == false)
+            #expect(portrait.frame?.config?.intervalSeconds == 30)
+            let other = try await h.registerFrame(owner).frame!.frameID
+            let id = portrait.frame!.frameID
+            let listed = try await h.client.call(AlbumAPI.listFrames, ListFramesRequest(userID: owner)).frames.map(\.frameID)
+            #expect(listed == [id, other])
+            #expect(try await h.client.call(AlbumAPI.listFrames, ListFramesRequest(userID: "nobody")).frames.isEmpty)
+
+            let updated = try await h.client.call(AlbumAPI.updateFrame, UpdateFrameRequest(userID: owner, frameID: id, name: "Study",
+                                                                                           width: 1920, height: 1080, orientation: .landscape))
+            #expect(updated.frame?.name == "Study")
+            #expect(updated.frame?.width == 1920 && updated.frame?.height == 1080)
+            #expect(updated.frame?.orientation == .landscape)
+            #expect(try await h.status(AlbumAPI.updateFrame, UpdateFrameRequest(userID: "nobody", frameID: id, name: "Mine")) == .notFound)
+
+            let me = try await h.client.call(AlbumAPI.getFrame, GetFrameRequest(frameID: id, principal: Principal(kind: .frame, id: id)))
+            #expect(me.frame?.name == "Study")
+            #expect(try await h.status(AlbumAPI.getFrame, GetFrameRequest(frameID: other, principal: Principal(kind: .frame, id: id))) == .notFound)
+        }
+    }
+}
