@@ -166,3 +166,8 @@ struct NotReady: Error {}
 extension MQTTMessage {
     func decode<T: Decodable>(_ type: T.Type) throws -> T { try FrameTopics.decode(type, from: payload) }
 }
+
+/// Every album test runs one at a time: each starts its own nats-server, mosquitto and
+/// service with their threads, and the package's other tests (thread-count checks among them)
+/// run in parallel on a 2-core machine.
+@Suite(.serialized) struct AlbumServiceSuite {}
