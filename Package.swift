@@ -87,6 +87,13 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
 
+        .target(name: "AlbumService", dependencies: [
+            "ServiceKit", "NATS", "Postgres", "Wire", "MQTT", "Threads",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+
         .target(name: "Gateway", dependencies: [
             "ServiceKit", "NATS", "Postgres", "Wire", "BlobStore", "Threads", "Secrets",
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -98,7 +105,7 @@ let package = Package(
 
         // MARK: Executable
         .executableTarget(name: "framecast", dependencies: [
-            "ServiceKit", "NATS", "Postgres", "Imaging", "StorageService", "Gateway",
+            "ServiceKit", "NATS", "Postgres", "Imaging", "StorageService", "Gateway", "AlbumService", "MQTT",
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -123,6 +130,11 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "FramecastTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "StorageServiceTests", dependencies: [
             "StorageService", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
+        ], swiftSettings: swiftSettings),
+        .testTarget(name: "AlbumServiceTests", dependencies: [
+            "AlbumService", "ServiceKit", "MQTT", "NATS", "Postgres", "Wire", "FramecastTesting",
+            "StorageService", "Imaging", "BlobStore",
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayTests", dependencies: [
             "Gateway", "StorageService", "ServiceKit", "Imaging", "BlobStore", "NATS", "Wire", "FramecastTesting",

@@ -6,10 +6,12 @@ import Postgres
 import ServiceKit
 import ServiceLifecycle
 import StorageService
+import AlbumService
 import Gateway
 import Metrics
 import Prometheus
 import Imaging
+import MQTT
 
 @main
 struct Framecast: AsyncParsableCommand {
@@ -17,7 +19,7 @@ struct Framecast: AsyncParsableCommand {
         commandName: "framecast",
         abstract: "Family photos from a phone to smart photo frames, live.",
         version: FramecastVersion.current,
-        subcommands: [All.self, GatewayRole.self, Storage.self, Migrate.self, Ping.self],
+        subcommands: [All.self, GatewayRole.self, Storage.self, Album.self, Migrate.self, Ping.self],
         defaultSubcommand: All.self)
 }
 
@@ -66,10 +68,13 @@ struct All: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
     @OptionGroup var storage: StorageOptions
     @OptionGroup var gateway: GatewayOptions
+    @OptionGroup var album: AlbumOptions
 
     func run() async throws {
         try await runRoles(options) { runtime in
-            try await storage.makeServices(runtime) + gateway.makeServices(runtime, blobDir: storage.blobDir)
+            try await storage.makeServices(runtime)
+                + album.makeServices(runtime, publicURL: gateway.publicURL ?? "http://\(gateway.httpHost):\(gateway.httpPort)")
+                + gateway.makeServices(runtime, blobDir: storage.blobDir)
         }
     }
 }
@@ -147,6 +152,47 @@ struct StorageOptions: ParsableArguments {
     }
 }
 
+/// The album service alone.
+struct Album: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the album service (albums, frames, MQTT push).")
+    @OptionGroup var options: CommonOptions
+    @OptionGroup var album: AlbumOptions
+
+    func run() async throws {
+        try await runRoles(options) { runtime in try await album.makeServices(runtime) }
+    }
+}
+
+struct AlbumOptions: ParsableArguments {
+    @Option(help: "MQTT broker host the album service publishes to (env FRAMECAST_MQTT_HOST).")
+    var mqttHost: String = env("FRAMECAST_MQTT_HOST") ?? "127.0.0.1"
+
+    @Option(help: "MQTT broker port (env FRAMECAST_MQTT_PORT).")
+    var mqttPort: Int = env("FRAMECAST_MQTT_PORT").flatMap(Int.init) ?? 1883
+
+    @Option(help: "Broker host:port handed to frames; default: the service's own (env FRAMECAST_FRAME_MQTT).")
+    var frameMQTT: String? = env("FRAMECAST_FRAME_MQTT")
+
+    @Option(help: """
+        The gateway's public URL, base of the photo URLs sent to frames (env FRAMECAST_PUBLIC_URL; \
+        `all` uses the gateway's --public-url).
+        """)
+    var gatewayURL: String = env("FRAMECAST_PUBLIC_URL") ?? "http://127.0.0.1:8080"
+
+    /// `publicURL`: the gateway's, when it runs in the same process.
+    func makeServices(_ runtime: ServiceRuntime, publicURL: String? = nil) async throws -> [any Service] {
+        var frameHost = mqttHost, framePort = mqttPort
+        if let frameMQTT, let colon = frameMQTT.lastIndex(of: ":"), let port = Int(frameMQTT[frameMQTT.index(after: colon)...]) {
+            frameHost = String(frameMQTT[..<colon])
+            framePort = port
+        }
+        let mqtt = MQTTConfiguration(host: mqttHost, port: mqttPort, clientID: "album-\(ServiceIdentity.newInstanceID())")
+        let service = try AlbumService(runtime: runtime, configuration: AlbumConfiguration(
+            mqtt: mqtt, publicGatewayURL: publicURL ?? gatewayURL, frameMQTTHost: frameHost, frameMQTTPort: framePort))
+        return try await service.services()
+    }
+}
+
 /// Connects the shared runtime, builds the roles' services, runs them in one ServiceGroup
 /// until SIGTERM/SIGINT (graceful: in-flight work finishes), then closes the connections.
 func runRoles(_ options: CommonOptions, _ build: (ServiceRuntime) async throws -> [any Service]) async throws {
@@ -181,6 +227,7 @@ struct Migrate: AsyncParsableCommand {
         // Services get ServiceKit's outbox tables first; the gateway has no events.
         let schemas: [(String, [Migration])] = [
             (StorageService.schema, Outbox.migrations(schema: StorageService.schema) + StorageService.migrations),
+            (AlbumService.schema, Outbox.migrations(schema: AlbumService.schema) + AlbumService.migrations),
             (Accounts.schema, Accounts.migrations),
         ]
         for (schema, migrations) in schemas {

@@ -1,0 +1,128 @@
+import Postgres
+
+/// The `album` schema. Roles are 'owner', 'contributor', 'viewer'; the owner of an album is
+/// also a row of `album_members` (so one join answers "what may this user do here").
+enum AlbumSchema {
+    static let name = "album"
+
+    static let migrations: [Migration] = [
+        Migration(version: 100, name: "albums_frames", sql: """
+            CREATE TABLE albums (
+                album_id      uuid PRIMARY KEY,
+                owner_id      text NOT NULL,
+                name          text NOT NULL,
+                description   text NOT NULL DEFAULT '',
+                is_default    boolean NOT NULL DEFAULT false,
+                cover_file_id text NOT NULL DEFAULT '',
+                settings      bytea NOT NULL DEFAULT '',
+                created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+                updated_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+            );
+            CREATE UNIQUE INDEX albums_one_default ON albums (owner_id) WHERE is_default;
+
+            CREATE TABLE album_members (
+                album_id  uuid NOT NULL REFERENCES albums ON DELETE CASCADE,
+                user_id   text NOT NULL,
+                email     text NOT NULL DEFAULT '',
+                name      text NOT NULL DEFAULT '',
+                role      text NOT NULL CHECK (role IN ('owner', 'contributor', 'viewer')),
+                added_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+                PRIMARY KEY (album_id, user_id)
+            );
+            CREATE INDEX album_members_by_user ON album_members (user_id);
+
+            -- What album knows of each file (from file.uploaded.with_ai or storage), and whether
+            -- media has rendered its versions (media.cache_ready).
+            CREATE TABLE photos (
+                file_id      uuid PRIMARY KEY,
+                owner_id     text NOT NULL DEFAULT '',
+                file_name    text NOT NULL DEFAULT '',
+                content_type text NOT NULL DEFAULT '',
+                taken_at     bigint,
+                ai_labels    text NOT NULL DEFAULT '[]',
+                known        boolean NOT NULL DEFAULT false,
+                cache_ready  boolean NOT NULL DEFAULT false
+            );
+
+            CREATE TABLE album_photos (
+                album_id  uuid NOT NULL REFERENCES albums ON DELETE CASCADE,
+                file_id   uuid NOT NULL REFERENCES photos ON DELETE CASCADE,
+                added_by  text NOT NULL,
+                added_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+                PRIMARY KEY (album_id, file_id)
+            );
+            CREATE INDEX album_photos_newest ON album_photos (album_id, added_at DESC, file_id DESC);
+            CREATE INDEX album_photos_by_file ON album_photos (file_id);
+
+            -- MQTT notifications that must go out exactly once per (album, file, kind).
+            -- 'added' rows are written with the state change that makes them due (cache ready,
+            -- photo added to an album whose photo is ready); removing the photo deletes the
+            -- 'added' row so a later re-add announces it again.
+            CREATE TABLE album_pushes (
+                album_id      uuid NOT NULL,
+                file_id       uuid NOT NULL,
+                kind          text NOT NULL CHECK (kind IN ('added', 'removed')),
+                state         text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'published')),
+                payload       bytea NOT NULL,
+                attempts      integer NOT NULL DEFAULT 0,
+                claimed_until timestamptz,
+                last_error    text,
+                created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+                published_at  timestamptz,
+                PRIMARY KEY (album_id, file_id, kind)
+            );
+            CREATE INDEX album_pushes_pending ON album_pushes (created_at) WHERE state = 'pending';
+
+            CREATE TABLE frames (
+                frame_id          uuid PRIMARY KEY,
+                owner_id          text NOT NULL,
+                name              text NOT NULL,
+                width             integer NOT NULL,
+                height            integer NOT NULL,
+                orientation       integer NOT NULL DEFAULT 0,
+                config            bytea NOT NULL DEFAULT '',
+                mqtt_username     text NOT NULL,
+                online            boolean NOT NULL DEFAULT false,
+                last_heartbeat_at timestamptz,
+                last_seen_at      timestamptz,
+                sync_seq          bigint NOT NULL DEFAULT 0,
+                sync_published_seq bigint NOT NULL DEFAULT 0,
+                last_synced_at    timestamptz,
+                created_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+                updated_at        timestamptz NOT NULL DEFAULT clock_timestamp()
+            );
+            CREATE INDEX frames_by_owner ON frames (owner_id, created_at);
+
+            CREATE TABLE frame_albums (
+                frame_id uuid NOT NULL REFERENCES frames ON DELETE CASCADE,
+                album_id uuid NOT NULL REFERENCES albums ON DELETE CASCADE,
+                PRIMARY KEY (frame_id, album_id)
+            );
+            CREATE INDEX frame_albums_by_album ON frame_albums (album_id);
+
+            -- What each frame reported per photo (frames/{id}/status cached / displayed).
+            CREATE TABLE frame_photos (
+                frame_id     uuid NOT NULL REFERENCES frames ON DELETE CASCADE,
+                file_id      uuid NOT NULL,
+                cached_at    timestamptz,
+                displayed_at timestamptz,
+                PRIMARY KEY (frame_id, file_id)
+            );
+
+            -- Per album × frame: photos pending (not cached yet), delivered (cached), displayed,
+            -- refreshed on every report of the frame; last_ack_at = the frame's last report.
+            CREATE TABLE album_sync_status (
+                frame_id               uuid NOT NULL,
+                album_id               uuid NOT NULL,
+                pending                integer NOT NULL DEFAULT 0,
+                delivered              integer NOT NULL DEFAULT 0,
+                displayed              integer NOT NULL DEFAULT 0,
+                last_displayed_file_id text NOT NULL DEFAULT '',
+                last_displayed_at      timestamptz,
+                last_ack_at            timestamptz,
+                PRIMARY KEY (frame_id, album_id),
+                FOREIGN KEY (frame_id, album_id) REFERENCES frame_albums ON DELETE CASCADE
+            );
+            """),
+    ]
+}

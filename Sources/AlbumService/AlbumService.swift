@@ -1,0 +1,602 @@
+import Foundation
+import Logging
+import Metrics
+import MQTT
+import Postgres
+import ServiceKit
+import ServiceLifecycle
+import Wire
+
+/// Settings of the album service.
+public struct AlbumConfiguration: Sendable {
+    /// The service's own MQTT connection (publishing to frames, reading their telemetry).
+    /// Use a client id unique per replica.
+    public var mqtt: MQTTConfiguration
+    /// The gateway's public base URL, e.g. "http://127.0.0.1:8080": `media_service_url` of a
+    /// photo is `{publicGatewayURL}/api/v1/photos/{file_id}`.
+    public var publicGatewayURL: String
+    /// The broker address handed to frames at registration.
+    public var frameMQTTHost: String
+    public var frameMQTTPort: Int
+    /// Albums / photos per page when a request asks for none, and the most a page holds.
+    public var defaultPageSize = 50
+    public var maxPageSize = 200
+    /// Name of the album created for a user's uploads without an album_id.
+    public var defaultAlbumName = "My photos"
+    /// How often the MQTT publisher retries pending notifications and syncs.
+    public var retryInterval: Duration = .seconds(1)
+
+    public init(mqtt: MQTTConfiguration, publicGatewayURL: String, frameMQTTHost: String, frameMQTTPort: Int) {
+        self.mqtt = mqtt
+        self.publicGatewayURL = publicGatewayURL
+        self.frameMQTTHost = frameMQTTHost
+        self.frameMQTTPort = frameMQTTPort
+    }
+
+    func mediaURL(_ fileID: String) -> String {
+        var base = publicGatewayURL
+        while base.hasSuffix("/") { base.removeLast() }
+        return "\(base)/api/v1/photos/\(fileID)"
+    }
+}
+
+/// The album service (`svc.album.v1.*`): albums, members, album photos, frames and their
+/// album subscriptions, sync status, and all MQTT publishing to frames.
+///
+/// Consumes `file.uploaded.with_ai` (adds uploads to albums), `media.cache_ready` (announces
+/// photos on `albums/{id}/photo_added`, exactly once per album and photo) and `file.deleted`;
+/// produces `album.created`, `album.photo_added`, `album.photo_removed`, `device.deleted`.
+public final class AlbumService: Sendable {
+    public static let name = AlbumAPI.service
+    /// The PostgreSQL schema the service owns, and its migrations (after ServiceKit's).
+    public static let schema = AlbumSchema.name
+    public static var migrations: [Migration] { AlbumSchema.migrations }
+
+    let runtime: ServiceRuntime
+    let configuration: AlbumConfiguration
+    let relay: OutboxRelay
+    let publisher: FramePublisher
+    let logger: Logger
+    let schema = AlbumSchema.name
+
+    public init(runtime: ServiceRuntime, configuration: AlbumConfiguration, logger: Logger? = nil) throws {
+        self.runtime = runtime
+        self.configuration = configuration
+        var logger = logger ?? runtime.logger
+        logger[metadataKey: "service.name"] = "\(Self.name)"
+        self.logger = logger
+        self.relay = runtime.outboxRelay(schema: AlbumSchema.name)
+        self.publisher = try FramePublisher(configuration: configuration, postgres: runtime.postgres,
+                                            schema: AlbumSchema.name, logger: logger)
+    }
+
+    /// Migrates the `album` schema and returns the request server, the outbox relay, the event
+    /// consumers and the MQTT publisher (which connects, follows frame telemetry, publishes
+    /// pending notifications and disconnects cleanly on graceful shutdown).
+    public func services() async throws -> [any Service] {
+        var services = try await runtime.services(
+            identity: ServiceIdentity(name: Self.name, description: "Framecast album: albums, members, frames, MQTT push"),
+            schema: schema, migrations: AlbumSchema.migrations, endpoints: endpoints, events: events, relay: relay)
+        // First in the group, so it stops last: request handlers and event consumers finish
+        // their publishes before the MQTT connection closes.
+        services.insert(publisher, at: 0)
+        return services
+    }
+
+    var endpoints: [Endpoint] {
+        [
+            Endpoint(AlbumAPI.createAlbum) { [self] r, _ in try await createAlbum(r) },
+            Endpoint(AlbumAPI.getAlbum) { [self] r, _ in try await getAlbum(r) },
+            Endpoint(AlbumAPI.listAlbums) { [self] r, _ in try await listAlbums(r) },
+            Endpoint(AlbumAPI.updateAlbum) { [self] r, _ in try await updateAlbum(r) },
+            Endpoint(AlbumAPI.deleteAlbum) { [self] r, _ in try await deleteAlbum(r) },
+            Endpoint(AlbumAPI.updateAlbumSettings) { [self] r, _ in try await updateAlbumSettings(r) },
+            Endpoint(AlbumAPI.addMember) { [self] r, _ in try await addMember(r) },
+            Endpoint(AlbumAPI.removeMember) { [self] r, _ in try await removeMember(r) },
+            Endpoint(AlbumAPI.listMembers) { [self] r, _ in try await listMembers(r) },
+            Endpoint(AlbumAPI.addAlbumPhoto) { [self] r, _ in try await addAlbumPhoto(r) },
+            Endpoint(AlbumAPI.removeAlbumPhoto) { [self] r, _ in try await removeAlbumPhoto(r) },
+            Endpoint(AlbumAPI.listAlbumPhotos) { [self] r, _ in try await listAlbumPhotos(r) },
+            Endpoint(AlbumAPI.registerFrame) { [self] r, _ in try await registerFrame(r) },
+            Endpoint(AlbumAPI.listFrames) { [self] r, _ in try await listFrames(r) },
+            Endpoint(AlbumAPI.getFrame) { [self] r, _ in try await getFrame(r) },
+            Endpoint(AlbumAPI.updateFrame) { [self] r, _ in try await updateFrame(r) },
+            Endpoint(AlbumAPI.deleteFrame) { [self] r, _ in try await deleteFrame(r) },
+            Endpoint(AlbumAPI.setFrameAlbums) { [self] r, _ in try await setFrameAlbums(r) },
+            Endpoint(AlbumAPI.syncFrame) { [self] r, _ in try await syncFrame(r) },
+            Endpoint(AlbumAPI.sendFrameCommand) { [self] r, _ in try await sendFrameCommand(r) },
+            Endpoint(AlbumAPI.setFrameConfig) { [self] r, _ in try await setFrameConfig(r) },
+            Endpoint(AlbumAPI.listAlbumScreens) { [self] r, _ in try await listAlbumScreens(r) },
+            Endpoint(AlbumAPI.canViewPhoto) { [self] r, _ in try await canViewPhoto(r) },
+            Endpoint(AlbumAPI.canViewAlbum) { [self] r, _ in try await canViewAlbum(r) },
+        ]
+    }
+
+    var events: [EventHandler] {
+        [
+            EventHandler(FileUploadedWithAI.self) { [self] event, delivery in try await fileUploaded(event, delivery) },
+            EventHandler(MediaCacheReady.self) { [self] event, delivery in try await cacheReady(event, delivery) },
+            EventHandler(FileDeleted.self) { [self] event, delivery in try await fileDeleted(event, delivery) },
+        ]
+    }
+
+    // MARK: Albums
+
+    func createAlbum(_ request: CreateAlbumRequest) async throws -> AlbumReply {
+        let user = try Self.user(request.userID)
+        let name = try Self.text(request.name, "name", max: 200, required: true)
+        let description = try Self.text(request.description, "description", max: 2000)
+        let schema = self.schema
+        let album: Album = try await runtime.postgres.withTransaction { c in
+            let id = try Self.insertAlbum(owner: user, name: name, description: description, isDefault: false, schema, c)
+            return try Self.album(id, user: user, schema, c)!
+        }
+        relay.wake()
+        return AlbumReply(album: album)
+    }
+
+    /// Inserts an album, its owner membership and `album.created`; returns the album id.
+    static func insertAlbum(owner: String, name: String, description: String, isDefault: Bool,
+                            _ schema: String, _ c: PostgresConnection) throws -> String {
+        let id = UUID().uuidString.lowercased()
+        _ = try c.execute("""
+            INSERT INTO \(schema).albums (album_id, owner_id, name, description, is_default, settings)
+            VALUES ($1::uuid, $2, $3, $4, $5, $6)
+            """, [.text(id), .text(owner), .text(name), .text(description), .bool(isDefault), .bytea(AlbumSettings().wireBytes())])
+        _ = try c.execute("INSERT INTO \(schema).album_members (album_id, user_id, role) VALUES ($1::uuid, $2, 'owner')",
+                          [.text(id), .text(owner)])
+        let album = try Self.album(id, user: owner, schema, c)!
+        try Outbox.enqueue(AlbumCreated(eventID: Self.newID(), occurredAt: Self.nowMillis(), userID: owner, album: album),
+                           schema: schema, on: c)
+        return id
+    }
+
+    func getAlbum(_ request: GetAlbumRequest) async throws -> AlbumReply {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
+        let schema = self.schema
+        guard let album = try await runtime.postgres.withConnection({ c in try Self.album(id, user: user, schema, c) }) else {
+            throw Self.noAlbum
+        }
+        return AlbumReply(album: album)
+    }
+
+    func listAlbums(_ request: ListAlbumsRequest) async throws -> ListAlbumsReply {
+        let user = try Self.user(request.userID)
+        let size = pageSize(request.pageSize)
+        let offset = try Self.offset(request.pageToken)
+        let schema = self.schema
+        let rows = try await runtime.postgres.query("""
+            \(Self.albumSelect(schema)) ORDER BY a.created_at DESC, a.album_id DESC LIMIT $2 OFFSET $3
+            """, [.text(user), .int(Int64(size + 1)), .int(Int64(offset))])
+        let albums = try rows.prefix(size).map(Self.album)
+        return ListAlbumsReply(albums: albums, nextPageToken: rows.count > size ? String(offset + size) : "")
+    }
+
+    func updateAlbum(_ request: UpdateAlbumRequest) async throws -> AlbumReply {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
+        let name = try request.name.map { try Self.text($0, "name", max: 200, required: true) }
+        let description = try request.description.map { try Self.text($0, "description", max: 2000) }
+        var cover: String?
+        if let value = request.coverFileID, !value.isEmpty {
+            guard let file = try Self.id(value, "cover_file_id") else { throw ServiceError.invalid("cover_file_id is not a photo of the album") }
+            cover = file
+        } else if request.coverFileID != nil {
+            cover = ""
+        }
+        let (schema, newCover) = (self.schema, cover)
+        let album: Album = try await runtime.postgres.withTransaction { c in
+            try Self.requireRole(user, id, ["owner"], schema, c)
+            if let cover = newCover, !cover.isEmpty, try c.query("SELECT 1 FROM \(schema).album_photos WHERE album_id = $1::uuid AND file_id = $2::uuid",
+                                                      [.text(id), .text(cover)]).isEmpty {
+                throw ServiceError.invalid("cover_file_id is not a photo of the album")
+            }
+            _ = try c.execute("""
+                UPDATE \(schema).albums SET name = coalesce($2, name), description = coalesce($3, description),
+                    cover_file_id = coalesce($4, cover_file_id), updated_at = clock_timestamp()
+                WHERE album_id = $1::uuid
+                """, [.text(id), name.map(PostgresValue.text) ?? .null, description.map(PostgresValue.text) ?? .null,
+                      newCover.map(PostgresValue.text) ?? .null])
+            return try Self.album(id, user: user, schema, c)!
+        }
+        return AlbumReply(album: album)
+    }
+
+    func updateAlbumSettings(_ request: UpdateAlbumSettingsRequest) async throws -> AlbumReply {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
+        let settings = request.settings ?? AlbumSettings()
+        guard (0...86_400).contains(settings.intervalSeconds) else { throw ServiceError.invalid("interval_seconds must be 0…86400") }
+        _ = try Self.text(settings.transition, "transition", max: 32)
+        let schema = self.schema
+        let album: Album = try await runtime.postgres.withTransaction { c in
+            try Self.requireRole(user, id, ["owner"], schema, c)
+            _ = try c.execute("UPDATE \(schema).albums SET settings = $2, updated_at = clock_timestamp() WHERE album_id = $1::uuid",
+                              [.text(id), .bytea(settings.wireBytes())])
+            return try Self.album(id, user: user, schema, c)!
+        }
+        let message = AlbumConfigMessage(albumID: id, intervalSeconds: settings.intervalSeconds, shuffle: settings.shuffle,
+                                         transition: settings.transition, showCaptions: settings.showCaptions)
+        try await publisher.publishNow(FrameTopics.albumConfig(album: id), FrameTopics.encode(message), qos: .atLeastOnce, retain: true)
+        return AlbumReply(album: album)
+    }
+
+    func deleteAlbum(_ request: DeleteAlbumRequest) async throws -> Empty {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
+        let schema = self.schema
+        let frames: [String] = try await runtime.postgres.withTransaction { c in
+            try Self.requireRole(user, id, ["owner"], schema, c)
+            let frames = try c.query("SELECT frame_id::text AS id FROM \(schema).frame_albums WHERE album_id = $1::uuid", [.text(id)])
+                .map { try $0.decode("id", as: String.self) }
+            let files = try c.query("SELECT file_id::text AS id FROM \(schema).album_photos WHERE album_id = $1::uuid", [.text(id)])
+                .map { try $0.decode("id", as: String.self) }
+            for file in files {
+                try Outbox.enqueue(AlbumPhotoRemoved(eventID: Self.newID(), occurredAt: Self.nowMillis(), userID: user,
+                                                     albumID: id, fileID: file, reason: "album_deleted"), schema: schema, on: c)
+            }
+            _ = try c.execute("DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid", [.text(id)])
+            _ = try c.execute("DELETE FROM \(schema).albums WHERE album_id = $1::uuid", [.text(id)])
+            for frame in frames { try Self.bumpSync(frame, schema, c) }
+            return frames
+        }
+        relay.wake()
+        // Frames that showed the album get a sync without it; its retained config goes away.
+        try? await publisher.publishNow(FrameTopics.albumConfig(album: id), [], qos: .atLeastOnce, retain: true)
+        for frame in frames { try? await publisher.publishSync(frame: frame) }
+        return Empty()
+    }
+
+    // MARK: Members
+
+    func addMember(_ request: AddMemberRequest) async throws -> MemberReply {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
+        let member = try Self.text(request.memberUserID, "member_user_id", max: 200, required: true)
+        let email = try Self.text(request.memberEmail, "member_email", max: 320)
+        let name = try Self.text(request.memberName, "member_name", max: 200)
+        let role: String
+        switch request.role {
+        case .contributor: role = "contributor"
+        case .viewer: role = "viewer"
+        case .owner: throw ServiceError.invalid("an album has one owner; add members as contributor or viewer")
+        default: throw ServiceError.invalid("role must be contributor or viewer")
+        }
+        let schema = self.schema
+        let row: Member = try await runtime.postgres.withTransaction { c in
+            try Self.requireRole(user, id, ["owner"], schema, c)
+            if member == user { throw ServiceError.conflict("the owner cannot change their own role") }
+            let rows = try c.query("""
+                INSERT INTO \(schema).album_members (album_id, user_id, email, name, role) VALUES ($1::uuid, $2, $3, $4, $5)
+                ON CONFLICT (album_id, user_id) DO UPDATE SET role = EXCLUDED.role, email = EXCLUDED.email, name = EXCLUDED.name
+                RETURNING \(Self.memberColumns)
+                """, [.text(id), .text(member), .text(email), .text(name), .text(role)])
+            return try Self.member(rows[0])
+        }
+        return MemberReply(member: row)
+    }
+
+    func removeMember(_ request: RemoveMemberRequest) async throws -> Empty {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
+        let member = try Self.text(request.memberUserID, "member_user_id", max: 200, required: true)
+        let schema = self.schema
+        try await runtime.postgres.withTransaction { c in
+            // Members may leave; only the owner removes others; the owner cannot leave.
+            if member == user {
+                guard let role = try Self.role(user, id, schema, c) else { throw Self.noAlbum }
+                if role == "owner" { throw ServiceError.conflict("the owner cannot leave their album; delete it instead") }
+            } else {
+                try Self.requireRole(user, id, ["owner"], schema, c)
+            }
+            let n = try c.execute("DELETE FROM \(schema).album_members WHERE album_id = $1::uuid AND user_id = $2 AND role <> 'owner'",
+                                  [.text(id), .text(member)])
+            if n == 0 { throw ServiceError.notFound("no such member") }
+        }
+        return Empty()
+    }
+
+    func listMembers(_ request: ListMembersRequest) async throws -> ListMembersReply {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
+        let schema = self.schema
+        let members: [Member] = try await runtime.postgres.withConnection { c in
+            guard try Self.role(user, id, schema, c) != nil else { throw Self.noAlbum }
+            return try c.query("SELECT \(Self.memberColumns) FROM \(schema).album_members WHERE album_id = $1::uuid ORDER BY added_at, user_id",
+                               [.text(id)]).map(Self.member)
+        }
+        return ListMembersReply(members: members)
+    }
+
+    // MARK: Album photos
+
+    func addAlbumPhoto(_ request: AddAlbumPhotoRequest) async throws -> AlbumPhotoReply {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
+        guard let file = try Self.id(request.fileID, "file_id") else { throw Self.noFile }
+        let schema = self.schema
+        // Check the album first (404 / 403 before anything else), then learn the file.
+        _ = try await runtime.postgres.withConnection { c in try Self.requireRole(user, id, ["owner", "contributor"], schema, c) }
+        try await learnFile(file, user: user)
+        let (photo, added): (AlbumPhoto, Bool) = try await runtime.postgres.withTransaction { [configuration] c in
+            try Self.requireRole(user, id, ["owner", "contributor"], schema, c)
+            // A user adds their own files, or files they can already see in one of their albums.
+            let visible = try !c.query("""
+                SELECT 1 FROM \(schema).photos p WHERE p.file_id = $1::uuid AND p.known AND (p.owner_id = $2 OR EXISTS (
+                    SELECT 1 FROM \(schema).album_photos ap JOIN \(schema).album_members m ON m.album_id = ap.album_id
+                    WHERE ap.file_id = p.file_id AND m.user_id = $2))
+                """, [.text(file), .text(user)]).isEmpty
+            guard visible else { throw Self.noFile }
+            let added = try Self.insertAlbumPhoto(album: id, file: file, by: user, configuration, schema, c)
+            return (try Self.albumPhoto(album: id, file: file, schema, c)!, added)
+        }
+        if added {
+            relay.wake()
+            publisher.wake()
+        }
+        return AlbumPhotoReply(photo: photo)
+    }
+
+    /// Makes sure `photos` knows `file` (owner, name, type, labels): from storage when no
+    /// file.uploaded.with_ai has told us yet. Not found or storage unavailable: not_found.
+    func learnFile(_ file: String, user: String) async throws {
+        let schema = self.schema
+        let known = try await runtime.postgres.query("SELECT 1 FROM \(schema).photos WHERE file_id = $1::uuid AND known", [.text(file)])
+        guard known.isEmpty else { return }
+        let client = ServiceClient(service: StorageAPI.service, nats: runtime.nats, timeout: .seconds(3))
+        let reply: GetFileReply
+        do {
+            reply = try await client.call(StorageAPI.getFile, GetFileRequest(userID: user, fileID: file))
+        } catch {
+            logger.debug("file unknown to storage or storage unavailable", metadata: ["file.id": "\(file)", "error": "\(error)"])
+            throw Self.noFile
+        }
+        guard let record = reply.file else { throw Self.noFile }
+        try await runtime.postgres.withConnection { c in try Self.upsertPhoto(record, schema, c) }
+    }
+
+    static func upsertPhoto(_ file: FileRecord, _ schema: String, _ c: PostgresConnection) throws {
+        let labels = String(decoding: FrameTopics.encode(file.aiMetadata?.labels ?? []), as: UTF8.self)
+        let takenAt: PostgresValue = file.analysis?.takenAt.map { .int($0) } ?? .null
+        _ = try c.execute("""
+            INSERT INTO \(schema).photos (file_id, owner_id, file_name, content_type, taken_at, ai_labels, known)
+            VALUES ($1::uuid, $2, $3, $4, $5::bigint, $6, true)
+            ON CONFLICT (file_id) DO UPDATE SET owner_id = EXCLUDED.owner_id, file_name = EXCLUDED.file_name,
+                content_type = EXCLUDED.content_type, taken_at = EXCLUDED.taken_at, ai_labels = EXCLUDED.ai_labels, known = true
+            """, [.text(file.fileID.lowercased()), .text(file.userID), .text(file.fileName), .text(file.contentType), takenAt, .text(labels)])
+    }
+
+    /// Adds a known photo to an album (idempotent). When it is new there: `album.photo_added`,
+    /// and, if media already rendered the photo, its MQTT notification is queued.
+    static func insertAlbumPhoto(album: String, file: String, by user: String, _ configuration: AlbumConfiguration,
+                                 _ schema: String, _ c: PostgresConnection) throws -> Bool {
+        let inserted = try c.execute("""
+            INSERT INTO \(schema).album_photos (album_id, file_id, added_by) VALUES ($1::uuid, $2::uuid, $3)
+            ON CONFLICT DO NOTHING
+            """, [.text(album), .text(file), .text(user)]) == 1
+        guard inserted else { return false }
+        let photo = try albumPhoto(album: album, file: file, schema, c)!
+        try Outbox.enqueue(AlbumPhotoAdded(eventID: newID(), occurredAt: nowMillis(), userID: user, photo: photo),
+                           schema: schema, on: c)
+        _ = try c.execute("DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = 'removed'",
+                          [.text(album), .text(file)])
+        try queueAddedPushes(file: file, albums: [album], configuration, schema, c)
+        return true
+    }
+
+    /// Queues `photo_added` for `file` in each album (that holds it) when its versions are ready.
+    /// A row already there (pending or published) stays as it is: one notification per (album, file).
+    static func queueAddedPushes(file: String, albums: [String]?, _ configuration: AlbumConfiguration,
+                                 _ schema: String, _ c: PostgresConnection) throws {
+        let rows = try c.query("""
+            SELECT ap.album_id::text AS album_id, p.file_name, p.content_type, p.taken_at, p.ai_labels
+            FROM \(schema).album_photos ap JOIN \(schema).photos p ON p.file_id = ap.file_id
+            WHERE ap.file_id = $1::uuid AND p.cache_ready AND ($2 = '' OR ap.album_id::text = ANY(string_to_array($2, ',')))
+            """, [.text(file), .text(albums?.joined(separator: ",") ?? "")])
+        for row in rows {
+            let album: String = try row.decode("album_id")
+            let message = PhotoAddedMessage(
+                fileID: file, albumID: album, fileName: try row.decode("file_name"), contentType: try row.decode("content_type"),
+                labels: labels(try row.decode("ai_labels")), takenAt: try row.decode("taken_at"),
+                mediaServiceURL: configuration.mediaURL(file))
+            _ = try c.execute("""
+                INSERT INTO \(schema).album_pushes (album_id, file_id, kind, payload) VALUES ($1::uuid, $2::uuid, 'added', $3)
+                ON CONFLICT DO NOTHING
+                """, [.text(album), .text(file), .bytea(FrameTopics.encode(message))])
+        }
+    }
+
+    /// Removes a photo from an album: `album.photo_removed`, MQTT `photo_removed` queued (when
+    /// frames were told about it), frames showing the album resynced. Returns false when absent.
+    static func deleteAlbumPhoto(album: String, file: String, by user: String, reason: String,
+                                 _ schema: String, _ c: PostgresConnection) throws -> Bool {
+        let removed = try c.execute("DELETE FROM \(schema).album_photos WHERE album_id = $1::uuid AND file_id = $2::uuid",
+                                    [.text(album), .text(file)]) == 1
+        guard removed else { return false }
+        try Outbox.enqueue(AlbumPhotoRemoved(eventID: newID(), occurredAt: nowMillis(), userID: user, albumID: album,
+                                             fileID: file, reason: reason), schema: schema, on: c)
+        // Frames heard of the photo if its photo_added went out or may be going out right now.
+        let announced = try c.query("""
+            DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = 'added'
+            RETURNING state = 'published' OR claimed_until > now() AS announced
+            """, [.text(album), .text(file)]).first?.decode("announced", as: Bool.self) ?? false
+        if announced {
+            let message = PhotoRemovedMessage(fileID: file, albumID: album, reason: reason)
+            _ = try c.execute("""
+                INSERT INTO \(schema).album_pushes (album_id, file_id, kind, payload) VALUES ($1::uuid, $2::uuid, 'removed', $3)
+                ON CONFLICT (album_id, file_id, kind) DO UPDATE SET state = 'pending', payload = EXCLUDED.payload,
+                    published_at = NULL, claimed_until = NULL
+                """, [.text(album), .text(file), .bytea(FrameTopics.encode(message))])
+        }
+        return true
+    }
+
+    func removeAlbumPhoto(_ request: RemoveAlbumPhotoRequest) async throws -> Empty {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
+        guard let file = try Self.id(request.fileID, "file_id") else { throw Self.noFile }
+        let schema = self.schema
+        try await runtime.postgres.withTransaction { c in
+            try Self.requireRole(user, id, ["owner", "contributor"], schema, c)
+            guard try Self.deleteAlbumPhoto(album: id, file: file, by: user, reason: "removed", schema, c) else { throw Self.noFile }
+            _ = try c.execute("UPDATE \(schema).albums SET cover_file_id = '' WHERE album_id = $1::uuid AND cover_file_id = $2",
+                              [.text(id), .text(file)])
+        }
+        relay.wake()
+        publisher.wake()
+        return Empty()
+    }
+
+    func listAlbumPhotos(_ request: ListAlbumPhotosRequest) async throws -> ListAlbumPhotosReply {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
+        let size = pageSize(request.pageSize)
+        let offset = try Self.offset(request.pageToken)
+        let schema = self.schema
+        let rows: [PostgresRow] = try await runtime.postgres.withConnection { c in
+            guard try Self.role(user, id, schema, c) != nil else { throw Self.noAlbum }
+            return try c.query("""
+                SELECT \(Self.photoColumns) FROM \(schema).album_photos ap JOIN \(schema).photos p ON p.file_id = ap.file_id
+                WHERE ap.album_id = $1::uuid ORDER BY ap.added_at DESC, ap.file_id DESC LIMIT $2 OFFSET $3
+                """, [.text(id), .int(Int64(size + 1)), .int(Int64(offset))])
+        }
+        return ListAlbumPhotosReply(photos: try rows.prefix(size).map(Self.albumPhoto),
+                                    nextPageToken: rows.count > size ? String(offset + size) : "")
+    }
+
+    // MARK: Access
+
+    static let noAlbum = ServiceError.notFound("no such album")
+    static let noFile = ServiceError.notFound("no such photo")
+
+    static func role(_ user: String, _ album: String, _ schema: String, _ c: PostgresConnection) throws -> String? {
+        try c.query("SELECT role FROM \(schema).album_members WHERE album_id = $1::uuid AND user_id = $2", [.text(album), .text(user)])
+            .first?.decode("role")
+    }
+
+    /// not_found for non-members (the album's existence is not revealed), unauthorized for
+    /// members whose role is not in `roles`.
+    @discardableResult
+    static func requireRole(_ user: String, _ album: String, _ roles: Set<String>, _ schema: String,
+                            _ c: PostgresConnection) throws -> String {
+        guard let role = try role(user, album, schema, c) else { throw noAlbum }
+        guard roles.contains(role) else {
+            throw ServiceError.unauthorized("a \(role) of this album may not do this")
+        }
+        return role
+    }
+
+    // MARK: Rows
+
+    static func albumSelect(_ schema: String) -> String {
+        """
+        SELECT a.album_id::text AS album_id, a.owner_id, a.name, a.description, a.is_default, a.cover_file_id, a.settings,
+            (extract(epoch FROM a.created_at) * 1000)::bigint AS created_ms,
+            (extract(epoch FROM a.updated_at) * 1000)::bigint AS updated_ms,
+            (SELECT count(*) FROM \(schema).album_photos ap WHERE ap.album_id = a.album_id)::integer AS photo_count,
+            m.role
+        FROM \(schema).albums a JOIN \(schema).album_members m ON m.album_id = a.album_id AND m.user_id = $1
+        """
+    }
+
+    static func album(_ id: String, user: String, _ schema: String, _ c: PostgresConnection) throws -> Album? {
+        try c.query("\(albumSelect(schema)) WHERE a.album_id = $2::uuid", [.text(user), .text(id)]).first.map(album)
+    }
+
+    static func album(_ row: PostgresRow) throws -> Album {
+        let settings: [UInt8] = try row.decode("settings")
+        return Album(
+            albumID: try row.decode("album_id"), ownerID: try row.decode("owner_id"), name: try row.decode("name"),
+            description: try row.decode("description"), isDefault: try row.decode("is_default"),
+            photoCount: try row.decode("photo_count"), role: wireRole(try row.decode("role")),
+            coverFileID: try row.decode("cover_file_id"),
+            settings: settings.isEmpty ? AlbumSettings() : try AlbumSettings(wireBytes: settings),
+            createdAt: try row.decode("created_ms"), updatedAt: try row.decode("updated_ms"))
+    }
+
+    static let memberColumns = """
+        album_id::text AS album_id, user_id, email, name, role, (extract(epoch FROM added_at) * 1000)::bigint AS added_ms
+        """
+
+    static func member(_ row: PostgresRow) throws -> Member {
+        Member(albumID: try row.decode("album_id"), userID: try row.decode("user_id"), email: try row.decode("email"),
+               name: try row.decode("name"), role: wireRole(try row.decode("role")), addedAt: try row.decode("added_ms"))
+    }
+
+    static let photoColumns = """
+        ap.album_id::text AS album_id, ap.file_id::text AS file_id, ap.added_by,
+        (extract(epoch FROM ap.added_at) * 1000)::bigint AS added_ms, p.file_name, p.content_type, p.taken_at, p.ai_labels
+        """
+
+    static func albumPhoto(album: String, file: String, _ schema: String, _ c: PostgresConnection) throws -> AlbumPhoto? {
+        try c.query("""
+            SELECT \(photoColumns) FROM \(schema).album_photos ap JOIN \(schema).photos p ON p.file_id = ap.file_id
+            WHERE ap.album_id = $1::uuid AND ap.file_id = $2::uuid
+            """, [.text(album), .text(file)]).first.map(albumPhoto)
+    }
+
+    static func albumPhoto(_ row: PostgresRow) throws -> AlbumPhoto {
+        AlbumPhoto(albumID: try row.decode("album_id"), fileID: try row.decode("file_id"), addedBy: try row.decode("added_by"),
+                   addedAt: try row.decode("added_ms"), fileName: try row.decode("file_name"),
+                   contentType: try row.decode("content_type"), takenAt: try row.decode("taken_at"),
+                   aiLabels: labels(try row.decode("ai_labels")))
+    }
+
+    static func wireRole(_ role: String) -> Role {
+        switch role {
+        case "owner": .owner
+        case "contributor": .contributor
+        case "viewer": .viewer
+        default: .unspecified
+        }
+    }
+
+    static func labels(_ json: String) -> [String] {
+        (try? FrameTopics.decode([String].self, from: Array(json.utf8))) ?? []
+    }
+
+    // MARK: Input
+
+    static func user(_ id: String) throws -> String {
+        guard !id.isEmpty else { throw ServiceError.invalid("user_id is required") }
+        guard id.utf8.count <= 200, !id.utf8.contains(0) else { throw ServiceError.invalid("user_id is not valid") }
+        return id
+    }
+
+    /// An id that may end up in an MQTT topic: invalid when it could break a topic (`/`, `+`,
+    /// `#`, NUL, too long, empty); nil (the caller answers not_found) when it is not a UUID,
+    /// as every id this service hands out is.
+    static func id(_ text: String, _ field: String) throws -> String? {
+        guard TopicID.isValid(text) else { throw ServiceError.invalid("\(field) is not a valid id") }
+        return UUID(uuidString: text).map { $0.uuidString.lowercased() }
+    }
+
+    static func text(_ value: String, _ field: String, max: Int, required: Bool = false) throws -> String {
+        let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
+        if required && trimmed.isEmpty { throw ServiceError.invalid("\(field) is required") }
+        guard trimmed.utf8.count <= max else { throw ServiceError.invalid("\(field) is longer than \(max) bytes") }
+        guard !trimmed.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\n" && $0 != "\t" }) else {
+            throw ServiceError.invalid("\(field) contains control characters")
+        }
+        return trimmed
+    }
+
+    func pageSize(_ asked: Int32) -> Int {
+        asked <= 0 ? configuration.defaultPageSize : min(Int(asked), configuration.maxPageSize)
+    }
+
+    static func offset(_ token: String) throws -> Int {
+        if token.isEmpty { return 0 }
+        guard token.count <= 9, let value = Int(token), value >= 0 else { throw ServiceError.invalid("invalid page_token") }
+        return value
+    }
+
+    static func newID() -> String { UUID().uuidString.lowercased() }
+    static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+
+    /// Marks a frame's sync as due (a new sequence number); the publisher publishes it.
+    static func bumpSync(_ frame: String, _ schema: String, _ c: PostgresConnection) throws {
+        _ = try c.execute("UPDATE \(schema).frames SET sync_seq = sync_seq + 1 WHERE frame_id = $1::uuid", [.text(frame)])
+    }
+}

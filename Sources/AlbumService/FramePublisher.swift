@@ -1,0 +1,362 @@
+import Foundation
+import Logging
+import Metrics
+import MQTT
+import Postgres
+import ServiceKit
+import ServiceLifecycle
+import Wire
+
+/// The album service's MQTT side, a `Service` owning one `MQTTClient`:
+/// * connects (retrying until the broker answers or shutdown begins);
+/// * follows `frames/+/status` and `frames/+/heartbeat` (online/offline, last heartbeat,
+///   cached/displayed reports into `frame_photos` and `album_sync_status`); a malformed
+///   payload is logged and dropped;
+/// * publishes pending `album_pushes` rows (QoS 1, waiting for PUBACK, then marks them
+///   published, so each goes out once; rows left pending by a failure or a restart are retried)
+///   and due frame syncs (`frames.sync_seq > sync_published_seq`);
+/// * on graceful shutdown stops both loops and disconnects cleanly.
+///
+/// Request handlers publish through ``publishNow(_:_:qos:retain:)`` and ``publishSync(frame:)``.
+final class FramePublisher: Service, Sendable {
+    let client: MQTTClient
+    let configuration: AlbumConfiguration
+    let postgres: PostgresPool
+    let schema: String
+    let logger: Logger
+    let wakeSignal = WakeSignal()
+    let syncLocks = KeyedLock()
+
+    init(configuration: AlbumConfiguration, postgres: PostgresPool, schema: String, logger: Logger) throws {
+        self.client = try MQTTClient(configuration: configuration.mqtt, logger: logger)
+        self.configuration = configuration
+        self.postgres = postgres
+        self.schema = schema
+        self.logger = logger
+    }
+
+    /// Tells the push loop that rows are waiting.
+    func wake() { wakeSignal.signal() }
+
+    func run() async throws {
+        guard await connectUntilUp() else { return }
+        logger.info("MQTT publisher connected", metadata: ["mqtt.broker": "\(configuration.mqtt.host):\(configuration.mqtt.port)"])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.telemetryLoop() }
+            group.addTask { await self.pushLoop() }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+        await client.disconnect()
+        logger.info("MQTT publisher stopped")
+    }
+
+    private func connectUntilUp() async -> Bool {
+        var attempt = 0
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await client.connect()
+                return true
+            } catch {
+                attempt += 1
+                logger.warning("connecting to the MQTT broker failed; retrying", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
+                let delay = Duration.milliseconds(min(5000, 250 * attempt))
+                _ = try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+            }
+        }
+        return false
+    }
+
+    // MARK: Publishing
+
+    /// Publishes now and waits for the broker's ack. Throws `ServiceError.unavailable` when
+    /// the broker is not reachable or does not ack in time.
+    func publishNow(_ topic: String, _ payload: [UInt8], qos: MQTTQoS, retain: Bool) async throws {
+        guard client.isConnected else { throw ServiceError.unavailable("the MQTT broker is not connected") }
+        do {
+            try await client.publish(topic, payload: payload, qos: qos, retain: retain)
+        } catch let error as MQTTError {
+            throw ServiceError.unavailable("the MQTT broker did not take the message (\(error.code))")
+        }
+    }
+
+    /// Publishes the frame's full sync with a new sequence number; returns it and the number of
+    /// photos. The frame keeps a higher sequence than any published so far, so a failed publish
+    /// leaves the sync due and the push loop retries it.
+    @discardableResult
+    func publishSync(frame: String) async throws -> (Int64, Int) {
+        // One sync per frame at a time in this process, so the retained message the broker
+        // keeps is the newest (across replicas see the check after publishing).
+        await syncLocks.lock(frame)
+        do {
+            let result = try await publishSyncLocked(frame: frame)
+            await syncLocks.unlock(frame)
+            return result
+        } catch {
+            await syncLocks.unlock(frame)
+            throw error
+        }
+    }
+
+    private func publishSyncLocked(frame: String) async throws -> (Int64, Int) {
+        let (schema, configuration) = (self.schema, self.configuration)
+        let message: FrameSyncMessage = try await postgres.withTransaction { c in
+            guard let seq: Int64 = try c.query(
+                "UPDATE \(schema).frames SET sync_seq = sync_seq + 1 WHERE frame_id = $1::uuid RETURNING sync_seq", [.text(frame)]
+            ).first?.decode("sync_seq") else { throw AlbumService.noFrame }
+            let albums = try c.query("SELECT album_id::text AS id FROM \(schema).frame_albums WHERE frame_id = $1::uuid ORDER BY album_id",
+                                     [.text(frame)]).map { try $0.decode("id", as: String.self) }
+            let photos = try c.query("""
+                SELECT ap.album_id::text AS album_id, ap.file_id::text AS file_id, p.file_name, p.content_type, p.taken_at, p.ai_labels
+                FROM \(schema).frame_albums fa
+                JOIN \(schema).album_photos ap ON ap.album_id = fa.album_id
+                JOIN \(schema).photos p ON p.file_id = ap.file_id AND p.cache_ready
+                WHERE fa.frame_id = $1::uuid ORDER BY ap.album_id, ap.added_at DESC, ap.file_id DESC
+                """, [.text(frame)]).map { row in
+                let file: String = try row.decode("file_id")
+                return PhotoAddedMessage(fileID: file, albumID: try row.decode("album_id"), fileName: try row.decode("file_name"),
+                                         contentType: try row.decode("content_type"), labels: AlbumService.labels(try row.decode("ai_labels")),
+                                         takenAt: try row.decode("taken_at"), mediaServiceURL: configuration.mediaURL(file))
+            }
+            return FrameSyncMessage(frameID: frame, seq: seq, albumIDs: albums, photos: photos, generatedAt: AlbumService.nowMillis())
+        }
+        try await publishNow(FrameTopics.sync(frame: frame), FrameTopics.encode(message), qos: .exactlyOnce, retain: true)
+        // If another replica published a newer sync before ours landed, the broker may now
+        // retain ours (older): make the sync due again so the newest goes out last.
+        _ = try await postgres.execute("""
+            UPDATE \(schema).frames SET sync_published_seq = greatest(sync_published_seq, $2), last_synced_at = clock_timestamp(),
+                sync_seq = CASE WHEN sync_published_seq > $2 THEN sync_seq + 1 ELSE sync_seq END
+            WHERE frame_id = $1::uuid
+            """, [.text(frame), .int(message.seq)])
+        Counter(label: "album_frame_syncs_total").increment()
+        return (message.seq, message.photos.count)
+    }
+
+    private func pushLoop() async {
+        while !Task.isCancelled {
+            do {
+                while try await publishPendingPushes() > 0 {}
+                try await publishDueSyncs()
+            } catch {
+                logger.warning("publishing pending frame notifications failed; will retry", metadata: ["error": "\(error)"])
+            }
+            await wakeSignal.wait(upTo: configuration.retryInterval)
+        }
+    }
+
+    struct Push: Sendable {
+        let album: String
+        let file: String
+        let kind: String
+        let payload: [UInt8]
+        /// Tells this row from a later one for the same (album, file, kind).
+        let created: String
+    }
+
+    /// Claims a batch of pending pushes (a lease, so replicas share them), publishes each with
+    /// QoS 1 and marks the acknowledged ones published. Frames of the albums concerned get a
+    /// new sync. Returns the number published.
+    func publishPendingPushes() async throws -> Int {
+        guard client.isConnected else { return 0 }
+        let schema = self.schema
+        let pushes: [Push] = try await postgres.withTransaction { c in
+            try c.query("""
+                UPDATE \(schema).album_pushes SET claimed_until = now() + interval '30 seconds', attempts = attempts + 1
+                WHERE (album_id, file_id, kind) IN (
+                    SELECT album_id, file_id, kind FROM \(schema).album_pushes
+                    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until < now())
+                    ORDER BY created_at LIMIT 50 FOR UPDATE SKIP LOCKED)
+                RETURNING album_id::text AS album_id, file_id::text AS file_id, kind, payload, created_at::text AS created,
+                    (extract(epoch FROM created_at) * 1000000)::bigint AS created_us
+                """).sorted { (try? $0.decode("created_us", as: Int64.self)) ?? 0 < (try? $1.decode("created_us", as: Int64.self)) ?? 0 }
+                .map { Push(album: try $0.decode("album_id"), file: try $0.decode("file_id"), kind: try $0.decode("kind"),
+                            payload: try $0.decode("payload"), created: try $0.decode("created")) }
+        }
+        guard !pushes.isEmpty else { return 0 }
+        var published = 0
+        var albums = Set<String>()
+        for push in pushes {
+            let topic = push.kind == "added" ? FrameTopics.photoAdded(album: push.album) : FrameTopics.photoRemoved(album: push.album)
+            do {
+                try await client.publish(topic, payload: push.payload, qos: .atLeastOnce, retain: false)
+            } catch {
+                logger.warning("publishing a photo notification failed; will retry", metadata: [
+                    "mqtt.topic": "\(topic)", "file.id": "\(push.file)", "error": "\(error)"])
+                _ = try? await postgres.execute("""
+                    UPDATE \(schema).album_pushes SET claimed_until = NULL, last_error = $4
+                    WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = $3
+                    """, [.text(push.album), .text(push.file), .text(push.kind), .text("\(error)")])
+                continue
+            }
+            _ = try await postgres.execute("""
+                UPDATE \(schema).album_pushes SET state = 'published', published_at = clock_timestamp(), claimed_until = NULL
+                WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = $3 AND created_at::text = $4
+                """, [.text(push.album), .text(push.file), .text(push.kind), .text(push.created)])
+            published += 1
+            albums.insert(push.album)
+            Counter(label: "album_photo_notifications_total", dimensions: [("kind", push.kind)]).increment()
+            logger.debug("photo notification published", metadata: ["mqtt.topic": "\(topic)", "file.id": "\(push.file)"])
+        }
+        if !albums.isEmpty {
+            // The frames showing these albums get a full sync with the new contents.
+            _ = try await postgres.execute("""
+                UPDATE \(schema).frames SET sync_seq = sync_seq + 1 WHERE frame_id IN (
+                    SELECT frame_id FROM \(schema).frame_albums WHERE album_id::text = ANY(string_to_array($1, ',')))
+                """, [.text(albums.sorted().joined(separator: ","))])
+        }
+        return published
+    }
+
+    /// Publishes the sync of every frame whose last sync was not published.
+    func publishDueSyncs() async throws {
+        guard client.isConnected else { return }
+        let schema = self.schema
+        let frames = try await postgres.query(
+            "SELECT frame_id::text AS id FROM \(schema).frames WHERE sync_seq > sync_published_seq ORDER BY frame_id LIMIT 100"
+        ).map { try $0.decode("id", as: String.self) }
+        for frame in frames {
+            do {
+                try await publishSync(frame: frame)
+            } catch {
+                logger.warning("publishing a frame's sync failed; will retry", metadata: ["frame.id": "\(frame)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: Telemetry
+
+    private func telemetryLoop() async {
+        await client.withMessages { messages in
+            do {
+                try await client.subscribe([(FrameTopics.allStatus, .atLeastOnce), (FrameTopics.allHeartbeats, .atMostOnce)])
+            } catch {
+                logger.error("subscribing to frame telemetry failed", metadata: ["error": "\(error)"])
+                return
+            }
+            for await message in messages {
+                if Task.isCancelled { break }
+                await handleTelemetry(message)
+            }
+        }
+    }
+
+    /// Applies one message from a frame. Never throws: bad input is logged and dropped.
+    func handleTelemetry(_ message: MQTTMessage) async {
+        if message.payload.isEmpty { return }  // a cleared retained message
+        var logger = self.logger
+        logger[metadataKey: "mqtt.topic"] = "\(message.topic.prefix(200))"
+        do {
+            if let id = FrameTopics.frameID(in: message.topic, leaf: "status") {
+                guard let frame = UUID(uuidString: id)?.uuidString.lowercased() else { throw Malformed("not a frame id") }
+                let status = try FrameTopics.decode(FrameStatusMessage.self, from: message.payload)
+                try await applyStatus(status, frame: frame, logger: logger)
+            } else if let id = FrameTopics.frameID(in: message.topic, leaf: "heartbeat") {
+                guard let frame = UUID(uuidString: id)?.uuidString.lowercased() else { throw Malformed("not a frame id") }
+                let heartbeat = try FrameTopics.decode(FrameHeartbeatMessage.self, from: message.payload)
+                try await applyHeartbeat(heartbeat, frame: frame, retained: message.retain)
+            }
+        } catch let error as DecodingError {
+            logger.warning("malformed frame telemetry dropped", metadata: ["error": "\(Self.describe(error))"])
+            Counter(label: "album_frame_telemetry_dropped_total").increment()
+        } catch let error as Malformed {
+            logger.warning("malformed frame telemetry dropped", metadata: ["error": "\(error.reason)"])
+            Counter(label: "album_frame_telemetry_dropped_total").increment()
+        } catch {
+            logger.warning("recording frame telemetry failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    struct Malformed: Error {
+        let reason: String
+        init(_ reason: String) { self.reason = reason }
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .dataCorrupted(let c), .keyNotFound(_, let c), .typeMismatch(_, let c), .valueNotFound(_, let c):
+            return c.debugDescription
+        @unknown default:
+            return "undecodable"
+        }
+    }
+
+    private func applyHeartbeat(_ heartbeat: FrameHeartbeatMessage, frame: String, retained: Bool) async throws {
+        let schema = self.schema
+        if retained {
+            // A heartbeat kept by the broker says nothing about now (we may be starting up).
+            return
+        }
+        _ = try await postgres.execute("""
+            UPDATE \(schema).frames SET online = true, last_heartbeat_at = clock_timestamp(), last_seen_at = clock_timestamp()
+            WHERE frame_id = $1::uuid
+            """, [.text(frame)])
+    }
+
+    private func applyStatus(_ status: FrameStatusMessage, frame: String, logger: Logger) async throws {
+        let schema = self.schema
+        switch status.status {
+        case "online", "offline":
+            _ = try await postgres.execute(
+                "UPDATE \(schema).frames SET online = $2, last_seen_at = clock_timestamp() WHERE frame_id = $1::uuid",
+                [.text(frame), .bool(status.status == "online")])
+        case "cached", "displayed":
+            let ids = (status.fileIDs ?? []) + (status.fileID.map { [$0] } ?? [])
+            guard !ids.isEmpty, ids.count <= 10_000 else { throw Malformed("\(status.status) without file ids or with too many") }
+            let files = try ids.map { id -> String in
+                guard let file = UUID(uuidString: id)?.uuidString.lowercased() else { throw Malformed("not a file id") }
+                return file
+            }
+            let displayed = status.status == "displayed"
+            try await postgres.withTransaction { c in
+                guard try !c.query("UPDATE \(schema).frames SET online = true, last_seen_at = clock_timestamp() WHERE frame_id = $1::uuid RETURNING 1",
+                                   [.text(frame)]).isEmpty else { return }
+                _ = try c.execute("""
+                    INSERT INTO \(schema).frame_photos (frame_id, file_id, cached_at, displayed_at)
+                    SELECT $1::uuid, f::uuid, clock_timestamp(), CASE WHEN $3 THEN clock_timestamp() END
+                    FROM unnest(string_to_array($2, ',')) AS f
+                    ON CONFLICT (frame_id, file_id) DO UPDATE SET cached_at = coalesce(\(schema).frame_photos.cached_at, EXCLUDED.cached_at),
+                        displayed_at = coalesce(EXCLUDED.displayed_at, \(schema).frame_photos.displayed_at)
+                    """, [.text(frame), .text(files.joined(separator: ",")), .bool(displayed)])
+                if displayed, let last = files.last {
+                    _ = try c.execute("""
+                        UPDATE \(schema).album_sync_status s SET last_displayed_file_id = $2, last_displayed_at = clock_timestamp()
+                        WHERE s.frame_id = $1::uuid AND EXISTS (
+                            SELECT 1 FROM \(schema).album_photos ap WHERE ap.album_id = s.album_id AND ap.file_id = $2::uuid)
+                        """, [.text(frame), .text(last)])
+                }
+                _ = try c.execute("UPDATE \(schema).album_sync_status SET last_ack_at = clock_timestamp() WHERE frame_id = $1::uuid",
+                                  [.text(frame)])
+                try AlbumService.refreshSyncStatus(frame: frame, schema, c)
+            }
+        case "error":
+            logger.info("a frame reported an error", metadata: ["frame.id": "\(frame)", "frame.error": "\((status.message ?? "").prefix(500))"])
+        default:
+            throw Malformed("unknown status")
+        }
+    }
+}
+
+/// A mutual exclusion per key (a frame id) for tasks, handed over in FIFO order.
+actor KeyedLock {
+    private var held: Set<String> = []
+    private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+
+    func lock(_ key: String) async {
+        guard held.contains(key) else {
+            held.insert(key)
+            return
+        }
+        await withCheckedContinuation { waiters[key, default: []].append($0) }
+        // Ownership was handed over by unlock(): `key` stays held.
+    }
+
+    func unlock(_ key: String) {
+        if var queue = waiters[key], !queue.isEmpty {
+            let next = queue.removeFirst()
+            waiters[key] = queue.isEmpty ? nil : queue
+            next.resume()
+        } else {
+            held.remove(key)
+        }
+    }
+}

@@ -1,0 +1,257 @@
+import Foundation
+
+// The MQTT side of Framecast (DESIGN.md "MQTT topics"): topic builders and the JSON payloads
+// exchanged with frames. Shared by the album service, the frame agent and tests.
+//
+// Every payload carries `"v": 1` and is encoded with sorted keys. Frames must treat unknown
+// keys as absent (newer services may add some) and must act once per (album, file) for
+// photo_added/photo_removed, once per `seq` for sync (ignore a seq not above the last one
+// applied) and once per command `id`: QoS 2 is requested but never relied on.
+
+/// Ids that are put into MQTT topics.
+public enum TopicID {
+    /// The longest id accepted in a topic level, in UTF-8 bytes.
+    public static let maxLength = 64
+
+    /// Whether `id` can be one topic level: non-empty, at most ``maxLength`` bytes, without
+    /// `/`, `+`, `#`, NUL or other control characters.
+    public static func isValid(_ id: String) -> Bool {
+        guard !id.isEmpty, id.utf8.count <= maxLength else { return false }
+        return !id.unicodeScalars.contains { $0 == "/" || $0 == "+" || $0 == "#" || $0.value < 0x20 || $0.value == 0x7F }
+    }
+}
+
+/// Topic names. Each builder expects an id that passed ``TopicID/isValid(_:)``.
+public enum FrameTopics {
+    public static func photoAdded(album: String) -> String { "albums/\(album)/photo_added" }
+    public static func photoRemoved(album: String) -> String { "albums/\(album)/photo_removed" }
+    public static func albumConfig(album: String) -> String { "albums/\(album)/config" }
+    public static func sync(frame: String) -> String { "frames/\(frame)/sync" }
+    public static func command(frame: String) -> String { "frames/\(frame)/command" }
+    public static func config(frame: String) -> String { "frames/\(frame)/config" }
+    public static func status(frame: String) -> String { "frames/\(frame)/status" }
+    public static func heartbeat(frame: String) -> String { "frames/\(frame)/heartbeat" }
+    /// What the album service subscribes to for telemetry.
+    public static let allStatus = "frames/+/status"
+    public static let allHeartbeats = "frames/+/heartbeat"
+    /// The retained topics of a frame (cleared with an empty retained message when it is deleted).
+    public static func retained(frame: String) -> [String] {
+        [sync(frame: frame), config(frame: frame), status(frame: frame), heartbeat(frame: frame)]
+    }
+
+    /// The frame id of `frames/{id}/<leaf>`, nil for any other topic or an invalid id.
+    public static func frameID(in topic: String, leaf: String) -> String? {
+        let parts = topic.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "frames", parts[2] == leaf else { return nil }
+        let id = String(parts[1])
+        return TopicID.isValid(id) ? id : nil
+    }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    /// The JSON bytes of a payload (sorted keys).
+    public static func encode(_ payload: some Encodable) -> [UInt8] {
+        // Encoding these plain structs of strings and numbers cannot fail.
+        (try? [UInt8](encoder.encode(payload))) ?? []
+    }
+
+    /// Decodes a payload from a frame; throws DecodingError for malformed JSON.
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        try JSONDecoder().decode(type, from: Data(bytes))
+    }
+}
+
+/// `albums/{album_id}/photo_added` (QoS 1), and one entry of a sync's photo list.
+public struct PhotoAddedMessage: Codable, Sendable, Hashable {
+    public var v: Int = 1
+    public var fileID: String
+    public var albumID: String
+    public var fileName: String
+    public var contentType: String
+    public var labels: [String]
+    /// Unix milliseconds, absent when unknown.
+    public var takenAt: Int64?
+    /// The gateway URL of the photo's metadata document: `{public}/api/v1/photos/{file_id}`.
+    public var mediaServiceURL: String
+
+    public init(fileID: String, albumID: String, fileName: String, contentType: String, labels: [String],
+                takenAt: Int64?, mediaServiceURL: String) {
+        self.fileID = fileID
+        self.albumID = albumID
+        self.fileName = fileName
+        self.contentType = contentType
+        self.labels = labels
+        self.takenAt = takenAt
+        self.mediaServiceURL = mediaServiceURL
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case v, labels
+        case fileID = "file_id", albumID = "album_id", fileName = "file_name", contentType = "content_type"
+        case takenAt = "taken_at", mediaServiceURL = "media_service_url"
+    }
+}
+
+/// `albums/{album_id}/photo_removed` (QoS 1).
+public struct PhotoRemovedMessage: Codable, Sendable, Hashable {
+    public var v: Int = 1
+    public var fileID: String
+    public var albumID: String
+    /// "removed", "file_deleted", "album_deleted".
+    public var reason: String
+
+    public init(fileID: String, albumID: String, reason: String) {
+        self.fileID = fileID
+        self.albumID = albumID
+        self.reason = reason
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case v, reason
+        case fileID = "file_id", albumID = "album_id"
+    }
+}
+
+/// `frames/{frame_id}/sync` (QoS 2, retained): everything the frame should show.
+public struct FrameSyncMessage: Codable, Sendable, Hashable {
+    public var v: Int = 1
+    public var frameID: String
+    /// Grows with every sync of this frame; apply only a seq above the last one applied.
+    public var seq: Int64
+    public var albumIDs: [String]
+    /// One entry per (album, photo) whose versions are ready, newest first per album.
+    public var photos: [PhotoAddedMessage]
+    public var generatedAt: Int64
+
+    public init(frameID: String, seq: Int64, albumIDs: [String], photos: [PhotoAddedMessage], generatedAt: Int64) {
+        self.frameID = frameID
+        self.seq = seq
+        self.albumIDs = albumIDs
+        self.photos = photos
+        self.generatedAt = generatedAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case v, seq, photos
+        case frameID = "frame_id", albumIDs = "album_ids", generatedAt = "generated_at"
+    }
+}
+
+/// `frames/{frame_id}/command` (QoS 2, not retained). Act once per `id`.
+public struct FrameCommandMessage: Codable, Sendable, Hashable {
+    public static let known: Set<String> = ["next", "previous", "pause", "resume", "reload", "sleep", "wake", "set_interval"]
+
+    public var v: Int = 1
+    public var id: String
+    public var command: String
+    public var args: [String: String]
+    public var issuedAt: Int64
+
+    public init(id: String, command: String, args: [String: String], issuedAt: Int64) {
+        self.id = id
+        self.command = command
+        self.args = args
+        self.issuedAt = issuedAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case v, id, command, args
+        case issuedAt = "issued_at"
+    }
+}
+
+/// `frames/{frame_id}/config` (QoS 1, retained).
+public struct FrameConfigMessage: Codable, Sendable, Hashable {
+    public var v: Int = 1
+    public var intervalSeconds: Int32
+    public var shuffle: Bool
+    public var sleepStart: String
+    public var sleepEnd: String
+    public var timeZone: String
+    public var transition: String
+    public var preferredFormat: String
+    public var brightness: Int32
+
+    public init(intervalSeconds: Int32, shuffle: Bool, sleepStart: String, sleepEnd: String, timeZone: String,
+                transition: String, preferredFormat: String, brightness: Int32) {
+        self.intervalSeconds = intervalSeconds
+        self.shuffle = shuffle
+        self.sleepStart = sleepStart
+        self.sleepEnd = sleepEnd
+        self.timeZone = timeZone
+        self.transition = transition
+        self.preferredFormat = preferredFormat
+        self.brightness = brightness
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case v, shuffle, transition, brightness
+        case intervalSeconds = "interval_seconds", sleepStart = "sleep_start", sleepEnd = "sleep_end"
+        case timeZone = "time_zone", preferredFormat = "preferred_format"
+    }
+}
+
+/// `albums/{album_id}/config` (QoS 1, retained).
+public struct AlbumConfigMessage: Codable, Sendable, Hashable {
+    public var v: Int = 1
+    public var albumID: String
+    public var intervalSeconds: Int32
+    public var shuffle: Bool
+    public var transition: String
+    public var showCaptions: Bool
+
+    public init(albumID: String, intervalSeconds: Int32, shuffle: Bool, transition: String, showCaptions: Bool) {
+        self.albumID = albumID
+        self.intervalSeconds = intervalSeconds
+        self.shuffle = shuffle
+        self.transition = transition
+        self.showCaptions = showCaptions
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case v, shuffle, transition
+        case albumID = "album_id", intervalSeconds = "interval_seconds", showCaptions = "show_captions"
+    }
+}
+
+/// `frames/{frame_id}/status` (QoS 0, from the frame). A frame connects with the last will
+/// `{"v":1,"status":"offline"}` (retained) and publishes `online` (retained) once connected.
+public struct FrameStatusMessage: Codable, Sendable, Hashable {
+    /// "online", "offline", "cached", "displayed", "error".
+    public var status: String
+    /// The photo concerned (`cached`, `displayed`).
+    public var fileID: String?
+    /// Several photos at once (`cached` after a sync).
+    public var fileIDs: [String]?
+    public var message: String?
+    public var v: Int?
+
+    public init(status: String, fileID: String? = nil, fileIDs: [String]? = nil, message: String? = nil) {
+        self.status = status
+        self.fileID = fileID
+        self.fileIDs = fileIDs
+        self.message = message
+        self.v = 1
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case v, status, message
+        case fileID = "file_id", fileIDs = "file_ids"
+    }
+}
+
+/// `frames/{frame_id}/heartbeat` (QoS 0, retained, from the frame).
+public struct FrameHeartbeatMessage: Codable, Sendable, Hashable {
+    public var v: Int?
+    /// The frame's clock, unix milliseconds (informational: the service records its own time).
+    public var at: Int64?
+
+    public init(at: Int64? = nil) {
+        self.v = 1
+        self.at = at
+    }
+}
