@@ -6,6 +6,8 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Imaging
+import AlbumService
+import MQTT
 import NATS
 import Prometheus
 import ServiceKit
@@ -38,12 +40,23 @@ struct GatewayHarness {
         return GatewayHarness(backend: backend, runtime: runtime, gateway: gateway, storage: storage, blobRoot: blobRoot)
     }
 
-    /// Runs the storage service and the live HTTP server while `body` runs.
-    func run(storage running: Bool = true, _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
-        let services = running ? try await storage.services() : []
+    /// Runs the storage service (and with `album`, the album service on `broker`) and the live
+    /// HTTP server while `body` runs.
+    func run(storage running: Bool = true, album broker: ServerProcess? = nil,
+             _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        var services = running ? try await storage.services() : []
+        if let broker {
+            let configuration = AlbumConfiguration(
+                mqtt: MQTTConfiguration(host: broker.host, port: broker.port, clientID: "album-\(UUID().uuidString.prefix(8))"),
+                publicGatewayURL: "http://127.0.0.1:8080", frameMQTTHost: broker.host, frameMQTTPort: broker.port)
+            services += try await AlbumService(runtime: runtime, configuration: configuration, logger: quietLogger).services()
+        }
         try await withServices(services, logger: quietLogger) {
             if running {
                 _ = try await eventually { (try? await backend.nats.request("$SRV.PING.storage", payload: [], timeout: .seconds(1))) != nil }
+            }
+            if broker != nil {
+                _ = try await eventually { (try? await backend.nats.request("$SRV.PING.album", payload: [], timeout: .seconds(1))) != nil }
             }
             try await gateway.application().test(.live) { client in try await body(client) }
         }
