@@ -21,10 +21,28 @@ public final class ServerProcess: @unchecked Sendable {
     public var url: String { kind == .nats ? "nats://127.0.0.1:\(port)" : "mqtt://127.0.0.1:\(port)" }
     public let host = "127.0.0.1"
 
-    /// Starts the server and waits until it accepts connections.
-    public init(_ kind: Kind, jetStream: Bool = true, port: Int? = nil) throws {
+    /// Starts the server and waits until it accepts connections. Without a `port`, a free
+    /// one is chosen; if another test took it in between, the next free one is tried.
+    public convenience init(_ kind: Kind, jetStream: Bool = true, port: Int? = nil) throws {
+        if let port {
+            try self.init(kind, jetStream: jetStream, fixedPort: port)
+            return
+        }
+        var lastError: Error?
+        for _ in 0..<5 {
+            do {
+                try self.init(kind, jetStream: jetStream, fixedPort: try freeTCPPort())
+                return
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError!
+    }
+
+    private init(_ kind: Kind, jetStream: Bool, fixedPort: Int) throws {
         self.kind = kind
-        self.port = try port ?? freeTCPPort()
+        self.port = fixedPort
         self.directory = try TestServers.scratchDirectory(kind == .nats ? "nats" : "mosquitto")
         self.jetStream = jetStream
         try start()
@@ -72,7 +90,11 @@ public final class ServerProcess: @unchecked Sendable {
         lock.withLock { process = p }
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
-            if tcpPortAcceptsConnections(port) { return }
+            // Ours, not another test's server that took the port: ours must still be running.
+            if tcpPortAcceptsConnections(port) {
+                usleep(100_000)
+                if p.isRunning { return }
+            }
             if !p.isRunning { break }
             usleep(20_000)
         }
