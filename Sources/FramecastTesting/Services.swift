@@ -46,7 +46,7 @@ public struct IsolatedBackend: Sendable {
     public static func make(logger: Logger = quietLogger) async throws -> IsolatedBackend {
         let server = try ServerProcess(.nats)
         let nats = try await NATSConnection.connect(NATSConfiguration(servers: [server.url], name: "tests"), logger: logger)
-        let connInfo = try TestServers.makeDatabase()
+        let connInfo = try await TestServers.makeDatabase()
         let postgres = PostgresPool(configuration: PostgresConfiguration(connInfo: connInfo), logger: logger)
         return IsolatedBackend(server: server, nats: nats, postgres: postgres, connInfo: connInfo)
     }

@@ -41,10 +41,10 @@ public enum TestServers {
 
     /// Creates a fresh, empty database on the shared PostgreSQL server and returns its conninfo,
     /// so tests never see each other's rows.
-    public static func makeDatabase(prefix: String = "t") throws -> String {
+    public static func makeDatabase(prefix: String = "t") async throws -> String {
         let base = try postgresConnInfo()
         let name = "\(prefix)_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased())"
-        let result = try Command.run("psql", [base, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
+        let result = try await Command.runOffPool("psql", [base, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
         guard result.status == 0 else {
             throw CommandFailed(command: "psql CREATE DATABASE", status: result.status, output: result.output)
         }
@@ -67,6 +67,16 @@ public struct CommandFailed: Error, CustomStringConvertible {
 
 /// Runs a program from PATH and collects its output (stdout and stderr together).
 public enum Command {
+    /// ``run(_:_:)`` on a thread of its own, so waiting for the program never holds one of the
+    /// (two, on this machine) cooperative threads every parallel test shares.
+    public static func runOffPool(_ program: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try run(program, arguments) })
+            }
+        }
+    }
+
     public static func run(_ program: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")

@@ -52,9 +52,10 @@ struct MQTTClientSwarmTests {
         try await swarm.waitUntilReady(timeout: .seconds(120))
         let threadsAfter = taskCount()
         #expect(swarm.status.connected == count)
-        // One swarm thread, never one per client. The bound leaves room for threads that tests
-        // running in parallel in this process start meanwhile.
-        #expect(threadsAfter - threadsBefore < count / 3, "threads grew from \(threadsBefore) to \(threadsAfter)")
+        // One swarm thread, never one per client (that would add `count` threads on its own). The
+        // bound leaves room for the threads other tests running in parallel in this process
+        // start meanwhile (125 seen in a cold CI run).
+        #expect(threadsAfter - threadsBefore < count, "threads grew from \(threadsBefore) to \(threadsAfter)")
 
         let first: [UInt8] = Array("photo-1".utf8)
         let start = ContinuousClock.now

@@ -190,9 +190,10 @@ import NATS
         await expectNATSError(.connectFailed) {
             try await connect("nats://127.0.0.1:\(port)")
         }
-        // connectTimeout is 2 s; alone this takes well under a second. The bound leaves room for
-        // a 2-core machine running every other test at the same time (5.8 s seen there).
-        #expect(clock.now - start < .seconds(10))
+        // connectTimeout is 2 s; alone this takes well under a second. On a 2-core machine running
+        // every other test at the same time it was seen to take 13.5 s (a cold CI run): the bound
+        // rules out a hang or endless retries, not slowness.
+        #expect(clock.now - start < .seconds(30))
     }
 
     @Test func badInputIsRejected() async throws {

@@ -39,7 +39,7 @@ import Testing
     }
 
     @Test func concurrentPoolsApplyEachMigrationExactlyOnce() async throws {
-        let connInfo = try TestServers.makeDatabase(prefix: "pg")
+        let connInfo = try await TestServers.makeDatabase(prefix: "pg")
         let slow = [
             Migration(version: 1, name: "slow_create", sql: "SELECT pg_sleep(0.2); CREATE TABLE items (id int PRIMARY KEY)"),
             Migration(version: 2, name: "insert", sql: "INSERT INTO items VALUES (1)"),

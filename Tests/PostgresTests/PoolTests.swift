@@ -168,7 +168,7 @@ func bindLoopback(_ fd: Int32) throws -> Int {    var address = sockaddr_in()
     }
 
     @Test func closeWaitsForInFlightWorkAndLaterCallsThrowPoolClosed() async throws {
-        let connInfo = try TestServers.makeDatabase(prefix: "pg")
+        let connInfo = try await TestServers.makeDatabase(prefix: "pg")
         let pool = PostgresPool(configuration: PostgresConfiguration(connInfo: connInfo, maxConnections: 2), logger: Logger(label: "postgres-tests"))
         let started = AsyncStream<Void>.makeStream()
         let inFlight = Task {

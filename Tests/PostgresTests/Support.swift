@@ -10,7 +10,7 @@ func withPool<T>(
     maxConnections: Int = 2, logger: Logger = Logger(label: "postgres-tests"),
     _ body: (PostgresPool) async throws -> T
 ) async throws -> T {
-    let connInfo = try TestServers.makeDatabase(prefix: "pg")
+    let connInfo = try await TestServers.makeDatabase(prefix: "pg")
     let pool = PostgresPool(configuration: PostgresConfiguration(connInfo: connInfo, maxConnections: maxConnections), logger: logger)
     do {
         let result = try await body(pool)
