@@ -231,12 +231,40 @@ extension Gateway {
     /// the SHA-256 and caches may keep it forever; `Range` gives 206, `If-None-Match` 304.
     func download(_ request: Request, _ context: GatewayContext) async throws -> Response {
         let size = request.uri.queryParameters.get("size") ?? "original"
-        guard size == "original" else {
-            throw APIError.notFound("size \"\(size)\" is not available yet (only original)")
+        if size == "original" {
+            let file = try await file(request, context)
+            return try await serveBlob(request, context, key: file.blobKey, sha256: file.sha256, byteSize: file.size,
+                                       contentType: file.contentType, fileName: file.fileName)
         }
-        let file = try await file(request, context)
-        guard let key = BlobKey(file.blobKey) else { throw APIError.internalError }
-        let etag = "\"\(file.sha256)\""
+        // A rendered version (thumbnail, hd, frame:{W}x{H}): media knows it and checks access.
+        let id = try context.parameters.require("file_id")
+        let format = request.uri.queryParameters.get("format") ?? ""
+        let reply = try await media.call(MediaAPI.getVersion, GetVersionRequest(fileID: id, size: size, format: format),
+                                         headers: principalHeaders(context))
+        let version = try require(reply.version)
+        let ext = version.format == "webp" ? "webp" : "jpg"
+        return try await serveBlob(request, context, key: version.blobKey, sha256: version.sha256, byteSize: version.byteSize,
+                                   contentType: version.contentType, fileName: "\(id)-\(size.replacingOccurrences(of: ":", with: "-")).\(ext)")
+    }
+
+    /// NATS headers of a call made on behalf of the caller (user or frame), for services that
+    /// check access themselves.
+    func principalHeaders(_ context: GatewayContext) throws -> NATSHeaders {
+        var headers = headers(context)
+        switch context.principal {
+        case .user(let id): headers[Subjects.principalHeader] = "user:\(id)"
+        case .frame(let id, _): headers[Subjects.principalHeader] = "frame:\(id)"
+        case nil: throw APIError.unauthenticated
+        }
+        return headers
+    }
+
+    /// Streams an immutable blob: ETag = its SHA-256, cacheable forever, `Range` → 206,
+    /// `If-None-Match` → 304.
+    func serveBlob(_ request: Request, _ context: GatewayContext, key keyText: String, sha256: String, byteSize: Int64,
+                   contentType: String, fileName: String) async throws -> Response {
+        guard let key = BlobKey(keyText) else { throw APIError.internalError }
+        let etag = "\"\(sha256)\""
         var headers: HTTPFields = [
             .eTag: etag,
             .cacheControl: "private, max-age=31536000, immutable",
@@ -245,10 +273,10 @@ extension Gateway {
         if let match = request.headers[.ifNoneMatch], HTTPConditions.matches(ifNoneMatch: match, etag: etag) {
             return Response(status: .notModified, headers: headers)
         }
-        headers[.contentType] = file.contentType
-        headers[.contentDisposition] = "inline; filename=\"\(file.fileName.replacingOccurrences(of: "\"", with: ""))\""
+        headers[.contentType] = contentType
+        headers[.contentDisposition] = "inline; filename=\"\(fileName.replacingOccurrences(of: "\"", with: ""))\""
         let path = blobs.path(for: key)
-        let total = Int(file.size)
+        let total = Int(byteSize)
         let fileIO = FileIO()
         if let rangeHeader = request.headers[.range], request.headers[.ifRange].map({ $0 == etag }) ?? true {
             switch HTTPConditions.byteRange(rangeHeader, size: total) {

@@ -38,6 +38,7 @@ public final class Gateway: Sendable {
     let blobs: BlobStore
     let storage: ServiceClient
     let album: ServiceClient
+    let media: ServiceClient
     let registry: PrometheusCollectorRegistry
     let logger: Logger
     /// fsync and other blocking file work of uploads.
@@ -52,6 +53,7 @@ public final class Gateway: Sendable {
         self.blobs = BlobStore(path: configuration.blobRoot)
         self.storage = ServiceClient(service: StorageAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
         self.album = ServiceClient(service: AlbumAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
+        self.media = ServiceClient(service: MediaAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
         self.registry = registry
         var logger = runtime.logger
         logger[metadataKey: "service.name"] = "gateway"
@@ -118,6 +120,7 @@ public final class Gateway: Sendable {
             return Response(status: .noContent)
         }
         add(router, .get, "/api/v1/files/download/:file_id") { [self] request, context in try await download(request, context) }
+        add(router, .get, "/api/v1/photos/:file_id") { [self] _, context in try await photoMetadata(context) }
         registerAlbumRoutes(router)
         registerFrameRoutes(router)
         return router

@@ -190,12 +190,22 @@ enum OpenAPI {
           responses:
             '204': {description: deleted}
             '404': {$ref: '#/components/responses/Error'}
+      /api/v1/photos/{file_id}:
+        get:
+          summary: The photo's metadata for frames (versions with size, width, height, bytes, url; ai_metadata; cached_for_frames)
+          description: Readable by the owner, members of an album holding the photo, and frames (frame token) subscribed to such an album; 404 for anyone else.
+          parameters:
+            - {name: file_id, in: path, required: true, schema: {type: string}}
+          responses:
+            '200': {description: the photo metadata document}
+            '404': {$ref: '#/components/responses/Error'}
       /api/v1/files/download/{file_id}:
         get:
           summary: The photo's bytes (ETag, Cache-Control, Range, conditional GET)
           parameters:
             - {name: file_id, in: path, required: true, schema: {type: string}}
-            - {name: size, in: query, schema: {type: string, enum: [original]}}
+            - {name: size, in: query, description: 'original (the owner), thumbnail, hd or frame:{W}x{H} (rendered versions, for whoever may see the photo)', schema: {type: string, default: original}}
+            - {name: format, in: query, schema: {type: string, enum: [jpeg, webp]}}
             - {name: Range, in: header, schema: {type: string}}
             - {name: If-None-Match, in: header, schema: {type: string}}
           responses:

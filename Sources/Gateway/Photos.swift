@@ -1,0 +1,46 @@
+import Foundation
+import Hummingbird
+import ServiceKit
+import Wire
+
+/// The photo metadata document frames read (seed step 5): versions with their URLs.
+struct PhotoMetadataJSON: Encodable, Sendable {
+    struct Version: Encodable, Sendable {
+        let size: String
+        let width, height: Int32
+        let format, content_type: String
+        let bytes: Int64
+        let url: String
+    }
+    let file_id, file_name, content_type: String
+    let width, height: Int32?
+    let taken_at: String?
+    let versions: [Version]
+    let ai_metadata: FileJSON.AI
+    let cached_for_frames: [String]
+
+    init(_ m: PhotoMetadata, baseURL: String) {
+        file_id = m.fileID; file_name = m.fileName; content_type = m.contentType
+        width = m.analysis?.width; height = m.analysis?.height
+        taken_at = m.analysis?.takenAt.map(FileJSON.iso)
+        versions = m.versions.map { v in
+            Version(size: v.size, width: v.width, height: v.height, format: v.format, content_type: v.contentType, bytes: v.byteSize,
+                    url: "\(baseURL)/api/v1/files/download/\(m.fileID)?size=\(v.size)")
+        }
+        let ai = m.aiMetadata ?? AIMetadata()
+        ai_metadata = FileJSON.AI(labels: ai.labels, faces: ai.faces.map { .init(x: $0.x, y: $0.y, width: $0.width, height: $0.height, confidence: $0.confidence) },
+                                  objects: ai.objects, analyser: ai.analyser)
+        cached_for_frames = m.cachedForFrames
+    }
+}
+
+extension Gateway {
+    /// GET /api/v1/photos/{file_id}: readable by the owner, members of an album holding it, and
+    /// frames subscribed to such an album (media checks, on behalf of the caller); 404 otherwise.
+    func photoMetadata(_ context: GatewayContext) async throws -> JSONBody<PhotoMetadataJSON> {
+        let id = try context.parameters.require("file_id")
+        let reply = try await media.call(MediaAPI.getPhotoMetadata, GetPhotoMetadataRequest(fileID: id),
+                                         headers: principalHeaders(context))
+        return JSONBody(body: PhotoMetadataJSON(try require(reply.metadata), baseURL: configuration.publicURL))
+    }
+}
