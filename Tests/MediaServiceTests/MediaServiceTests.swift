@@ -209,7 +209,10 @@ let twoScreens = [
             again.eventID = UUID().uuidString.lowercased()
             try await h.publish(again)
             let all = try await eventually(timeout: .seconds(60)) {
-                try await h.processed(event.eventID) && h.processed(event.eventID + "-again") && h.processed(again.eventID)
+                let first = try await h.processed(event.eventID)
+                let republished = try await h.processed(event.eventID + "-again")
+                let renamed = try await h.processed(again.eventID)
+                return first && republished && renamed
             }
             #expect(all)
             _ = try await h.waitCacheReady(fileID)
