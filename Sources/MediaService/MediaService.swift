@@ -75,6 +75,8 @@ public final class MediaService: Sendable {
     let relay: OutboxRelay
     let logger: Logger
     let schema = MediaSchema.name
+    /// How many times a photo was decoded and rendered (tests prove a duplicate is not).
+    let renderCount = Locked(0)
 
     public init(runtime: ServiceRuntime, configuration: MediaConfiguration, imaging: Imaging) {
         self.runtime = runtime
@@ -168,6 +170,7 @@ public final class MediaService: Sendable {
             return
         }
         let start = ContinuousClock.now
+        renderCount.withLock { $0 += 1 }
         let rendered: [RenderedImage]
         do {
             rendered = try await imaging.renderFile(blobs.path(for: originalKey), versions: wanted.map(\.spec))

@@ -2,7 +2,7 @@ import BlobStore
 import Foundation
 import FramecastTesting
 import Imaging
-import MediaService
+@testable import MediaService
 import NATS
 import Postgres
 import ServiceKit
@@ -31,14 +31,14 @@ struct MediaHarness {
     let service: MediaService
     let client: ServiceClient
 
-    static func make() async throws -> MediaHarness {
+    static func make(imaging: Imaging = sharedImaging) async throws -> MediaHarness {
         let backend = try await IsolatedBackend.make()
         let runtime = ServiceRuntime(nats: backend.nats, jetStream: try backend.nats.jetStream(),
                                      postgres: backend.postgres, logger: quietLogger)
         try await EventStream.ensure(on: runtime.jetStream)
         let root = try TestServers.scratchDirectory("media-blobs")
         let service = MediaService(runtime: runtime, configuration: MediaConfiguration(
-            blobRoot: root.path, publicGatewayURL: gateway), imaging: sharedImaging)
+            blobRoot: root.path, publicGatewayURL: gateway), imaging: imaging)
         return MediaHarness(backend: backend, runtime: runtime, blobs: BlobStore(root: root), service: service,
                             client: ServiceClient(service: "media", nats: backend.nats, timeout: .seconds(20)))
     }
@@ -216,6 +216,7 @@ let twoScreens = [
             }
             #expect(all)
             _ = try await h.waitCacheReady(fileID)
+            #expect(h.service.renderCount.current == 1, "decoded and rendered once")
             #expect(try await h.versionRows(fileID).count == 4)
             #expect(try await h.metadataRows(fileID) == 1)
             #expect(try await h.events(MediaCacheReady.self).filter { $0.fileID == fileID }.count == 1)
@@ -248,6 +249,44 @@ let twoScreens = [
             let good = try await h.upload(photo, user: owner)
             #expect(try await h.waitCacheReady(good.file!.fileID) != nil)
             #expect(try await h.events(MediaVersionFailed.self).filter { $0.fileID == fileID }.count == 4)
+        }
+        await h.close()
+    }
+
+    @Test func aPhotoOverTheImagingLimitsIsAnnouncedAsFailed() async throws {
+        let small = Imaging(threads: 1, limits: ImagingLimits(maxPixels: 1_000_000), logger: quietLogger)
+        defer { small.shutdown() }
+        let h = try await MediaHarness.make(imaging: small)
+        let photo = try Photos.bytes(try Photos.plasma("FallenLeaf"))
+        try await h.running(album: AlbumAnswers()) {
+            let event = try await h.upload(photo, user: user())
+            let fileID = event.file!.fileID
+            var failed: [MediaVersionFailed] = []
+            _ = try await eventually(timeout: .seconds(60)) {
+                failed = try await h.events(MediaVersionFailed.self).filter { $0.fileID == fileID }
+                return failed.count >= 2
+            }
+            #expect(Set(failed.map(\.size)) == ["thumbnail", "hd"])
+            #expect(failed.allSatisfy { $0.error.contains("tooLarge") })
+            #expect(try await h.processed(event.eventID))
+            #expect(try await h.versionRows(fileID).isEmpty)
+        }
+        await h.close()
+    }
+
+    @Test func aWebPScreenGetsAWebPVersion() async throws {
+        let h = try await MediaHarness.make()
+        let photo = try Photos.bytes(try Photos.plasma("BytheWater"))
+        let screens = [FrameScreen(frameID: "frame-webp", width: 800, height: 480, format: "webp")]
+        try await h.running(album: AlbumAnswers(screens: screens)) {
+            let event = try await h.upload(photo, user: user())
+            let ready = try #require(try await h.waitCacheReady(event.file!.fileID))
+            let frame = try #require(ready.versions.first { $0.size == "frame:800x480" })
+            #expect(frame.format == "webp")
+            #expect(frame.contentType == "image/webp")
+            let header = try await sharedImaging.probe(try Photos.bytes(h.blobs.path(for: try #require(BlobKey(frame.blobKey)))))
+            #expect(header.format == .webp)
+            #expect((header.width, header.height) == (800, 480))
         }
         await h.close()
     }
@@ -346,6 +385,12 @@ let twoScreens = [
                                       ownerID: first.userID, blobKey: first.file!.blobKey, sha256: first.file!.sha256)
             try await h.publish(deleteA)
             #expect(try await eventually(timeout: .seconds(60)) { try await h.processed(deleteA.eventID) })
+            // The file.deleted consumer handles one event at a time: once a later one is
+            // processed, deleteA's handler (blob removal included) has finished.
+            let barrier = FileDeleted(eventID: UUID().uuidString.lowercased(), occurredAt: 3, userID: "nobody",
+                                      fileID: UUID().uuidString.lowercased(), ownerID: "nobody")
+            try await h.publish(barrier)
+            #expect(try await eventually(timeout: .seconds(60)) { try await h.processed(barrier.eventID) })
             #expect(try await h.versionRows(a).isEmpty)
             #expect(try await h.metadataRows(a) == 0)
             #expect(keys.allSatisfy(h.blobs.exists), "the other file still uses the blobs")
@@ -355,7 +400,8 @@ let twoScreens = [
             try await h.publish(deleteB)
             #expect(try await eventually(timeout: .seconds(60)) { try await h.processed(deleteB.eventID) })
             #expect(try await h.versionRows(b).isEmpty)
-            #expect(keys.allSatisfy { !h.blobs.exists($0) }, "no version blob is left")
+            #expect(try await eventually(timeout: .seconds(60)) { keys.allSatisfy { !h.blobs.exists($0) } },
+                    "no version blob is left")
             #expect(h.blobs.exists(try #require(BlobKey(first.file!.blobKey))), "the original is storage's, not media's")
             #expect(try await h.status(MediaAPI.getPhotoMetadata, GetPhotoMetadataRequest(fileID: b),
                                        as: Principal(kind: .user, id: second.userID)) == .notFound)
