@@ -7,6 +7,7 @@ import ServiceKit
 import ServiceLifecycle
 import StorageService
 import AlbumService
+import MediaService
 import Gateway
 import Metrics
 import Prometheus
@@ -19,7 +20,7 @@ struct Framecast: AsyncParsableCommand {
         commandName: "framecast",
         abstract: "Family photos from a phone to smart photo frames, live.",
         version: FramecastVersion.current,
-        subcommands: [All.self, GatewayRole.self, Storage.self, Album.self, Migrate.self, Ping.self],
+        subcommands: [All.self, GatewayRole.self, Storage.self, Album.self, Media.self, Migrate.self, Ping.self],
         defaultSubcommand: All.self)
 }
 
@@ -69,11 +70,14 @@ struct All: AsyncParsableCommand {
     @OptionGroup var storage: StorageOptions
     @OptionGroup var gateway: GatewayOptions
     @OptionGroup var album: AlbumOptions
+    @OptionGroup var media: MediaOptions
 
     func run() async throws {
         try await runRoles(options) { runtime in
-            try await storage.makeServices(runtime)
-                + album.makeServices(runtime, publicURL: gateway.publicURL ?? "http://\(gateway.httpHost):\(gateway.httpPort)")
+            let publicURL = gateway.publicURL ?? "http://\(gateway.httpHost):\(gateway.httpPort)"
+            return try await storage.makeServices(runtime)
+                + album.makeServices(runtime, publicURL: publicURL)
+                + media.makeServices(runtime, blobDir: storage.blobDir, imagingThreads: storage.imagingThreads, publicURL: publicURL)
                 + gateway.makeServices(runtime, blobDir: storage.blobDir)
         }
     }
@@ -193,6 +197,43 @@ struct AlbumOptions: ParsableArguments {
     }
 }
 
+/// The media service alone.
+struct Media: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the media service (photo versions and metadata).")
+    @OptionGroup var options: CommonOptions
+    @OptionGroup var media: MediaOptions
+
+    @Option(help: "Blob store directory shared with the gateway and storage (env FRAMECAST_BLOB_DIR).")
+    var blobDir: String = env("FRAMECAST_BLOB_DIR") ?? ".run/blobs"
+
+    @Option(help: "Threads for rendering (env FRAMECAST_IMAGING_THREADS; default: cores).")
+    var imagingThreads: Int = env("FRAMECAST_IMAGING_THREADS").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
+
+    func run() async throws {
+        try await runRoles(options) { runtime in
+            try await media.makeServices(runtime, blobDir: blobDir, imagingThreads: imagingThreads)
+        }
+    }
+}
+
+struct MediaOptions: ParsableArguments {
+    @Option(name: .customLong("media-gateway-url"), help: """
+        The gateway's public URL, base of version download URLs (env FRAMECAST_PUBLIC_URL; \
+        `all` uses the gateway's --public-url).
+        """)
+    var mediaGatewayURL: String = env("FRAMECAST_PUBLIC_URL") ?? "http://127.0.0.1:8080"
+
+    /// `publicURL`: the gateway's, when it runs in the same process.
+    func makeServices(_ runtime: ServiceRuntime, blobDir: String, imagingThreads: Int,
+                      publicURL: String? = nil) async throws -> [any Service] {
+        try FileManager.default.createDirectory(atPath: blobDir, withIntermediateDirectories: true)
+        let imaging = Imaging(threads: imagingThreads, logger: runtime.logger)
+        let service = MediaService(runtime: runtime, configuration: MediaConfiguration(
+            blobRoot: blobDir, publicGatewayURL: publicURL ?? mediaGatewayURL), imaging: imaging)
+        return try await service.services()
+    }
+}
+
 /// Connects the shared runtime, builds the roles' services, runs them in one ServiceGroup
 /// until SIGTERM/SIGINT (graceful: in-flight work finishes), then closes the connections.
 func runRoles(_ options: CommonOptions, _ build: (ServiceRuntime) async throws -> [any Service]) async throws {
@@ -228,6 +269,7 @@ struct Migrate: AsyncParsableCommand {
         let schemas: [(String, [Migration])] = [
             (StorageService.schema, Outbox.migrations(schema: StorageService.schema) + StorageService.migrations),
             (AlbumService.schema, Outbox.migrations(schema: AlbumService.schema) + AlbumService.migrations),
+            (MediaService.schema, Outbox.migrations(schema: MediaService.schema) + MediaService.migrations),
             (Accounts.schema, Accounts.migrations),
         ]
         for (schema, migrations) in schemas {

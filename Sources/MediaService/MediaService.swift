@@ -1,0 +1,429 @@
+import BlobStore
+import Foundation
+import Imaging
+import Logging
+import Metrics
+import NATS
+import Postgres
+import ServiceKit
+import ServiceLifecycle
+import Threads
+import Wire
+
+/// Settings of the media service.
+public struct MediaConfiguration: Sendable {
+    /// Root of the blob store shared with the gateway and storage (originals are read from
+    /// it, versions are written to it).
+    public var blobRoot: String
+    /// The gateway's public URL: base of the download URLs (`{url}/api/v1/files/download/…`).
+    public var publicGatewayURL: String
+    /// How long rendering waits for album's `ListAlbumScreens` before rendering thumbnail and
+    /// hd only.
+    public var albumTimeout: Duration = .seconds(3)
+    /// Largest rendered version stored, in bytes.
+    public var maxVersionBytes = 64 << 20
+
+    public init(blobRoot: String, publicGatewayURL: String) {
+        self.blobRoot = blobRoot
+        self.publicGatewayURL = publicGatewayURL
+    }
+}
+
+/// The media service (`svc.media.v1.*`, NATS name "media", schema "media").
+///
+/// * On `file.uploaded.with_ai` it asks album for the distinct screens of the frames that
+///   will show the photo, renders `thumbnail` (fit 300×300), `hd` (fit 1920×1080) and one
+///   `frame:{W}x{H}` (cover) per screen from ONE decode on Imaging's bounded pool, stores
+///   each as a content-addressed blob and, in one transaction, its rows and the events
+///   `media.version_created` (per version) and `media.cache_ready`. A damaged or over-limit
+///   image gives `media.version_failed` instead (acked, never retried).
+/// * `GetPhotoMetadata` / `GetVersion` answer for a principal carried in the
+///   ``principalHeader`` header: the file's owner, or whoever album's `CanViewPhoto` allows;
+///   anyone else gets not_found.
+/// * On `file.deleted` it deletes the file's rows and the version blobs nobody references.
+public final class MediaService: Sendable {
+    public static let name = MediaAPI.service
+    public static let schema = MediaSchema.name
+    public static var migrations: [Migration] { MediaSchema.migrations }
+
+    /// The request header naming who asks: `user:<id>` or `frame:<id>`.
+    public static let principalHeader = "Framecast-Principal"
+
+    /// Headers that make a media request on behalf of `principal`.
+    public static func headers(for principal: Principal) -> NATSHeaders {
+        var headers = NATSHeaders()
+        let kind = principal.kind == .frame ? "frame" : "user"
+        headers.add("\(kind):\(principal.id)", for: principalHeader)
+        return headers
+    }
+
+    /// The URL the gateway serves a version at.
+    public static func downloadURL(gateway: String, fileID: String, size: String) -> String {
+        var base = gateway
+        while base.hasSuffix("/") { base.removeLast() }
+        let encoded = size.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+?#"))) ?? size
+        return "\(base)/api/v1/files/download/\(fileID)?size=\(encoded)"
+    }
+
+    let runtime: ServiceRuntime
+    let configuration: MediaConfiguration
+    let blobs: BlobStore
+    let imaging: Imaging
+    /// Blob writes and deletes (fsync, rename, unlink): blocking I/O off the cooperative pool.
+    let blobIO: BlockingPool
+    let album: ServiceClient
+    let relay: OutboxRelay
+    let logger: Logger
+    let schema = MediaSchema.name
+    /// How many times a photo was decoded and rendered (tests prove a duplicate is not).
+    let renderCount = Locked(0)
+
+    public init(runtime: ServiceRuntime, configuration: MediaConfiguration, imaging: Imaging) {
+        self.runtime = runtime
+        self.configuration = configuration
+        self.blobs = BlobStore(path: configuration.blobRoot)
+        self.imaging = imaging
+        self.blobIO = BlockingPool(name: "media-blobs", threadCount: 2)
+        self.album = ServiceClient(service: AlbumAPI.service, nats: runtime.nats, timeout: configuration.albumTimeout)
+        self.relay = runtime.outboxRelay(schema: MediaSchema.name)
+        var logger = runtime.logger
+        logger[metadataKey: "service.name"] = "\(Self.name)"
+        self.logger = logger
+    }
+
+    deinit { blobIO.shutdown() }
+
+    /// Migrates the `media` schema and returns the request server, the outbox relay and the
+    /// event consumers (`file.uploaded.with_ai`, `file.deleted`).
+    public func services() async throws -> [any Service] {
+        try await runtime.services(
+            identity: ServiceIdentity(name: Self.name, description: "Framecast media: photo versions and metadata"),
+            schema: schema, migrations: MediaSchema.migrations, endpoints: endpoints, events: events, relay: relay)
+    }
+
+    var endpoints: [Endpoint] {
+        [
+            Endpoint(MediaAPI.getPhotoMetadata) { [self] request, context in try await getPhotoMetadata(request, context) },
+            Endpoint(MediaAPI.getVersion) { [self] request, context in try await getVersion(request, context) },
+        ]
+    }
+
+    var events: [EventHandler] {
+        [
+            EventHandler(FileUploadedWithAI.self) { [self] event, delivery in try await fileUploaded(event, delivery) },
+            EventHandler(FileDeleted.self) { [self] event, delivery in try await fileDeleted(event, delivery) },
+        ]
+    }
+
+    // MARK: Rendering
+
+    /// One version to render: its name and the spec Imaging renders.
+    struct Wanted: Sendable {
+        var size: String
+        var spec: VersionSpec
+    }
+
+    /// thumbnail, hd, then one `frame:{W}x{H}` per distinct screen size and format (sizes
+    /// outside 1…VersionSpec.maxSide are skipped).
+    static func wantedVersions(screens: [FrameScreen]) -> [Wanted] {
+        var wanted = [Wanted(size: "thumbnail", spec: .fit(300, 300)), Wanted(size: "hd", spec: .fit(1920, 1080))]
+        var seen = Set<String>()
+        for screen in screens {
+            let (w, h) = (Int(screen.width), Int(screen.height))
+            guard (1...VersionSpec.maxSide).contains(w), (1...VersionSpec.maxSide).contains(h) else { continue }
+            let webp = screen.format.lowercased() == "webp"
+            let size = "frame:\(w)x\(h)"
+            guard seen.insert("\(size)/\(webp)").inserted else { continue }
+            wanted.append(Wanted(size: size, spec: .cover(w, h, webp ? .webp(quality: 80, effort: 2) : .jpeg())))
+        }
+        return wanted
+    }
+
+    func fileUploaded(_ event: FileUploadedWithAI, _ delivery: EventDelivery) async throws {
+        let logger = delivery.logger
+        guard let file = event.file, !file.fileID.isEmpty else {
+            logger.error("file.uploaded.with_ai without a file; ignored")
+            return
+        }
+        let fileID = file.fileID
+        let owner = file.userID.isEmpty ? event.userID : file.userID
+        // A redelivery, or the same file announced again: never render twice.
+        if try await hasVersions(fileID) {
+            logger.info("versions exist; not rendering again", metadata: ["file.id": "\(fileID)"])
+            return
+        }
+
+        var screens: [FrameScreen] = [], albumIDs: [String] = []
+        do {
+            let reply = try await album.call(AlbumAPI.listAlbumScreens, ListAlbumScreensRequest(
+                albumID: file.metadata["album_id"] ?? "", fileID: fileID, userID: owner))
+            screens = reply.screens
+            albumIDs = reply.albumIDs
+        } catch {
+            logger.warning("album did not list the screens; rendering thumbnail and hd only",
+                           metadata: ["file.id": "\(fileID)", "error": "\(error)"])
+        }
+        let wanted = Self.wantedVersions(screens: screens)
+
+        guard let originalKey = BlobKey(file.blobKey) else {
+            try await failed(wanted, file: fileID, owner: owner, reason: "invalid blob key", delivery)
+            return
+        }
+        let start = ContinuousClock.now
+        renderCount.withLock { $0 += 1 }
+        let rendered: [RenderedImage]
+        do {
+            rendered = try await imaging.renderFile(blobs.path(for: originalKey), versions: wanted.map(\.spec))
+        } catch let error as ImagingError where error.code != .unavailable && error.code != .io {
+            try await failed(wanted, file: fileID, owner: owner, reason: "\(error.code): \(error.message)", delivery)
+            return
+        }
+        let renderTime = ContinuousClock.now - start
+
+        // Store every version's bytes (content addressed: a retry reuses the same blobs).
+        let (store, limit) = (blobs, configuration.maxVersionBytes)
+        let stored: [(key: BlobKey, size: Int)] = try await blobIO.run {
+            try rendered.map { image in
+                let writer = try BlobWriter(store: store, limit: limit)
+                do {
+                    try writer.write(image.bytes)
+                    let result = try writer.commit()
+                    return (result.key, result.size)
+                } catch {
+                    writer.abort()
+                    throw error
+                }
+            }
+        }
+
+        let now = Self.nowMillis()
+        var versions: [PhotoVersion] = []
+        for (index, image) in rendered.enumerated() {
+            versions.append(PhotoVersion(
+                fileID: fileID, size: wanted[index].size, width: Int32(image.width), height: Int32(image.height),
+                format: image.format.rawValue, contentType: image.format.contentType, blobKey: stored[index].key.hex,
+                byteSize: Int64(stored[index].size), sha256: stored[index].key.hex, createdAt: now))
+        }
+        let frameIDs = Array(Set(screens.map(\.frameID).filter { !$0.isEmpty })).sorted()
+        let metadataParameters: [PostgresValue] = [
+            .text(fileID), .text(owner), .text(file.fileName), .text(file.contentType), .text(file.blobKey),
+            .int(file.size), .bytea(file.aiMetadata?.wireBytes() ?? []), .bytea(file.analysis?.wireBytes() ?? []),
+        ]
+        let (schema, snapshot, albums) = (self.schema, versions, albumIDs)
+        let committed: Bool? = try await delivery.transaction { connection in
+            try Self.lockFile(fileID, connection)
+            // Another event for the same file committed first: keep its versions.
+            guard try connection.query("SELECT 1 FROM \(schema).photo_versions WHERE file_id = $1 LIMIT 1",
+                                       [.text(fileID)]).isEmpty else { return false }
+            for key in Set(snapshot.map(\.blobKey)) { try Self.lockBlob(key, connection) }
+            try connection.execute("""
+                INSERT INTO \(schema).photo_metadata (file_id, user_id, file_name, content_type, original_blob_key,
+                    original_bytes, ai_metadata, analysis)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                ON CONFLICT (file_id) DO UPDATE SET updated_at = clock_timestamp()
+                """, metadataParameters)
+            for version in snapshot {
+                try connection.execute("""
+                    INSERT INTO \(schema).photo_versions (file_id, size, width, height, bytes, format, content_type, blob_key)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (file_id, size, format) DO NOTHING
+                    """, [.text(fileID), .text(version.size), .int(Int64(version.width)), .int(Int64(version.height)),
+                          .int(version.byteSize), .text(version.format), .text(version.contentType), .text(version.blobKey)])
+                try Outbox.enqueue(MediaVersionCreated(eventID: Self.newID(), occurredAt: now, userID: owner, version: version),
+                                   schema: schema, on: connection)
+            }
+            try Outbox.enqueue(MediaCacheReady(eventID: Self.newID(), occurredAt: now, userID: owner, fileID: fileID,
+                                               versions: snapshot, frameIDs: frameIDs, albumIDs: albums),
+                               schema: schema, on: connection)
+            return true
+        }
+        relay.wake()
+        let milliseconds = Double(renderTime.components.seconds) * 1000 + Double(renderTime.components.attoseconds) / 1e15
+        Metrics.Timer(label: "media_render_seconds").recordNanoseconds(Int64(milliseconds * 1_000_000))
+        Counter(label: "media_renders_total", dimensions: [("outcome", committed == true ? "rendered" : "duplicate")]).increment()
+        logger.info("versions rendered", metadata: [
+            "file.id": "\(fileID)", "versions": "\(versions.map(\.size).joined(separator: ","))",
+            "render.ms": "\(Int(milliseconds.rounded()))", "committed": "\(committed == true)",
+        ])
+    }
+
+    /// Announces that the photo cannot be rendered: one `media.version_failed` per version.
+    func failed(_ wanted: [Wanted], file fileID: String, owner: String, reason: String, _ delivery: EventDelivery) async throws {
+        delivery.logger.warning("photo cannot be rendered", metadata: ["file.id": "\(fileID)", "error": "\(reason)"])
+        Counter(label: "media_renders_total", dimensions: [("outcome", "failed")]).increment()
+        let schema = self.schema
+        let now = Self.nowMillis()
+        try await delivery.transaction { connection in
+            for item in wanted {
+                try Outbox.enqueue(MediaVersionFailed(eventID: Self.newID(), occurredAt: now, userID: owner, fileID: fileID,
+                                                      size: item.size, format: item.spec.encoding.format.rawValue, error: reason),
+                                   schema: schema, on: connection)
+            }
+        }
+        relay.wake()
+    }
+
+    func hasVersions(_ fileID: String) async throws -> Bool {
+        try await !runtime.postgres.query("SELECT 1 FROM \(schema).photo_versions WHERE file_id = $1 LIMIT 1",
+                                          [.text(fileID)]).isEmpty
+    }
+
+    // MARK: file.deleted
+
+    func fileDeleted(_ event: FileDeleted, _ delivery: EventDelivery) async throws {
+        let (schema, fileID) = (self.schema, event.fileID)
+        let keys: [String]? = try await delivery.transaction { connection in
+            try Self.lockFile(fileID, connection)
+            let rows = try connection.query("DELETE FROM \(schema).photo_versions WHERE file_id = $1 RETURNING blob_key",
+                                            [.text(fileID)])
+            try connection.execute("DELETE FROM \(schema).photo_metadata WHERE file_id = $1", [.text(fileID)])
+            return try rows.map { try $0.decode("blob_key", as: String.self) }
+        }
+        var removed = 0
+        for key in Set(keys ?? []).compactMap(BlobKey.init) where try await removeBlobIfUnreferenced(key) {
+            removed += 1
+        }
+        delivery.logger.info("photo versions deleted", metadata: [
+            "file.id": "\(fileID)", "versions": "\(keys?.count ?? 0)", "blobs.removed": "\(removed)"])
+    }
+
+    /// Deletes a version blob unless a version of another file, or a file of the storage
+    /// service (same database, same blob store), still references it. Returns whether it was
+    /// deleted.
+    func removeBlobIfUnreferenced(_ key: BlobKey) async throws -> Bool {
+        let (schema, blobs, pool) = (self.schema, self.blobs, self.blobIO)
+        let unreferenced: Bool = try await runtime.postgres.withTransaction { connection in
+            try Self.lockBlob(key.hex, connection)
+            if try !connection.query("SELECT 1 FROM \(schema).photo_versions WHERE blob_key = $1 LIMIT 1",
+                                     [.text(key.hex)]).isEmpty { return false }
+            let storage = try connection.query("SELECT to_regclass('storage.files') IS NOT NULL AS present")
+            if try storage.first?.decode("present", as: Bool.self) == true,
+               try !connection.query("SELECT 1 FROM storage.files WHERE blob_key = $1 LIMIT 1", [.text(key.hex)]).isEmpty {
+                return false
+            }
+            return true
+        }
+        guard unreferenced else { return false }
+        return try await pool.run { try blobs.delete(key) }
+    }
+
+    // MARK: GetPhotoMetadata, GetVersion
+
+    struct StoredPhoto: Sendable {
+        var owner: String
+        var fileName: String
+        var contentType: String
+        var originalBlobKey: String
+        var originalBytes: Int64
+        var aiMetadata: AIMetadata?
+        var analysis: PhotoAnalysis?
+        var createdAt: Int64
+        var updatedAt: Int64
+    }
+
+    func getPhotoMetadata(_ request: GetPhotoMetadataRequest, _ context: CallContext) async throws -> PhotoMetadataReply {
+        let photo = try await visiblePhoto(request.fileID, context)
+        let versions = try await storedVersions(request.fileID)
+        return PhotoMetadataReply(metadata: PhotoMetadata(
+            fileID: request.fileID, ownerID: photo.owner, fileName: photo.fileName, contentType: photo.contentType,
+            versions: versions, aiMetadata: photo.aiMetadata, analysis: photo.analysis, cachedForFrames: [],
+            createdAt: photo.createdAt, updatedAt: photo.updatedAt))
+    }
+
+    func getVersion(_ request: GetVersionRequest, _ context: CallContext) async throws -> VersionReply {
+        let photo = try await visiblePhoto(request.fileID, context)
+        if request.size == "original" {
+            let analysis = photo.analysis
+            return VersionReply(version: PhotoVersion(
+                fileID: request.fileID, size: "original", width: analysis?.width ?? 0, height: analysis?.height ?? 0,
+                format: analysis?.format ?? "", contentType: photo.contentType, blobKey: photo.originalBlobKey,
+                byteSize: photo.originalBytes, sha256: photo.originalBlobKey, createdAt: photo.createdAt))
+        }
+        let candidates = try await storedVersions(request.fileID).filter { $0.size == request.size }
+        let format = request.format.lowercased()
+        // No format asked: JPEG when there is one (every device shows it), else what exists.
+        let chosen = format.isEmpty
+            ? candidates.first { $0.format == "jpeg" } ?? candidates.first
+            : candidates.first { $0.format == format }
+        guard let chosen else { throw ServiceError.notFound("no such version") }
+        return VersionReply(version: chosen)
+    }
+
+    /// The photo, when the request's principal may see it; not_found otherwise (so a stranger
+    /// cannot tell a hidden photo from a missing one).
+    func visiblePhoto(_ fileID: String, _ context: CallContext) async throws -> StoredPhoto {
+        guard !fileID.isEmpty, let principal = Self.principal(context.headers) else {
+            throw ServiceError.notFound("no such photo")
+        }
+        let rows = try await runtime.postgres.query("""
+            SELECT user_id, file_name, content_type, original_blob_key, original_bytes, ai_metadata, analysis,
+                   (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
+                   (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms
+            FROM \(schema).photo_metadata WHERE file_id = $1
+            """, [.text(fileID)])
+        guard let row = rows.first else { throw ServiceError.notFound("no such photo") }
+        let ai: [UInt8] = try row.decode("ai_metadata"), analysis: [UInt8] = try row.decode("analysis")
+        let photo = StoredPhoto(
+            owner: try row.decode("user_id"), fileName: try row.decode("file_name"),
+            contentType: try row.decode("content_type"), originalBlobKey: try row.decode("original_blob_key"),
+            originalBytes: try row.decode("original_bytes"),
+            aiMetadata: ai.isEmpty ? nil : try AIMetadata(wireBytes: ai),
+            analysis: analysis.isEmpty ? nil : try PhotoAnalysis(wireBytes: analysis),
+            createdAt: try row.decode("created_ms"), updatedAt: try row.decode("updated_ms"))
+        if principal.kind == .user && principal.id == photo.owner { return photo }
+        let access: AccessReply
+        do {
+            access = try await album.call(AlbumAPI.canViewPhoto, CanViewPhotoRequest(principal: principal, fileID: fileID))
+        } catch let error as ServiceError where error.status == .notFound {
+            throw ServiceError.notFound("no such photo")
+        }
+        guard access.allowed else {
+            context.logger.info("photo access refused", metadata: ["file.id": "\(fileID)"])
+            throw ServiceError.notFound("no such photo")
+        }
+        return photo
+    }
+
+    func storedVersions(_ fileID: String) async throws -> [PhotoVersion] {
+        let rows = try await runtime.postgres.query("""
+            SELECT size, width, height, bytes, format, content_type, blob_key,
+                   (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
+            FROM \(schema).photo_versions WHERE file_id = $1 ORDER BY bytes, size, format
+            """, [.text(fileID)])
+        return try rows.map { row in
+            let key: String = try row.decode("blob_key")
+            return PhotoVersion(
+                fileID: fileID, size: try row.decode("size"), width: try row.decode("width"), height: try row.decode("height"),
+                format: try row.decode("format"), contentType: try row.decode("content_type"), blobKey: key,
+                byteSize: try row.decode("bytes"), sha256: key, createdAt: try row.decode("created_ms"))
+        }
+    }
+
+    /// `user:<id>` or `frame:<id>` from ``principalHeader``; nil when absent or malformed.
+    static func principal(_ headers: NATSHeaders) -> Principal? {
+        guard let value = headers[principalHeader], let colon = value.firstIndex(of: ":") else { return nil }
+        let id = String(value[value.index(after: colon)...])
+        guard !id.isEmpty else { return nil }
+        switch value[..<colon] {
+        case "user": return Principal(kind: .user, id: id)
+        case "frame": return Principal(kind: .frame, id: id)
+        default: return nil
+        }
+    }
+
+    // MARK: Helpers
+
+    /// Serialises rendering commits and deletes of one file.
+    static func lockFile(_ fileID: String, _ connection: PostgresConnection) throws {
+        _ = try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [.text("media-file:" + fileID)])
+    }
+
+    /// Serialises everything that adds or removes a reference to one blob (the same lock key
+    /// as the storage service's, as both share the blob store).
+    static func lockBlob(_ hex: String, _ connection: PostgresConnection) throws {
+        _ = try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [.text("blob:" + hex)])
+    }
+
+    static func newID() -> String { UUID().uuidString.lowercased() }
+
+    static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+}
