@@ -47,7 +47,7 @@ public final class MediaService: Sendable {
     public static var migrations: [Migration] { MediaSchema.migrations }
 
     /// The request header naming who asks: `user:<id>` or `frame:<id>`.
-    public static let principalHeader = "Framecast-Principal"
+    public static let principalHeader = Subjects.principalHeader
 
     /// Headers that make a media request on behalf of `principal`.
     public static func headers(for principal: Principal) -> NATSHeaders {

@@ -102,6 +102,34 @@ import Testing
             #expect(try await client.json("/api/v1/frames/\(frameID)/commands", .post, token: carol,
                                           body: ["command": "next"]).0.status == .notFound)
 
+            // The photo metadata document: versions rendered by media for the frame's screen.
+            let (_, uploaded) = try await client.upload(try Photos.bytes(try Photos.plasma("BytheWater")), token: alice,
+                                                        metadata: "{\"album_id\": \"\(albumID)\"}")
+            let newID = try #require(uploaded["file_id"] as? String)
+            var document: [String: Any] = [:]
+            let rendered = try await eventually {
+                let (response, body) = try await client.json("/api/v1/photos/\(newID)", token: alice)
+                document = body
+                return response.status == .ok && (body["versions"] as? [[String: Any]])?.count == 3
+            }
+            #expect(rendered, "thumbnail, hd and frame:1024x600: \(document)")
+            let versions = (document["versions"] as? [[String: Any]]) ?? []
+            #expect(Set(versions.compactMap { $0["size"] as? String }) == ["thumbnail", "hd", "frame:1024x600"])
+            #expect(versions.first { $0["size"] as? String == "hd" }?["url"] as? String
+                    == "http://127.0.0.1:8080/api/v1/files/download/\(newID)?size=hd")
+            #expect(try await client.json("/api/v1/photos/\(newID)", token: frameToken).0.status == .ok, "a subscribed frame reads it")
+            #expect(try await client.json("/api/v1/photos/\(newID)", token: bob).0.status == .ok, "so does a member")
+            let stranger = try await client.json("/api/v1/photos/\(newID)", token: carol)
+            #expect(stranger.0.status == .notFound)
+            let version = try await client.execute(uri: "/api/v1/files/download/\(newID)?size=frame:1024x600", method: .get,
+                                                   headers: [.authorization: "Bearer \(frameToken)"])
+            #expect(version.status == .ok)
+            #expect(version.headers[.contentType] == "image/jpeg")
+            let header = try await testImaging.probe(version.bytes)
+            #expect((header.width, header.height) == (1024, 600))
+            #expect(try await client.execute(uri: "/api/v1/files/download/\(newID)?size=hd", method: .get,
+                                             headers: [.authorization: "Bearer \(carol)"]).status == .notFound)
+
             // Deleting the frame revokes its token.
             #expect(try await client.json("/api/v1/frames/\(frameID)", .delete, token: alice).0.status == .noContent)
             #expect(try await client.json("/api/v1/frames/\(frameID)", token: frameToken).0.status == .unauthorized)

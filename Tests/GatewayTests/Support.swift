@@ -7,6 +7,7 @@ import Hummingbird
 import HummingbirdTesting
 import Imaging
 import AlbumService
+import MediaService
 import MQTT
 import NATS
 import Prometheus
@@ -40,7 +41,8 @@ struct GatewayHarness {
         return GatewayHarness(backend: backend, runtime: runtime, gateway: gateway, storage: storage, blobRoot: blobRoot)
     }
 
-    /// Runs the storage service (and with `album`, the album service on `broker`) and the live
+    /// Runs the storage service (and with `album`, the album and media services, album's MQTT on
+    /// `broker`) and the live
     /// HTTP server while `body` runs.
     func run(storage running: Bool = true, album broker: ServerProcess? = nil,
              _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
@@ -50,13 +52,17 @@ struct GatewayHarness {
                 mqtt: MQTTConfiguration(host: broker.host, port: broker.port, clientID: "album-\(UUID().uuidString.prefix(8))"),
                 publicGatewayURL: "http://127.0.0.1:8080", frameMQTTHost: broker.host, frameMQTTPort: broker.port)
             services += try await AlbumService(runtime: runtime, configuration: configuration, logger: quietLogger).services()
+            services += try await MediaService(runtime: runtime, configuration: MediaConfiguration(
+                blobRoot: blobRoot.path, publicGatewayURL: "http://127.0.0.1:8080"), imaging: testImaging).services()
         }
         try await withServices(services, logger: quietLogger) {
             if running {
                 _ = try await eventually { (try? await backend.nats.request("$SRV.PING.storage", payload: [], timeout: .seconds(1))) != nil }
             }
             if broker != nil {
-                _ = try await eventually { (try? await backend.nats.request("$SRV.PING.album", payload: [], timeout: .seconds(1))) != nil }
+                for service in ["album", "media"] {
+                    _ = try await eventually { (try? await backend.nats.request("$SRV.PING.\(service)", payload: [], timeout: .seconds(1))) != nil }
+                }
             }
             try await gateway.application().test(.live) { client in try await body(client) }
         }
