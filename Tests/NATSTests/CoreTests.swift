@@ -101,7 +101,9 @@ import NATS
         await expectNATSError(.noResponders) {
             try await client.request("test.nobody.\(uniqueToken())", payload: [1], timeout: .seconds(20))
         }
-        #expect(clock.now - start < .seconds(5))
+        // Alone: milliseconds. Under the full parallel run on 2 cores: seen at 5.5 s. Either way
+        // well under the 20 s timeout, which is what tells "no responders" from "timed out".
+        #expect(clock.now - start < .seconds(15))
     }
 
     @Test func twoHundredConcurrentRequests() async throws {
