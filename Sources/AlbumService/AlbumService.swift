@@ -146,7 +146,7 @@ public final class AlbumService: Sendable {
         _ = try c.execute("INSERT INTO \(schema).album_members (album_id, user_id, role) VALUES ($1::uuid, $2, 'owner')",
                           [.text(id), .text(owner)])
         let album = try Self.album(id, user: owner, schema, c)!
-        try Outbox.enqueue(AlbumCreated(eventID: Self.newID(), occurredAt: Self.nowMillis(), userID: owner, album: album),
+        try Outbox.enqueue(AlbumCreated(eventID: Self.newID(), occurredAt: EventTime.now(), userID: owner, album: album),
                            schema: schema, on: c)
         return id
     }
@@ -233,7 +233,7 @@ public final class AlbumService: Sendable {
             let files = try c.query("SELECT file_id::text AS id FROM \(schema).album_photos WHERE album_id = $1::uuid", [.text(id)])
                 .map { try $0.decode("id", as: String.self) }
             for file in files {
-                try Outbox.enqueue(AlbumPhotoRemoved(eventID: Self.newID(), occurredAt: Self.nowMillis(), userID: user,
+                try Outbox.enqueue(AlbumPhotoRemoved(eventID: Self.newID(), occurredAt: EventTime.now(), userID: user,
                                                      albumID: id, fileID: file, reason: "album_deleted"), schema: schema, on: c)
             }
             _ = try c.execute("DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid", [.text(id)])
@@ -377,7 +377,7 @@ public final class AlbumService: Sendable {
             """, [.text(album), .text(file), .text(user)]) == 1
         guard inserted else { return false }
         let photo = try albumPhoto(album: album, file: file, schema, c)!
-        try Outbox.enqueue(AlbumPhotoAdded(eventID: newID(), occurredAt: nowMillis(), userID: user, photo: photo),
+        try Outbox.enqueue(AlbumPhotoAdded(eventID: newID(), occurredAt: EventTime.now(), userID: user, photo: photo),
                            schema: schema, on: c)
         _ = try c.execute("DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = 'removed'",
                           [.text(album), .text(file)])
@@ -414,7 +414,7 @@ public final class AlbumService: Sendable {
         let removed = try c.execute("DELETE FROM \(schema).album_photos WHERE album_id = $1::uuid AND file_id = $2::uuid",
                                     [.text(album), .text(file)]) == 1
         guard removed else { return false }
-        try Outbox.enqueue(AlbumPhotoRemoved(eventID: newID(), occurredAt: nowMillis(), userID: user, albumID: album,
+        try Outbox.enqueue(AlbumPhotoRemoved(eventID: newID(), occurredAt: EventTime.now(), userID: user, albumID: album,
                                              fileID: file, reason: reason), schema: schema, on: c)
         // Frames heard of the photo if its photo_added went out or may be going out right now.
         let announced = try c.query("""
@@ -593,7 +593,6 @@ public final class AlbumService: Sendable {
     }
 
     static func newID() -> String { UUID().uuidString.lowercased() }
-    static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 
     /// Marks a frame's sync as due (a new sequence number); the publisher publishes it.
     static func bumpSync(_ frame: String, _ schema: String, _ c: PostgresConnection) throws {

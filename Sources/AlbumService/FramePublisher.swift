@@ -118,7 +118,7 @@ final class FramePublisher: Service, Sendable {
                                          contentType: try row.decode("content_type"), labels: AlbumService.labels(try row.decode("ai_labels")),
                                          takenAt: try row.decode("taken_at"), mediaServiceURL: configuration.mediaURL(file))
             }
-            return FrameSyncMessage(frameID: frame, seq: seq, albumIDs: albums, photos: photos, generatedAt: AlbumService.nowMillis())
+            return FrameSyncMessage(frameID: frame, seq: seq, albumIDs: albums, photos: photos, generatedAt: EventTime.now())
         }
         try await publishNow(FrameTopics.sync(frame: frame), FrameTopics.encode(message), qos: .exactlyOnce, retain: true)
         // If another replica published a newer sync before ours landed, the broker may now

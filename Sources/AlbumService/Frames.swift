@@ -93,7 +93,7 @@ extension AlbumService {
             let rows = try c.query("DELETE FROM \(schema).frames WHERE frame_id = $1::uuid AND owner_id = $2 RETURNING width, height",
                                    [.text(id), .text(user)])
             guard let row = rows.first else { throw Self.noFrame }
-            try Outbox.enqueue(DeviceDeleted(eventID: Self.newID(), occurredAt: Self.nowMillis(), userID: user, frameID: id,
+            try Outbox.enqueue(DeviceDeleted(eventID: Self.newID(), occurredAt: EventTime.now(), userID: user, frameID: id,
                                              width: try row.decode("width"), height: try row.decode("height")),
                                schema: schema, on: c)
         }
@@ -189,7 +189,7 @@ extension AlbumService {
             }
         }
         try await requireFrame(id, owner: user)
-        let message = FrameCommandMessage(id: Self.newID(), command: request.command, args: request.args, issuedAt: Self.nowMillis())
+        let message = FrameCommandMessage(id: Self.newID(), command: request.command, args: request.args, issuedAt: EventTime.now())
         try await publisher.publishNow(FrameTopics.command(frame: id), FrameTopics.encode(message), qos: .exactlyOnce, retain: false)
         return SendFrameCommandReply(commandID: message.id)
     }

@@ -64,6 +64,10 @@ public struct BlobKey: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { hex }
+
+    /// The name every service locks (PostgreSQL advisory lock) while it adds or removes a
+    /// reference to this blob, so no blob is deleted while another record starts using it.
+    public var referenceLockName: String { "blob:" + hex }
 }
 
 public struct BlobStoreError: Error, CustomStringConvertible, Sendable {

@@ -196,7 +196,7 @@ public final class MediaService: Sendable {
             }
         }
 
-        let now = Self.nowMillis()
+        let now = EventTime.now()
         var versions: [PhotoVersion] = []
         for (index, image) in rendered.enumerated() {
             versions.append(PhotoVersion(
@@ -251,7 +251,7 @@ public final class MediaService: Sendable {
         delivery.logger.warning("photo cannot be rendered", metadata: ["file.id": "\(fileID)", "error": "\(reason)"])
         Counter(label: "media_renders_total", dimensions: [("outcome", "failed")]).increment()
         let schema = self.schema
-        let now = Self.nowMillis()
+        let now = EventTime.now()
         try await delivery.transaction { connection in
             for item in wanted {
                 try Outbox.enqueue(MediaVersionFailed(eventID: Self.newID(), occurredAt: now, userID: owner, fileID: fileID,
@@ -414,16 +414,16 @@ public final class MediaService: Sendable {
 
     /// Serialises rendering commits and deletes of one file.
     static func lockFile(_ fileID: String, _ connection: PostgresConnection) throws {
-        _ = try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [.text("media-file:" + fileID)])
+        try connection.advisoryTransactionLock("media-file:" + fileID)
     }
 
     /// Serialises everything that adds or removes a reference to one blob (the same lock key
     /// as the storage service's, as both share the blob store).
     static func lockBlob(_ hex: String, _ connection: PostgresConnection) throws {
-        _ = try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [.text("blob:" + hex)])
+        guard let key = BlobKey(hex) else { return }
+        try connection.advisoryTransactionLock(key.referenceLockName)
     }
 
     static func newID() -> String { UUID().uuidString.lowercased() }
 
-    static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 }

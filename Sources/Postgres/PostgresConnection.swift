@@ -116,6 +116,12 @@ public final class PostgresConnection {
         _ = try consume(result, what: "script")
     }
 
+    /// Takes a transaction-scoped advisory lock on `name` (hashed to 64 bits by the server):
+    /// every transaction locking the same name runs one at a time; released at commit/rollback.
+    public func advisoryTransactionLock(_ name: String) throws {
+        _ = try query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [.text(name)])
+    }
+
     /// Prepares `sql` under `name` on this connection. Idempotent: preparing the same name
     /// with the same SQL again does nothing; the same name with other SQL throws
     /// `.invalidArgument`. Parameter types are inferred by the server.

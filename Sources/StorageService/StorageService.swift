@@ -139,7 +139,7 @@ public final class StorageService: Sendable {
             let createdAt: Int64 = try row.decode("created_ms")
             var file = snapshot
             file.createdAt = createdAt
-            let now = Self.nowMillis()
+            let now = EventTime.now()
             try Outbox.enqueue(FileUploaded(eventID: UUID().uuidString.lowercased(), occurredAt: now,
                                             userID: file.userID, file: file), schema: schema, on: connection)
             try Outbox.enqueue(FileUploadedWithAI(eventID: UUID().uuidString.lowercased(), occurredAt: now,
@@ -223,7 +223,7 @@ public final class StorageService: Sendable {
                 [.text(id), .text(request.userID)])
             guard let row = rows.first else { return nil }
             let blob: String = try row.decode("blob_key"), sha: String = try row.decode("sha256")
-            try Outbox.enqueue(FileDeleted(eventID: UUID().uuidString.lowercased(), occurredAt: Self.nowMillis(),
+            try Outbox.enqueue(FileDeleted(eventID: UUID().uuidString.lowercased(), occurredAt: EventTime.now(),
                                            userID: request.userID, fileID: id, ownerID: request.userID,
                                            blobKey: blob, sha256: sha), schema: schema, on: connection)
             return (blob, sha)
@@ -239,7 +239,7 @@ public final class StorageService: Sendable {
 
     /// Serialises everything that adds or removes a reference to one blob.
     static func lockBlob(_ key: BlobKey, _ connection: PostgresConnection) throws {
-        _ = try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [.text("blob:" + key.hex)])
+        try connection.advisoryTransactionLock(key.referenceLockName)
     }
 
     /// Deletes the blob when no file references it (a refused upload, a deleted last copy).
@@ -288,7 +288,7 @@ public final class StorageService: Sendable {
         PhotoAnalysis(
             format: a.header.format.rawValue, width: Int32(a.width), height: Int32(a.height),
             orientation: Int32(a.header.orientation),
-            takenAt: a.takenAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) },
+            takenAt: a.takenAt.map(EventTime.millis),
             cameraMake: a.cameraMake ?? "", cameraModel: a.cameraModel ?? "",
             gps: a.location.map { GeoPoint(latitude: $0.latitude, longitude: $0.longitude, altitude: $0.altitude) },
             dominantColors: a.dominantColors.map(\.hex), perceptualHash: a.perceptualHash)
@@ -308,7 +308,6 @@ public final class StorageService: Sendable {
         UUID(uuidString: text).map { $0.uuidString.lowercased() }
     }
 
-    static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 
     static func json(_ dictionary: [String: String]) -> String {
         guard let data = try? JSONSerialization.data(withJSONObject: dictionary, options: [.sortedKeys]) else { return "{}" }
