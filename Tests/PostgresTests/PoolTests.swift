@@ -131,7 +131,7 @@ func bindLoopback(_ fd: Int32) throws -> Int {    var address = sockaddr_in()
             #expect(error?.description.contains("\(port)") == true)
         }
         // Refused at once; the bound is generous for a loaded machine, it only rules out a hang.
-        #expect(clock.now - start < .seconds(30))
+        #expect(clock.now - start < .seconds(60))
         await pool.close()
     }
 
@@ -146,7 +146,7 @@ func bindLoopback(_ fd: Int32) throws -> Int {    var address = sockaddr_in()
         let elapsed = clock.now - start
         #expect(error?.code == .connectionFailed)
         #expect(elapsed >= .milliseconds(1500), "gave up before the 2 s connect timeout: \(elapsed)")
-        #expect(elapsed < .seconds(30), "did not honour the connect timeout: \(elapsed)")
+        #expect(elapsed < .seconds(60), "did not honour the connect timeout: \(elapsed)")
         await pool.close()
         withExtendedLifetime(listener) {}
     }
