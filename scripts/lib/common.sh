@@ -273,7 +273,9 @@ start_nats_cluster() {
   top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
   local user
   for user in GATEWAY STORAGE ALBUM MEDIA OPS SYS; do
-    export "FRAMECAST_NATS_${user}_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+    # nats-server reads a variable's value as a config value: starting with a letter keeps
+    # it a string (a password starting with a digit would be read as a number and fail).
+    export "FRAMECAST_NATS_${user}_PASSWORD=pw$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
   done
   NATS_NODE_PORTS=(); NATS_HTTP_PORTS=()
   local cluster_ports=() routes=""
