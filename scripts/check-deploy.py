@@ -263,6 +263,17 @@ def main(argv):
         check_kubernetes(files)
         # systemd units are checked structurally too (variables framecast does not read).
         check_units(sorted(glob.glob(os.path.join(argv[0], "systemd", "*.service"))))
+        # Environment files: KEY=VALUE lines naming variables framecast reads.
+        known = known_variables()
+        for path in sorted(glob.glob(os.path.join(argv[0], "**", "*.env.example"), recursive=True)):
+            for number, line in enumerate(open(path), 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                if not re.match(r"^[A-Z_][A-Z0-9_]*=", line):
+                    error(f"{path}:{number}", "not KEY=VALUE")
+                    continue
+                check_variable(f"{path}:{number}", line.split("=", 1)[0], known)
     else:
         print(__doc__, file=sys.stderr)
         return 2
