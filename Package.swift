@@ -113,6 +113,7 @@ let package = Package(
         // MARK: Executable
         .executableTarget(name: "framecast", dependencies: [
             "ServiceKit", "NATS", "Postgres", "Imaging", "StorageService", "Gateway", "AlbumService", "MQTT", "MediaService",
+            .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -151,6 +152,11 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .testTarget(name: "MediaServiceTests", dependencies: [
             "MediaService", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
+        ], swiftSettings: swiftSettings),
+        // The replicated cluster (scripts/cluster --test): real framecast processes, killed and restarted.
+        .testTarget(name: "ClusterTests", dependencies: [
+            "MQTT", "Postgres", "BlobStore", "FramecastTesting",
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceKitTests", dependencies: ["ServiceKit", "NATS", "Postgres", "Wire", "FramecastTesting"], swiftSettings: swiftSettings),
     ]

@@ -15,9 +15,20 @@ public struct AlbumConfiguration: Sendable {
     /// The gateway's public base URL, e.g. "http://127.0.0.1:8080": `media_service_url` of a
     /// photo is `{publicGatewayURL}/api/v1/photos/{file_id}`.
     public var publicGatewayURL: String
-    /// The broker address handed to frames at registration.
-    public var frameMQTTHost: String
-    public var frameMQTTPort: Int
+    /// The brokers frames connect to (leaf brokers in a cluster). Each frame is given one at
+    /// registration, chosen by ``frameBroker(for:)``; never empty.
+    public var frameBrokers: [FrameBroker] {
+        didSet { if frameBrokers.isEmpty { frameBrokers = oldValue } }
+    }
+    /// The first frame broker (the only one on a single machine).
+    public var frameMQTTHost: String {
+        get { frameBrokers[0].host }
+        set { frameBrokers = [FrameBroker(host: newValue, port: frameBrokers[0].port)] }
+    }
+    public var frameMQTTPort: Int {
+        get { frameBrokers[0].port }
+        set { frameBrokers = [FrameBroker(host: frameBrokers[0].host, port: newValue)] }
+    }
     /// Albums / photos per page when a request asks for none, and the most a page holds.
     public var defaultPageSize = 50
     public var maxPageSize = 200
@@ -29,8 +40,23 @@ public struct AlbumConfiguration: Sendable {
     public init(mqtt: MQTTConfiguration, publicGatewayURL: String, frameMQTTHost: String, frameMQTTPort: Int) {
         self.mqtt = mqtt
         self.publicGatewayURL = publicGatewayURL
-        self.frameMQTTHost = frameMQTTHost
-        self.frameMQTTPort = frameMQTTPort
+        self.frameBrokers = [FrameBroker(host: frameMQTTHost, port: frameMQTTPort)]
+    }
+
+    /// Frames spread over `frameBrokers` (at least one).
+    public init(mqtt: MQTTConfiguration, publicGatewayURL: String, frameBrokers: [FrameBroker]) {
+        precondition(!frameBrokers.isEmpty, "AlbumConfiguration: at least one frame broker")
+        self.mqtt = mqtt
+        self.publicGatewayURL = publicGatewayURL
+        self.frameBrokers = frameBrokers
+    }
+
+    /// The broker a frame is told to connect to: rendezvous (highest random weight) hashing
+    /// of the frame id over `frameBrokers`. Stable for a frame while the list is unchanged,
+    /// even across replicas and restarts (no shared state); frames spread evenly; adding or
+    /// removing a broker moves only the frames that must move (about 1/n of them).
+    public func frameBroker(for frameID: String) -> FrameBroker {
+        FrameBroker.pick(for: frameID, among: frameBrokers)
     }
 
     func mediaURL(_ fileID: String) -> String {

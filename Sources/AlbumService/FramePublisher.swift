@@ -151,11 +151,21 @@ final class FramePublisher: Service, Sendable {
         let payload: [UInt8]
         /// Tells this row from a later one for the same (album, file, kind).
         let created: String
+        /// The claim's end as the database wrote it: while it is unchanged the row is ours.
+        let lease: String
     }
 
     /// Claims a batch of pending pushes (a lease, so replicas share them), publishes each with
     /// QoS 1 and marks the acknowledged ones published. Frames of the albums concerned get a
     /// new sync. Returns the number published.
+    ///
+    /// The batch is published one row at a time, and a slow broker could make that outlast the
+    /// batch's lease; another replica would then claim and publish the same rows. So right
+    /// before each publish the row's lease is renewed, on condition that it is still the one
+    /// this call took (the claim's end time serves as a fencing token); a row whose lease is no
+    /// longer ours is skipped. What is left is the one window no database can close: a replica
+    /// that dies after the broker took the message and before the row is marked leaves the row
+    /// to be published again when its lease ends (frames ignore a `file_id` they already have).
     func publishPendingPushes() async throws -> Int {
         guard client.isConnected else { return 0 }
         let schema = self.schema
@@ -167,16 +177,28 @@ final class FramePublisher: Service, Sendable {
                     WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until < now())
                     ORDER BY created_at LIMIT 50 FOR UPDATE SKIP LOCKED)
                 RETURNING album_id::text AS album_id, file_id::text AS file_id, kind, payload, created_at::text AS created,
-                    (extract(epoch FROM created_at) * 1000000)::bigint AS created_us
+                    (extract(epoch FROM created_at) * 1000000)::bigint AS created_us, claimed_until::text AS lease
                 """).sorted { (try? $0.decode("created_us", as: Int64.self)) ?? 0 < (try? $1.decode("created_us", as: Int64.self)) ?? 0 }
                 .map { Push(album: try $0.decode("album_id"), file: try $0.decode("file_id"), kind: try $0.decode("kind"),
-                            payload: try $0.decode("payload"), created: try $0.decode("created")) }
+                            payload: try $0.decode("payload"), created: try $0.decode("created"), lease: try $0.decode("lease")) }
         }
         guard !pushes.isEmpty else { return 0 }
         var published = 0
         var albums = Set<String>()
         for push in pushes {
             let topic = push.kind == "added" ? FrameTopics.photoAdded(album: push.album) : FrameTopics.photoRemoved(album: push.album)
+            // Still ours? Renew the lease for the time this publish may take.
+            let renewed = try await postgres.query("""
+                UPDATE \(schema).album_pushes SET claimed_until = clock_timestamp() + interval '30 seconds'
+                WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = $3 AND created_at::text = $4
+                    AND state = 'pending' AND claimed_until = $5::timestamptz
+                RETURNING 1
+                """, [.text(push.album), .text(push.file), .text(push.kind), .text(push.created), .text(push.lease)])
+            if renewed.isEmpty {
+                logger.debug("a claimed photo notification is no longer ours; skipped", metadata: ["mqtt.topic": "\(topic)", "file.id": "\(push.file)"])
+                Counter(label: "album_photo_notifications_skipped_total").increment()
+                continue
+            }
             do {
                 try await client.publish(topic, payload: push.payload, qos: .atLeastOnce, retain: false)
             } catch {

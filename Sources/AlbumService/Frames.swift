@@ -31,9 +31,10 @@ extension AlbumService {
                       .int(Int64(orientation.wireValue)), .text(username), .bytea(Self.defaultFrameConfig.wireBytes())])
             return try Self.frame(id, owner: user, schema, c)!
         }
-        logger.info("frame registered", metadata: ["frame.id": "\(id)"])
+        let broker = configuration.frameBroker(for: id)
+        logger.info("frame registered", metadata: ["frame.id": "\(id)", "mqtt.broker": "\(broker)"])
         return RegisterFrameReply(frame: frame, mqtt: MqttCredentials(
-            host: configuration.frameMQTTHost, port: Int32(configuration.frameMQTTPort), username: username, password: password))
+            host: broker.host, port: Int32(broker.port), username: username, password: password))
     }
 
     static let defaultFrameConfig = FrameConfig(intervalSeconds: 30, preferredFormat: "jpeg")

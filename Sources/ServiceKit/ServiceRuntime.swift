@@ -19,11 +19,27 @@ public struct ServiceRuntime: Sendable {
     }
 
     /// Connects to NATS and PostgreSQL and makes sure the `EVENTS` stream exists.
+    ///
+    /// In a cluster, JetStream may not answer for a few seconds (a node that just restarted
+    /// is catching up, a leader is being elected): creating the stream is retried for up to
+    /// `jetStreamWait` before the process gives up, instead of exiting at the first timeout.
     public static func connect(nats: NATSConfiguration, postgres: PostgresConfiguration, streamReplicas: Int = 1,
-                               logger: Logger) async throws -> ServiceRuntime {
+                               jetStreamWait: Duration = .seconds(60), logger: Logger) async throws -> ServiceRuntime {
         let connection = try await NATSConnection.connect(nats, logger: logger)
         let jetStream = try connection.jetStream()
-        try await EventStream.ensure(on: jetStream, replicas: streamReplicas)
+        let deadline = ContinuousClock.now + jetStreamWait
+        while true {
+            do {
+                try await EventStream.ensure(on: jetStream, replicas: streamReplicas)
+                break
+            } catch let error as NATSError where [.timeout, .noResponders].contains(error.code) && ContinuousClock.now < deadline {
+                logger.warning("JetStream is not answering yet; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: .seconds(1))
+            } catch {
+                connection.close()
+                throw error
+            }
+        }
         let pool = PostgresPool(configuration: postgres, logger: logger)
         return ServiceRuntime(nats: connection, jetStream: jetStream, postgres: pool, logger: logger)
     }

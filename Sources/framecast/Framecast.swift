@@ -38,6 +38,15 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Replicas of the EVENTS stream (env FRAMECAST_STREAM_REPLICAS).")
     var streamReplicas: Int = env("FRAMECAST_STREAM_REPLICAS").flatMap(Int.init) ?? 1
 
+    @Option(help: "NATS user, for servers that require one (env FRAMECAST_NATS_USER; or nats://user:pass@host in the URL).")
+    var natsUser: String? = env("FRAMECAST_NATS_USER")
+
+    @Option(help: "NATS password (env FRAMECAST_NATS_PASSWORD; prefer the environment: flags show in `ps`).")
+    var natsPassword: String? = env("FRAMECAST_NATS_PASSWORD")
+
+    @Option(help: "NATS token, for servers configured with token authentication (env FRAMECAST_NATS_TOKEN).")
+    var natsToken: String? = env("FRAMECAST_NATS_TOKEN")
+
     func bootstrapLogging() -> Logger {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
@@ -49,8 +58,13 @@ struct CommonOptions: ParsableArguments {
     }
 
     var natsConfiguration: NATSConfiguration {
-        NATSConfiguration(servers: natsURL.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) },
-                          name: "framecast")
+        var configuration = NATSConfiguration(
+            servers: natsURL.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
+            name: "framecast")
+        configuration.user = natsUser
+        configuration.password = natsPassword
+        configuration.token = natsToken
+        return configuration
     }
 
     var postgresConfiguration: PostgresConfiguration { PostgresConfiguration(connInfo: postgres) }
@@ -135,9 +149,10 @@ struct Storage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the storage service.")
     @OptionGroup var options: CommonOptions
     @OptionGroup var storage: StorageOptions
+    @OptionGroup var ops: OpsOptions
 
     func run() async throws {
-        try await runRoles(options) { runtime in try await storage.makeServices(runtime) }
+        try await runRoles(options) { runtime in try await storage.makeServices(runtime) + ops.makeServices(runtime) }
     }
 }
 
@@ -161,9 +176,10 @@ struct Album: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the album service (albums, frames, MQTT push).")
     @OptionGroup var options: CommonOptions
     @OptionGroup var album: AlbumOptions
+    @OptionGroup var ops: OpsOptions
 
     func run() async throws {
-        try await runRoles(options) { runtime in try await album.makeServices(runtime) }
+        try await runRoles(options) { runtime in try await album.makeServices(runtime) + ops.makeServices(runtime) }
     }
 }
 
@@ -174,7 +190,16 @@ struct AlbumOptions: ParsableArguments {
     @Option(help: "MQTT broker port (env FRAMECAST_MQTT_PORT).")
     var mqttPort: Int = env("FRAMECAST_MQTT_PORT").flatMap(Int.init) ?? 1883
 
-    @Option(help: "Broker host:port handed to frames; default: the service's own (env FRAMECAST_FRAME_MQTT).")
+    @Option(help: "MQTT user of the album service, when the broker requires one (env FRAMECAST_MQTT_USER).")
+    var mqttUser: String? = env("FRAMECAST_MQTT_USER")
+
+    @Option(help: "MQTT password (env FRAMECAST_MQTT_PASSWORD; prefer the environment).")
+    var mqttPassword: String? = env("FRAMECAST_MQTT_PASSWORD")
+
+    @Option(help: """
+        Brokers handed to frames, host:port[,host:port…]: each frame gets one, chosen by a hash of \
+        its id (leaf brokers of a tree); default: the service's own (env FRAMECAST_FRAME_MQTT).
+        """)
     var frameMQTT: String? = env("FRAMECAST_FRAME_MQTT")
 
     @Option(help: """
@@ -185,14 +210,16 @@ struct AlbumOptions: ParsableArguments {
 
     /// `publicURL`: the gateway's, when it runs in the same process.
     func makeServices(_ runtime: ServiceRuntime, publicURL: String? = nil) async throws -> [any Service] {
-        var frameHost = mqttHost, framePort = mqttPort
-        if let frameMQTT, let colon = frameMQTT.lastIndex(of: ":"), let port = Int(frameMQTT[frameMQTT.index(after: colon)...]) {
-            frameHost = String(frameMQTT[..<colon])
-            framePort = port
+        let frameBrokers: [FrameBroker]
+        do {
+            frameBrokers = try frameMQTT.map(FrameBroker.parseList) ?? [FrameBroker(host: mqttHost, port: mqttPort)]
+        } catch {
+            throw ValidationError("--frame-mqtt / FRAMECAST_FRAME_MQTT: \(error)")
         }
-        let mqtt = MQTTConfiguration(host: mqttHost, port: mqttPort, clientID: "album-\(ServiceIdentity.newInstanceID())")
+        let mqtt = MQTTConfiguration(host: mqttHost, port: mqttPort, clientID: "album-\(ServiceIdentity.newInstanceID())",
+                                     username: mqttUser, password: mqttPassword)
         let service = try AlbumService(runtime: runtime, configuration: AlbumConfiguration(
-            mqtt: mqtt, publicGatewayURL: publicURL ?? gatewayURL, frameMQTTHost: frameHost, frameMQTTPort: framePort))
+            mqtt: mqtt, publicGatewayURL: publicURL ?? gatewayURL, frameBrokers: frameBrokers))
         return try await service.services()
     }
 }
@@ -209,9 +236,11 @@ struct Media: AsyncParsableCommand {
     @Option(help: "Threads for rendering (env FRAMECAST_IMAGING_THREADS; default: cores).")
     var imagingThreads: Int = env("FRAMECAST_IMAGING_THREADS").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
 
+    @OptionGroup var ops: OpsOptions
+
     func run() async throws {
         try await runRoles(options) { runtime in
-            try await media.makeServices(runtime, blobDir: blobDir, imagingThreads: imagingThreads)
+            try await media.makeServices(runtime, blobDir: blobDir, imagingThreads: imagingThreads) + ops.makeServices(runtime)
         }
     }
 }
