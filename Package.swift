@@ -73,7 +73,7 @@ let package = Package(
 
         // MARK: Service runtime
         .target(name: "ServiceKit", dependencies: [
-            "NATS", "Postgres", "Wire",
+            "NATS", "Postgres", "Wire", "Threads",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
