@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "Wire", targets: ["Wire"]),
         .library(name: "ServiceKit", targets: ["ServiceKit"]),
+        .library(name: "FrameAgent", targets: ["FrameAgent"]),
         .library(name: "FramecastTesting", targets: ["FramecastTesting"]),
     ],
     dependencies: [
@@ -110,9 +111,17 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
 
+        // MARK: Frame agent (runs on a frame: MQTT + HTTP to the gateway; no PostgreSQL, no service code)
+        .target(name: "FrameAgent", dependencies: [
+            "MQTT", "Imaging", "Wire", "Threads",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+
         // MARK: Executable
         .executableTarget(name: "framecast", dependencies: [
-            "ServiceKit", "NATS", "Postgres", "Imaging", "StorageService", "Gateway", "AlbumService", "MQTT", "MediaService",
+            "ServiceKit", "NATS", "Postgres", "Imaging", "StorageService", "Gateway", "AlbumService", "MQTT", "MediaService", "FrameAgent",
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -152,6 +161,7 @@ let package = Package(
         .testTarget(name: "MediaServiceTests", dependencies: [
             "MediaService", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
         ], swiftSettings: swiftSettings),
+        .testTarget(name: "FrameAgentTests", dependencies: ["FrameAgent", "Wire", "Imaging", "FramecastTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceKitTests", dependencies: ["ServiceKit", "NATS", "Postgres", "Wire", "FramecastTesting"], swiftSettings: swiftSettings),
     ]
 )
