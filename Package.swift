@@ -162,6 +162,16 @@ let package = Package(
             "MediaService", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
         ], swiftSettings: swiftSettings),
         .testTarget(name: "FrameAgentTests", dependencies: ["FrameAgent", "Wire", "Imaging", "FramecastTesting"], swiftSettings: swiftSettings),
+        // The seed's flow end to end: gateway, storage, album, media (in-process or as `framecast`
+        // child processes) and frame agents against real nats-server, mosquitto and PostgreSQL.
+        .testTarget(name: "EndToEndTests", dependencies: [
+            "FrameAgent", "Gateway", "StorageService", "AlbumService", "MediaService", "ServiceKit", "MQTT", "NATS",
+            "Postgres", "Wire", "Imaging", "FramecastTesting",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceKitTests", dependencies: ["ServiceKit", "NATS", "Postgres", "Wire", "FramecastTesting"], swiftSettings: swiftSettings),
     ]
 )
