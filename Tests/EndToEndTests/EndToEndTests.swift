@@ -207,6 +207,55 @@ import Wire
         }
     }
 
+    // MARK: The executable
+
+    @Test func theFramecastFrameExecutableShowsAnUploadAndStopsGracefullyOnSIGTERM() async throws {
+        try await withSystem { system in
+            let account = try await system.signUp()
+            let album = try await system.createAlbum(account)
+            let (frame, registration) = try await system.registerFrame(account, width: 1024, height: 600, albums: [album])
+            // What the README tells a user to do: save the registration answer, point the agent at it.
+            let folder = system.scratch.appendingPathComponent("cli")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let config = folder.appendingPathComponent("frame.json")
+            try Data(registration).write(to: config)
+            let png = folder.appendingPathComponent("frame.png")
+            try await Observer.watching(system, ["frames/\(frame)/status", "albums/\(album)/photo_added"]) { observer in
+                let agent = try ChildProcess(arguments: [
+                    "frame", "--config", config.path, "--gateway", system.baseURL, "--display", "png:\(png.path)",
+                    "--cache-dir", folder.appendingPathComponent("cache").path,
+                ], environment: ["FRAMECAST_LOG_LEVEL": "info"], log: folder.appendingPathComponent("agent.log"))
+                let online = try await eventually(timeout: .seconds(30)) { !observer.reports("online", frame: frame).isEmpty }
+                if !online { Issue.record("agent log:\n\(agent.output.suffix(3000))") }
+                try #require(online)
+                // Subscribed to the album once its log says the sync was applied.
+                #expect(try await eventually(timeout: .seconds(30)) { agent.output.contains("sync applied") })
+                let file = try await system.upload(account, try Photos.bytes(try Photos.plasma("Kite")), album: album)
+                let uploaded = ContinuousClock.now
+                let shown = try await eventually(timeout: .seconds(60)) { !observer.reports("displayed", file: file, frame: frame).isEmpty }
+                if !shown { Issue.record("agent log:\n\(agent.output.suffix(3000))") }
+                try #require(shown)
+                print("⏱ upload response → displayed report (framecast frame child process): \(milliseconds(observer.reports("displayed", file: file, frame: frame)[0].at - uploaded)) ms")
+                let version = try await download(system, file, size: "frame:1024x600", token: account.token)
+                #expect(try await difference([UInt8](try Data(contentsOf: png)), version) < 2)
+
+                agent.stop()  // SIGTERM
+                #expect(agent.process.terminationStatus == 0, "a graceful stop exits 0")
+                #expect(try await eventually { !observer.reports("offline", frame: frame).isEmpty }, "and says offline")
+                #expect(agent.output.contains("frame agent stopped"))
+            }
+        }
+    }
+
+    @Test func theFramecastFrameExecutableRefusesAnIncompleteConfiguration() async throws {
+        let folder = try TestServers.scratchDirectory("cli-bad")
+        let agent = try ChildProcess(arguments: ["frame", "--frame-id", "f1", "--screen", "1024x600"], environment: [:],
+                                     log: folder.appendingPathComponent("agent.log"))
+        agent.process.waitUntilExit()
+        #expect(agent.process.terminationStatus != 0)
+        #expect(agent.output.contains("frame token is missing"), "\(agent.output)")
+    }
+
     // MARK: A service killed mid-flow
 
     /// SIGKILLs the `role` service (a `framecast` child process) right after the upload answered,
