@@ -70,6 +70,8 @@ actor AgentCore {
     /// albums, what to drop from the cache, what to download.
     func applySync(_ sync: FrameSyncMessage) -> SyncOutcome? {
         guard sync.seq > state.lastSyncSeq else { return nil }
+        let hadSync = state.lastSyncSeq > 0
+        let previous = Set(state.wanted.map(\.fileID))
         state.lastSyncSeq = sync.seq
         state.albumIDs = sync.albumIDs.filter { TopicID.isValid($0) && SafeID.isValid($0) }
         var order: [String] = []
@@ -89,6 +91,11 @@ actor AgentCore {
         cached.subtract(drop)
         pending = pending.filter { wanted.contains($0.key) }
         for file in order where !cached.contains(file) && pending[file] == nil { pending[file] = false }
+        // The newest photo this frame had not heard of (its photo_added was lost, e.g. with a
+        // broker that lost the session) is shown next, as photo_added would have.
+        if hadSync, let newest = order.first(where: { !previous.contains($0) }), !cached.contains(newest) {
+            pending[newest] = true
+        }
         refreshPlaylist()
         needsCachedReport = true
         return SyncOutcome(drop: drop, invalidPhotos: invalid)

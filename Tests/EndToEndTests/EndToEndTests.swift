@@ -207,6 +207,49 @@ import Wire
         }
     }
 
+    @Test func withoutTheBrokerTheFrameShowsItsCacheAndCatchesUpWhenItReturns() async throws {
+        try await withSystem { system in
+            let account = try await system.signUp()
+            let album = try await system.createAlbum(account)
+            let (frame, registration) = try await system.registerFrame(account, width: 1024, height: 600, albums: [album])
+            let first = try await system.upload(account, try Photos.bytes(try Photos.plasma("Kite")), album: album)
+            let (agent, png) = try system.agent(registration: registration)
+            try await withServices([agent], logger: quietLogger) {
+                try await ready(agent, album: album)
+                #expect(try await eventually(timeout: .seconds(60)) { FileManager.default.fileExists(atPath: png.path) })
+            }
+            let firstVersion = try await download(system, first, size: "frame:1024x600", token: account.token)
+
+            // The network is gone: the broker stops and the screen file is removed.
+            system.broker.stop()
+            try FileManager.default.removeItem(at: png)
+            let (offline, _) = try system.agent(registration: registration)
+            try await withServices([offline], logger: quietLogger) {
+                // It shows what it has, from its disk cache, without any server.
+                #expect(try await eventually(timeout: .seconds(20)) {
+                    guard let bytes = try? Data(contentsOf: png) else { return false }
+                    return (try? await difference([UInt8](bytes), firstVersion)).map { $0 < 2 } ?? false
+                }, "the cached photo is on screen while offline")
+                #expect(!offline.mqtt.isConnected)
+
+                // A photo uploaded meanwhile (the album service waits for the broker too).
+                let second = try await system.upload(account, try Photos.bytes(try Photos.plasma("ColorfulCups")), album: album)
+                try await Task.sleep(for: .seconds(1))
+                try system.broker.start()
+                try await Observer.watching(system, ["frames/\(frame)/status"]) { observer in
+                    let caughtUp = try await eventually(timeout: .seconds(60)) {
+                        !observer.reports("displayed", file: second, frame: frame).isEmpty
+                    }
+                    #expect(caughtUp, "back online, it catches up and shows the new photo")
+                    #expect(offline.mqtt.isConnected)
+                }
+                let secondVersion = try await download(system, second, size: "frame:1024x600", token: account.token)
+                #expect(try await difference([UInt8](try Data(contentsOf: png)), secondVersion) < 2)
+                #expect(try await eventually { try await system.lastDisplayed(frame: frame, album: album) == second })
+            }
+        }
+    }
+
     // MARK: The executable
 
     @Test func theFramecastFrameExecutableShowsAnUploadAndStopsGracefullyOnSIGTERM() async throws {
@@ -376,6 +419,18 @@ import Wire
                     try await poke.publish(command, payload: FrameTopics.encode(repeated), qos: .exactlyOnce)
                     try await Task.sleep(for: .milliseconds(800))
                     #expect(displayed().count == count, "a repeated command id does nothing")
+
+                    // reload: every photo is checked with a conditional GET (304: the cached
+                    // files stay as they are) and the screen is drawn again.
+                    func inode(_ file: String) throws -> Int {
+                        try FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent("photos").appendingPathComponent(file).path)[.systemFileNumber] as! Int
+                    }
+                    let inodes = [try inode(first), try inode(second)]
+                    let drawn = displayed().count
+                    try await send("reload")
+                    #expect(try await eventually { displayed().count == drawn + 1 }, "reload redraws the screen")
+                    try await Task.sleep(for: .milliseconds(500))
+                    #expect([try inode(first), try inode(second)] == inodes, "304 Not Modified: nothing downloaded again")
 
                     // Sleep: the screen goes black; wake: the photo comes back.
                     try await send("sleep")

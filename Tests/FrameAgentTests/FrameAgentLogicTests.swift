@@ -1,4 +1,5 @@
 import Foundation
+import FramecastTesting
 @testable import FrameAgent
 import Testing
 import Wire
@@ -262,6 +263,30 @@ import Wire
         #expect(await core.wantedIDs == ["p2"])
     }
 
+    @Test func theNewestPhotoALaterSyncBringsIsShownNext() async {
+        let core = AgentCore(defaultInterval: .seconds(3600))
+        await core.restore(nil, cached: [])
+        _ = await core.applySync(sync(1, [("p2", "alb1"), ("p1", "alb1")]))
+        #expect(await core.duePending() == ["p2", "p1"], "the first sync: plain order")
+        for file in ["p2", "p1"] {
+            _ = await core.beginFetch(file)
+            _ = await core.fetched(file, showNext: false)
+        }
+        let now = ContinuousClock.now
+        #expect(await core.step(now: now, date: Date()).0 == .show("p2"))
+        await core.shown("p2")
+        #expect(await core.step(now: now, date: Date()).0 == .idle)
+        // A photo_added was missed; the next sync brings p4 and p3 (newest first).
+        _ = await core.applySync(sync(2, [("p4", "alb1"), ("p3", "alb1"), ("p2", "alb1"), ("p1", "alb1")]))
+        #expect(await core.duePending() == ["p4", "p3"])
+        _ = await core.beginFetch("p3")
+        _ = await core.fetched("p3", showNext: false)
+        #expect(await core.step(now: now, date: Date()).0 == .idle, "p3 just joins the slideshow")
+        _ = await core.beginFetch("p4")
+        _ = await core.fetched("p4", showNext: false)
+        #expect(await core.step(now: now, date: Date()).0 == .show("p4"), "p4 is shown next")
+    }
+
     @Test func unsafeIDsInASyncAreSkipped() async {
         let core = AgentCore(defaultInterval: .seconds(30))
         await core.restore(nil, cached: [])
@@ -372,5 +397,100 @@ import Wire
         #expect(FrameAgent.albumTopic("albums/a1/sync") == nil)
         #expect(FrameAgent.albumTopic("albums/../photo_added") == nil)
         #expect(FrameAgent.albumTopic("albums/a1/photo_added/x") == nil)
+    }
+}
+
+@Suite struct DiskCacheTests {
+    func folder() throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("frame-cache-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir.path
+    }
+
+    @Test func aFullCacheDeletesTheLeastRecentlyShownFileAndSurvivesARestart() async throws {
+        let dir = try folder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cache = DiskCache(directory: dir, budget: 3000)
+        try await cache.open()
+        for (i, id) in ["a", "b", "c"].enumerated() {
+            let evicted = try await cache.store(CacheEntry(fileID: id, version: "hd", etag: "\"\(id)\"", bytes: 1000, lastShown: Int64(i)),
+                                                bytes: [UInt8](repeating: UInt8(i), count: 1000), protecting: [])
+            #expect(evicted.isEmpty)
+        }
+        await cache.touch("a", at: 100)  // a was just on screen: b is now the least recently shown
+        let evicted = try await cache.store(CacheEntry(fileID: "d", version: "hd", etag: nil, bytes: 1000, lastShown: 101),
+                                            bytes: [UInt8](repeating: 9, count: 1000), protecting: ["c"])
+        #expect(evicted == ["b"])
+        let photos = URL(fileURLWithPath: dir).appendingPathComponent("photos")
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: photos.path)) == ["a", "c", "d"], "b's file is gone")
+        #expect(try await cache.read("d") == [UInt8](repeating: 9, count: 1000))
+        let usage = await cache.usage
+        #expect(usage.bytes == 3000 && usage.files == 3)
+
+        // Too big even after evicting everything unprotected: refused, nothing lost.
+        await #expect(throws: FrameAgentError.self) {
+            try await cache.store(CacheEntry(fileID: "huge", version: "hd", etag: nil, bytes: 3001, lastShown: 200),
+                                  bytes: [UInt8](repeating: 1, count: 3001), protecting: [])
+        }
+        #expect(await cache.fileIDs == ["a", "c", "d"])
+
+        // A stray file (a download cut by a crash) and a restart.
+        try Data([1, 2, 3]).write(to: photos.appendingPathComponent("stray"))
+        let reopened = DiskCache(directory: dir, budget: 3000)
+        try await reopened.open()
+        #expect(await reopened.fileIDs == ["a", "c", "d"])
+        let a = await reopened.entry("a")
+        #expect(a?.lastShown == 100 && a?.etag == "\"a\"")
+        #expect(!FileManager.default.fileExists(atPath: photos.appendingPathComponent("stray").path))
+        try await reopened.remove(["a"])
+        #expect(!FileManager.default.fileExists(atPath: photos.appendingPathComponent("a").path))
+        #expect(await reopened.usage.files == 2)
+    }
+
+    @Test func aMissingFileDropsItsEntryAtStart() async throws {
+        let dir = try folder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cache = DiskCache(directory: dir, budget: 10_000)
+        try await cache.open()
+        _ = try await cache.store(CacheEntry(fileID: "x", version: "hd", etag: nil, bytes: 3, lastShown: 1), bytes: [1, 2, 3], protecting: [])
+        try FileManager.default.removeItem(atPath: "\(dir)/photos/x")
+        let reopened = DiskCache(directory: dir, budget: 10_000)
+        try await reopened.open()
+        #expect(await reopened.fileIDs.isEmpty)
+        await #expect(throws: FrameAgentError.self) { try await reopened.read("x") }
+    }
+}
+
+@Suite struct GatewayClientTests {
+    let client = GatewayClient(base: "http://127.0.0.1:8080", token: "secret", timeout: .seconds(5))
+
+    @Test func everyRequestGoesToTheConfiguredGateway() throws {
+        #expect(try client.resolve("http://evil.example:666/api/v1/photos/f1").absoluteString == "http://127.0.0.1:8080/api/v1/photos/f1")
+        #expect(try client.resolve("http://gw/api/v1/files/download/f1?size=frame:1024x600").absoluteString
+                == "http://127.0.0.1:8080/api/v1/files/download/f1?size=frame:1024x600")
+        #expect(try client.resolve("/api/v1/photos/f1").absoluteString == "http://127.0.0.1:8080/api/v1/photos/f1")
+    }
+
+    @Test func pathsOutsideTheAPIAreRefused() {
+        for bad in ["/etc/passwd", "http://gw/metrics", "http://gw/api/v1/../../admin", "http://gw/api/v1/x/..", "", "api/v1/photos/x"] {
+            #expect(throws: FrameAgentError.self, "\(bad)") { try client.resolve(bad) }
+        }
+    }
+
+    @Test func onlyNetworkTroubleAndServerErrorsAreRetried() {
+        #expect(FrameAgentError(.unreachable, "x").isTransient)
+        #expect(FrameAgentError(.httpStatus, "x", status: 503).isTransient)
+        #expect(FrameAgentError(.httpStatus, "x", status: 429).isTransient)
+        #expect(!FrameAgentError(.httpStatus, "x", status: 404).isTransient)
+        #expect(!FrameAgentError(.httpStatus, "x", status: 401).isTransient)
+        #expect(!FrameAgentError(.badResponse, "x").isTransient)
+        #expect(!FrameAgentError(.noRoom, "x").isTransient)
+    }
+
+    @Test func aGatewayThatIsNotThereIsUnreachable() async throws {
+        let port = try freeTCPPort()
+        let nowhere = GatewayClient(base: "http://127.0.0.1:\(port)", token: "t", timeout: .seconds(5))
+        let error = await #expect(throws: FrameAgentError.self) { try await nowhere.metadata(fileID: "f1") }
+        #expect(error?.code == .unreachable && error?.isTransient == true)
     }
 }
