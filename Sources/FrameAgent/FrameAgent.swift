@@ -424,6 +424,7 @@ public final class FrameAgent: Service, Sendable {
                     if display.wantsPNG { screen.png = try await imaging.png(black.pixels) }
                     try await display.blank(black: screen)
                     logger.info("screen off")
+                    await publishHeartbeat()
                 } catch {
                     logger.error("turning the screen off failed", metadata: ["error": "\(error)"])
                 }
@@ -461,6 +462,8 @@ public final class FrameAgent: Service, Sendable {
         logger.info("photo displayed")
         Counter(label: "frame_agent_photos_displayed_total").increment()
         await report(FrameStatusMessage(status: "displayed", fileID: file))
+        // The retained heartbeat says what is on screen now, not only every N seconds.
+        await publishHeartbeat()
     }
 
     // MARK: Reports
