@@ -84,9 +84,10 @@ struct FramebufferGeometry {
     var bitsPerPixel: Int
     var stride: Int
 
-    static func read(device: String) throws -> FramebufferGeometry {
+    /// `sysfs`: where the `fbN` folders are (another folder in tests).
+    static func read(device: String, sysfs: String = "/sys/class/graphics") throws -> FramebufferGeometry {
         let name = URL(fileURLWithPath: device).lastPathComponent
-        let sys = "/sys/class/graphics/\(name)"
+        let sys = "\(sysfs)/\(name)"
         func value(_ file: String) -> String? {
             (try? String(contentsOfFile: "\(sys)/\(file)", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         }

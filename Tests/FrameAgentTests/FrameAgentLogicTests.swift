@@ -1,6 +1,7 @@
 import Foundation
 import FramecastTesting
 @testable import FrameAgent
+import Imaging
 import Testing
 import Wire
 
@@ -492,5 +493,57 @@ import Wire
         let nowhere = GatewayClient(base: "http://127.0.0.1:\(port)", token: "t", timeout: .seconds(5))
         let error = await #expect(throws: FrameAgentError.self) { try await nowhere.metadata(fileID: "f1") }
         #expect(error?.code == .unreachable && error?.isTransient == true)
+    }
+}
+
+@Suite struct FramebufferTests {
+    /// A fake framebuffer: sysfs files in a folder, the device a plain file.
+    func fake(bpp: Int, width: Int, height: Int, stride: Int) throws -> (sysfs: String, device: String) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fb-\(UUID().uuidString.prefix(8))")
+        let sys = dir.appendingPathComponent("fb7")
+        try FileManager.default.createDirectory(at: sys, withIntermediateDirectories: true)
+        try "\(bpp)\n".write(to: sys.appendingPathComponent("bits_per_pixel"), atomically: true, encoding: .utf8)
+        try "\(width),\(height)\n".write(to: sys.appendingPathComponent("virtual_size"), atomically: true, encoding: .utf8)
+        try "\(stride)\n".write(to: sys.appendingPathComponent("stride"), atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("dev"), withIntermediateDirectories: true)
+        let device = dir.appendingPathComponent("dev/fb7").path
+        _ = FileManager.default.createFile(atPath: device, contents: nil)
+        return (dir.path, device)
+    }
+
+    /// 2×2 pixels: red, green / blue, white.
+    let pixels = Pixels(width: 2, height: 2, rgb: [255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255])
+
+    @Test func thirtyTwoBitsPerPixelIsBGRXWithTheDevicesStride() throws {
+        let (sysfs, device) = try fake(bpp: 32, width: 2, height: 2, stride: 12)
+        let geometry = try FramebufferGeometry.read(device: device, sysfs: sysfs)
+        #expect(geometry.width == 2 && geometry.height == 2 && geometry.stride == 12)
+        try geometry.write(pixels, to: device)
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: device)))
+        #expect(bytes == [0, 0, 255, 255, 0, 255, 0, 255, 0, 0, 0, 0,
+                          255, 0, 0, 255, 255, 255, 255, 255, 0, 0, 0, 0])
+    }
+
+    @Test func sixteenBitsPerPixelIsRGB565AndALargerScreenIsClipped() throws {
+        let (sysfs, device) = try fake(bpp: 16, width: 1, height: 1, stride: 2)
+        let geometry = try FramebufferGeometry.read(device: device, sysfs: sysfs)
+        try geometry.write(pixels, to: device)
+        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: device))) == [0x00, 0xF8], "red, little-endian 565")
+    }
+
+    @Test func unsupportedDepthsAndMissingDevicesAreErrors() throws {
+        let (sysfs, device) = try fake(bpp: 8, width: 2, height: 2, stride: 2)
+        let error = #expect(throws: FrameAgentError.self) { try FramebufferGeometry.read(device: device, sysfs: sysfs) }
+        #expect(error?.code == .display && error?.message.contains("8 bpp") == true)
+        #expect(throws: FrameAgentError.self) { try FramebufferGeometry.read(device: "/dev/fb99", sysfs: sysfs) }
+        let (sysfs2, _) = try fake(bpp: 32, width: 2, height: 2, stride: 8)
+        let geometry = try FramebufferGeometry.read(device: "/nonexistent/fb7", sysfs: sysfs2)
+        #expect(throws: FrameAgentError.self) { try geometry.write(pixels, to: "/nonexistent/fb7") }
+    }
+
+    @Test func aFadeBlendsLinearly() {
+        let black = Pixels(width: 1, height: 1, rgb: [0, 0, 0]), white = Pixels(width: 1, height: 1, rgb: [255, 255, 255])
+        #expect(DisplayDriver.blend(black, white, 0.5).rgb == [128, 128, 128])
+        #expect(DisplayDriver.blend(black, white, 1).rgb == [255, 255, 255])
     }
 }
