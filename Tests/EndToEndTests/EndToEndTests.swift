@@ -455,6 +455,16 @@ import Wire
                     let paused = displayed().count
                     try await Task.sleep(for: .milliseconds(2500))
                     #expect(displayed().count == paused, "paused: nothing moves")
+
+                    // photo_removed: the photo leaves the cache (and the screen, if it was on it).
+                    let (removed, _) = try await HTTP.request("DELETE", "\(system.baseURL)/api/v1/albums/\(album)/photos/\(first)", token: account.token)
+                    #expect(removed == 204 || removed == 200)
+                    #expect(try await eventually(timeout: .seconds(20)) {
+                        (try? FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("photos").path)) == [second]
+                    }, "the removed photo left the disk cache")
+                    #expect(try await eventually { displayed().last == second }, "the screen shows what is left")
+                    let index = try JSONDecoder().decode(CacheIndex.self, from: Data(contentsOf: folder.appendingPathComponent("index.json")))
+                    #expect(Set(index.entries.keys) == [second])
                 }
             }
             await poke.disconnect()
