@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "Wire", targets: ["Wire"]),
         .library(name: "ServiceKit", targets: ["ServiceKit"]),
+        .library(name: "FrameAgent", targets: ["FrameAgent"]),
         .library(name: "FramecastTesting", targets: ["FramecastTesting"]),
     ],
     dependencies: [
@@ -73,7 +74,7 @@ let package = Package(
 
         // MARK: Service runtime
         .target(name: "ServiceKit", dependencies: [
-            "NATS", "Postgres", "Wire",
+            "NATS", "Postgres", "Wire", "Threads",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -110,9 +111,17 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
 
+        // MARK: Frame agent (runs on a frame: MQTT + HTTP to the gateway; no PostgreSQL, no service code)
+        .target(name: "FrameAgent", dependencies: [
+            "MQTT", "Imaging", "Wire", "Threads",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+
         // MARK: Executable
         .executableTarget(name: "framecast", dependencies: [
-            "ServiceKit", "NATS", "Postgres", "Imaging", "StorageService", "Gateway", "AlbumService", "MQTT", "MediaService",
+            "ServiceKit", "NATS", "Postgres", "Imaging", "StorageService", "Gateway", "AlbumService", "MQTT", "MediaService", "FrameAgent",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -152,6 +161,17 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .testTarget(name: "MediaServiceTests", dependencies: [
             "MediaService", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
+        ], swiftSettings: swiftSettings),
+        .testTarget(name: "FrameAgentTests", dependencies: ["FrameAgent", "Wire", "Imaging", "FramecastTesting"], swiftSettings: swiftSettings),
+        // The seed's flow end to end: gateway, storage, album, media (in-process or as `framecast`
+        // child processes) and frame agents against real nats-server, mosquitto and PostgreSQL.
+        .testTarget(name: "EndToEndTests", dependencies: [
+            "FrameAgent", "Gateway", "StorageService", "AlbumService", "MediaService", "ServiceKit", "MQTT", "NATS",
+            "Postgres", "Wire", "Imaging", "FramecastTesting",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
         // The replicated cluster (scripts/cluster --test): real framecast processes, killed and restarted.
         .testTarget(name: "ClusterTests", dependencies: [

@@ -5,6 +5,7 @@ import MQTT
 import Postgres
 import ServiceKit
 import ServiceLifecycle
+import Threads
 import Wire
 
 /// The album service's MQTT side, a `Service` owning one `MQTTClient`:

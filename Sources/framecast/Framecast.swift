@@ -13,6 +13,7 @@ import Metrics
 import Prometheus
 import Imaging
 import MQTT
+import FrameAgent
 
 @main
 struct Framecast: AsyncParsableCommand {
@@ -20,7 +21,7 @@ struct Framecast: AsyncParsableCommand {
         commandName: "framecast",
         abstract: "Family photos from a phone to smart photo frames, live.",
         version: FramecastVersion.current,
-        subcommands: [All.self, GatewayRole.self, Storage.self, Album.self, Media.self, Migrate.self, Ping.self],
+        subcommands: [All.self, GatewayRole.self, Storage.self, Album.self, Media.self, Frame.self, Migrate.self, Ping.self],
         defaultSubcommand: All.self)
 }
 
@@ -284,6 +285,71 @@ func runRoles(_ options: CommonOptions, _ build: (ServiceRuntime) async throws -
     }
     await runtime.close()
     logger.info("framecast stopped")
+}
+
+/// The smart-frame agent: MQTT from the broker, HTTP to the gateway, a disk cache and a display.
+struct Frame: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a frame agent (a real frame, or a simulator with a png: display).",
+        discussion: """
+            Reads a JSON file (the answer of POST /api/v1/frames saved as is, plus optional gateway_url, \
+            display, screen, cache_dir, cache_bytes, heartbeat_seconds), then the environment, then flags; \
+            later ones win.
+            """)
+
+    @Option(help: "JSON configuration file, e.g. the registration answer (env FRAMECAST_FRAME_CONFIG).")
+    var config: String?
+    @Option(help: "Frame id (env FRAMECAST_FRAME_ID).") var frameID: String?
+    @Option(help: "Frame token (env FRAMECAST_FRAME_TOKEN).") var frameToken: String?
+    @Option(help: "MQTT broker host (env FRAMECAST_FRAME_MQTT_HOST).") var mqttHost: String?
+    @Option(help: "MQTT broker port (env FRAMECAST_FRAME_MQTT_PORT; default 1883).") var mqttPort: Int?
+    @Option(help: "MQTT username (env FRAMECAST_FRAME_MQTT_USERNAME).") var mqttUsername: String?
+    @Option(help: "MQTT password (env FRAMECAST_FRAME_MQTT_PASSWORD).") var mqttPassword: String?
+    @Option(help: "Gateway URL, e.g. http://127.0.0.1:8080 (env FRAMECAST_GATEWAY_URL).") var gateway: String?
+    @Option(help: "Disk cache folder (env FRAMECAST_FRAME_CACHE_DIR; default .run/frames/ID).") var cacheDir: String?
+    @Option(help: "Disk cache budget in bytes (env FRAMECAST_FRAME_CACHE_BYTES; default 536870912).") var cacheBytes: Int64?
+    @Option(help: "png:PATH, fb:/dev/fb0 or none (env FRAMECAST_FRAME_DISPLAY; default none).") var display: String?
+    @Option(help: "Screen WxH, e.g. 1024x600 (env FRAMECAST_FRAME_SCREEN; default: the file's frame.width/height).") var screen: String?
+    @Option(help: "Heartbeat period in seconds (env FRAMECAST_FRAME_HEARTBEAT_SECONDS; default 30).") var heartbeatSeconds: Int?
+    @Option(help: "trace, debug, info, notice, warning, error, critical (env FRAMECAST_LOG_LEVEL).")
+    var logLevel: String = env("FRAMECAST_LOG_LEVEL") ?? "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "framecast.frame")
+        typealias S = FrameAgentConfiguration.Setting
+        var settings: [String: String] = [:]
+        for name in S.all { if let value = env(name) { settings[name] = value } }
+        let flags: [(String, String?)] = [
+            (S.frameID, frameID), (S.frameToken, frameToken), (S.mqttHost, mqttHost), (S.mqttPort, mqttPort.map(String.init)),
+            (S.mqttUsername, mqttUsername), (S.mqttPassword, mqttPassword), (S.gatewayURL, gateway), (S.cacheDirectory, cacheDir),
+            (S.cacheBytes, cacheBytes.map(String.init)), (S.display, display), (S.screen, screen),
+            (S.heartbeatSeconds, heartbeatSeconds.map(String.init)),
+        ]
+        for (name, value) in flags { if let value { settings[name] = value } }
+        var file: [UInt8]?
+        if let path = config ?? settings[S.configFile] {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ValidationError("cannot read the configuration file \(path)")
+            }
+            file = [UInt8](data)
+        }
+        let configuration: FrameAgentConfiguration
+        do {
+            configuration = try FrameAgentConfiguration.load(file: file, settings: settings)
+        } catch let error as FrameAgentError {
+            throw ValidationError(error.message)
+        }
+        let agent = try FrameAgent(configuration: configuration, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
 }
 
 /// Applies every service schema's migrations and exits.

@@ -1,8 +1,6 @@
-import Threads
-
 /// A one-slot wake-up: `signal()` wakes the task in `wait(upTo:)`, or the next one to wait
 /// if none is waiting. Used by loops that poll but should react at once to local work
-/// (the outbox relay, the album service's frame publisher).
+/// (ServiceKit's outbox relay, the album service's publisher, the frame agent).
 public final class WakeSignal: Sendable {
     private struct State {
         var pending = false

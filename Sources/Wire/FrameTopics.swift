@@ -1,7 +1,8 @@
 import Foundation
 
 // The MQTT side of Framecast (DESIGN.md "MQTT topics"): topic builders and the JSON payloads
-// exchanged with frames. Shared by the album service, the frame agent and tests.
+// exchanged with frames. Shared by the album service, the frame agent and tests; it lives in
+// Wire (the contract's Swift face) so the frame agent needs neither PostgreSQL nor service code.
 //
 // Every payload carries `"v": 1` and is encoded with sorted keys. Frames must treat unknown
 // keys as absent (newer services may add some) and must act once per (album, file) for
@@ -244,14 +245,41 @@ public struct FrameStatusMessage: Codable, Sendable, Hashable {
     }
 }
 
-/// `frames/{frame_id}/heartbeat` (QoS 0, retained, from the frame).
+/// `frames/{frame_id}/heartbeat` (QoS 0, retained, from the frame). Every field but `v` is
+/// optional: the album service records only that a heartbeat came; the rest is for people.
 public struct FrameHeartbeatMessage: Codable, Sendable, Hashable {
     public var v: Int?
     /// The frame's clock, unix milliseconds (informational: the service records its own time).
     public var at: Int64?
+    /// Seconds since the frame agent started.
+    public var uptimeSeconds: Int64?
+    /// The photo on screen now (absent when none, or asleep).
+    public var currentFileID: String?
+    /// "showing", "paused", "asleep", "empty".
+    public var state: String?
+    /// Bytes and photos in the frame's disk cache, and its budget in bytes.
+    public var cacheBytes: Int64?
+    public var cacheFiles: Int?
+    public var cacheBudgetBytes: Int64?
+    /// Whether the frame reaches the gateway (false: showing from its cache, catching up later).
+    public var gatewayReachable: Bool?
 
-    public init(at: Int64? = nil) {
+    public init(at: Int64? = nil, uptimeSeconds: Int64? = nil, currentFileID: String? = nil, state: String? = nil,
+                cacheBytes: Int64? = nil, cacheFiles: Int? = nil, cacheBudgetBytes: Int64? = nil, gatewayReachable: Bool? = nil) {
         self.v = 1
         self.at = at
+        self.uptimeSeconds = uptimeSeconds
+        self.currentFileID = currentFileID
+        self.state = state
+        self.cacheBytes = cacheBytes
+        self.cacheFiles = cacheFiles
+        self.cacheBudgetBytes = cacheBudgetBytes
+        self.gatewayReachable = gatewayReachable
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case v, at, state
+        case uptimeSeconds = "uptime_seconds", currentFileID = "current_file_id", cacheBytes = "cache_bytes"
+        case cacheFiles = "cache_files", cacheBudgetBytes = "cache_budget_bytes", gatewayReachable = "gateway_reachable"
     }
 }
