@@ -17,6 +17,8 @@ extension Subjects {
     public static let fileUploadedWithAI = "file.uploaded.with_ai"
     /// Event `media.cache_ready`: `MediaCacheReady`.
     public static let mediaCacheReady = "media.cache_ready"
+    /// Event `media.schedule_changed`: `MediaScheduleChanged`.
+    public static let mediaScheduleChanged = "media.schedule_changed"
     /// Event `media.version_created`: `MediaVersionCreated`.
     public static let mediaVersionCreated = "media.version_created"
     /// Event `media.version_failed`: `MediaVersionFailed`.
@@ -32,6 +34,7 @@ extension Subjects {
         fileUploaded,
         fileUploadedWithAI,
         mediaCacheReady,
+        mediaScheduleChanged,
         mediaVersionCreated,
         mediaVersionFailed,
     ]
@@ -118,6 +121,7 @@ public enum WireMessages {
         GetScheduleRequest.self,
         SetScheduleRequest.self,
         DeleteScheduleRequest.self,
+        MediaScheduleChanged.self,
         MediaVersionCreated.self,
         MediaVersionFailed.self,
         MediaCacheReady.self,
@@ -151,6 +155,7 @@ public enum WireEvents {
         FileUploaded.self,
         FileUploadedWithAI.self,
         MediaCacheReady.self,
+        MediaScheduleChanged.self,
         MediaVersionCreated.self,
         MediaVersionFailed.self,
     ]
@@ -166,6 +171,7 @@ public enum WireEvents {
         case Subjects.fileUploaded: return FileUploaded.self
         case Subjects.fileUploadedWithAI: return FileUploadedWithAI.self
         case Subjects.mediaCacheReady: return MediaCacheReady.self
+        case Subjects.mediaScheduleChanged: return MediaScheduleChanged.self
         case Subjects.mediaVersionCreated: return MediaVersionCreated.self
         case Subjects.mediaVersionFailed: return MediaVersionFailed.self
         default: return nil

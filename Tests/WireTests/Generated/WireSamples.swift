@@ -2730,7 +2730,10 @@ version {
                 description: "ünïcødé ✓ 📷 description 517",
                 fileIDs: ["quote \" back \\ slash file_ids 518", ""],
                 createdAt: -1099511628295,
-                updatedAt: 1700000000520
+                updatedAt: 1700000000520,
+                albumIDs: ["ünïcødé ✓ 📷 album_ids 521", ""],
+                order: .shuffle,
+                photoIDs: ["quote \" back \\ slash photo_ids 522", ""]
             ),
             text: #"""
 playlist_id: "quote \" back \\ slash playlist_id 514"
@@ -2741,6 +2744,11 @@ file_ids: "quote \" back \\ slash file_ids 518"
 file_ids: ""
 created_at: -1099511628295
 updated_at: 1700000000520
+album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 521"
+album_ids: ""
+order: PLAYLIST_ORDER_SHUFFLE
+photo_ids: "quote \" back \\ slash photo_ids 522"
+photo_ids: ""
 """#
         ),
         WireSample(
@@ -2755,25 +2763,33 @@ updated_at: 1700000000520
             protoName: "framecast.v1.PlaylistReply",
             message: PlaylistReply(
                 playlist: Playlist(
-                    playlistID: "ünïcødé ✓ 📷 playlist_id 521",
-                    ownerID: "quote \" back \\ slash owner_id 522",
-                    name: "日本語 name 523",
-                    description: "description-524",
-                    fileIDs: ["ünïcødé ✓ 📷 file_ids 525", ""],
-                    createdAt: 1700000000526,
-                    updatedAt: -1099511628303
+                    playlistID: "日本語 playlist_id 523",
+                    ownerID: "owner_id-524",
+                    name: "ünïcødé ✓ 📷 name 525",
+                    description: "quote \" back \\ slash description 526",
+                    fileIDs: ["日本語 file_ids 527", ""],
+                    createdAt: 1700000000528,
+                    updatedAt: -1099511628305,
+                    albumIDs: ["quote \" back \\ slash album_ids 530", ""],
+                    order: .shuffle,
+                    photoIDs: ["日本語 photo_ids 531", ""]
                 )
             ),
             text: #"""
 playlist {
-  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 521"
-  owner_id: "quote \" back \\ slash owner_id 522"
-  name: "\346\227\245\346\234\254\350\252\236 name 523"
-  description: "description-524"
-  file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 525"
+  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 523"
+  owner_id: "owner_id-524"
+  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 525"
+  description: "quote \" back \\ slash description 526"
+  file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 527"
   file_ids: ""
-  created_at: 1700000000526
-  updated_at: -1099511628303
+  created_at: 1700000000528
+  updated_at: -1099511628305
+  album_ids: "quote \" back \\ slash album_ids 530"
+  album_ids: ""
+  order: PLAYLIST_ORDER_SHUFFLE
+  photo_ids: "\346\227\245\346\234\254\350\252\236 photo_ids 531"
+  photo_ids: ""
 }
 """#
         ),
@@ -2799,17 +2815,22 @@ playlist {
             name: "CreatePlaylistRequest/full",
             protoName: "framecast.v1.CreatePlaylistRequest",
             message: CreatePlaylistRequest(
-                userID: "user_id-528",
-                name: "ünïcødé ✓ 📷 name 529",
-                description: "quote \" back \\ slash description 530",
-                fileIDs: ["日本語 file_ids 531", ""]
+                userID: "user_id-532",
+                name: "ünïcødé ✓ 📷 name 533",
+                description: "quote \" back \\ slash description 534",
+                fileIDs: ["日本語 file_ids 535", ""],
+                albumIDs: ["album_ids-536", ""],
+                order: .shuffle
             ),
             text: #"""
-user_id: "user_id-528"
-name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 529"
-description: "quote \" back \\ slash description 530"
-file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 531"
+user_id: "user_id-532"
+name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 533"
+description: "quote \" back \\ slash description 534"
+file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 535"
 file_ids: ""
+album_ids: "album_ids-536"
+album_ids: ""
+order: PLAYLIST_ORDER_SHUFFLE
 """#
         ),
         WireSample(
@@ -2823,12 +2844,12 @@ file_ids: ""
             name: "GetPlaylistRequest/full",
             protoName: "framecast.v1.GetPlaylistRequest",
             message: GetPlaylistRequest(
-                userID: "user_id-532",
-                playlistID: "ünïcødé ✓ 📷 playlist_id 533"
+                userID: "ünïcødé ✓ 📷 user_id 537",
+                playlistID: "quote \" back \\ slash playlist_id 538"
             ),
             text: #"""
-user_id: "user_id-532"
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 533"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 537"
+playlist_id: "quote \" back \\ slash playlist_id 538"
 """#
         ),
         WireSample(
@@ -2842,14 +2863,14 @@ playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 
             name: "ListPlaylistsRequest/full",
             protoName: "framecast.v1.ListPlaylistsRequest",
             message: ListPlaylistsRequest(
-                userID: "quote \" back \\ slash user_id 534",
-                pageSize: -535007,
-                pageToken: "page_token-536"
+                userID: "日本語 user_id 539",
+                pageSize: 540007,
+                pageToken: "ünïcødé ✓ 📷 page_token 541"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 534"
-page_size: -535007
-page_token: "page_token-536"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 539"
+page_size: 540007
+page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 page_token 541"
 """#
         ),
         WireSample(
@@ -2864,30 +2885,38 @@ page_token: "page_token-536"
             protoName: "framecast.v1.ListPlaylistsReply",
             message: ListPlaylistsReply(
                 playlists: [Playlist(
-                    playlistID: "ünïcødé ✓ 📷 playlist_id 537",
-                    ownerID: "quote \" back \\ slash owner_id 538",
-                    name: "日本語 name 539",
-                    description: "description-540",
-                    fileIDs: ["ünïcødé ✓ 📷 file_ids 541", ""],
-                    createdAt: 1700000000542,
-                    updatedAt: -1099511628319
+                    playlistID: "quote \" back \\ slash playlist_id 542",
+                    ownerID: "日本語 owner_id 543",
+                    name: "name-544",
+                    description: "ünïcødé ✓ 📷 description 545",
+                    fileIDs: ["quote \" back \\ slash file_ids 546", ""],
+                    createdAt: -1099511628323,
+                    updatedAt: 1700000000548,
+                    albumIDs: ["ünïcødé ✓ 📷 album_ids 549", ""],
+                    order: .shuffle,
+                    photoIDs: ["quote \" back \\ slash photo_ids 550", ""]
                 ), Playlist()],
-                nextPageToken: "next_page_token-544"
+                nextPageToken: "日本語 next_page_token 551"
             ),
             text: #"""
 playlists {
-  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 537"
-  owner_id: "quote \" back \\ slash owner_id 538"
-  name: "\346\227\245\346\234\254\350\252\236 name 539"
-  description: "description-540"
-  file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 541"
+  playlist_id: "quote \" back \\ slash playlist_id 542"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 543"
+  name: "name-544"
+  description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 545"
+  file_ids: "quote \" back \\ slash file_ids 546"
   file_ids: ""
-  created_at: 1700000000542
-  updated_at: -1099511628319
+  created_at: -1099511628323
+  updated_at: 1700000000548
+  album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 549"
+  album_ids: ""
+  order: PLAYLIST_ORDER_SHUFFLE
+  photo_ids: "quote \" back \\ slash photo_ids 550"
+  photo_ids: ""
 }
 playlists {
 }
-next_page_token: "next_page_token-544"
+next_page_token: "\346\227\245\346\234\254\350\252\236 next_page_token 551"
 """#
         ),
         WireSample(
@@ -2901,25 +2930,32 @@ next_page_token: "next_page_token-544"
             name: "UpdatePlaylistRequest/full",
             protoName: "framecast.v1.UpdatePlaylistRequest",
             message: UpdatePlaylistRequest(
-                userID: "ünïcødé ✓ 📷 user_id 545",
-                playlistID: "quote \" back \\ slash playlist_id 546",
-                name: "日本語 name 547",
-                description: "description-548",
+                userID: "user_id-552",
+                playlistID: "ünïcødé ✓ 📷 playlist_id 553",
+                name: "quote \" back \\ slash name 554",
+                description: "日本語 description 555",
                 replaceFileIDs: true,
-                fileIDs: ["quote \" back \\ slash file_ids 550", ""]
+                fileIDs: ["ünïcødé ✓ 📷 file_ids 557", ""],
+                replaceAlbumIDs: true,
+                albumIDs: ["日本語 album_ids 559", ""],
+                order: .shuffle
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 545"
-playlist_id: "quote \" back \\ slash playlist_id 546"
+user_id: "user_id-552"
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 553"
 name {
-  value: "\346\227\245\346\234\254\350\252\236 name 547"
+  value: "quote \" back \\ slash name 554"
 }
 description {
-  value: "description-548"
+  value: "\346\227\245\346\234\254\350\252\236 description 555"
 }
 replace_file_ids: true
-file_ids: "quote \" back \\ slash file_ids 550"
+file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 557"
 file_ids: ""
+replace_album_ids: true
+album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 559"
+album_ids: ""
+order: PLAYLIST_ORDER_SHUFFLE
 """#
         ),
         WireSample(
@@ -2947,12 +2983,12 @@ description {
             name: "DeletePlaylistRequest/full",
             protoName: "framecast.v1.DeletePlaylistRequest",
             message: DeletePlaylistRequest(
-                userID: "日本語 user_id 551",
-                playlistID: "playlist_id-552"
+                userID: "user_id-560",
+                playlistID: "ünïcødé ✓ 📷 playlist_id 561"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 551"
-playlist_id: "playlist_id-552"
+user_id: "user_id-560"
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 561"
 """#
         ),
         WireSample(
@@ -2966,22 +3002,22 @@ playlist_id: "playlist_id-552"
             name: "ScheduleEntry/full",
             protoName: "framecast.v1.ScheduleEntry",
             message: ScheduleEntry(
-                playlistID: "ünïcødé ✓ 📷 playlist_id 553",
-                albumID: "quote \" back \\ slash album_id 554",
-                daysOfWeek: [-555007, 0],
-                startTime: "start_time-556",
-                endTime: "ünïcødé ✓ 📷 end_time 557",
-                intervalSeconds: 558007,
+                playlistID: "quote \" back \\ slash playlist_id 562",
+                albumID: "日本語 album_id 563",
+                daysOfWeek: [564007, 0],
+                startTime: "ünïcødé ✓ 📷 start_time 565",
+                endTime: "quote \" back \\ slash end_time 566",
+                intervalSeconds: -567007,
                 shuffle: true
             ),
             text: #"""
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 553"
-album_id: "quote \" back \\ slash album_id 554"
-days_of_week: -555007
+playlist_id: "quote \" back \\ slash playlist_id 562"
+album_id: "\346\227\245\346\234\254\350\252\236 album_id 563"
+days_of_week: 564007
 days_of_week: 0
-start_time: "start_time-556"
-end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 557"
-interval_seconds: 558007
+start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 565"
+end_time: "quote \" back \\ slash end_time 566"
+interval_seconds: -567007
 shuffle: true
 """#
         ),
@@ -2996,35 +3032,35 @@ shuffle: true
             name: "RotationSchedule/full",
             protoName: "framecast.v1.RotationSchedule",
             message: RotationSchedule(
-                frameID: "frame_id-560",
-                ownerID: "ünïcødé ✓ 📷 owner_id 561",
+                frameID: "ünïcødé ✓ 📷 frame_id 569",
+                ownerID: "quote \" back \\ slash owner_id 570",
                 entries: [ScheduleEntry(
-                    playlistID: "quote \" back \\ slash playlist_id 562",
-                    albumID: "日本語 album_id 563",
-                    daysOfWeek: [564007, 0],
-                    startTime: "ünïcødé ✓ 📷 start_time 565",
-                    endTime: "quote \" back \\ slash end_time 566",
-                    intervalSeconds: -567007,
+                    playlistID: "日本語 playlist_id 571",
+                    albumID: "album_id-572",
+                    daysOfWeek: [-573007, 0],
+                    startTime: "quote \" back \\ slash start_time 574",
+                    endTime: "日本語 end_time 575",
+                    intervalSeconds: 576007,
                     shuffle: true
                 ), ScheduleEntry()],
-                updatedAt: -1099511628345
+                updatedAt: 1700000000578
             ),
             text: #"""
-frame_id: "frame_id-560"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 561"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 569"
+owner_id: "quote \" back \\ slash owner_id 570"
 entries {
-  playlist_id: "quote \" back \\ slash playlist_id 562"
-  album_id: "\346\227\245\346\234\254\350\252\236 album_id 563"
-  days_of_week: 564007
+  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 571"
+  album_id: "album_id-572"
+  days_of_week: -573007
   days_of_week: 0
-  start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 565"
-  end_time: "quote \" back \\ slash end_time 566"
-  interval_seconds: -567007
+  start_time: "quote \" back \\ slash start_time 574"
+  end_time: "\346\227\245\346\234\254\350\252\236 end_time 575"
+  interval_seconds: 576007
   shuffle: true
 }
 entries {
 }
-updated_at: -1099511628345
+updated_at: 1700000000578
 """#
         ),
         WireSample(
@@ -3039,37 +3075,37 @@ updated_at: -1099511628345
             protoName: "framecast.v1.ScheduleReply",
             message: ScheduleReply(
                 schedule: RotationSchedule(
-                    frameID: "quote \" back \\ slash frame_id 570",
-                    ownerID: "日本語 owner_id 571",
+                    frameID: "日本語 frame_id 579",
+                    ownerID: "owner_id-580",
                     entries: [ScheduleEntry(
-                        playlistID: "playlist_id-572",
-                        albumID: "ünïcødé ✓ 📷 album_id 573",
-                        daysOfWeek: [574007, 0],
-                        startTime: "日本語 start_time 575",
-                        endTime: "end_time-576",
-                        intervalSeconds: -577007,
+                        playlistID: "ünïcødé ✓ 📷 playlist_id 581",
+                        albumID: "quote \" back \\ slash album_id 582",
+                        daysOfWeek: [-583007, 0],
+                        startTime: "start_time-584",
+                        endTime: "ünïcødé ✓ 📷 end_time 585",
+                        intervalSeconds: 586007,
                         shuffle: true
                     ), ScheduleEntry()],
-                    updatedAt: -1099511628355
+                    updatedAt: 1700000000588
                 )
             ),
             text: #"""
 schedule {
-  frame_id: "quote \" back \\ slash frame_id 570"
-  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 571"
+  frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 579"
+  owner_id: "owner_id-580"
   entries {
-    playlist_id: "playlist_id-572"
-    album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 573"
-    days_of_week: 574007
+    playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 581"
+    album_id: "quote \" back \\ slash album_id 582"
+    days_of_week: -583007
     days_of_week: 0
-    start_time: "\346\227\245\346\234\254\350\252\236 start_time 575"
-    end_time: "end_time-576"
-    interval_seconds: -577007
+    start_time: "start_time-584"
+    end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 585"
+    interval_seconds: 586007
     shuffle: true
   }
   entries {
   }
-  updated_at: -1099511628355
+  updated_at: 1700000000588
 }
 """#
         ),
@@ -3095,12 +3131,12 @@ schedule {
             name: "GetScheduleRequest/full",
             protoName: "framecast.v1.GetScheduleRequest",
             message: GetScheduleRequest(
-                userID: "user_id-580",
-                frameID: "ünïcødé ✓ 📷 frame_id 581"
+                userID: "ünïcødé ✓ 📷 user_id 589",
+                frameID: "quote \" back \\ slash frame_id 590"
             ),
             text: #"""
-user_id: "user_id-580"
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 581"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 589"
+frame_id: "quote \" back \\ slash frame_id 590"
 """#
         ),
         WireSample(
@@ -3114,29 +3150,29 @@ frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 fra
             name: "SetScheduleRequest/full",
             protoName: "framecast.v1.SetScheduleRequest",
             message: SetScheduleRequest(
-                userID: "quote \" back \\ slash user_id 582",
-                frameID: "日本語 frame_id 583",
+                userID: "日本語 user_id 591",
+                frameID: "frame_id-592",
                 entries: [ScheduleEntry(
-                    playlistID: "playlist_id-584",
-                    albumID: "ünïcødé ✓ 📷 album_id 585",
-                    daysOfWeek: [586007, 0],
-                    startTime: "日本語 start_time 587",
-                    endTime: "end_time-588",
-                    intervalSeconds: -589007,
+                    playlistID: "ünïcødé ✓ 📷 playlist_id 593",
+                    albumID: "quote \" back \\ slash album_id 594",
+                    daysOfWeek: [-595007, 0],
+                    startTime: "start_time-596",
+                    endTime: "ünïcødé ✓ 📷 end_time 597",
+                    intervalSeconds: 598007,
                     shuffle: true
                 ), ScheduleEntry()]
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 582"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 583"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 591"
+frame_id: "frame_id-592"
 entries {
-  playlist_id: "playlist_id-584"
-  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 585"
-  days_of_week: 586007
+  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 593"
+  album_id: "quote \" back \\ slash album_id 594"
+  days_of_week: -595007
   days_of_week: 0
-  start_time: "\346\227\245\346\234\254\350\252\236 start_time 587"
-  end_time: "end_time-588"
-  interval_seconds: -589007
+  start_time: "start_time-596"
+  end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 597"
+  interval_seconds: 598007
   shuffle: true
 }
 entries {
@@ -3154,12 +3190,79 @@ entries {
             name: "DeleteScheduleRequest/full",
             protoName: "framecast.v1.DeleteScheduleRequest",
             message: DeleteScheduleRequest(
-                userID: "日本語 user_id 591",
-                frameID: "frame_id-592"
+                userID: "user_id-600",
+                frameID: "ünïcødé ✓ 📷 frame_id 601"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 591"
-frame_id: "frame_id-592"
+user_id: "user_id-600"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 601"
+"""#
+        ),
+        WireSample(
+            name: "MediaScheduleChanged/default",
+            protoName: "framecast.v1.MediaScheduleChanged",
+            message: MediaScheduleChanged(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "MediaScheduleChanged/full",
+            protoName: "framecast.v1.MediaScheduleChanged",
+            message: MediaScheduleChanged(
+                eventID: "quote \" back \\ slash event_id 602",
+                occurredAt: -1099511628379,
+                userID: "user_id-604",
+                frameID: "ünïcødé ✓ 📷 frame_id 605",
+                schedule: RotationSchedule(
+                    frameID: "quote \" back \\ slash frame_id 606",
+                    ownerID: "日本語 owner_id 607",
+                    entries: [ScheduleEntry(
+                        playlistID: "playlist_id-608",
+                        albumID: "ünïcødé ✓ 📷 album_id 609",
+                        daysOfWeek: [610007, 0],
+                        startTime: "日本語 start_time 611",
+                        endTime: "end_time-612",
+                        intervalSeconds: -613007,
+                        shuffle: true
+                    ), ScheduleEntry()],
+                    updatedAt: -1099511628391
+                ),
+                revision: 1700000000616
+            ),
+            text: #"""
+event_id: "quote \" back \\ slash event_id 602"
+occurred_at: -1099511628379
+user_id: "user_id-604"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 605"
+schedule {
+  frame_id: "quote \" back \\ slash frame_id 606"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 607"
+  entries {
+    playlist_id: "playlist_id-608"
+    album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 609"
+    days_of_week: 610007
+    days_of_week: 0
+    start_time: "\346\227\245\346\234\254\350\252\236 start_time 611"
+    end_time: "end_time-612"
+    interval_seconds: -613007
+    shuffle: true
+  }
+  entries {
+  }
+  updated_at: -1099511628391
+}
+revision: 1700000000616
+"""#
+        ),
+        WireSample(
+            name: "MediaScheduleChanged/zeros",
+            protoName: "framecast.v1.MediaScheduleChanged",
+            message: MediaScheduleChanged(
+                schedule: RotationSchedule()
+            ),
+            text: #"""
+schedule {
+}
 """#
         ),
         WireSample(
@@ -3173,37 +3276,37 @@ frame_id: "frame_id-592"
             name: "MediaVersionCreated/full",
             protoName: "framecast.v1.MediaVersionCreated",
             message: MediaVersionCreated(
-                eventID: "ünïcødé ✓ 📷 event_id 593",
-                occurredAt: 1700000000594,
-                userID: "日本語 user_id 595",
+                eventID: "ünïcødé ✓ 📷 event_id 617",
+                occurredAt: 1700000000618,
+                userID: "日本語 user_id 619",
                 version: PhotoVersion(
-                    fileID: "file_id-596",
-                    size: "ünïcødé ✓ 📷 size 597",
-                    width: 598007,
-                    height: -599007,
-                    format: "format-600",
-                    contentType: "ünïcødé ✓ 📷 content_type 601",
-                    blobKey: "quote \" back \\ slash blob_key 602",
-                    byteSize: -1099511628379,
-                    sha256: "sha256-604",
-                    createdAt: -1099511628381
+                    fileID: "file_id-620",
+                    size: "ünïcødé ✓ 📷 size 621",
+                    width: 622007,
+                    height: -623007,
+                    format: "format-624",
+                    contentType: "ünïcødé ✓ 📷 content_type 625",
+                    blobKey: "quote \" back \\ slash blob_key 626",
+                    byteSize: -1099511628403,
+                    sha256: "sha256-628",
+                    createdAt: -1099511628405
                 )
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 593"
-occurred_at: 1700000000594
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 595"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 617"
+occurred_at: 1700000000618
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 619"
 version {
-  file_id: "file_id-596"
-  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 597"
-  width: 598007
-  height: -599007
-  format: "format-600"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 601"
-  blob_key: "quote \" back \\ slash blob_key 602"
-  byte_size: -1099511628379
-  sha256: "sha256-604"
-  created_at: -1099511628381
+  file_id: "file_id-620"
+  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 621"
+  width: 622007
+  height: -623007
+  format: "format-624"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 625"
+  blob_key: "quote \" back \\ slash blob_key 626"
+  byte_size: -1099511628403
+  sha256: "sha256-628"
+  created_at: -1099511628405
 }
 """#
         ),
@@ -3229,22 +3332,22 @@ version {
             name: "MediaVersionFailed/full",
             protoName: "framecast.v1.MediaVersionFailed",
             message: MediaVersionFailed(
-                eventID: "quote \" back \\ slash event_id 606",
-                occurredAt: -1099511628383,
-                userID: "user_id-608",
-                fileID: "ünïcødé ✓ 📷 file_id 609",
-                size: "quote \" back \\ slash size 610",
-                format: "日本語 format 611",
-                error: "error-612"
+                eventID: "quote \" back \\ slash event_id 630",
+                occurredAt: -1099511628407,
+                userID: "user_id-632",
+                fileID: "ünïcødé ✓ 📷 file_id 633",
+                size: "quote \" back \\ slash size 634",
+                format: "日本語 format 635",
+                error: "error-636"
             ),
             text: #"""
-event_id: "quote \" back \\ slash event_id 606"
-occurred_at: -1099511628383
-user_id: "user_id-608"
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 609"
-size: "quote \" back \\ slash size 610"
-format: "\346\227\245\346\234\254\350\252\236 format 611"
-error: "error-612"
+event_id: "quote \" back \\ slash event_id 630"
+occurred_at: -1099511628407
+user_id: "user_id-632"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 633"
+size: "quote \" back \\ slash size 634"
+format: "\346\227\245\346\234\254\350\252\236 format 635"
+error: "error-636"
 """#
         ),
         WireSample(
@@ -3258,47 +3361,47 @@ error: "error-612"
             name: "MediaCacheReady/full",
             protoName: "framecast.v1.MediaCacheReady",
             message: MediaCacheReady(
-                eventID: "ünïcødé ✓ 📷 event_id 613",
-                occurredAt: 1700000000614,
-                userID: "日本語 user_id 615",
-                fileID: "file_id-616",
+                eventID: "ünïcødé ✓ 📷 event_id 637",
+                occurredAt: 1700000000638,
+                userID: "日本語 user_id 639",
+                fileID: "file_id-640",
                 versions: [PhotoVersion(
-                    fileID: "ünïcødé ✓ 📷 file_id 617",
-                    size: "quote \" back \\ slash size 618",
-                    width: -619007,
-                    height: 620007,
-                    format: "ünïcødé ✓ 📷 format 621",
-                    contentType: "quote \" back \\ slash content_type 622",
-                    blobKey: "日本語 blob_key 623",
-                    byteSize: 1700000000624,
-                    sha256: "ünïcødé ✓ 📷 sha256 625",
-                    createdAt: 1700000000626
+                    fileID: "ünïcødé ✓ 📷 file_id 641",
+                    size: "quote \" back \\ slash size 642",
+                    width: -643007,
+                    height: 644007,
+                    format: "ünïcødé ✓ 📷 format 645",
+                    contentType: "quote \" back \\ slash content_type 646",
+                    blobKey: "日本語 blob_key 647",
+                    byteSize: 1700000000648,
+                    sha256: "ünïcødé ✓ 📷 sha256 649",
+                    createdAt: 1700000000650
                 ), PhotoVersion()],
-                frameIDs: ["日本語 frame_ids 627", ""],
-                albumIDs: ["album_ids-628", ""]
+                frameIDs: ["日本語 frame_ids 651", ""],
+                albumIDs: ["album_ids-652", ""]
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 613"
-occurred_at: 1700000000614
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 615"
-file_id: "file_id-616"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 637"
+occurred_at: 1700000000638
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 639"
+file_id: "file_id-640"
 versions {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 617"
-  size: "quote \" back \\ slash size 618"
-  width: -619007
-  height: 620007
-  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 621"
-  content_type: "quote \" back \\ slash content_type 622"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 623"
-  byte_size: 1700000000624
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 625"
-  created_at: 1700000000626
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 641"
+  size: "quote \" back \\ slash size 642"
+  width: -643007
+  height: 644007
+  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 645"
+  content_type: "quote \" back \\ slash content_type 646"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 647"
+  byte_size: 1700000000648
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 649"
+  created_at: 1700000000650
 }
 versions {
 }
-frame_ids: "\346\227\245\346\234\254\350\252\236 frame_ids 627"
+frame_ids: "\346\227\245\346\234\254\350\252\236 frame_ids 651"
 frame_ids: ""
-album_ids: "album_ids-628"
+album_ids: "album_ids-652"
 album_ids: ""
 """#
         ),
@@ -3313,104 +3416,104 @@ album_ids: ""
             name: "FileRecord/full",
             protoName: "framecast.v1.FileRecord",
             message: FileRecord(
-                fileID: "ünïcødé ✓ 📷 file_id 629",
-                userID: "quote \" back \\ slash user_id 630",
-                blobKey: "日本語 blob_key 631",
-                sha256: "sha256-632",
-                size: -1099511628409,
-                fileName: "quote \" back \\ slash file_name 634",
-                contentType: "日本語 content_type 635",
-                declaredContentType: "declared_content_type-636",
-                metadata: ["": "empty key", "album_id": "alb-ü-637", "k637": ""],
+                fileID: "ünïcødé ✓ 📷 file_id 653",
+                userID: "quote \" back \\ slash user_id 654",
+                blobKey: "日本語 blob_key 655",
+                sha256: "sha256-656",
+                size: -1099511628433,
+                fileName: "quote \" back \\ slash file_name 658",
+                contentType: "日本語 content_type 659",
+                declaredContentType: "declared_content_type-660",
+                metadata: ["": "empty key", "album_id": "alb-ü-661", "k661": ""],
                 analysis: PhotoAnalysis(
-                    format: "quote \" back \\ slash format 638",
-                    width: -639007,
-                    height: 640007,
-                    orientation: -641007,
-                    takenAt: 1700000000642,
-                    cameraMake: "日本語 camera_make 643",
-                    cameraModel: "camera_model-644",
+                    format: "quote \" back \\ slash format 662",
+                    width: -663007,
+                    height: 664007,
+                    orientation: -665007,
+                    takenAt: 1700000000666,
+                    cameraMake: "日本語 camera_make 667",
+                    cameraModel: "camera_model-668",
                     gps: GeoPoint(
-                        latitude: -645.5,
-                        longitude: 646.5,
-                        altitude: -647.5
+                        latitude: -669.5,
+                        longitude: 670.5,
+                        altitude: -671.5
                     ),
-                    dominantColors: ["dominant_colors-648", ""],
-                    perceptualHash: 9223372036862787713
+                    dominantColors: ["dominant_colors-672", ""],
+                    perceptualHash: 9223372036863083993
                 ),
                 aiMetadata: AIMetadata(
-                    labels: ["quote \" back \\ slash labels 650", ""],
+                    labels: ["quote \" back \\ slash labels 674", ""],
                     faces: [Face(
-                        x: -651007,
-                        y: 652007,
-                        width: -653007,
-                        height: 654007,
-                        confidence: 655.25
+                        x: -675007,
+                        y: 676007,
+                        width: -677007,
+                        height: 678007,
+                        confidence: 679.25
                     ), Face()],
-                    objects: ["objects-656", ""],
-                    analyser: "ünïcødé ✓ 📷 analyser 657"
+                    objects: ["objects-680", ""],
+                    analyser: "ünïcødé ✓ 📷 analyser 681"
                 ),
-                createdAt: 1700000000658,
-                storagePath: "日本語 storage_path 659"
+                createdAt: 1700000000682,
+                storagePath: "日本語 storage_path 683"
             ),
             text: #"""
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 629"
-user_id: "quote \" back \\ slash user_id 630"
-blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 631"
-sha256: "sha256-632"
-size: -1099511628409
-file_name: "quote \" back \\ slash file_name 634"
-content_type: "\346\227\245\346\234\254\350\252\236 content_type 635"
-declared_content_type: "declared_content_type-636"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 653"
+user_id: "quote \" back \\ slash user_id 654"
+blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 655"
+sha256: "sha256-656"
+size: -1099511628433
+file_name: "quote \" back \\ slash file_name 658"
+content_type: "\346\227\245\346\234\254\350\252\236 content_type 659"
+declared_content_type: "declared_content_type-660"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-637"
+  value: "alb-\303\274-661"
 }
 metadata {
-  key: "k637"
+  key: "k661"
 }
 analysis {
-  format: "quote \" back \\ slash format 638"
-  width: -639007
-  height: 640007
-  orientation: -641007
+  format: "quote \" back \\ slash format 662"
+  width: -663007
+  height: 664007
+  orientation: -665007
   taken_at {
-    value: 1700000000642
+    value: 1700000000666
   }
-  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 643"
-  camera_model: "camera_model-644"
+  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 667"
+  camera_model: "camera_model-668"
   gps {
-    latitude: -645.5
-    longitude: 646.5
+    latitude: -669.5
+    longitude: 670.5
     altitude {
-      value: -647.5
+      value: -671.5
     }
   }
-  dominant_colors: "dominant_colors-648"
+  dominant_colors: "dominant_colors-672"
   dominant_colors: ""
-  perceptual_hash: 9223372036862787713
+  perceptual_hash: 9223372036863083993
 }
 ai_metadata {
-  labels: "quote \" back \\ slash labels 650"
+  labels: "quote \" back \\ slash labels 674"
   labels: ""
   faces {
-    x: -651007
-    y: 652007
-    width: -653007
-    height: 654007
-    confidence: 655.25
+    x: -675007
+    y: 676007
+    width: -677007
+    height: 678007
+    confidence: 679.25
   }
   faces {
   }
-  objects: "objects-656"
+  objects: "objects-680"
   objects: ""
-  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 657"
+  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 681"
 }
-created_at: 1700000000658
-storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 659"
+created_at: 1700000000682
+storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 683"
 """#
         ),
         WireSample(
@@ -3449,30 +3552,30 @@ ai_metadata {
             name: "RegisterUploadRequest/full",
             protoName: "framecast.v1.RegisterUploadRequest",
             message: RegisterUploadRequest(
-                userID: "user_id-660",
-                blobKey: "ünïcødé ✓ 📷 blob_key 661",
-                sha256: "quote \" back \\ slash sha256 662",
-                size: -1099511628439,
-                fileName: "file_name-664",
-                contentType: "ünïcødé ✓ 📷 content_type 665",
-                metadata: ["": "empty key", "album_id": "alb-ü-666", "k666": ""]
+                userID: "user_id-684",
+                blobKey: "ünïcødé ✓ 📷 blob_key 685",
+                sha256: "quote \" back \\ slash sha256 686",
+                size: -1099511628463,
+                fileName: "file_name-688",
+                contentType: "ünïcødé ✓ 📷 content_type 689",
+                metadata: ["": "empty key", "album_id": "alb-ü-690", "k690": ""]
             ),
             text: #"""
-user_id: "user_id-660"
-blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 661"
-sha256: "quote \" back \\ slash sha256 662"
-size: -1099511628439
-file_name: "file_name-664"
-content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 665"
+user_id: "user_id-684"
+blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 685"
+sha256: "quote \" back \\ slash sha256 686"
+size: -1099511628463
+file_name: "file_name-688"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 689"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-666"
+  value: "alb-\303\274-690"
 }
 metadata {
-  key: "k666"
+  key: "k690"
 }
 """#
         ),
@@ -3488,107 +3591,107 @@ metadata {
             protoName: "framecast.v1.RegisterUploadReply",
             message: RegisterUploadReply(
                 file: FileRecord(
-                    fileID: "日本語 file_id 667",
-                    userID: "user_id-668",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 669",
-                    sha256: "quote \" back \\ slash sha256 670",
-                    size: -1099511628447,
-                    fileName: "file_name-672",
-                    contentType: "ünïcødé ✓ 📷 content_type 673",
-                    declaredContentType: "quote \" back \\ slash declared_content_type 674",
-                    metadata: ["": "empty key", "album_id": "alb-ü-675", "k675": ""],
+                    fileID: "日本語 file_id 691",
+                    userID: "user_id-692",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 693",
+                    sha256: "quote \" back \\ slash sha256 694",
+                    size: -1099511628471,
+                    fileName: "file_name-696",
+                    contentType: "ünïcødé ✓ 📷 content_type 697",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 698",
+                    metadata: ["": "empty key", "album_id": "alb-ü-699", "k699": ""],
                     analysis: PhotoAnalysis(
-                        format: "format-676",
-                        width: -677007,
-                        height: 678007,
-                        orientation: -679007,
-                        takenAt: 1700000000680,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 681",
-                        cameraModel: "quote \" back \\ slash camera_model 682",
+                        format: "format-700",
+                        width: -701007,
+                        height: 702007,
+                        orientation: -703007,
+                        takenAt: 1700000000704,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 705",
+                        cameraModel: "quote \" back \\ slash camera_model 706",
                         gps: GeoPoint(
-                            latitude: -683.5,
-                            longitude: 684.5,
-                            altitude: -685.5
+                            latitude: -707.5,
+                            longitude: 708.5,
+                            altitude: -709.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 686", ""],
-                        perceptualHash: 9223372036863256823
+                        dominantColors: ["quote \" back \\ slash dominant_colors 710", ""],
+                        perceptualHash: 9223372036863553103
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["labels-688", ""],
+                        labels: ["labels-712", ""],
                         faces: [Face(
-                            x: -689007,
-                            y: 690007,
-                            width: -691007,
-                            height: 692007,
-                            confidence: 693.25
+                            x: -713007,
+                            y: 714007,
+                            width: -715007,
+                            height: 716007,
+                            confidence: 717.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 694", ""],
-                        analyser: "日本語 analyser 695"
+                        objects: ["quote \" back \\ slash objects 718", ""],
+                        analyser: "日本語 analyser 719"
                     ),
-                    createdAt: 1700000000696,
-                    storagePath: "ünïcødé ✓ 📷 storage_path 697"
+                    createdAt: 1700000000720,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 721"
                 ),
                 duplicate: true
             ),
             text: #"""
 file {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 667"
-  user_id: "user_id-668"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 669"
-  sha256: "quote \" back \\ slash sha256 670"
-  size: -1099511628447
-  file_name: "file_name-672"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 673"
-  declared_content_type: "quote \" back \\ slash declared_content_type 674"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 691"
+  user_id: "user_id-692"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 693"
+  sha256: "quote \" back \\ slash sha256 694"
+  size: -1099511628471
+  file_name: "file_name-696"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 697"
+  declared_content_type: "quote \" back \\ slash declared_content_type 698"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-675"
+    value: "alb-\303\274-699"
   }
   metadata {
-    key: "k675"
+    key: "k699"
   }
   analysis {
-    format: "format-676"
-    width: -677007
-    height: 678007
-    orientation: -679007
+    format: "format-700"
+    width: -701007
+    height: 702007
+    orientation: -703007
     taken_at {
-      value: 1700000000680
+      value: 1700000000704
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 681"
-    camera_model: "quote \" back \\ slash camera_model 682"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 705"
+    camera_model: "quote \" back \\ slash camera_model 706"
     gps {
-      latitude: -683.5
-      longitude: 684.5
+      latitude: -707.5
+      longitude: 708.5
       altitude {
-        value: -685.5
+        value: -709.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 686"
+    dominant_colors: "quote \" back \\ slash dominant_colors 710"
     dominant_colors: ""
-    perceptual_hash: 9223372036863256823
+    perceptual_hash: 9223372036863553103
   }
   ai_metadata {
-    labels: "labels-688"
+    labels: "labels-712"
     labels: ""
     faces {
-      x: -689007
-      y: 690007
-      width: -691007
-      height: 692007
-      confidence: 693.25
+      x: -713007
+      y: 714007
+      width: -715007
+      height: 716007
+      confidence: 717.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 694"
+    objects: "quote \" back \\ slash objects 718"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 695"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 719"
   }
-  created_at: 1700000000696
-  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 697"
+  created_at: 1700000000720
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 721"
 }
 duplicate: true
 """#
@@ -3633,12 +3736,12 @@ file {
             name: "GetFileRequest/full",
             protoName: "framecast.v1.GetFileRequest",
             message: GetFileRequest(
-                userID: "日本語 user_id 699",
-                fileID: "file_id-700"
+                userID: "日本語 user_id 723",
+                fileID: "file_id-724"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 699"
-file_id: "file_id-700"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 723"
+file_id: "file_id-724"
 """#
         ),
         WireSample(
@@ -3653,106 +3756,106 @@ file_id: "file_id-700"
             protoName: "framecast.v1.GetFileReply",
             message: GetFileReply(
                 file: FileRecord(
-                    fileID: "ünïcødé ✓ 📷 file_id 701",
-                    userID: "quote \" back \\ slash user_id 702",
-                    blobKey: "日本語 blob_key 703",
-                    sha256: "sha256-704",
-                    size: -1099511628481,
-                    fileName: "quote \" back \\ slash file_name 706",
-                    contentType: "日本語 content_type 707",
-                    declaredContentType: "declared_content_type-708",
-                    metadata: ["": "empty key", "album_id": "alb-ü-709", "k709": ""],
+                    fileID: "ünïcødé ✓ 📷 file_id 725",
+                    userID: "quote \" back \\ slash user_id 726",
+                    blobKey: "日本語 blob_key 727",
+                    sha256: "sha256-728",
+                    size: -1099511628505,
+                    fileName: "quote \" back \\ slash file_name 730",
+                    contentType: "日本語 content_type 731",
+                    declaredContentType: "declared_content_type-732",
+                    metadata: ["": "empty key", "album_id": "alb-ü-733", "k733": ""],
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 710",
-                        width: -711007,
-                        height: 712007,
-                        orientation: -713007,
-                        takenAt: 1700000000714,
-                        cameraMake: "日本語 camera_make 715",
-                        cameraModel: "camera_model-716",
+                        format: "quote \" back \\ slash format 734",
+                        width: -735007,
+                        height: 736007,
+                        orientation: -737007,
+                        takenAt: 1700000000738,
+                        cameraMake: "日本語 camera_make 739",
+                        cameraModel: "camera_model-740",
                         gps: GeoPoint(
-                            latitude: -717.5,
-                            longitude: 718.5,
-                            altitude: -719.5
+                            latitude: -741.5,
+                            longitude: 742.5,
+                            altitude: -743.5
                         ),
-                        dominantColors: ["dominant_colors-720", ""],
-                        perceptualHash: 9223372036863676553
+                        dominantColors: ["dominant_colors-744", ""],
+                        perceptualHash: 9223372036863972833
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 722", ""],
+                        labels: ["quote \" back \\ slash labels 746", ""],
                         faces: [Face(
-                            x: -723007,
-                            y: 724007,
-                            width: -725007,
-                            height: 726007,
-                            confidence: 727.25
+                            x: -747007,
+                            y: 748007,
+                            width: -749007,
+                            height: 750007,
+                            confidence: 751.25
                         ), Face()],
-                        objects: ["objects-728", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 729"
+                        objects: ["objects-752", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 753"
                     ),
-                    createdAt: 1700000000730,
-                    storagePath: "日本語 storage_path 731"
+                    createdAt: 1700000000754,
+                    storagePath: "日本語 storage_path 755"
                 )
             ),
             text: #"""
 file {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 701"
-  user_id: "quote \" back \\ slash user_id 702"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 703"
-  sha256: "sha256-704"
-  size: -1099511628481
-  file_name: "quote \" back \\ slash file_name 706"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 707"
-  declared_content_type: "declared_content_type-708"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 725"
+  user_id: "quote \" back \\ slash user_id 726"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 727"
+  sha256: "sha256-728"
+  size: -1099511628505
+  file_name: "quote \" back \\ slash file_name 730"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 731"
+  declared_content_type: "declared_content_type-732"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-709"
+    value: "alb-\303\274-733"
   }
   metadata {
-    key: "k709"
+    key: "k733"
   }
   analysis {
-    format: "quote \" back \\ slash format 710"
-    width: -711007
-    height: 712007
-    orientation: -713007
+    format: "quote \" back \\ slash format 734"
+    width: -735007
+    height: 736007
+    orientation: -737007
     taken_at {
-      value: 1700000000714
+      value: 1700000000738
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 715"
-    camera_model: "camera_model-716"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 739"
+    camera_model: "camera_model-740"
     gps {
-      latitude: -717.5
-      longitude: 718.5
+      latitude: -741.5
+      longitude: 742.5
       altitude {
-        value: -719.5
+        value: -743.5
       }
     }
-    dominant_colors: "dominant_colors-720"
+    dominant_colors: "dominant_colors-744"
     dominant_colors: ""
-    perceptual_hash: 9223372036863676553
+    perceptual_hash: 9223372036863972833
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 722"
+    labels: "quote \" back \\ slash labels 746"
     labels: ""
     faces {
-      x: -723007
-      y: 724007
-      width: -725007
-      height: 726007
-      confidence: 727.25
+      x: -747007
+      y: 748007
+      width: -749007
+      height: 750007
+      confidence: 751.25
     }
     faces {
     }
-    objects: "objects-728"
+    objects: "objects-752"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 729"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 753"
   }
-  created_at: 1700000000730
-  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 731"
+  created_at: 1700000000754
+  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 755"
 }
 """#
         ),
@@ -3796,14 +3899,14 @@ file {
             name: "ListFilesRequest/full",
             protoName: "framecast.v1.ListFilesRequest",
             message: ListFilesRequest(
-                userID: "user_id-732",
-                pageSize: -733007,
-                pageToken: "quote \" back \\ slash page_token 734"
+                userID: "user_id-756",
+                pageSize: -757007,
+                pageToken: "quote \" back \\ slash page_token 758"
             ),
             text: #"""
-user_id: "user_id-732"
-page_size: -733007
-page_token: "quote \" back \\ slash page_token 734"
+user_id: "user_id-756"
+page_size: -757007
+page_token: "quote \" back \\ slash page_token 758"
 """#
         ),
         WireSample(
@@ -3818,45 +3921,45 @@ page_token: "quote \" back \\ slash page_token 734"
             protoName: "framecast.v1.ListFilesReply",
             message: ListFilesReply(
                 files: [FileRecord(
-                    fileID: "日本語 file_id 735",
-                    userID: "user_id-736",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 737",
-                    sha256: "quote \" back \\ slash sha256 738",
-                    size: -1099511628515,
-                    fileName: "file_name-740",
-                    contentType: "ünïcødé ✓ 📷 content_type 741",
-                    declaredContentType: "quote \" back \\ slash declared_content_type 742",
-                    metadata: ["": "empty key", "album_id": "alb-ü-743", "k743": ""],
+                    fileID: "日本語 file_id 759",
+                    userID: "user_id-760",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 761",
+                    sha256: "quote \" back \\ slash sha256 762",
+                    size: -1099511628539,
+                    fileName: "file_name-764",
+                    contentType: "ünïcødé ✓ 📷 content_type 765",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 766",
+                    metadata: ["": "empty key", "album_id": "alb-ü-767", "k767": ""],
                     analysis: PhotoAnalysis(
-                        format: "format-744",
-                        width: -745007,
-                        height: 746007,
-                        orientation: -747007,
-                        takenAt: 1700000000748,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 749",
-                        cameraModel: "quote \" back \\ slash camera_model 750",
+                        format: "format-768",
+                        width: -769007,
+                        height: 770007,
+                        orientation: -771007,
+                        takenAt: 1700000000772,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 773",
+                        cameraModel: "quote \" back \\ slash camera_model 774",
                         gps: GeoPoint(
-                            latitude: -751.5,
-                            longitude: 752.5,
-                            altitude: -753.5
+                            latitude: -775.5,
+                            longitude: 776.5,
+                            altitude: -777.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 754", ""],
-                        perceptualHash: 9223372036864096283
+                        dominantColors: ["quote \" back \\ slash dominant_colors 778", ""],
+                        perceptualHash: 9223372036864392563
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["labels-756", ""],
+                        labels: ["labels-780", ""],
                         faces: [Face(
-                            x: -757007,
-                            y: 758007,
-                            width: -759007,
-                            height: 760007,
-                            confidence: 761.25
+                            x: -781007,
+                            y: 782007,
+                            width: -783007,
+                            height: 784007,
+                            confidence: 785.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 762", ""],
-                        analyser: "日本語 analyser 763"
+                        objects: ["quote \" back \\ slash objects 786", ""],
+                        analyser: "日本語 analyser 787"
                     ),
-                    createdAt: 1700000000764,
-                    storagePath: "ünïcødé ✓ 📷 storage_path 765"
+                    createdAt: 1700000000788,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 789"
                 ), FileRecord(
                     analysis: PhotoAnalysis(
                         takenAt: 0,
@@ -3866,67 +3969,67 @@ page_token: "quote \" back \\ slash page_token 734"
                     ),
                     aiMetadata: AIMetadata()
                 )],
-                nextPageToken: "quote \" back \\ slash next_page_token 766"
+                nextPageToken: "quote \" back \\ slash next_page_token 790"
             ),
             text: #"""
 files {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 735"
-  user_id: "user_id-736"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 737"
-  sha256: "quote \" back \\ slash sha256 738"
-  size: -1099511628515
-  file_name: "file_name-740"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 741"
-  declared_content_type: "quote \" back \\ slash declared_content_type 742"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 759"
+  user_id: "user_id-760"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 761"
+  sha256: "quote \" back \\ slash sha256 762"
+  size: -1099511628539
+  file_name: "file_name-764"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 765"
+  declared_content_type: "quote \" back \\ slash declared_content_type 766"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-743"
+    value: "alb-\303\274-767"
   }
   metadata {
-    key: "k743"
+    key: "k767"
   }
   analysis {
-    format: "format-744"
-    width: -745007
-    height: 746007
-    orientation: -747007
+    format: "format-768"
+    width: -769007
+    height: 770007
+    orientation: -771007
     taken_at {
-      value: 1700000000748
+      value: 1700000000772
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 749"
-    camera_model: "quote \" back \\ slash camera_model 750"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 773"
+    camera_model: "quote \" back \\ slash camera_model 774"
     gps {
-      latitude: -751.5
-      longitude: 752.5
+      latitude: -775.5
+      longitude: 776.5
       altitude {
-        value: -753.5
+        value: -777.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 754"
+    dominant_colors: "quote \" back \\ slash dominant_colors 778"
     dominant_colors: ""
-    perceptual_hash: 9223372036864096283
+    perceptual_hash: 9223372036864392563
   }
   ai_metadata {
-    labels: "labels-756"
+    labels: "labels-780"
     labels: ""
     faces {
-      x: -757007
-      y: 758007
-      width: -759007
-      height: 760007
-      confidence: 761.25
+      x: -781007
+      y: 782007
+      width: -783007
+      height: 784007
+      confidence: 785.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 762"
+    objects: "quote \" back \\ slash objects 786"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 763"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 787"
   }
-  created_at: 1700000000764
-  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 765"
+  created_at: 1700000000788
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 789"
 }
 files {
   analysis {
@@ -3940,7 +4043,7 @@ files {
   ai_metadata {
   }
 }
-next_page_token: "quote \" back \\ slash next_page_token 766"
+next_page_token: "quote \" back \\ slash next_page_token 790"
 """#
         ),
         WireSample(
@@ -3954,12 +4057,12 @@ next_page_token: "quote \" back \\ slash next_page_token 766"
             name: "DeleteFileRequest/full",
             protoName: "framecast.v1.DeleteFileRequest",
             message: DeleteFileRequest(
-                userID: "日本語 user_id 767",
-                fileID: "file_id-768"
+                userID: "日本語 user_id 791",
+                fileID: "file_id-792"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 767"
-file_id: "file_id-768"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 791"
+file_id: "file_id-792"
 """#
         ),
         WireSample(
@@ -3973,113 +4076,113 @@ file_id: "file_id-768"
             name: "FileUploaded/full",
             protoName: "framecast.v1.FileUploaded",
             message: FileUploaded(
-                eventID: "ünïcødé ✓ 📷 event_id 769",
-                occurredAt: 1700000000770,
-                userID: "日本語 user_id 771",
+                eventID: "ünïcødé ✓ 📷 event_id 793",
+                occurredAt: 1700000000794,
+                userID: "日本語 user_id 795",
                 file: FileRecord(
-                    fileID: "file_id-772",
-                    userID: "ünïcødé ✓ 📷 user_id 773",
-                    blobKey: "quote \" back \\ slash blob_key 774",
-                    sha256: "日本語 sha256 775",
-                    size: 1700000000776,
-                    fileName: "ünïcødé ✓ 📷 file_name 777",
-                    contentType: "quote \" back \\ slash content_type 778",
-                    declaredContentType: "日本語 declared_content_type 779",
-                    metadata: ["": "empty key", "album_id": "alb-ü-780", "k780": ""],
+                    fileID: "file_id-796",
+                    userID: "ünïcødé ✓ 📷 user_id 797",
+                    blobKey: "quote \" back \\ slash blob_key 798",
+                    sha256: "日本語 sha256 799",
+                    size: 1700000000800,
+                    fileName: "ünïcødé ✓ 📷 file_name 801",
+                    contentType: "quote \" back \\ slash content_type 802",
+                    declaredContentType: "日本語 declared_content_type 803",
+                    metadata: ["": "empty key", "album_id": "alb-ü-804", "k804": ""],
                     analysis: PhotoAnalysis(
-                        format: "ünïcødé ✓ 📷 format 781",
-                        width: 782007,
-                        height: -783007,
-                        orientation: 784007,
-                        takenAt: -1099511628561,
-                        cameraMake: "quote \" back \\ slash camera_make 786",
-                        cameraModel: "日本語 camera_model 787",
+                        format: "ünïcødé ✓ 📷 format 805",
+                        width: 806007,
+                        height: -807007,
+                        orientation: 808007,
+                        takenAt: -1099511628585,
+                        cameraMake: "quote \" back \\ slash camera_make 810",
+                        cameraModel: "日本語 camera_model 811",
                         gps: GeoPoint(
-                            latitude: 788.5,
-                            longitude: -789.5,
-                            altitude: 790.5
+                            latitude: 812.5,
+                            longitude: -813.5,
+                            altitude: 814.5
                         ),
-                        dominantColors: ["日本語 dominant_colors 791", ""],
-                        perceptualHash: 9223372036864553048
+                        dominantColors: ["日本語 dominant_colors 815", ""],
+                        perceptualHash: 9223372036864849328
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["ünïcødé ✓ 📷 labels 793", ""],
+                        labels: ["ünïcødé ✓ 📷 labels 817", ""],
                         faces: [Face(
-                            x: 794007,
-                            y: -795007,
-                            width: 796007,
-                            height: -797007,
-                            confidence: 798.25
+                            x: 818007,
+                            y: -819007,
+                            width: 820007,
+                            height: -821007,
+                            confidence: 822.25
                         ), Face()],
-                        objects: ["日本語 objects 799", ""],
-                        analyser: "analyser-800"
+                        objects: ["日本語 objects 823", ""],
+                        analyser: "analyser-824"
                     ),
-                    createdAt: -1099511628577,
-                    storagePath: "quote \" back \\ slash storage_path 802"
+                    createdAt: -1099511628601,
+                    storagePath: "quote \" back \\ slash storage_path 826"
                 )
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 769"
-occurred_at: 1700000000770
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 771"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 793"
+occurred_at: 1700000000794
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 795"
 file {
-  file_id: "file_id-772"
-  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 773"
-  blob_key: "quote \" back \\ slash blob_key 774"
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 775"
-  size: 1700000000776
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 777"
-  content_type: "quote \" back \\ slash content_type 778"
-  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 779"
+  file_id: "file_id-796"
+  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 797"
+  blob_key: "quote \" back \\ slash blob_key 798"
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 799"
+  size: 1700000000800
+  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 801"
+  content_type: "quote \" back \\ slash content_type 802"
+  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 803"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-780"
+    value: "alb-\303\274-804"
   }
   metadata {
-    key: "k780"
+    key: "k804"
   }
   analysis {
-    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 781"
-    width: 782007
-    height: -783007
-    orientation: 784007
+    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 805"
+    width: 806007
+    height: -807007
+    orientation: 808007
     taken_at {
-      value: -1099511628561
+      value: -1099511628585
     }
-    camera_make: "quote \" back \\ slash camera_make 786"
-    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 787"
+    camera_make: "quote \" back \\ slash camera_make 810"
+    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 811"
     gps {
-      latitude: 788.5
-      longitude: -789.5
+      latitude: 812.5
+      longitude: -813.5
       altitude {
-        value: 790.5
+        value: 814.5
       }
     }
-    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 791"
+    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 815"
     dominant_colors: ""
-    perceptual_hash: 9223372036864553048
+    perceptual_hash: 9223372036864849328
   }
   ai_metadata {
-    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 793"
+    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 817"
     labels: ""
     faces {
-      x: 794007
-      y: -795007
-      width: 796007
-      height: -797007
-      confidence: 798.25
+      x: 818007
+      y: -819007
+      width: 820007
+      height: -821007
+      confidence: 822.25
     }
     faces {
     }
-    objects: "\346\227\245\346\234\254\350\252\236 objects 799"
+    objects: "\346\227\245\346\234\254\350\252\236 objects 823"
     objects: ""
-    analyser: "analyser-800"
+    analyser: "analyser-824"
   }
-  created_at: -1099511628577
-  storage_path: "quote \" back \\ slash storage_path 802"
+  created_at: -1099511628601
+  storage_path: "quote \" back \\ slash storage_path 826"
 }
 """#
         ),
@@ -4123,113 +4226,113 @@ file {
             name: "FileUploadedWithAI/full",
             protoName: "framecast.v1.FileUploadedWithAI",
             message: FileUploadedWithAI(
-                eventID: "日本語 event_id 803",
-                occurredAt: 1700000000804,
-                userID: "ünïcødé ✓ 📷 user_id 805",
+                eventID: "日本語 event_id 827",
+                occurredAt: 1700000000828,
+                userID: "ünïcødé ✓ 📷 user_id 829",
                 file: FileRecord(
-                    fileID: "quote \" back \\ slash file_id 806",
-                    userID: "日本語 user_id 807",
-                    blobKey: "blob_key-808",
-                    sha256: "ünïcødé ✓ 📷 sha256 809",
-                    size: 1700000000810,
-                    fileName: "日本語 file_name 811",
-                    contentType: "content_type-812",
-                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 813",
-                    metadata: ["": "empty key", "album_id": "alb-ü-814", "k814": ""],
+                    fileID: "quote \" back \\ slash file_id 830",
+                    userID: "日本語 user_id 831",
+                    blobKey: "blob_key-832",
+                    sha256: "ünïcødé ✓ 📷 sha256 833",
+                    size: 1700000000834,
+                    fileName: "日本語 file_name 835",
+                    contentType: "content_type-836",
+                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 837",
+                    metadata: ["": "empty key", "album_id": "alb-ü-838", "k838": ""],
                     analysis: PhotoAnalysis(
-                        format: "日本語 format 815",
-                        width: 816007,
-                        height: -817007,
-                        orientation: 818007,
-                        takenAt: -1099511628595,
-                        cameraMake: "camera_make-820",
-                        cameraModel: "ünïcødé ✓ 📷 camera_model 821",
+                        format: "日本語 format 839",
+                        width: 840007,
+                        height: -841007,
+                        orientation: 842007,
+                        takenAt: -1099511628619,
+                        cameraMake: "camera_make-844",
+                        cameraModel: "ünïcødé ✓ 📷 camera_model 845",
                         gps: GeoPoint(
-                            latitude: 822.5,
-                            longitude: -823.5,
-                            altitude: 824.5
+                            latitude: 846.5,
+                            longitude: -847.5,
+                            altitude: 848.5
                         ),
-                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 825", ""],
-                        perceptualHash: 9223372036864972778
+                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 849", ""],
+                        perceptualHash: 9223372036865269058
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["日本語 labels 827", ""],
+                        labels: ["日本語 labels 851", ""],
                         faces: [Face(
-                            x: 828007,
-                            y: -829007,
-                            width: 830007,
-                            height: -831007,
-                            confidence: 832.25
+                            x: 852007,
+                            y: -853007,
+                            width: 854007,
+                            height: -855007,
+                            confidence: 856.25
                         ), Face()],
-                        objects: ["ünïcødé ✓ 📷 objects 833", ""],
-                        analyser: "quote \" back \\ slash analyser 834"
+                        objects: ["ünïcødé ✓ 📷 objects 857", ""],
+                        analyser: "quote \" back \\ slash analyser 858"
                     ),
-                    createdAt: -1099511628611,
-                    storagePath: "storage_path-836"
+                    createdAt: -1099511628635,
+                    storagePath: "storage_path-860"
                 )
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 803"
-occurred_at: 1700000000804
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 805"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 827"
+occurred_at: 1700000000828
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 829"
 file {
-  file_id: "quote \" back \\ slash file_id 806"
-  user_id: "\346\227\245\346\234\254\350\252\236 user_id 807"
-  blob_key: "blob_key-808"
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 809"
-  size: 1700000000810
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 811"
-  content_type: "content_type-812"
-  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 813"
+  file_id: "quote \" back \\ slash file_id 830"
+  user_id: "\346\227\245\346\234\254\350\252\236 user_id 831"
+  blob_key: "blob_key-832"
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 833"
+  size: 1700000000834
+  file_name: "\346\227\245\346\234\254\350\252\236 file_name 835"
+  content_type: "content_type-836"
+  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 837"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-814"
+    value: "alb-\303\274-838"
   }
   metadata {
-    key: "k814"
+    key: "k838"
   }
   analysis {
-    format: "\346\227\245\346\234\254\350\252\236 format 815"
-    width: 816007
-    height: -817007
-    orientation: 818007
+    format: "\346\227\245\346\234\254\350\252\236 format 839"
+    width: 840007
+    height: -841007
+    orientation: 842007
     taken_at {
-      value: -1099511628595
+      value: -1099511628619
     }
-    camera_make: "camera_make-820"
-    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 821"
+    camera_make: "camera_make-844"
+    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 845"
     gps {
-      latitude: 822.5
-      longitude: -823.5
+      latitude: 846.5
+      longitude: -847.5
       altitude {
-        value: 824.5
+        value: 848.5
       }
     }
-    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 825"
+    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 849"
     dominant_colors: ""
-    perceptual_hash: 9223372036864972778
+    perceptual_hash: 9223372036865269058
   }
   ai_metadata {
-    labels: "\346\227\245\346\234\254\350\252\236 labels 827"
+    labels: "\346\227\245\346\234\254\350\252\236 labels 851"
     labels: ""
     faces {
-      x: 828007
-      y: -829007
-      width: 830007
-      height: -831007
-      confidence: 832.25
+      x: 852007
+      y: -853007
+      width: 854007
+      height: -855007
+      confidence: 856.25
     }
     faces {
     }
-    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 833"
+    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 857"
     objects: ""
-    analyser: "quote \" back \\ slash analyser 834"
+    analyser: "quote \" back \\ slash analyser 858"
   }
-  created_at: -1099511628611
-  storage_path: "storage_path-836"
+  created_at: -1099511628635
+  storage_path: "storage_path-860"
 }
 """#
         ),
@@ -4273,22 +4376,22 @@ file {
             name: "FileDeleted/full",
             protoName: "framecast.v1.FileDeleted",
             message: FileDeleted(
-                eventID: "ünïcødé ✓ 📷 event_id 837",
-                occurredAt: 1700000000838,
-                userID: "日本語 user_id 839",
-                fileID: "file_id-840",
-                ownerID: "ünïcødé ✓ 📷 owner_id 841",
-                blobKey: "quote \" back \\ slash blob_key 842",
-                sha256: "日本語 sha256 843"
+                eventID: "ünïcødé ✓ 📷 event_id 861",
+                occurredAt: 1700000000862,
+                userID: "日本語 user_id 863",
+                fileID: "file_id-864",
+                ownerID: "ünïcødé ✓ 📷 owner_id 865",
+                blobKey: "quote \" back \\ slash blob_key 866",
+                sha256: "日本語 sha256 867"
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 837"
-occurred_at: 1700000000838
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 839"
-file_id: "file_id-840"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 841"
-blob_key: "quote \" back \\ slash blob_key 842"
-sha256: "\346\227\245\346\234\254\350\252\236 sha256 843"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 861"
+occurred_at: 1700000000862
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 863"
+file_id: "file_id-864"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 865"
+blob_key: "quote \" back \\ slash blob_key 866"
+sha256: "\346\227\245\346\234\254\350\252\236 sha256 867"
 """#
         ),
     ]
