@@ -558,11 +558,7 @@ public final class AlbumService: Sendable {
 
     // MARK: Input
 
-    static func user(_ id: String) throws -> String {
-        guard !id.isEmpty else { throw ServiceError.invalid("user_id is required") }
-        guard id.utf8.count <= 200, !id.utf8.contains(0) else { throw ServiceError.invalid("user_id is not valid") }
-        return id
-    }
+    static func user(_ id: String) throws -> String { try Input.user(id) }
 
     /// An id that may end up in an MQTT topic: invalid when it could break a topic (`/`, `+`,
     /// `#`, NUL, too long, empty); nil (the caller answers not_found) when it is not a UUID,
@@ -573,24 +569,14 @@ public final class AlbumService: Sendable {
     }
 
     static func text(_ value: String, _ field: String, max: Int, required: Bool = false) throws -> String {
-        let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
-        if required && trimmed.isEmpty { throw ServiceError.invalid("\(field) is required") }
-        guard trimmed.utf8.count <= max else { throw ServiceError.invalid("\(field) is longer than \(max) bytes") }
-        guard !trimmed.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\n" && $0 != "\t" }) else {
-            throw ServiceError.invalid("\(field) contains control characters")
-        }
-        return trimmed
+        try Input.text(value, field, max: max, required: required)
     }
 
     func pageSize(_ asked: Int32) -> Int {
         asked <= 0 ? configuration.defaultPageSize : min(Int(asked), configuration.maxPageSize)
     }
 
-    static func offset(_ token: String) throws -> Int {
-        if token.isEmpty { return 0 }
-        guard token.count <= 9, let value = Int(token), value >= 0 else { throw ServiceError.invalid("invalid page_token") }
-        return value
-    }
+    static func offset(_ token: String) throws -> Int { try Input.offset(token) }
 
     static func newID() -> String { UUID().uuidString.lowercased() }
 
