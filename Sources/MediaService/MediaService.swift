@@ -41,6 +41,10 @@ public struct MediaConfiguration: Sendable {
 ///   ``principalHeader`` header: the file's owner, or whoever album's `CanViewPhoto` allows;
 ///   anyone else gets not_found.
 /// * On `file.deleted` it deletes the file's rows and the version blobs nobody references.
+/// * Playlists (`Create|Get|List|Update|DeletePlaylist`, Playlists.swift) and frames' rotation
+///   schedules (`Get|Set|DeleteSchedule`, Schedules.swift): a schedule change commits
+///   `media.schedule_changed`, which album turns into the frame's retained config;
+///   `device.deleted` removes the frame's schedule.
 public final class MediaService: Sendable {
     public static let name = MediaAPI.service
     public static let schema = MediaSchema.name
@@ -94,10 +98,10 @@ public final class MediaService: Sendable {
     deinit { blobIO.shutdown() }
 
     /// Migrates the `media` schema and returns the request server, the outbox relay and the
-    /// event consumers (`file.uploaded.with_ai`, `file.deleted`).
+    /// event consumers (`file.uploaded.with_ai`, `file.deleted`, `device.deleted`).
     public func services() async throws -> [any Service] {
         try await runtime.services(
-            identity: ServiceIdentity(name: Self.name, description: "Framecast media: photo versions and metadata"),
+            identity: ServiceIdentity(name: Self.name, description: "Framecast media: photo versions and metadata, playlists, schedules"),
             schema: schema, migrations: MediaSchema.migrations, endpoints: endpoints, events: events, relay: relay)
     }
 
@@ -105,6 +109,14 @@ public final class MediaService: Sendable {
         [
             Endpoint(MediaAPI.getPhotoMetadata) { [self] request, context in try await getPhotoMetadata(request, context) },
             Endpoint(MediaAPI.getVersion) { [self] request, context in try await getVersion(request, context) },
+            Endpoint(MediaAPI.createPlaylist) { [self] request, _ in try await createPlaylist(request) },
+            Endpoint(MediaAPI.getPlaylist) { [self] request, _ in try await getPlaylist(request) },
+            Endpoint(MediaAPI.listPlaylists) { [self] request, _ in try await listPlaylists(request) },
+            Endpoint(MediaAPI.updatePlaylist) { [self] request, _ in try await updatePlaylist(request) },
+            Endpoint(MediaAPI.deletePlaylist) { [self] request, _ in try await deletePlaylist(request) },
+            Endpoint(MediaAPI.getSchedule) { [self] request, _ in try await getSchedule(request) },
+            Endpoint(MediaAPI.setSchedule) { [self] request, _ in try await setSchedule(request) },
+            Endpoint(MediaAPI.deleteSchedule) { [self] request, _ in try await deleteSchedule(request) },
         ]
     }
 
@@ -112,6 +124,7 @@ public final class MediaService: Sendable {
         [
             EventHandler(FileUploadedWithAI.self) { [self] event, delivery in try await fileUploaded(event, delivery) },
             EventHandler(FileDeleted.self) { [self] event, delivery in try await fileDeleted(event, delivery) },
+            EventHandler(DeviceDeleted.self) { [self] event, delivery in try await deviceDeleted(event, delivery) },
         ]
     }
 
