@@ -44,7 +44,8 @@ public struct AlbumConfiguration: Sendable {
 /// album subscriptions, sync status, and all MQTT publishing to frames.
 ///
 /// Consumes `file.uploaded.with_ai` (adds uploads to albums), `media.cache_ready` (announces
-/// photos on `albums/{id}/photo_added`, exactly once per album and photo) and `file.deleted`;
+/// photos on `albums/{id}/photo_added`, exactly once per album and photo), `file.deleted` and
+/// `media.schedule_changed` (the frame's rotation schedule, merged into its retained config);
 /// produces `album.created`, `album.photo_added`, `album.photo_removed`, `device.deleted`.
 public final class AlbumService: Sendable {
     public static let name = AlbumAPI.service
@@ -117,6 +118,7 @@ public final class AlbumService: Sendable {
             EventHandler(FileUploadedWithAI.self) { [self] event, delivery in try await fileUploaded(event, delivery) },
             EventHandler(MediaCacheReady.self) { [self] event, delivery in try await cacheReady(event, delivery) },
             EventHandler(FileDeleted.self) { [self] event, delivery in try await fileDeleted(event, delivery) },
+            EventHandler(MediaScheduleChanged.self) { [self] event, delivery in try await scheduleChanged(event, delivery) },
         ]
     }
 

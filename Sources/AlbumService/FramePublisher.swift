@@ -14,10 +14,12 @@ import Wire
 ///   payload is logged and dropped;
 /// * publishes pending `album_pushes` rows (QoS 1, waiting for PUBACK, then marks them
 ///   published, so each goes out once; rows left pending by a failure or a restart are retried)
-///   and due frame syncs (`frames.sync_seq > sync_published_seq`);
+///   due frame syncs (`frames.sync_seq > sync_published_seq`) and due retained configs
+///   (`frames.config_seq > config_published_seq`);
 /// * on graceful shutdown stops both loops and disconnects cleanly.
 ///
-/// Request handlers publish through ``publishNow(_:_:qos:retain:)`` and ``publishSync(frame:)``.
+/// Request handlers publish through ``publishNow(_:_:qos:retain:)``, ``publishSync(frame:)`` and
+/// ``publishConfig(frame:)``.
 final class FramePublisher: Service, Sendable {
     let client: MQTTClient
     let configuration: AlbumConfiguration
@@ -132,11 +134,61 @@ final class FramePublisher: Service, Sendable {
         return (message.seq, message.photos.count)
     }
 
+    /// Publishes the frame's retained config (settings merged with its rotation schedule) as
+    /// stored now, and marks it published up to the sequence read. A failed publish leaves it
+    /// due (`config_seq > config_published_seq`) and the push loop retries it.
+    func publishConfig(frame: String) async throws {
+        // One config per frame at a time in this process, so the broker retains the newest.
+        let key = "config:" + frame
+        await syncLocks.lock(key)
+        do {
+            try await publishConfigLocked(frame: frame)
+            await syncLocks.unlock(key)
+        } catch {
+            await syncLocks.unlock(key)
+            throw error
+        }
+    }
+
+    private func publishConfigLocked(frame: String) async throws {
+        let schema = self.schema
+        let (seq, message): (Int64, FrameConfigMessage) = try await postgres.withConnection { c in
+            guard let row = try c.query("SELECT config, schedule, config_seq FROM \(schema).frames WHERE frame_id = $1::uuid",
+                                        [.text(frame)]).first else { throw AlbumService.noFrame }
+            let config: [UInt8] = try row.decode("config"), schedule: [UInt8] = try row.decode("schedule")
+            return (try row.decode("config_seq", as: Int64.self), AlbumService.configMessage(
+                config.isEmpty ? AlbumService.defaultFrameConfig : try FrameConfig(wireBytes: config),
+                schedule: schedule.isEmpty ? nil : try RotationSchedule(wireBytes: schedule)))
+        }
+        try await publishNow(FrameTopics.config(frame: frame), FrameTopics.encode(message), qos: .atLeastOnce, retain: true)
+        _ = try await postgres.execute("""
+            UPDATE \(schema).frames SET config_published_seq = greatest(config_published_seq, $2) WHERE frame_id = $1::uuid
+            """, [.text(frame), .int(seq)])
+        Counter(label: "album_frame_configs_total").increment()
+    }
+
+    /// Publishes the config of every frame whose last config change was not published.
+    func publishDueConfigs() async throws {
+        guard client.isConnected else { return }
+        let schema = self.schema
+        let frames = try await postgres.query(
+            "SELECT frame_id::text AS id FROM \(schema).frames WHERE config_seq > config_published_seq ORDER BY frame_id LIMIT 100"
+        ).map { try $0.decode("id", as: String.self) }
+        for frame in frames {
+            do {
+                try await publishConfig(frame: frame)
+            } catch {
+                logger.warning("publishing a frame's config failed; will retry", metadata: ["frame.id": "\(frame)", "error": "\(error)"])
+            }
+        }
+    }
+
     private func pushLoop() async {
         while !Task.isCancelled {
             do {
                 while try await publishPendingPushes() > 0 {}
                 try await publishDueSyncs()
+                try await publishDueConfigs()
             } catch {
                 logger.warning("publishing pending frame notifications failed; will retry", metadata: ["error": "\(error)"])
             }

@@ -202,20 +202,30 @@ extension AlbumService {
         let schema = self.schema
         let frame: Frame = try await runtime.postgres.withTransaction { c in
             let n = try c.execute("""
-                UPDATE \(schema).frames SET config = $3, updated_at = clock_timestamp() WHERE frame_id = $1::uuid AND owner_id = $2
+                UPDATE \(schema).frames SET config = $3, config_seq = config_seq + 1, updated_at = clock_timestamp()
+                WHERE frame_id = $1::uuid AND owner_id = $2
                 """, [.text(id), .text(user), .bytea(config.wireBytes())])
             guard n == 1, let frame = try Self.frame(id, owner: user, schema, c) else { throw Self.noFrame }
             return frame
         }
-        try await publisher.publishNow(FrameTopics.config(frame: id), FrameTopics.encode(Self.configMessage(config)),
-                                       qos: .atLeastOnce, retain: true)
+        try await publisher.publishConfig(frame: id)
         return FrameReply(frame: frame)
     }
 
-    static func configMessage(_ c: FrameConfig) -> FrameConfigMessage {
-        FrameConfigMessage(intervalSeconds: c.intervalSeconds, shuffle: c.shuffle, sleepStart: c.sleepStart, sleepEnd: c.sleepEnd,
-                           timeZone: c.timeZone, transition: c.transition,
-                           preferredFormat: c.preferredFormat.isEmpty ? "jpeg" : c.preferredFormat, brightness: c.brightness)
+    /// The retained `frames/{id}/config`: the frame's settings and, when it has one, its
+    /// rotation schedule.
+    static func configMessage(_ c: FrameConfig, schedule: RotationSchedule?) -> FrameConfigMessage {
+        let slots = schedule.flatMap { $0.entries.isEmpty ? nil : $0.entries.map(scheduleSlot) }
+        return FrameConfigMessage(intervalSeconds: c.intervalSeconds, shuffle: c.shuffle, sleepStart: c.sleepStart, sleepEnd: c.sleepEnd,
+                                  timeZone: c.timeZone, transition: c.transition,
+                                  preferredFormat: c.preferredFormat.isEmpty ? "jpeg" : c.preferredFormat, brightness: c.brightness,
+                                  schedule: slots)
+    }
+
+    static func scheduleSlot(_ e: ScheduleEntry) -> ScheduleSlotMessage {
+        ScheduleSlotMessage(days: e.daysOfWeek.compactMap(ScheduleEntry.dayName), startTime: e.startTime.isEmpty ? nil : e.startTime,
+                            endTime: e.endTime.isEmpty ? nil : e.endTime, intervalSeconds: e.intervalSeconds, shuffle: e.shuffle,
+                            playlistID: e.playlistID.isEmpty ? nil : e.playlistID, albumID: e.albumID.isEmpty ? nil : e.albumID)
     }
 
     static func validate(_ config: FrameConfig) throws {
