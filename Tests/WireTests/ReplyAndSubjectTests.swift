@@ -73,6 +73,7 @@ import Wire
             "file.uploaded", "file.uploaded.with_ai", "file.deleted",
             "album.created", "album.photo_added", "album.photo_removed",
             "media.version_created", "media.version_failed", "media.cache_ready",
+            "media.schedule_changed",  // media → album: a frame's rotation schedule (issue 5 item 6)
             "device.deleted",
         ]
         #expect(Subjects.allEvents.sorted() == design.sorted())
