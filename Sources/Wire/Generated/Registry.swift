@@ -7,6 +7,10 @@ extension Subjects {
     public static let albumPhotoAdded = "album.photo_added"
     /// Event `album.photo_removed`: `AlbumPhotoRemoved`.
     public static let albumPhotoRemoved = "album.photo_removed"
+    /// Event `device.albums_changed`: `DeviceAlbumsChanged`.
+    public static let deviceAlbumsChanged = "device.albums_changed"
+    /// Event `device.cache_reported`: `DeviceCacheReported`.
+    public static let deviceCacheReported = "device.cache_reported"
     /// Event `device.deleted`: `DeviceDeleted`.
     public static let deviceDeleted = "device.deleted"
     /// Event `file.deleted`: `FileDeleted`.
@@ -29,6 +33,8 @@ extension Subjects {
         albumCreated,
         albumPhotoAdded,
         albumPhotoRemoved,
+        deviceAlbumsChanged,
+        deviceCacheReported,
         deviceDeleted,
         fileDeleted,
         fileUploaded,
@@ -100,6 +106,8 @@ public enum WireMessages {
         AlbumPhotoAdded.self,
         AlbumPhotoRemoved.self,
         DeviceDeleted.self,
+        DeviceAlbumsChanged.self,
+        DeviceCacheReported.self,
         ConformanceSample.self,
         PhotoVersion.self,
         PhotoMetadata.self,
@@ -150,6 +158,8 @@ public enum WireEvents {
         AlbumCreated.self,
         AlbumPhotoAdded.self,
         AlbumPhotoRemoved.self,
+        DeviceAlbumsChanged.self,
+        DeviceCacheReported.self,
         DeviceDeleted.self,
         FileDeleted.self,
         FileUploaded.self,
@@ -166,6 +176,8 @@ public enum WireEvents {
         case Subjects.albumCreated: return AlbumCreated.self
         case Subjects.albumPhotoAdded: return AlbumPhotoAdded.self
         case Subjects.albumPhotoRemoved: return AlbumPhotoRemoved.self
+        case Subjects.deviceAlbumsChanged: return DeviceAlbumsChanged.self
+        case Subjects.deviceCacheReported: return DeviceCacheReported.self
         case Subjects.deviceDeleted: return DeviceDeleted.self
         case Subjects.fileDeleted: return FileDeleted.self
         case Subjects.fileUploaded: return FileUploaded.self
