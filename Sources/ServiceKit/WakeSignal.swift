@@ -1,15 +1,18 @@
 import Threads
 
 /// A one-slot wake-up: `signal()` wakes the task in `wait(upTo:)`, or the next one to wait
-/// if none is waiting. Used by loops that poll but should react at once to local work.
-final class WakeSignal: Sendable {
+/// if none is waiting. Used by loops that poll but should react at once to local work
+/// (the outbox relay, the album service's frame publisher).
+public final class WakeSignal: Sendable {
     private struct State {
         var pending = false
         var waiter: CheckedContinuation<Void, Never>?
     }
     private let state = Locked(State())
 
-    func signal() {
+    public init() {}
+
+    public func signal() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
             if let waiter = state.waiter {
                 state.waiter = nil
@@ -22,7 +25,7 @@ final class WakeSignal: Sendable {
     }
 
     /// Returns when signalled, after `duration`, or when the task is cancelled.
-    func wait(upTo duration: Duration) async {
+    public func wait(upTo duration: Duration) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await Task.sleep(for: duration) }
             group.addTask { await self.waitForSignal() }
