@@ -2,7 +2,8 @@ import Postgres
 
 /// The `media` schema: the rendered versions of each photo (content addressed, immutable), the
 /// photo's metadata as media serves it (AI metadata and analysis kept as their wire
-/// encodings), playlists and frames' rotation schedules.
+/// encodings), playlists and frames' rotation schedules, frames' screens and caches, and the
+/// queue of versions to render.
 enum MediaSchema {
     static let name = "media"
 
@@ -71,6 +72,48 @@ enum MediaSchema {
                 CHECK (playlist_id IS NULL OR album_id IS NULL)
             );
             CREATE INDEX rotation_schedules_by_playlist ON rotation_schedules (playlist_id) WHERE playlist_id IS NOT NULL;
+            """),
+        // Frames' screens (from album's device.albums_changed; a deleted frame stays as a
+        // tombstone so a late event does not bring it back), what each frame reported cached
+        // (one row per frame and photo: the version it has), and the durable queue of versions
+        // to render (background work for new screens; a row with a lease is also the claim of
+        // whoever renders it, so replicas render a version once).
+        Migration(version: 102, name: "frame_screens_photo_cache_render_jobs", sql: """
+            CREATE TABLE frame_screens (
+                frame_id   text PRIMARY KEY,
+                owner_id   text NOT NULL,
+                width      integer NOT NULL,
+                height     integer NOT NULL,
+                format     text NOT NULL,
+                album_ids  text[] NOT NULL DEFAULT '{}',
+                -- occurred_at of the event applied: an older event changes nothing.
+                changed_at bigint NOT NULL,
+                deleted    boolean NOT NULL DEFAULT false
+            );
+            CREATE INDEX frame_screens_by_screen ON frame_screens (width, height, format) WHERE NOT deleted;
+            CREATE TABLE photo_cache (
+                frame_id    text NOT NULL,
+                file_id     text NOT NULL,
+                size        text NOT NULL,
+                format      text NOT NULL,
+                reported_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                PRIMARY KEY (frame_id, file_id)
+            );
+            CREATE INDEX photo_cache_by_file ON photo_cache (file_id);
+            CREATE TABLE render_jobs (
+                file_id     text NOT NULL,
+                size        text NOT NULL,
+                format      text NOT NULL,
+                width       integer NOT NULL CHECK (width > 0),
+                height      integer NOT NULL CHECK (height > 0),
+                -- the photo's created_at in ms: newest first
+                priority    bigint NOT NULL,
+                attempts    integer NOT NULL DEFAULT 0,
+                lease_until timestamptz,
+                created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+                PRIMARY KEY (file_id, size, format)
+            );
+            CREATE INDEX render_jobs_by_priority ON render_jobs (priority DESC, file_id);
             """),
     ]
 }

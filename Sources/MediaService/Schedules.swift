@@ -1,3 +1,4 @@
+import BlobStore
 import Foundation
 import Postgres
 import ServiceKit
@@ -84,16 +85,25 @@ extension MediaService {
         return Empty()
     }
 
-    /// `device.deleted`: the frame's schedule goes with it (album already cleared its topics).
+    /// `device.deleted`: the frame's schedule goes with it (album already cleared its topics),
+    /// and so do its cache rows and the `frame:` versions no other frame needs, with their
+    /// blobs when nothing else references them (Renders.swift, ``forgetFrame(_:event:_:_:)``).
     func deviceDeleted(_ event: DeviceDeleted, _ delivery: EventDelivery) async throws {
         guard let frame = Self.uuid(event.frameID) else {
             delivery.logger.error("device.deleted with an invalid frame id; skipped")
             return
         }
         let schema = self.schema
-        try await delivery.transaction { c in
+        let keys: [String]? = try await delivery.transaction { c in
             _ = try c.execute("DELETE FROM \(schema).rotation_schedules WHERE frame_id = $1::uuid", [.text(frame)])
+            return try Self.forgetFrame(frame, event: event, schema, c)
         }
+        var removed = 0
+        for key in Set(keys ?? []).compactMap(BlobKey.init) where try await removeBlobIfUnreferenced(key) {
+            removed += 1
+        }
+        delivery.logger.info("frame forgotten", metadata: [
+            "frame.id": "\(frame)", "versions.deleted": "\(keys?.count ?? 0)", "blobs.removed": "\(removed)"])
     }
 
     /// The frame's id (lower case) when `user` owns it; album's not_found / invalid otherwise.
