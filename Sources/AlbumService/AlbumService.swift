@@ -46,7 +46,9 @@ public struct AlbumConfiguration: Sendable {
 /// Consumes `file.uploaded.with_ai` (adds uploads to albums), `media.cache_ready` (announces
 /// photos on `albums/{id}/photo_added`, exactly once per album and photo), `file.deleted` and
 /// `media.schedule_changed` (the frame's rotation schedule, merged into its retained config);
-/// produces `album.created`, `album.photo_added`, `album.photo_removed`, `device.deleted`.
+/// produces `album.created`, `album.photo_added`, `album.photo_removed`, `device.deleted`,
+/// `device.albums_changed` (a frame's screen and photos, for media's renders) and
+/// `device.cache_reported` (photos a frame reported cached).
 public final class AlbumService: Sendable {
     public static let name = AlbumAPI.service
     /// The PostgreSQL schema the service owns, and its migrations (after ServiceKit's).
@@ -68,7 +70,7 @@ public final class AlbumService: Sendable {
         self.logger = logger
         self.relay = runtime.outboxRelay(schema: AlbumSchema.name)
         self.publisher = try FramePublisher(configuration: configuration, postgres: runtime.postgres,
-                                            schema: AlbumSchema.name, logger: logger)
+                                            schema: AlbumSchema.name, relay: relay, logger: logger)
     }
 
     /// Migrates the `album` schema and returns the request server, the outbox relay, the event
