@@ -244,14 +244,15 @@ enum OpenAPI {
           summary: The photo's bytes (ETag, Cache-Control, Range, conditional GET)
           parameters:
             - {name: file_id, in: path, required: true, schema: {type: string}}
-            - {name: size, in: query, description: 'original (the owner), thumbnail, hd or frame:{W}x{H} (rendered versions, for whoever may see the photo)', schema: {type: string, default: original}}
-            - {name: format, in: query, schema: {type: string, enum: [jpeg, webp]}}
+            - {name: size, in: query, description: 'original (the owner), thumbnail, hd or frame:{W}x{H} with W and H 16…8192 (rendered versions, for whoever may see the photo; a valid size not rendered yet is rendered on request)', schema: {type: string, default: original}}
+            - {name: format, in: query, description: 'webp only for frame:{W}x{H}', schema: {type: string, enum: [jpeg, webp]}}
             - {name: Range, in: header, schema: {type: string}}
             - {name: If-None-Match, in: header, schema: {type: string}}
           responses:
             '200': {description: the bytes}
             '206': {description: the requested range}
             '304': {description: not modified}
+            '400': {$ref: '#/components/responses/Error'}
             '404': {$ref: '#/components/responses/Error'}
             '416': {$ref: '#/components/responses/Error'}
 
