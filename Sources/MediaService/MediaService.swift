@@ -48,7 +48,8 @@ public struct MediaConfiguration: Sendable {
 /// * On `file.deleted` it deletes the file's rows and the version blobs nobody references.
 /// * On `device.albums_changed` it records the frame's screen and queues `frame:{W}x{H}` for
 ///   the frame's photos lacking it (`render_jobs`, rendered in the background newest first,
-///   Renders.swift); `GetVersion` (and `RenderOnDemand`) renders a valid size not rendered yet,
+///   Renders.swift); `album.photo_added` queues the same for a rendered photo added to one
+///   more album. `GetVersion` (and `RenderOnDemand`) renders a valid size not rendered yet,
 ///   once however many ask; `device.cache_reported` fills `photo_cache` (`cached_for_frames`);
 ///   `device.deleted` drops the frame's cache rows and the `frame:` versions nobody else needs.
 /// * Playlists (`Create|Get|List|Update|DeletePlaylist`, Playlists.swift) and frames' rotation
@@ -113,7 +114,8 @@ public final class MediaService: Sendable {
 
     /// Migrates the `media` schema and returns the request server, the outbox relay, the
     /// event consumers (`file.uploaded.with_ai`, `file.deleted`, `device.deleted`,
-    /// `device.albums_changed`, `device.cache_reported`) and the background render queue.
+    /// `device.albums_changed`, `device.cache_reported`, `album.photo_added`) and the
+    /// background render queue.
     public func services() async throws -> [any Service] {
         var services = try await runtime.services(
             identity: ServiceIdentity(name: Self.name, description: "Framecast media: photo versions and metadata, playlists, schedules"),
@@ -146,6 +148,7 @@ public final class MediaService: Sendable {
             EventHandler(DeviceDeleted.self) { [self] event, delivery in try await deviceDeleted(event, delivery) },
             EventHandler(DeviceAlbumsChanged.self) { [self] event, delivery in try await albumsChanged(event, delivery) },
             EventHandler(DeviceCacheReported.self) { [self] event, delivery in try await cacheReported(event, delivery) },
+            EventHandler(AlbumPhotoAdded.self) { [self] event, delivery in try await photoAdded(event, delivery) },
         ]
     }
 

@@ -115,8 +115,23 @@ extension MediaService {
         // claimed in turn if its lease runs out first).
         let deadline = ContinuousClock.now + .seconds(Self.renderLease + 5)
         var pending = try await absent(fileID, wanted)
+        if claimed && pending.count < wanted.count {
+            // Rendered meanwhile (on request, or at upload): those jobs are done.
+            try await dropJobs(fileID, wanted.filter { item in !pending.contains { $0.size == item.size && $0.spec == item.spec } },
+                               failure: nil)
+        }
         while !pending.isEmpty {
-            let mine = claimed ? pending : try await claim(fileID, pending, priority: priority)
+            var mine = claimed ? pending : try await claim(fileID, pending, priority: priority)
+            if !claimed && !mine.isEmpty {
+                // Committed by another replica between our look and our claim (its commit
+                // removed its claim): look again now the claim is ours, release what exists.
+                let missing = try await absent(fileID, mine)
+                if missing.count < mine.count {
+                    try await dropJobs(fileID, mine.filter { item in !missing.contains { $0.size == item.size && $0.spec == item.spec } },
+                                       failure: nil)
+                }
+                mine = missing
+            }
             if !mine.isEmpty { try await render(fileID, mine, owner: owner, original: originalKey) }
             if claimed { break }
             pending = try await absent(fileID, pending)
@@ -302,7 +317,8 @@ extension MediaService {
 
     /// `device.albums_changed`: remembers the frame's screen (an older event, or one about a
     /// deleted frame, changes nothing) and queues `frame:{W}x{H}` for the listed photos media
-    /// has that lack it, newest photo first. A redelivery queues nothing new.
+    /// has that lack it, newest photo first. A resized frame's old screen versions that no
+    /// other frame needs go. A redelivery queues nothing new.
     func albumsChanged(_ event: DeviceAlbumsChanged, _ delivery: EventDelivery) async throws {
         guard let frame = Self.uuid(event.frameID) else {
             delivery.logger.error("device.albums_changed with an invalid frame id; skipped")
@@ -319,7 +335,9 @@ extension MediaService {
         let renderable = Self.frameSides.contains(width) && Self.frameSides.contains(height)
         let wanted = Self.frameVersion(width: max(1, width), height: max(1, height), format: format)
         let (schema, fileList) = (self.schema, files.joined(separator: ","))
-        let queued: Int? = try await delivery.transaction { c in
+        let outcome: (queued: Int, dropped: [String])? = try await delivery.transaction { c in
+            let before = try c.query("SELECT width, height, format FROM \(schema).frame_screens WHERE frame_id = $1 AND NOT deleted FOR UPDATE",
+                                     [.text(frame)]).first
             let applied = try c.query("""
                 INSERT INTO \(schema).frame_screens (frame_id, owner_id, width, height, format, album_ids, changed_at)
                 VALUES ($1, $2, $3, $4, $5, string_to_array($6, ','), $7)
@@ -329,8 +347,18 @@ extension MediaService {
                 RETURNING 1
                 """, [.text(frame), .text(event.userID), .int(Int64(width)), .int(Int64(height)), .text(format),
                       .text(albums.joined(separator: ",")), .int(event.occurredAt)])
-            guard !applied.isEmpty, renderable, !fileList.isEmpty else { return 0 }
-            return try c.execute("""
+            guard !applied.isEmpty else { return (0, []) }
+            // A resized (or reformatted) frame leaves its old screen: drop what nobody else needs.
+            var dropped: [String] = []
+            if let before {
+                let (oldWidth, oldHeight, oldFormat): (Int32, Int32, String) =
+                    (try before.decode("width"), try before.decode("height"), try before.decode("format"))
+                if (Int(oldWidth), Int(oldHeight), oldFormat) != (width, height, format) {
+                    dropped = try Self.dropUnneededScreen(width: oldWidth, height: oldHeight, leaving: frame, schema, c)
+                }
+            }
+            guard renderable, !fileList.isEmpty else { return (0, dropped) }
+            return (try c.execute("""
                 INSERT INTO \(schema).render_jobs (file_id, size, format, width, height, priority)
                 SELECT m.file_id, $2, $3, $4, $5, (extract(epoch FROM m.created_at) * 1000)::bigint
                 FROM \(schema).photo_metadata m
@@ -338,11 +366,48 @@ extension MediaService {
                     AND NOT EXISTS (SELECT 1 FROM \(schema).photo_versions v
                                     WHERE v.file_id = m.file_id AND v.size = $2 AND v.format = $3)
                 ON CONFLICT (file_id, size, format) DO NOTHING
-                """, [.text(fileList), .text(wanted.size), .text(format), .int(Int64(width)), .int(Int64(height))])
+                """, [.text(fileList), .text(wanted.size), .text(format), .int(Int64(width)), .int(Int64(height))]), dropped)
+        }
+        var removed = 0
+        for key in Set(outcome?.dropped ?? []).compactMap(BlobKey.init) where try await removeBlobIfUnreferenced(key) {
+            removed += 1
         }
         delivery.logger.info("frame screen recorded", metadata: [
-            "frame.id": "\(frame)", "screen": "\(width)x\(height)", "format": "\(format)", "renders.queued": "\(queued ?? 0)"])
-        if let queued, queued > 0 { renderWake.signal() }
+            "frame.id": "\(frame)", "screen": "\(width)x\(height)", "format": "\(format)",
+            "renders.queued": "\(outcome?.queued ?? 0)", "versions.dropped": "\(outcome?.dropped.count ?? 0)", "blobs.removed": "\(removed)"])
+        if let queued = outcome?.queued, queued > 0 { renderWake.signal() }
+    }
+
+    // MARK: album.photo_added
+
+    /// `album.photo_added`: a photo media has rendered already (e.g. added to one more album)
+    /// gets the `frame:` versions of the screens showing that album that it lacks, queued. A
+    /// new upload is not rendered yet here (file.uploaded.with_ai renders it, screens included).
+    func photoAdded(_ event: AlbumPhotoAdded, _ delivery: EventDelivery) async throws {
+        guard let photo = event.photo, let album = Self.uuid(photo.albumID), let file = Self.uuid(photo.fileID) else {
+            delivery.logger.error("album.photo_added without a valid album or file id; skipped")
+            return
+        }
+        let (schema, sides) = (self.schema, Self.frameSides)
+        let queued: Int? = try await delivery.transaction { c in
+            try c.execute("""
+                INSERT INTO \(schema).render_jobs (file_id, size, format, width, height, priority)
+                SELECT DISTINCT m.file_id, 'frame:' || s.width || 'x' || s.height, s.format, s.width, s.height,
+                    (extract(epoch FROM m.created_at) * 1000)::bigint
+                FROM \(schema).photo_metadata m
+                JOIN \(schema).frame_screens s ON NOT s.deleted AND $2 = ANY(s.album_ids)
+                    AND s.width BETWEEN $3 AND $4 AND s.height BETWEEN $3 AND $4
+                WHERE m.file_id = $1 AND NOT EXISTS (
+                    SELECT 1 FROM \(schema).photo_versions v
+                    WHERE v.file_id = m.file_id AND v.size = 'frame:' || s.width || 'x' || s.height AND v.format = s.format)
+                ON CONFLICT (file_id, size, format) DO NOTHING
+                """, [.text(file), .text(album), .int(Int64(sides.lowerBound)), .int(Int64(sides.upperBound))])
+        }
+        if let queued, queued > 0 {
+            delivery.logger.info("frame versions queued for a photo added to an album", metadata: [
+                "file.id": "\(file)", "album.id": "\(album)", "renders.queued": "\(queued)"])
+            renderWake.signal()
+        }
     }
 
     // MARK: device.cache_reported
@@ -401,22 +466,31 @@ extension MediaService {
             """, [.text(frame), .text(event.userID), .int(Int64(event.width)), .int(Int64(event.height)), .int(event.occurredAt)])
         var keys: [String] = []
         for screen in screens.sorted() {
-            let parts = screen.split(separator: "x").compactMap { Int64($0) }
+            let parts = screen.split(separator: "x").compactMap { Int32($0) }
             guard parts.count == 2 else { continue }
-            let size = "frame:\(screen)"
-            let needed = """
-                EXISTS (SELECT 1 FROM \(schema).frame_screens s WHERE NOT s.deleted AND s.width = $2 AND s.height = $3
-                        AND s.format = x.format)
-                """
-            keys += try c.query("""
-                DELETE FROM \(schema).photo_versions x WHERE x.size = $1 AND NOT \(needed)
-                    AND NOT EXISTS (SELECT 1 FROM \(schema).photo_cache pc
-                                    WHERE pc.file_id = x.file_id AND pc.size = x.size AND pc.format = x.format)
-                RETURNING x.blob_key
-                """, [.text(size), .int(parts[0]), .int(parts[1])]).map { try $0.decode("blob_key", as: String.self) }
-            _ = try c.execute("DELETE FROM \(schema).render_jobs x WHERE x.size = $1 AND NOT \(needed)",
-                              [.text(size), .int(parts[0]), .int(parts[1])])
+            keys += try dropUnneededScreen(width: parts[0], height: parts[1], leaving: frame, schema, c)
         }
+        return keys
+    }
+
+    /// Deletes the `frame:{W}x{H}` versions (and queued jobs) that no frame still showing needs:
+    /// no remaining frame has that screen in that format, and no frame but `leaving` reported
+    /// one cached. Returns the blob keys of the deleted versions (remove them after the commit
+    /// with ``removeBlobIfUnreferenced(_:)``).
+    static func dropUnneededScreen(width: Int32, height: Int32, leaving frame: String, _ schema: String,
+                                   _ c: PostgresConnection) throws -> [String] {
+        let needed = """
+            EXISTS (SELECT 1 FROM \(schema).frame_screens s WHERE NOT s.deleted AND s.width = $2 AND s.height = $3
+                    AND s.format = x.format)
+            """
+        let parameters: [PostgresValue] = [.text("frame:\(width)x\(height)"), .int(Int64(width)), .int(Int64(height))]
+        let keys = try c.query("""
+            DELETE FROM \(schema).photo_versions x WHERE x.size = $1 AND NOT \(needed)
+                AND NOT EXISTS (SELECT 1 FROM \(schema).photo_cache pc WHERE pc.file_id = x.file_id AND pc.size = x.size
+                                AND pc.format = x.format AND pc.frame_id <> $4)
+            RETURNING x.blob_key
+            """, parameters + [.text(frame)]).map { try $0.decode("blob_key", as: String.self) }
+        _ = try c.execute("DELETE FROM \(schema).render_jobs x WHERE x.size = $1 AND NOT \(needed)", parameters)
         return keys
     }
 }

@@ -23,9 +23,10 @@ extension MediaHarness {
     }
 
     func albumsChanged(frame: String, owner: String, _ width: Int32, _ height: Int32, format: String = "jpeg",
-                       files: [String], at time: Int64 = EventTime.now()) -> DeviceAlbumsChanged {
+                       files: [String], albums: [String] = [UUID().uuidString.lowercased()],
+                       at time: Int64 = EventTime.now()) -> DeviceAlbumsChanged {
         DeviceAlbumsChanged(eventID: UUID().uuidString.lowercased(), occurredAt: time, userID: owner, frameID: frame,
-                            width: width, height: height, format: format, albumIDs: [UUID().uuidString.lowercased()], fileIDs: files)
+                            width: width, height: height, format: format, albumIDs: albums, fileIDs: files)
     }
 
     /// The versions of `size` with their creation order.
@@ -250,6 +251,78 @@ extension MediaServiceTests {
             #expect(try await h.frameRows("frame:1024x600").isEmpty)
             #expect(try await eventually { shared.allSatisfy { !h.blobs.exists($0) } })
             #expect(Set(try await h.metadata(files[0], as: owner).versions.map(\.size)) == ["thumbnail", "hd"])
+        }
+        await h.close()
+    }
+
+    /// A resized frame gets its new screen's versions, and its old screen's versions (rows and
+    /// blobs) go when no other frame needs them; a rendered photo added to one more album gets
+    /// the versions of that album's screens.
+    @Test func aResizedFrameLeavesItsOldScreenAndAddedPhotosGetItsSize() async throws {
+        let h = try await MediaHarness.make()
+        let owner = user()
+        try await h.running(album: AlbumAnswers()) {
+            let rendered = try await h.uploadAll(["Kite", "ColorfulCups"], user: owner)
+            let files = [rendered[0]]
+            let (frame, album) = (frameID(), frameID())
+            try await h.deliver(h.albumsChanged(frame: frame, owner: owner, 1024, 600, files: files, albums: [album]))
+            #expect(try await eventually(timeout: .seconds(60)) { try await h.frameRows("frame:1024x600").count == 1 })
+            let old = try await h.frameRows("frame:1024x600").compactMap { BlobKey($0.key) }
+            try await h.deliver(h.albumsChanged(frame: frame, owner: owner, 600, 1024, files: files, albums: [album]))
+            #expect(try await eventually(timeout: .seconds(60)) { try await h.frameRows("frame:600x1024").count == 1 })
+            #expect(try await h.frameRows("frame:1024x600").isEmpty)
+            #expect(try await eventually { old.allSatisfy { !h.blobs.exists($0) } })
+            #expect(Set(try await h.metadata(files[0], as: owner).versions.map(\.size)) == ["thumbnail", "hd", "frame:600x1024"])
+
+            // The other photo joins the frame's album (it was rendered before, without frames).
+            let added = AlbumPhotoAdded(eventID: UUID().uuidString.lowercased(), occurredAt: EventTime.now(), userID: owner,
+                                        photo: AlbumPhoto(albumID: album, fileID: rendered[1], addedBy: owner))
+            try await h.deliver(added)
+            #expect(try await eventually(timeout: .seconds(60)) { try await h.frameRows("frame:600x1024").count == 2 })
+            // Added to an album no frame shows: nothing queued.
+            try await h.deliver(AlbumPhotoAdded(eventID: UUID().uuidString.lowercased(), occurredAt: EventTime.now(), userID: owner,
+                                                photo: AlbumPhoto(albumID: frameID(), fileID: rendered[1], addedBy: owner)))
+            #expect(try await h.runtime.postgres.query("SELECT 1 FROM media.render_jobs").isEmpty)
+        }
+        await h.close()
+    }
+
+    /// render_jobs is durable: work queued (or claimed by a replica that died) before a restart
+    /// is rendered after it, from one decode per photo; and two replicas asked for the same
+    /// version at once render it once (the job row's lease is the claim).
+    @Test func queuedRendersSurviveARestartAndReplicasRenderOnce() async throws {
+        let h = try await MediaHarness.make()
+        let owner = user()
+        let file = try await h.running(album: AlbumAnswers()) { try await h.uploadAll(["BytheWater"], user: owner)[0] }
+        // Stopped. Left behind: a claim whose replica died (lease expired) and a job never claimed.
+        _ = try await h.runtime.postgres.execute("""
+            INSERT INTO media.render_jobs (file_id, size, format, width, height, priority, attempts, lease_until) VALUES
+                ($1, 'frame:1024x600', 'jpeg', 1024, 600, 1, 1, clock_timestamp() - interval '1 second'),
+                ($1, 'frame:1080x1920', 'webp', 1080, 1920, 1, 0, NULL)
+            """, [.text(file)])
+        let configuration = h.service.configuration
+        let restarted = MediaService(runtime: h.runtime, configuration: configuration, imaging: sharedImaging)
+        let replica = MediaService(runtime: h.runtime, configuration: configuration, imaging: sharedImaging)
+        try await withServices(try await restarted.services(), logger: quietLogger) {
+            #expect(try await eventually(timeout: .seconds(60)) {
+                try await h.runtime.postgres.query("SELECT 1 FROM media.render_jobs").isEmpty
+            })
+            let sizes = Set(try await h.versionRows(file).map(\.size))
+            #expect(sizes == ["thumbnail", "hd", "frame:1024x600", "frame:1080x1920"])
+            let webp = try await h.runtime.postgres.query(
+                "SELECT format, width, height FROM media.photo_versions WHERE file_id = $1 AND size = 'frame:1080x1920'", [.text(file)])
+            #expect(try webp.first?.decode("format", as: String.self) == "webp")
+            #expect(restarted.renderCount.current == 1, "both queued versions from one decode")
+
+            // Two replicas, the same unrendered version, at the same moment.
+            let wanted = MediaService.frameVersion(width: 640, height: 400, format: "jpeg")
+            async let first = restarted.renderShared(file, [wanted], claimed: false)
+            async let second = replica.renderShared(file, [wanted], claimed: false)
+            let (a, b) = try await (first, second)
+            #expect(a.count == 1 && b.count == 1)
+            #expect(a.first?.blobKey == b.first?.blobKey)
+            #expect(restarted.renderCount.current + replica.renderCount.current == 2, "one render for both replicas")
+            #expect(try await h.frameRows("frame:640x400").count == 1)
         }
         await h.close()
     }
