@@ -154,7 +154,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayTests", dependencies: [
-            "Gateway", "StorageService", "AlbumService", "MediaService", "MQTT", "ServiceKit", "Imaging", "BlobStore", "NATS", "Wire", "FramecastTesting",
+            "Gateway", "StorageService", "AlbumService", "MediaService", "MQTT", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -124,5 +124,15 @@ enum AlbumSchema {
                 FOREIGN KEY (frame_id, album_id) REFERENCES frame_albums ON DELETE CASCADE
             );
             """),
+        // The frame's rotation schedule as media last announced it (RotationSchedule wire
+        // encoding, '' for none; schedule_revision: the event's revision, applied only when
+        // higher), and its retained config due like its sync: config_seq > config_published_seq.
+        Migration(version: 101, name: "frame_schedules", sql: """
+            ALTER TABLE frames
+                ADD COLUMN schedule             bytea NOT NULL DEFAULT '',
+                ADD COLUMN schedule_revision    bigint NOT NULL DEFAULT 0,
+                ADD COLUMN config_seq           bigint NOT NULL DEFAULT 0,
+                ADD COLUMN config_published_seq bigint NOT NULL DEFAULT 0;
+            """),
     ]
 }

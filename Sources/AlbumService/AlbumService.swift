@@ -70,8 +70,11 @@ public struct AlbumConfiguration: Sendable {
 /// album subscriptions, sync status, and all MQTT publishing to frames.
 ///
 /// Consumes `file.uploaded.with_ai` (adds uploads to albums), `media.cache_ready` (announces
-/// photos on `albums/{id}/photo_added`, exactly once per album and photo) and `file.deleted`;
-/// produces `album.created`, `album.photo_added`, `album.photo_removed`, `device.deleted`.
+/// photos on `albums/{id}/photo_added`, exactly once per album and photo), `file.deleted` and
+/// `media.schedule_changed` (the frame's rotation schedule, merged into its retained config);
+/// produces `album.created`, `album.photo_added`, `album.photo_removed`, `device.deleted`,
+/// `device.albums_changed` (a frame's screen and photos, for media's renders) and
+/// `device.cache_reported` (photos a frame reported cached).
 public final class AlbumService: Sendable {
     public static let name = AlbumAPI.service
     /// The PostgreSQL schema the service owns, and its migrations (after ServiceKit's).
@@ -93,7 +96,7 @@ public final class AlbumService: Sendable {
         self.logger = logger
         self.relay = runtime.outboxRelay(schema: AlbumSchema.name)
         self.publisher = try FramePublisher(configuration: configuration, postgres: runtime.postgres,
-                                            schema: AlbumSchema.name, logger: logger)
+                                            schema: AlbumSchema.name, relay: relay, logger: logger)
     }
 
     /// Migrates the `album` schema and returns the request server, the outbox relay, the event
@@ -143,6 +146,7 @@ public final class AlbumService: Sendable {
             EventHandler(FileUploadedWithAI.self) { [self] event, delivery in try await fileUploaded(event, delivery) },
             EventHandler(MediaCacheReady.self) { [self] event, delivery in try await cacheReady(event, delivery) },
             EventHandler(FileDeleted.self) { [self] event, delivery in try await fileDeleted(event, delivery) },
+            EventHandler(MediaScheduleChanged.self) { [self] event, delivery in try await scheduleChanged(event, delivery) },
         ]
     }
 
@@ -584,11 +588,7 @@ public final class AlbumService: Sendable {
 
     // MARK: Input
 
-    static func user(_ id: String) throws -> String {
-        guard !id.isEmpty else { throw ServiceError.invalid("user_id is required") }
-        guard id.utf8.count <= 200, !id.utf8.contains(0) else { throw ServiceError.invalid("user_id is not valid") }
-        return id
-    }
+    static func user(_ id: String) throws -> String { try Input.user(id) }
 
     /// An id that may end up in an MQTT topic: invalid when it could break a topic (`/`, `+`,
     /// `#`, NUL, too long, empty); nil (the caller answers not_found) when it is not a UUID,
@@ -599,24 +599,14 @@ public final class AlbumService: Sendable {
     }
 
     static func text(_ value: String, _ field: String, max: Int, required: Bool = false) throws -> String {
-        let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
-        if required && trimmed.isEmpty { throw ServiceError.invalid("\(field) is required") }
-        guard trimmed.utf8.count <= max else { throw ServiceError.invalid("\(field) is longer than \(max) bytes") }
-        guard !trimmed.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\n" && $0 != "\t" }) else {
-            throw ServiceError.invalid("\(field) contains control characters")
-        }
-        return trimmed
+        try Input.text(value, field, max: max, required: required)
     }
 
     func pageSize(_ asked: Int32) -> Int {
         asked <= 0 ? configuration.defaultPageSize : min(Int(asked), configuration.maxPageSize)
     }
 
-    static func offset(_ token: String) throws -> Int {
-        if token.isEmpty { return 0 }
-        guard token.count <= 9, let value = Int(token), value >= 0 else { throw ServiceError.invalid("invalid page_token") }
-        return value
-    }
+    static func offset(_ token: String) throws -> Int { try Input.offset(token) }
 
     static func newID() -> String { UUID().uuidString.lowercased() }
 

@@ -66,6 +66,37 @@ extension AlbumService {
         publisher.wake()
     }
 
+    /// `media.schedule_changed`: the frame's rotation schedule goes into its retained config.
+    /// Applied only when the event's revision is above the one applied (so a late or repeated
+    /// event changes nothing), then published; a failed publish stays due and is retried.
+    func scheduleChanged(_ event: MediaScheduleChanged, _ delivery: EventDelivery) async throws {
+        guard let frame = UUID(uuidString: event.frameID)?.uuidString.lowercased(), event.revision > 0 else {
+            delivery.logger.error("media.schedule_changed with an invalid frame id or revision; skipped")
+            return
+        }
+        let entries = event.schedule?.entries ?? []
+        let schedule = entries.isEmpty ? [] : RotationSchedule(frameID: frame, ownerID: event.userID, entries: entries,
+                                                               updatedAt: event.schedule?.updatedAt ?? 0).wireBytes()
+        let schema = self.schema
+        let applied: Bool? = try await delivery.transaction { c in
+            try c.execute("""
+                UPDATE \(schema).frames SET schedule = $3, schedule_revision = $4, config_seq = config_seq + 1
+                WHERE frame_id = $1::uuid AND owner_id = $2 AND schedule_revision < $4
+                """, [.text(frame), .text(event.userID), .bytea(schedule), .int(event.revision)]) == 1
+        }
+        guard applied == true else {
+            delivery.logger.debug("schedule not newer than the one applied, or frame gone; nothing to do",
+                                  metadata: ["frame.id": "\(frame)"])
+            return
+        }
+        do {
+            try await publisher.publishConfig(frame: frame)
+        } catch {
+            delivery.logger.warning("publishing a frame's config failed; will retry", metadata: ["frame.id": "\(frame)", "error": "\(error)"])
+            publisher.wake()
+        }
+    }
+
     /// `file.deleted`: the photo leaves every album (`album.photo_removed`, MQTT photo_removed).
     func fileDeleted(_ event: FileDeleted, _ delivery: EventDelivery) async throws {
         guard let fileID = UUID(uuidString: event.fileID)?.uuidString.lowercased() else {

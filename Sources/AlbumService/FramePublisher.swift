@@ -11,14 +11,17 @@ import Wire
 /// The album service's MQTT side, a `Service` owning one `MQTTClient`:
 /// * connects (retrying until the broker answers or shutdown begins);
 /// * follows `frames/+/status` and `frames/+/heartbeat` (online/offline, last heartbeat,
-///   cached/displayed reports into `frame_photos` and `album_sync_status`); a malformed
+///   cached/displayed reports into `frame_photos` and `album_sync_status`, and newly cached
+///   photos of the frame's albums to media as `device.cache_reported`); a malformed
 ///   payload is logged and dropped;
 /// * publishes pending `album_pushes` rows (QoS 1, waiting for PUBACK, then marks them
 ///   published, so each goes out once; rows left pending by a failure or a restart are retried)
-///   and due frame syncs (`frames.sync_seq > sync_published_seq`);
+///   due frame syncs (`frames.sync_seq > sync_published_seq`) and due retained configs
+///   (`frames.config_seq > config_published_seq`);
 /// * on graceful shutdown stops both loops and disconnects cleanly.
 ///
-/// Request handlers publish through ``publishNow(_:_:qos:retain:)`` and ``publishSync(frame:)``.
+/// Request handlers publish through ``publishNow(_:_:qos:retain:)``, ``publishSync(frame:)`` and
+/// ``publishConfig(frame:)``.
 final class FramePublisher: Service, Sendable {
     let client: MQTTClient
     let configuration: AlbumConfiguration
@@ -27,9 +30,12 @@ final class FramePublisher: Service, Sendable {
     let logger: Logger
     let wakeSignal = WakeSignal()
     let syncLocks = KeyedLock()
+    /// The album service's outbox relay (cache reports become `device.cache_reported`).
+    let relay: OutboxRelay
 
-    init(configuration: AlbumConfiguration, postgres: PostgresPool, schema: String, logger: Logger) throws {
+    init(configuration: AlbumConfiguration, postgres: PostgresPool, schema: String, relay: OutboxRelay, logger: Logger) throws {
         self.client = try MQTTClient(configuration: configuration.mqtt, logger: logger)
+        self.relay = relay
         self.configuration = configuration
         self.postgres = postgres
         self.schema = schema
@@ -133,11 +139,61 @@ final class FramePublisher: Service, Sendable {
         return (message.seq, message.photos.count)
     }
 
+    /// Publishes the frame's retained config (settings merged with its rotation schedule) as
+    /// stored now, and marks it published up to the sequence read. A failed publish leaves it
+    /// due (`config_seq > config_published_seq`) and the push loop retries it.
+    func publishConfig(frame: String) async throws {
+        // One config per frame at a time in this process, so the broker retains the newest.
+        let key = "config:" + frame
+        await syncLocks.lock(key)
+        do {
+            try await publishConfigLocked(frame: frame)
+            await syncLocks.unlock(key)
+        } catch {
+            await syncLocks.unlock(key)
+            throw error
+        }
+    }
+
+    private func publishConfigLocked(frame: String) async throws {
+        let schema = self.schema
+        let (seq, message): (Int64, FrameConfigMessage) = try await postgres.withConnection { c in
+            guard let row = try c.query("SELECT config, schedule, config_seq FROM \(schema).frames WHERE frame_id = $1::uuid",
+                                        [.text(frame)]).first else { throw AlbumService.noFrame }
+            let config: [UInt8] = try row.decode("config"), schedule: [UInt8] = try row.decode("schedule")
+            return (try row.decode("config_seq", as: Int64.self), AlbumService.configMessage(
+                config.isEmpty ? AlbumService.defaultFrameConfig : try FrameConfig(wireBytes: config),
+                schedule: schedule.isEmpty ? nil : try RotationSchedule(wireBytes: schedule)))
+        }
+        try await publishNow(FrameTopics.config(frame: frame), FrameTopics.encode(message), qos: .atLeastOnce, retain: true)
+        _ = try await postgres.execute("""
+            UPDATE \(schema).frames SET config_published_seq = greatest(config_published_seq, $2) WHERE frame_id = $1::uuid
+            """, [.text(frame), .int(seq)])
+        Counter(label: "album_frame_configs_total").increment()
+    }
+
+    /// Publishes the config of every frame whose last config change was not published.
+    func publishDueConfigs() async throws {
+        guard client.isConnected else { return }
+        let schema = self.schema
+        let frames = try await postgres.query(
+            "SELECT frame_id::text AS id FROM \(schema).frames WHERE config_seq > config_published_seq ORDER BY frame_id LIMIT 100"
+        ).map { try $0.decode("id", as: String.self) }
+        for frame in frames {
+            do {
+                try await publishConfig(frame: frame)
+            } catch {
+                logger.warning("publishing a frame's config failed; will retry", metadata: ["frame.id": "\(frame)", "error": "\(error)"])
+            }
+        }
+    }
+
     private func pushLoop() async {
         while !Task.isCancelled {
             do {
                 while try await publishPendingPushes() > 0 {}
                 try await publishDueSyncs()
+                try await publishDueConfigs()
             } catch {
                 logger.warning("publishing pending frame notifications failed; will retry", metadata: ["error": "\(error)"])
             }
@@ -330,9 +386,24 @@ final class FramePublisher: Service, Sendable {
                 return file
             }
             let displayed = status.status == "displayed"
-            try await postgres.withTransaction { c in
-                guard try !c.query("UPDATE \(schema).frames SET online = true, last_seen_at = clock_timestamp() WHERE frame_id = $1::uuid RETURNING 1",
-                                   [.text(frame)]).isEmpty else { return }
+            let forwarded: Bool = try await postgres.withTransaction { c in
+                guard let owner: String = try c.query(
+                    "UPDATE \(schema).frames SET online = true, last_seen_at = clock_timestamp() WHERE frame_id = $1::uuid RETURNING owner_id",
+                    [.text(frame)]).first?.decode("owner_id") else { return false }
+                // Photos of the frame's albums it had not reported cached before go to media
+                // (photo_cache, cached_for_frames); a repeated report sends nothing.
+                let fresh = try c.query("""
+                    SELECT DISTINCT f AS id FROM unnest(string_to_array($2, ',')) AS f
+                    WHERE EXISTS (SELECT 1 FROM \(schema).frame_albums fa JOIN \(schema).album_photos ap ON ap.album_id = fa.album_id
+                                  WHERE fa.frame_id = $1::uuid AND ap.file_id = f::uuid)
+                        AND NOT EXISTS (SELECT 1 FROM \(schema).frame_photos fp
+                                        WHERE fp.frame_id = $1::uuid AND fp.file_id = f::uuid AND fp.cached_at IS NOT NULL)
+                    ORDER BY 1
+                    """, [.text(frame), .text(files.joined(separator: ","))]).map { try $0.decode("id", as: String.self) }
+                if !fresh.isEmpty {
+                    try Outbox.enqueue(DeviceCacheReported(eventID: AlbumService.newID(), occurredAt: EventTime.now(), userID: owner,
+                                                           frameID: frame, fileIDs: fresh), schema: schema, on: c)
+                }
                 _ = try c.execute("""
                     INSERT INTO \(schema).frame_photos (frame_id, file_id, cached_at, displayed_at)
                     SELECT $1::uuid, f::uuid, clock_timestamp(), CASE WHEN $3 THEN clock_timestamp() END
@@ -350,7 +421,9 @@ final class FramePublisher: Service, Sendable {
                 _ = try c.execute("UPDATE \(schema).album_sync_status SET last_ack_at = clock_timestamp() WHERE frame_id = $1::uuid",
                                   [.text(frame)])
                 try AlbumService.refreshSyncStatus(frame: frame, schema, c)
+                return !fresh.isEmpty
             }
+            if forwarded { relay.wake() }
         case "error":
             logger.info("a frame reported an error", metadata: ["frame.id": "\(frame)", "frame.error": "\((status.message ?? "").prefix(500))"])
         default:

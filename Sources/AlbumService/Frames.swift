@@ -29,8 +29,10 @@ extension AlbumService {
                 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8)
                 """, [.text(id), .text(user), .text(name), .int(Int64(request.width)), .int(Int64(request.height)),
                       .int(Int64(orientation.wireValue)), .text(username), .bytea(Self.defaultFrameConfig.wireBytes())])
+            try Self.enqueueAlbumsChanged(frame: id, schema, c)
             return try Self.frame(id, owner: user, schema, c)!
         }
+        relay.wake()
         let broker = configuration.frameBroker(for: id)
         logger.info("frame registered", metadata: ["frame.id": "\(id)", "mqtt.broker": "\(broker)"])
         return RegisterFrameReply(frame: frame, mqtt: MqttCredentials(
@@ -71,7 +73,7 @@ extension AlbumService {
         if request.width != nil || request.height != nil {
             try Self.screen(request.width ?? 1, request.height ?? 1)
         }
-        let schema = self.schema
+        let (schema, resized) = (self.schema, request.width != nil || request.height != nil)
         let frame: Frame = try await runtime.postgres.withTransaction { c in
             let n = try c.execute("""
                 UPDATE \(schema).frames SET name = coalesce($3, name), width = coalesce($4, width), height = coalesce($5, height),
@@ -81,8 +83,10 @@ extension AlbumService {
                       request.width.map { .int(Int64($0)) } ?? .null, request.height.map { .int(Int64($0)) } ?? .null,
                       .int(Int64(request.orientation.wireValue))])
             guard n == 1, let frame = try Self.frame(id, owner: user, schema, c) else { throw Self.noFrame }
+            if resized { try Self.enqueueAlbumsChanged(frame: id, schema, c) }
             return frame
         }
+        if resized { relay.wake() }
         return FrameReply(frame: frame)
     }
 
@@ -144,7 +148,9 @@ extension AlbumService {
             }
             try Self.refreshSyncStatus(frame: id, schema, c)
             _ = try c.execute("UPDATE \(schema).frames SET updated_at = clock_timestamp() WHERE frame_id = $1::uuid", [.text(id)])
+            try Self.enqueueAlbumsChanged(frame: id, schema, c)
         }
+        relay.wake()
         do {
             _ = try await publisher.publishSync(frame: id)
         } catch {
@@ -203,20 +209,33 @@ extension AlbumService {
         let schema = self.schema
         let frame: Frame = try await runtime.postgres.withTransaction { c in
             let n = try c.execute("""
-                UPDATE \(schema).frames SET config = $3, updated_at = clock_timestamp() WHERE frame_id = $1::uuid AND owner_id = $2
+                UPDATE \(schema).frames SET config = $3, config_seq = config_seq + 1, updated_at = clock_timestamp()
+                WHERE frame_id = $1::uuid AND owner_id = $2
                 """, [.text(id), .text(user), .bytea(config.wireBytes())])
             guard n == 1, let frame = try Self.frame(id, owner: user, schema, c) else { throw Self.noFrame }
+            // The preferred format may have changed: media renders the frame's versions in it.
+            try Self.enqueueAlbumsChanged(frame: id, schema, c)
             return frame
         }
-        try await publisher.publishNow(FrameTopics.config(frame: id), FrameTopics.encode(Self.configMessage(config)),
-                                       qos: .atLeastOnce, retain: true)
+        relay.wake()
+        try await publisher.publishConfig(frame: id)
         return FrameReply(frame: frame)
     }
 
-    static func configMessage(_ c: FrameConfig) -> FrameConfigMessage {
-        FrameConfigMessage(intervalSeconds: c.intervalSeconds, shuffle: c.shuffle, sleepStart: c.sleepStart, sleepEnd: c.sleepEnd,
-                           timeZone: c.timeZone, transition: c.transition,
-                           preferredFormat: c.preferredFormat.isEmpty ? "jpeg" : c.preferredFormat, brightness: c.brightness)
+    /// The retained `frames/{id}/config`: the frame's settings and, when it has one, its
+    /// rotation schedule.
+    static func configMessage(_ c: FrameConfig, schedule: RotationSchedule?) -> FrameConfigMessage {
+        let slots = schedule.flatMap { $0.entries.isEmpty ? nil : $0.entries.map(scheduleSlot) }
+        return FrameConfigMessage(intervalSeconds: c.intervalSeconds, shuffle: c.shuffle, sleepStart: c.sleepStart, sleepEnd: c.sleepEnd,
+                                  timeZone: c.timeZone, transition: c.transition,
+                                  preferredFormat: c.preferredFormat.isEmpty ? "jpeg" : c.preferredFormat, brightness: c.brightness,
+                                  schedule: slots)
+    }
+
+    static func scheduleSlot(_ e: ScheduleEntry) -> ScheduleSlotMessage {
+        ScheduleSlotMessage(days: e.daysOfWeek.compactMap(ScheduleEntry.dayName), startTime: e.startTime.isEmpty ? nil : e.startTime,
+                            endTime: e.endTime.isEmpty ? nil : e.endTime, intervalSeconds: e.intervalSeconds, shuffle: e.shuffle,
+                            playlistID: e.playlistID.isEmpty ? nil : e.playlistID, albumID: e.albumID.isEmpty ? nil : e.albumID)
     }
 
     static func validate(_ config: FrameConfig) throws {
@@ -239,6 +258,31 @@ extension AlbumService {
         let rows = try await runtime.postgres.query("SELECT 1 FROM \(schema).frames WHERE frame_id = $1::uuid AND owner_id = $2",
                                                     [.text(id), .text(owner)])
         if rows.isEmpty { throw Self.noFrame }
+    }
+
+    /// Most photos one `device.albums_changed` lists (newest first; media renders older ones
+    /// when a frame asks for them).
+    static let maxAnnouncedPhotos = 10_000
+
+    /// Enqueues `device.albums_changed` in the caller's transaction: the frame's screen,
+    /// preferred format, albums and their photos newest first, so media renders the frame's
+    /// `frame:{W}x{H}` version of each one that lacks it. Called on registration, album
+    /// changes, resize and config changes.
+    static func enqueueAlbumsChanged(frame: String, _ schema: String, _ c: PostgresConnection) throws {
+        guard let row = try c.query("SELECT owner_id, width, height, config FROM \(schema).frames WHERE frame_id = $1::uuid",
+                                    [.text(frame)]).first else { return }
+        let config: [UInt8] = try row.decode("config")
+        let format = (config.isEmpty ? nil : try? FrameConfig(wireBytes: config))?.preferredFormat ?? ""
+        let albums = try c.query("SELECT album_id::text AS id FROM \(schema).frame_albums WHERE frame_id = $1::uuid ORDER BY album_id",
+                                 [.text(frame)]).map { try $0.decode("id", as: String.self) }
+        let files = try c.query("""
+            SELECT ap.file_id::text AS id FROM \(schema).frame_albums fa JOIN \(schema).album_photos ap ON ap.album_id = fa.album_id
+            WHERE fa.frame_id = $1::uuid GROUP BY ap.file_id ORDER BY max(ap.added_at) DESC, ap.file_id LIMIT \(maxAnnouncedPhotos)
+            """, [.text(frame)]).map { try $0.decode("id", as: String.self) }
+        try Outbox.enqueue(DeviceAlbumsChanged(
+            eventID: newID(), occurredAt: EventTime.now(), userID: try row.decode("owner_id"), frameID: frame,
+            width: try row.decode("width"), height: try row.decode("height"), format: format.isEmpty ? "jpeg" : format,
+            albumIDs: albums, fileIDs: files), schema: schema, on: c)
     }
 
     static func screen(_ width: Int32, _ height: Int32) throws {

@@ -2263,6 +2263,96 @@ void   framecast__v1__device_deleted__free_unpacked
   assert(message->base.descriptor == &framecast__v1__device_deleted__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   framecast__v1__device_albums_changed__init
+                     (Framecast__V1__DeviceAlbumsChanged         *message)
+{
+  static const Framecast__V1__DeviceAlbumsChanged init_value = FRAMECAST__V1__DEVICE_ALBUMS_CHANGED__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__device_albums_changed__get_packed_size
+                     (const Framecast__V1__DeviceAlbumsChanged *message)
+{
+  assert(message->base.descriptor == &framecast__v1__device_albums_changed__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__device_albums_changed__pack
+                     (const Framecast__V1__DeviceAlbumsChanged *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__device_albums_changed__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__device_albums_changed__pack_to_buffer
+                     (const Framecast__V1__DeviceAlbumsChanged *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__device_albums_changed__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__DeviceAlbumsChanged *
+       framecast__v1__device_albums_changed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__DeviceAlbumsChanged *)
+     protobuf_c_message_unpack (&framecast__v1__device_albums_changed__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__device_albums_changed__free_unpacked
+                     (Framecast__V1__DeviceAlbumsChanged *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__device_albums_changed__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__device_cache_reported__init
+                     (Framecast__V1__DeviceCacheReported         *message)
+{
+  static const Framecast__V1__DeviceCacheReported init_value = FRAMECAST__V1__DEVICE_CACHE_REPORTED__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__device_cache_reported__get_packed_size
+                     (const Framecast__V1__DeviceCacheReported *message)
+{
+  assert(message->base.descriptor == &framecast__v1__device_cache_reported__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__device_cache_reported__pack
+                     (const Framecast__V1__DeviceCacheReported *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__device_cache_reported__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__device_cache_reported__pack_to_buffer
+                     (const Framecast__V1__DeviceCacheReported *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__device_cache_reported__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__DeviceCacheReported *
+       framecast__v1__device_cache_reported__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__DeviceCacheReported *)
+     protobuf_c_message_unpack (&framecast__v1__device_cache_reported__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__device_cache_reported__free_unpacked
+                     (Framecast__V1__DeviceCacheReported *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__device_cache_reported__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor framecast__v1__album_settings__field_descriptors[4] =
 {
   {
@@ -5889,6 +5979,238 @@ const ProtobufCMessageDescriptor framecast__v1__device_deleted__descriptor =
   framecast__v1__device_deleted__field_indices_by_name,
   1,  framecast__v1__device_deleted__number_ranges,
   (ProtobufCMessageInit) framecast__v1__device_deleted__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__device_albums_changed__field_descriptors[9] =
+{
+  {
+    "event_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceAlbumsChanged, event_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "occurred_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceAlbumsChanged, occurred_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceAlbumsChanged, user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "frame_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceAlbumsChanged, frame_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "width",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceAlbumsChanged, width),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "height",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceAlbumsChanged, height),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "format",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceAlbumsChanged, format),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "album_ids",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__DeviceAlbumsChanged, n_album_ids),
+    offsetof(Framecast__V1__DeviceAlbumsChanged, album_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "file_ids",
+    9,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__DeviceAlbumsChanged, n_file_ids),
+    offsetof(Framecast__V1__DeviceAlbumsChanged, file_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__device_albums_changed__field_indices_by_name[] = {
+  7,   /* field[7] = album_ids */
+  0,   /* field[0] = event_id */
+  8,   /* field[8] = file_ids */
+  6,   /* field[6] = format */
+  3,   /* field[3] = frame_id */
+  5,   /* field[5] = height */
+  1,   /* field[1] = occurred_at */
+  2,   /* field[2] = user_id */
+  4,   /* field[4] = width */
+};
+static const ProtobufCIntRange framecast__v1__device_albums_changed__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor framecast__v1__device_albums_changed__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.DeviceAlbumsChanged",
+  "DeviceAlbumsChanged",
+  "Framecast__V1__DeviceAlbumsChanged",
+  "framecast.v1",
+  sizeof(Framecast__V1__DeviceAlbumsChanged),
+  9,
+  framecast__v1__device_albums_changed__field_descriptors,
+  framecast__v1__device_albums_changed__field_indices_by_name,
+  1,  framecast__v1__device_albums_changed__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__device_albums_changed__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__device_cache_reported__field_descriptors[5] =
+{
+  {
+    "event_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceCacheReported, event_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "occurred_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceCacheReported, occurred_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceCacheReported, user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "frame_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceCacheReported, frame_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "file_ids",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__DeviceCacheReported, n_file_ids),
+    offsetof(Framecast__V1__DeviceCacheReported, file_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__device_cache_reported__field_indices_by_name[] = {
+  0,   /* field[0] = event_id */
+  4,   /* field[4] = file_ids */
+  3,   /* field[3] = frame_id */
+  1,   /* field[1] = occurred_at */
+  2,   /* field[2] = user_id */
+};
+static const ProtobufCIntRange framecast__v1__device_cache_reported__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor framecast__v1__device_cache_reported__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.DeviceCacheReported",
+  "DeviceCacheReported",
+  "Framecast__V1__DeviceCacheReported",
+  "framecast.v1",
+  sizeof(Framecast__V1__DeviceCacheReported),
+  5,
+  framecast__v1__device_cache_reported__field_descriptors,
+  framecast__v1__device_cache_reported__field_indices_by_name,
+  1,  framecast__v1__device_cache_reported__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__device_cache_reported__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue framecast__v1__screen_orientation__enum_values_by_number[3] =

@@ -907,6 +907,51 @@ void   framecast__v1__delete_schedule_request__free_unpacked
   assert(message->base.descriptor == &framecast__v1__delete_schedule_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   framecast__v1__media_schedule_changed__init
+                     (Framecast__V1__MediaScheduleChanged         *message)
+{
+  static const Framecast__V1__MediaScheduleChanged init_value = FRAMECAST__V1__MEDIA_SCHEDULE_CHANGED__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__media_schedule_changed__get_packed_size
+                     (const Framecast__V1__MediaScheduleChanged *message)
+{
+  assert(message->base.descriptor == &framecast__v1__media_schedule_changed__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__media_schedule_changed__pack
+                     (const Framecast__V1__MediaScheduleChanged *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__media_schedule_changed__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__media_schedule_changed__pack_to_buffer
+                     (const Framecast__V1__MediaScheduleChanged *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__media_schedule_changed__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__MediaScheduleChanged *
+       framecast__v1__media_schedule_changed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__MediaScheduleChanged *)
+     protobuf_c_message_unpack (&framecast__v1__media_schedule_changed__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__media_schedule_changed__free_unpacked
+                     (Framecast__V1__MediaScheduleChanged *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__media_schedule_changed__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   framecast__v1__media_version_created__init
                      (Framecast__V1__MediaVersionCreated         *message)
 {
@@ -1530,7 +1575,7 @@ const ProtobufCMessageDescriptor framecast__v1__version_reply__descriptor =
   (ProtobufCMessageInit) framecast__v1__version_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor framecast__v1__playlist__field_descriptors[7] =
+static const ProtobufCFieldDescriptor framecast__v1__playlist__field_descriptors[10] =
 {
   {
     "playlist_id",
@@ -1616,20 +1661,59 @@ static const ProtobufCFieldDescriptor framecast__v1__playlist__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "album_ids",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__Playlist, n_album_ids),
+    offsetof(Framecast__V1__Playlist, album_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "order",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__Playlist, order),
+    &framecast__v1__playlist_order__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "photo_ids",
+    10,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__Playlist, n_photo_ids),
+    offsetof(Framecast__V1__Playlist, photo_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned framecast__v1__playlist__field_indices_by_name[] = {
+  7,   /* field[7] = album_ids */
   5,   /* field[5] = created_at */
   3,   /* field[3] = description */
   4,   /* field[4] = file_ids */
   2,   /* field[2] = name */
+  8,   /* field[8] = order */
   1,   /* field[1] = owner_id */
+  9,   /* field[9] = photo_ids */
   0,   /* field[0] = playlist_id */
   6,   /* field[6] = updated_at */
 };
 static const ProtobufCIntRange framecast__v1__playlist__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor framecast__v1__playlist__descriptor =
 {
@@ -1639,7 +1723,7 @@ const ProtobufCMessageDescriptor framecast__v1__playlist__descriptor =
   "Framecast__V1__Playlist",
   "framecast.v1",
   sizeof(Framecast__V1__Playlist),
-  7,
+  10,
   framecast__v1__playlist__field_descriptors,
   framecast__v1__playlist__field_indices_by_name,
   1,  framecast__v1__playlist__number_ranges,
@@ -1684,7 +1768,7 @@ const ProtobufCMessageDescriptor framecast__v1__playlist_reply__descriptor =
   (ProtobufCMessageInit) framecast__v1__playlist_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor framecast__v1__create_playlist_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor framecast__v1__create_playlist_request__field_descriptors[6] =
 {
   {
     "user_id",
@@ -1734,17 +1818,43 @@ static const ProtobufCFieldDescriptor framecast__v1__create_playlist_request__fi
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "album_ids",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__CreatePlaylistRequest, n_album_ids),
+    offsetof(Framecast__V1__CreatePlaylistRequest, album_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "order",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__CreatePlaylistRequest, order),
+    &framecast__v1__playlist_order__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned framecast__v1__create_playlist_request__field_indices_by_name[] = {
+  4,   /* field[4] = album_ids */
   2,   /* field[2] = description */
   3,   /* field[3] = file_ids */
   1,   /* field[1] = name */
+  5,   /* field[5] = order */
   0,   /* field[0] = user_id */
 };
 static const ProtobufCIntRange framecast__v1__create_playlist_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor framecast__v1__create_playlist_request__descriptor =
 {
@@ -1754,7 +1864,7 @@ const ProtobufCMessageDescriptor framecast__v1__create_playlist_request__descrip
   "Framecast__V1__CreatePlaylistRequest",
   "framecast.v1",
   sizeof(Framecast__V1__CreatePlaylistRequest),
-  4,
+  6,
   framecast__v1__create_playlist_request__field_descriptors,
   framecast__v1__create_playlist_request__field_indices_by_name,
   1,  framecast__v1__create_playlist_request__number_ranges,
@@ -1927,7 +2037,7 @@ const ProtobufCMessageDescriptor framecast__v1__list_playlists_reply__descriptor
   (ProtobufCMessageInit) framecast__v1__list_playlists_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor framecast__v1__update_playlist_request__field_descriptors[6] =
+static const ProtobufCFieldDescriptor framecast__v1__update_playlist_request__field_descriptors[9] =
 {
   {
     "user_id",
@@ -2001,19 +2111,58 @@ static const ProtobufCFieldDescriptor framecast__v1__update_playlist_request__fi
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "replace_album_ids",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__UpdatePlaylistRequest, replace_album_ids),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "album_ids",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__UpdatePlaylistRequest, n_album_ids),
+    offsetof(Framecast__V1__UpdatePlaylistRequest, album_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "order",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__UpdatePlaylistRequest, order),
+    &framecast__v1__playlist_order__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned framecast__v1__update_playlist_request__field_indices_by_name[] = {
+  7,   /* field[7] = album_ids */
   3,   /* field[3] = description */
   5,   /* field[5] = file_ids */
   2,   /* field[2] = name */
+  8,   /* field[8] = order */
   1,   /* field[1] = playlist_id */
+  6,   /* field[6] = replace_album_ids */
   4,   /* field[4] = replace_file_ids */
   0,   /* field[0] = user_id */
 };
 static const ProtobufCIntRange framecast__v1__update_playlist_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor framecast__v1__update_playlist_request__descriptor =
 {
@@ -2023,7 +2172,7 @@ const ProtobufCMessageDescriptor framecast__v1__update_playlist_request__descrip
   "Framecast__V1__UpdatePlaylistRequest",
   "framecast.v1",
   sizeof(Framecast__V1__UpdatePlaylistRequest),
-  6,
+  9,
   framecast__v1__update_playlist_request__field_descriptors,
   framecast__v1__update_playlist_request__field_indices_by_name,
   1,  framecast__v1__update_playlist_request__number_ranges,
@@ -2478,6 +2627,109 @@ const ProtobufCMessageDescriptor framecast__v1__delete_schedule_request__descrip
   (ProtobufCMessageInit) framecast__v1__delete_schedule_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor framecast__v1__media_schedule_changed__field_descriptors[6] =
+{
+  {
+    "event_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__MediaScheduleChanged, event_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "occurred_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__MediaScheduleChanged, occurred_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__MediaScheduleChanged, user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "frame_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__MediaScheduleChanged, frame_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "schedule",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__MediaScheduleChanged, schedule),
+    &framecast__v1__rotation_schedule__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__MediaScheduleChanged, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__media_schedule_changed__field_indices_by_name[] = {
+  0,   /* field[0] = event_id */
+  3,   /* field[3] = frame_id */
+  1,   /* field[1] = occurred_at */
+  5,   /* field[5] = revision */
+  4,   /* field[4] = schedule */
+  2,   /* field[2] = user_id */
+};
+static const ProtobufCIntRange framecast__v1__media_schedule_changed__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor framecast__v1__media_schedule_changed__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.MediaScheduleChanged",
+  "MediaScheduleChanged",
+  "Framecast__V1__MediaScheduleChanged",
+  "framecast.v1",
+  sizeof(Framecast__V1__MediaScheduleChanged),
+  6,
+  framecast__v1__media_schedule_changed__field_descriptors,
+  framecast__v1__media_schedule_changed__field_indices_by_name,
+  1,  framecast__v1__media_schedule_changed__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__media_schedule_changed__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor framecast__v1__media_version_created__field_descriptors[4] =
 {
   {
@@ -2786,6 +3038,38 @@ const ProtobufCMessageDescriptor framecast__v1__media_cache_ready__descriptor =
   1,  framecast__v1__media_cache_ready__number_ranges,
   (ProtobufCMessageInit) framecast__v1__media_cache_ready__init,
   NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue framecast__v1__playlist_order__enum_values_by_number[4] =
+{
+  { "PLAYLIST_ORDER_UNSPECIFIED", "FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_UNSPECIFIED", 0 },
+  { "PLAYLIST_ORDER_NEWEST", "FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_NEWEST", 1 },
+  { "PLAYLIST_ORDER_OLDEST", "FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_OLDEST", 2 },
+  { "PLAYLIST_ORDER_SHUFFLE", "FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_SHUFFLE", 3 },
+};
+static const ProtobufCIntRange framecast__v1__playlist_order__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex framecast__v1__playlist_order__enum_values_by_name[4] =
+{
+  { "PLAYLIST_ORDER_NEWEST", 1 },
+  { "PLAYLIST_ORDER_OLDEST", 2 },
+  { "PLAYLIST_ORDER_SHUFFLE", 3 },
+  { "PLAYLIST_ORDER_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor framecast__v1__playlist_order__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "framecast.v1.PlaylistOrder",
+  "PlaylistOrder",
+  "Framecast__V1__PlaylistOrder",
+  "framecast.v1",
+  4,
+  framecast__v1__playlist_order__enum_values_by_number,
+  4,
+  framecast__v1__playlist_order__enum_values_by_name,
+  1,
+  framecast__v1__playlist_order__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCMethodDescriptor framecast__v1__media_service__method_descriptors[11] =
 {

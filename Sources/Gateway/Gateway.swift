@@ -123,6 +123,7 @@ public final class Gateway: Sendable {
         add(router, .get, "/api/v1/photos/:file_id") { [self] _, context in try await photoMetadata(context) }
         registerAlbumRoutes(router)
         registerFrameRoutes(router)
+        registerPlaylistRoutes(router)
         return router
     }
 

@@ -63,6 +63,46 @@ enum OpenAPI {
                 analyser: {type: string}
             download_url: {type: string}
             duplicate: {type: boolean}
+        PlaylistInput:
+          type: object
+          properties:
+            name: {type: string, maxLength: 200, description: required on create}
+            description: {type: string, maxLength: 2000}
+            album_ids: {type: array, maxItems: 50, items: {type: string, format: uuid}}
+            file_ids: {type: array, maxItems: 500, items: {type: string, format: uuid}}
+            order: {type: string, enum: [newest, oldest, shuffle], default: newest}
+        Playlist:
+          type: object
+          required: [playlist_id, owner_id, name, description, order, album_ids, file_ids, created_at, updated_at]
+          properties:
+            playlist_id: {type: string, format: uuid}
+            owner_id: {type: string}
+            name: {type: string}
+            description: {type: string}
+            order: {type: string, enum: [newest, oldest, shuffle]}
+            album_ids: {type: array, items: {type: string}}
+            file_ids: {type: array, items: {type: string}, description: photos chosen one by one}
+            photo_ids: {type: array, items: {type: string}, description: 'GET of one playlist: what it plays now, in order (by taken-at, upload time when unknown)'}
+            created_at: {type: string, format: date-time}
+            updated_at: {type: string, format: date-time}
+        ScheduleEntry:
+          type: object
+          required: [interval_seconds]
+          properties:
+            playlist_id: {type: string, description: 'one of your playlists; or album_id; neither: the frame''s albums'}
+            album_id: {type: string}
+            days: {type: array, items: {type: string, enum: [mon, tue, wed, thu, fri, sat, sun]}, description: absent or empty for every day}
+            start_time: {type: string, pattern: '^([01][0-9]|2[0-3]):[0-5][0-9]$', description: 'HH:MM; with end_time; both absent: all day; end before start: past midnight'}
+            end_time: {type: string, pattern: '^([01][0-9]|2[0-3]):[0-5][0-9]$'}
+            interval_seconds: {type: integer, minimum: 5, maximum: 86400}
+            shuffle: {type: boolean}
+        Schedule:
+          type: object
+          required: [frame_id, entries]
+          properties:
+            frame_id: {type: string}
+            entries: {type: array, items: {$ref: '#/components/schemas/ScheduleEntry'}}
+            updated_at: {type: string, format: date-time}
       responses:
         Error:
           description: An error
@@ -204,14 +244,15 @@ enum OpenAPI {
           summary: The photo's bytes (ETag, Cache-Control, Range, conditional GET)
           parameters:
             - {name: file_id, in: path, required: true, schema: {type: string}}
-            - {name: size, in: query, description: 'original (the owner), thumbnail, hd or frame:{W}x{H} (rendered versions, for whoever may see the photo)', schema: {type: string, default: original}}
-            - {name: format, in: query, schema: {type: string, enum: [jpeg, webp]}}
+            - {name: size, in: query, description: 'original (the owner), thumbnail, hd or frame:{W}x{H} with W and H 16…8192 (rendered versions, for whoever may see the photo; a valid size not rendered yet is rendered on request)', schema: {type: string, default: original}}
+            - {name: format, in: query, description: 'webp only for frame:{W}x{H}', schema: {type: string, enum: [jpeg, webp]}}
             - {name: Range, in: header, schema: {type: string}}
             - {name: If-None-Match, in: header, schema: {type: string}}
           responses:
             '200': {description: the bytes}
             '206': {description: the requested range}
             '304': {description: not modified}
+            '400': {$ref: '#/components/responses/Error'}
             '404': {$ref: '#/components/responses/Error'}
             '416': {$ref: '#/components/responses/Error'}
 
@@ -357,6 +398,62 @@ enum OpenAPI {
           requestBody: {required: true, content: {application/json: {schema: {type: object, properties: {interval_seconds: {type: integer}, shuffle: {type: boolean}, sleep_start: {type: string}, sleep_end: {type: string}, time_zone: {type: string}, transition: {type: string}, preferred_format: {type: string}, brightness: {type: integer}}}}}}
           responses:
             '200': {description: the frame}
+      /api/v1/frames/{frame_id}/schedule:
+        parameters:
+          - {name: frame_id, in: path, required: true, schema: {type: string}}
+        get:
+          summary: The frame's rotation schedule (entries empty when it has none); the frame's owner only
+          responses:
+            '200': {description: the schedule, content: {application/json: {schema: {$ref: '#/components/schemas/Schedule'}}}}
+            '404': {$ref: '#/components/responses/Error'}
+        put:
+          summary: Replace the frame's rotation schedule; the frame receives it in its retained frames/{id}/config
+          requestBody: {required: true, content: {application/json: {schema: {type: object, required: [entries], properties: {entries: {type: array, minItems: 1, maxItems: 24, items: {$ref: '#/components/schemas/ScheduleEntry'}}}}}}}
+          responses:
+            '200': {description: the schedule, content: {application/json: {schema: {$ref: '#/components/schemas/Schedule'}}}}
+            '400': {$ref: '#/components/responses/Error'}
+            '404': {$ref: '#/components/responses/Error'}
+        delete:
+          summary: Remove the frame's rotation schedule (its retained config loses it)
+          responses:
+            '204': {description: deleted}
+            '404': {$ref: '#/components/responses/Error'}
+      /api/v1/playlists:
+        post:
+          summary: Create a playlist of albums you can see and photos you can see, in an order
+          requestBody: {required: true, content: {application/json: {schema: {$ref: '#/components/schemas/PlaylistInput'}}}}
+          responses:
+            '201': {description: the playlist, content: {application/json: {schema: {$ref: '#/components/schemas/Playlist'}}}}
+            '400': {$ref: '#/components/responses/Error'}
+            '404': {$ref: '#/components/responses/Error'}
+        get:
+          summary: Your playlists, newest first
+          parameters:
+            - {name: page_size, in: query, schema: {type: integer}}
+            - {name: page_token, in: query, schema: {type: string}}
+          responses:
+            '200': {description: 'playlists, next_page_token'}
+      /api/v1/playlists/{playlist_id}:
+        parameters:
+          - {name: playlist_id, in: path, required: true, schema: {type: string}}
+        get:
+          summary: One of your playlists with photo_ids, the photos it plays now in its order (at most 1000)
+          responses:
+            '200': {description: the playlist, content: {application/json: {schema: {$ref: '#/components/schemas/Playlist'}}}}
+            '404': {$ref: '#/components/responses/Error'}
+        patch:
+          summary: Rename, describe, reorder, or replace its albums or photos (fields absent stay)
+          requestBody: {required: true, content: {application/json: {schema: {$ref: '#/components/schemas/PlaylistInput'}}}}
+          responses:
+            '200': {description: the playlist, content: {application/json: {schema: {$ref: '#/components/schemas/Playlist'}}}}
+            '400': {$ref: '#/components/responses/Error'}
+            '404': {$ref: '#/components/responses/Error'}
+        delete:
+          summary: Delete a playlist (409 while a frame's schedule plays it)
+          responses:
+            '204': {description: deleted}
+            '404': {$ref: '#/components/responses/Error'}
+            '409': {$ref: '#/components/responses/Error'}
 
     """
 }

@@ -1,8 +1,9 @@
 import Postgres
 
-/// The `media` schema: the rendered versions of each photo (content addressed, immutable) and
-/// the photo's metadata as media serves it. AI metadata and analysis are kept as their wire
-/// encodings.
+/// The `media` schema: the rendered versions of each photo (content addressed, immutable), the
+/// photo's metadata as media serves it (AI metadata and analysis kept as their wire
+/// encodings), playlists and frames' rotation schedules, frames' screens and caches, and the
+/// queue of versions to render.
 enum MediaSchema {
     static let name = "media"
 
@@ -33,6 +34,86 @@ enum MediaSchema {
                 UNIQUE (file_id, size, format)
             );
             CREATE INDEX photo_versions_by_blob ON photo_versions (blob_key);
+            """),
+        // Playlists (albums and/or photos chosen one by one, in an order) and per-frame rotation
+        // schedules: one row per slot, in position order. Ids are validated UUIDs, so the id
+        // lists are plain text arrays. A playlist a schedule uses cannot be deleted (the FK).
+        Migration(version: 101, name: "playlists_rotation_schedules", sql: """
+            CREATE TABLE playlists (
+                playlist_id uuid PRIMARY KEY,
+                owner_id    text NOT NULL,
+                name        text NOT NULL,
+                description text NOT NULL DEFAULT '',
+                play_order  text NOT NULL CHECK (play_order IN ('newest', 'oldest', 'shuffle')),
+                album_ids   text[] NOT NULL DEFAULT '{}',
+                file_ids    text[] NOT NULL DEFAULT '{}',
+                created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+                updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+            );
+            CREATE INDEX playlists_by_owner ON playlists (owner_id, created_at DESC, playlist_id DESC);
+
+            -- Every schedule change (set or delete, any frame) takes the next revision; album
+            -- applies a frame's schedule only when its revision is above the last one applied.
+            CREATE SEQUENCE schedule_revisions;
+            CREATE TABLE rotation_schedules (
+                frame_id         uuid NOT NULL,
+                position         integer NOT NULL CHECK (position >= 0),
+                owner_id         text NOT NULL,
+                playlist_id      uuid REFERENCES playlists,
+                album_id         uuid,
+                days_of_week     integer[] NOT NULL DEFAULT '{}',
+                start_time       text NOT NULL DEFAULT '',
+                end_time         text NOT NULL DEFAULT '',
+                interval_seconds integer NOT NULL CHECK (interval_seconds BETWEEN 5 AND 86400),
+                shuffle          boolean NOT NULL DEFAULT false,
+                revision         bigint NOT NULL,
+                updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+                PRIMARY KEY (frame_id, position),
+                CHECK (playlist_id IS NULL OR album_id IS NULL)
+            );
+            CREATE INDEX rotation_schedules_by_playlist ON rotation_schedules (playlist_id) WHERE playlist_id IS NOT NULL;
+            """),
+        // Frames' screens (from album's device.albums_changed; a deleted frame stays as a
+        // tombstone so a late event does not bring it back), what each frame reported cached
+        // (one row per frame and photo: the version it has), and the durable queue of versions
+        // to render (background work for new screens; a row with a lease is also the claim of
+        // whoever renders it, so replicas render a version once).
+        Migration(version: 102, name: "frame_screens_photo_cache_render_jobs", sql: """
+            CREATE TABLE frame_screens (
+                frame_id   text PRIMARY KEY,
+                owner_id   text NOT NULL,
+                width      integer NOT NULL,
+                height     integer NOT NULL,
+                format     text NOT NULL,
+                album_ids  text[] NOT NULL DEFAULT '{}',
+                -- occurred_at of the event applied: an older event changes nothing.
+                changed_at bigint NOT NULL,
+                deleted    boolean NOT NULL DEFAULT false
+            );
+            CREATE INDEX frame_screens_by_screen ON frame_screens (width, height, format) WHERE NOT deleted;
+            CREATE TABLE photo_cache (
+                frame_id    text NOT NULL,
+                file_id     text NOT NULL,
+                size        text NOT NULL,
+                format      text NOT NULL,
+                reported_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                PRIMARY KEY (frame_id, file_id)
+            );
+            CREATE INDEX photo_cache_by_file ON photo_cache (file_id);
+            CREATE TABLE render_jobs (
+                file_id     text NOT NULL,
+                size        text NOT NULL,
+                format      text NOT NULL,
+                width       integer NOT NULL CHECK (width > 0),
+                height      integer NOT NULL CHECK (height > 0),
+                -- the photo's created_at in ms: newest first
+                priority    bigint NOT NULL,
+                attempts    integer NOT NULL DEFAULT 0,
+                lease_until timestamptz,
+                created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+                PRIMARY KEY (file_id, size, format)
+            );
+            CREATE INDEX render_jobs_by_priority ON render_jobs (priority DESC, file_id);
             """),
     ]
 }

@@ -22,6 +22,11 @@ public struct MediaConfiguration: Sendable {
     public var albumTimeout: Duration = .seconds(3)
     /// Largest rendered version stored, in bytes.
     public var maxVersionBytes = 64 << 20
+    /// Photos the background queue (versions for new screens) renders at once; each is one job
+    /// on Imaging's pool, so uploads and on-demand renders keep the rest of it.
+    public var backgroundRenders = 1
+    /// How often the background queue looks for work queued by other replicas.
+    public var renderPollInterval: Duration = .seconds(2)
 
     public init(blobRoot: String, publicGatewayURL: String) {
         self.blobRoot = blobRoot
@@ -41,6 +46,16 @@ public struct MediaConfiguration: Sendable {
 ///   ``principalHeader`` header: the file's owner, or whoever album's `CanViewPhoto` allows;
 ///   anyone else gets not_found.
 /// * On `file.deleted` it deletes the file's rows and the version blobs nobody references.
+/// * On `device.albums_changed` it records the frame's screen and queues `frame:{W}x{H}` for
+///   the frame's photos lacking it (`render_jobs`, rendered in the background newest first,
+///   Renders.swift); `album.photo_added` queues the same for a rendered photo added to one
+///   more album. `GetVersion` (and `RenderOnDemand`) renders a valid size not rendered yet,
+///   once however many ask; `device.cache_reported` fills `photo_cache` (`cached_for_frames`);
+///   `device.deleted` drops the frame's cache rows and the `frame:` versions nobody else needs.
+/// * Playlists (`Create|Get|List|Update|DeletePlaylist`, Playlists.swift) and frames' rotation
+///   schedules (`Get|Set|DeleteSchedule`, Schedules.swift): a schedule change commits
+///   `media.schedule_changed`, which album turns into the frame's retained config;
+///   `device.deleted` also removes the frame's schedule.
 public final class MediaService: Sendable {
     public static let name = MediaAPI.service
     public static let schema = MediaSchema.name
@@ -77,6 +92,10 @@ public final class MediaService: Sendable {
     let schema = MediaSchema.name
     /// How many times a photo was decoded and rendered (tests prove a duplicate is not).
     let renderCount = Locked(0)
+    /// Versions being rendered in this process, by ``inflightKey(_:_:)``: later requests await them.
+    let inflight = Locked<[String: Task<PhotoVersion?, any Error>]>([:])
+    /// Wakes the background render queue when this process queued work.
+    let renderWake = WakeSignal()
 
     public init(runtime: ServiceRuntime, configuration: MediaConfiguration, imaging: Imaging) {
         self.runtime = runtime
@@ -93,18 +112,32 @@ public final class MediaService: Sendable {
 
     deinit { blobIO.shutdown() }
 
-    /// Migrates the `media` schema and returns the request server, the outbox relay and the
-    /// event consumers (`file.uploaded.with_ai`, `file.deleted`).
+    /// Migrates the `media` schema and returns the request server, the outbox relay, the
+    /// event consumers (`file.uploaded.with_ai`, `file.deleted`, `device.deleted`,
+    /// `device.albums_changed`, `device.cache_reported`, `album.photo_added`) and the
+    /// background render queue.
     public func services() async throws -> [any Service] {
-        try await runtime.services(
-            identity: ServiceIdentity(name: Self.name, description: "Framecast media: photo versions and metadata"),
+        var services = try await runtime.services(
+            identity: ServiceIdentity(name: Self.name, description: "Framecast media: photo versions and metadata, playlists, schedules"),
             schema: schema, migrations: MediaSchema.migrations, endpoints: endpoints, events: events, relay: relay)
+        services.append(RenderQueue(media: self, concurrency: configuration.backgroundRenders,
+                                    pollInterval: configuration.renderPollInterval))
+        return services
     }
 
     var endpoints: [Endpoint] {
         [
             Endpoint(MediaAPI.getPhotoMetadata) { [self] request, context in try await getPhotoMetadata(request, context) },
             Endpoint(MediaAPI.getVersion) { [self] request, context in try await getVersion(request, context) },
+            Endpoint(MediaAPI.renderOnDemand) { [self] request, context in try await getVersion(request, context) },
+            Endpoint(MediaAPI.createPlaylist) { [self] request, _ in try await createPlaylist(request) },
+            Endpoint(MediaAPI.getPlaylist) { [self] request, _ in try await getPlaylist(request) },
+            Endpoint(MediaAPI.listPlaylists) { [self] request, _ in try await listPlaylists(request) },
+            Endpoint(MediaAPI.updatePlaylist) { [self] request, _ in try await updatePlaylist(request) },
+            Endpoint(MediaAPI.deletePlaylist) { [self] request, _ in try await deletePlaylist(request) },
+            Endpoint(MediaAPI.getSchedule) { [self] request, _ in try await getSchedule(request) },
+            Endpoint(MediaAPI.setSchedule) { [self] request, _ in try await setSchedule(request) },
+            Endpoint(MediaAPI.deleteSchedule) { [self] request, _ in try await deleteSchedule(request) },
         ]
     }
 
@@ -112,6 +145,10 @@ public final class MediaService: Sendable {
         [
             EventHandler(FileUploadedWithAI.self) { [self] event, delivery in try await fileUploaded(event, delivery) },
             EventHandler(FileDeleted.self) { [self] event, delivery in try await fileDeleted(event, delivery) },
+            EventHandler(DeviceDeleted.self) { [self] event, delivery in try await deviceDeleted(event, delivery) },
+            EventHandler(DeviceAlbumsChanged.self) { [self] event, delivery in try await albumsChanged(event, delivery) },
+            EventHandler(DeviceCacheReported.self) { [self] event, delivery in try await cacheReported(event, delivery) },
+            EventHandler(AlbumPhotoAdded.self) { [self] event, delivery in try await photoAdded(event, delivery) },
         ]
     }
 
@@ -124,17 +161,16 @@ public final class MediaService: Sendable {
     }
 
     /// thumbnail, hd, then one `frame:{W}x{H}` per distinct screen size and format (sizes
-    /// outside 1…VersionSpec.maxSide are skipped).
+    /// outside ``frameSides`` are skipped: such a frame shows hd).
     static func wantedVersions(screens: [FrameScreen]) -> [Wanted] {
         var wanted = [Wanted(size: "thumbnail", spec: .fit(300, 300)), Wanted(size: "hd", spec: .fit(1920, 1080))]
         var seen = Set<String>()
         for screen in screens {
             let (w, h) = (Int(screen.width), Int(screen.height))
-            guard (1...VersionSpec.maxSide).contains(w), (1...VersionSpec.maxSide).contains(h) else { continue }
-            let webp = screen.format.lowercased() == "webp"
-            let size = "frame:\(w)x\(h)"
-            guard seen.insert("\(size)/\(webp)").inserted else { continue }
-            wanted.append(Wanted(size: size, spec: .cover(w, h, webp ? .webp(quality: 80, effort: 2) : .jpeg())))
+            guard frameSides.contains(w), frameSides.contains(h) else { continue }
+            let version = frameVersion(width: w, height: h, format: screen.format.lowercased())
+            guard seen.insert("\(version.size)/\(version.spec.encoding.format)").inserted else { continue }
+            wanted.append(version)
         }
         return wanted
     }
@@ -276,6 +312,8 @@ public final class MediaService: Sendable {
             let rows = try connection.query("DELETE FROM \(schema).photo_versions WHERE file_id = $1 RETURNING blob_key",
                                             [.text(fileID)])
             try connection.execute("DELETE FROM \(schema).photo_metadata WHERE file_id = $1", [.text(fileID)])
+            try connection.execute("DELETE FROM \(schema).photo_cache WHERE file_id = $1", [.text(fileID)])
+            try connection.execute("DELETE FROM \(schema).render_jobs WHERE file_id = $1", [.text(fileID)])
             return try rows.map { try $0.decode("blob_key", as: String.self) }
         }
         var removed = 0
@@ -323,13 +361,20 @@ public final class MediaService: Sendable {
     func getPhotoMetadata(_ request: GetPhotoMetadataRequest, _ context: CallContext) async throws -> PhotoMetadataReply {
         let photo = try await visiblePhoto(request.fileID, context)
         let versions = try await storedVersions(request.fileID)
+        let frames = try await runtime.postgres.query(
+            "SELECT frame_id FROM \(schema).photo_cache WHERE file_id = $1 ORDER BY frame_id LIMIT 1000", [.text(request.fileID)]
+        ).map { try $0.decode("frame_id", as: String.self) }
         return PhotoMetadataReply(metadata: PhotoMetadata(
             fileID: request.fileID, ownerID: photo.owner, fileName: photo.fileName, contentType: photo.contentType,
-            versions: versions, aiMetadata: photo.aiMetadata, analysis: photo.analysis, cachedForFrames: [],
+            versions: versions, aiMetadata: photo.aiMetadata, analysis: photo.analysis, cachedForFrames: frames,
             createdAt: photo.createdAt, updatedAt: photo.updatedAt))
     }
 
+    /// The stored version; a valid size not rendered yet (e.g. `frame:{W}x{H}` of a new
+    /// screen) is rendered now, once however many ask (Renders.swift). Sizes are validated
+    /// before access is checked: invalid for a size no version can have.
     func getVersion(_ request: GetVersionRequest, _ context: CallContext) async throws -> VersionReply {
+        let requested = request.size == "original" ? nil : try Self.requestedVersion(size: request.size, format: request.format)
         let photo = try await visiblePhoto(request.fileID, context)
         if request.size == "original" {
             let analysis = photo.analysis
@@ -344,8 +389,17 @@ public final class MediaService: Sendable {
         let chosen = format.isEmpty
             ? candidates.first { $0.format == "jpeg" } ?? candidates.first
             : candidates.first { $0.format == format }
-        guard let chosen else { throw ServiceError.notFound("no such version") }
-        return VersionReply(version: chosen)
+        if let chosen { return VersionReply(version: chosen) }
+        guard let requested else { throw ServiceError.notFound("no such version") }
+        do {
+            let rendered = try await renderShared(request.fileID, [requested], claimed: false)
+            guard let version = rendered.first else { throw ServiceError.notFound("no such version") }
+            Counter(label: "media_on_demand_renders_total").increment()
+            return VersionReply(version: version)
+        } catch let error as ImagingError where error.code != .unavailable && error.code != .io {
+            try await dropJobs(request.fileID, [requested], failure: "\(error.code): \(error.message)")
+            throw ServiceError.notFound("the photo cannot be rendered")
+        }
     }
 
     /// The photo, when the request's principal may see it; not_found otherwise (so a stranger

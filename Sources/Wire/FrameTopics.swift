@@ -165,7 +165,8 @@ public struct FrameCommandMessage: Codable, Sendable, Hashable {
     }
 }
 
-/// `frames/{frame_id}/config` (QoS 1, retained).
+/// `frames/{frame_id}/config` (QoS 1, retained): the frame's settings merged with its rotation
+/// schedule (set through the media service).
 public struct FrameConfigMessage: Codable, Sendable, Hashable {
     public var v: Int = 1
     public var intervalSeconds: Int32
@@ -176,9 +177,12 @@ public struct FrameConfigMessage: Codable, Sendable, Hashable {
     public var transition: String
     public var preferredFormat: String
     public var brightness: Int32
+    /// The rotation schedule's slots, in order; absent: the frame has none (it shows its albums
+    /// all day at `interval_seconds`).
+    public var schedule: [ScheduleSlotMessage]?
 
     public init(intervalSeconds: Int32, shuffle: Bool, sleepStart: String, sleepEnd: String, timeZone: String,
-                transition: String, preferredFormat: String, brightness: Int32) {
+                transition: String, preferredFormat: String, brightness: Int32, schedule: [ScheduleSlotMessage]? = nil) {
         self.intervalSeconds = intervalSeconds
         self.shuffle = shuffle
         self.sleepStart = sleepStart
@@ -187,12 +191,45 @@ public struct FrameConfigMessage: Codable, Sendable, Hashable {
         self.transition = transition
         self.preferredFormat = preferredFormat
         self.brightness = brightness
+        self.schedule = schedule
     }
 
     enum CodingKeys: String, CodingKey {
-        case v, shuffle, transition, brightness
+        case v, shuffle, transition, brightness, schedule
         case intervalSeconds = "interval_seconds", sleepStart = "sleep_start", sleepEnd = "sleep_end"
         case timeZone = "time_zone", preferredFormat = "preferred_format"
+    }
+}
+
+/// One slot of a frame's rotation schedule in `frames/{frame_id}/config`: what to show when.
+public struct ScheduleSlotMessage: Codable, Sendable, Hashable {
+    /// "sun"…"sat"; empty: every day.
+    public var days: [String]
+    /// "HH:MM" in the frame's time zone; both absent: all day; end before start: past midnight.
+    public var startTime: String?
+    public var endTime: String?
+    public var intervalSeconds: Int32
+    public var shuffle: Bool
+    /// What to show: a playlist (`GET /api/v1/playlists/{id}`), an album, or neither: the
+    /// frame's own albums.
+    public var playlistID: String?
+    public var albumID: String?
+
+    public init(days: [String], startTime: String?, endTime: String?, intervalSeconds: Int32, shuffle: Bool,
+                playlistID: String?, albumID: String?) {
+        self.days = days
+        self.startTime = startTime
+        self.endTime = endTime
+        self.intervalSeconds = intervalSeconds
+        self.shuffle = shuffle
+        self.playlistID = playlistID
+        self.albumID = albumID
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case days, shuffle
+        case startTime = "start_time", endTime = "end_time", intervalSeconds = "interval_seconds"
+        case playlistID = "playlist_id", albumID = "album_id"
     }
 }
 

@@ -73,7 +73,10 @@ import Wire
             "file.uploaded", "file.uploaded.with_ai", "file.deleted",
             "album.created", "album.photo_added", "album.photo_removed",
             "media.version_created", "media.version_failed", "media.cache_ready",
+            "media.schedule_changed",  // media → album: a frame's rotation schedule (issue 5 item 6)
             "device.deleted",
+            "device.albums_changed",  // album → media: a frame's screen and photos (issue 5 item 2)
+            "device.cache_reported",  // album → media: what a frame reported cached (issue 5 items 4, 6)
         ]
         #expect(Subjects.allEvents.sorted() == design.sorted())
         #expect(Subjects.fileUploadedWithAI == "file.uploaded.with_ai")

@@ -2639,4 +2639,155 @@ extension DeviceDeleted: CMessage {
     }
 }
 
+/// A frame was registered, or its albums, screen size or preferred format changed. media
+/// remembers the frame's screen and renders `frame:{W}x{H}` (in `format`) in the background
+/// for the listed photos that have none yet, newest first.
+public struct DeviceAlbumsChanged: WireEvent, Hashable {
+    public static let subject = Subjects.deviceAlbumsChanged
+    public var eventID: String
+    public var occurredAt: Int64
+    /// The frame's owner.
+    public var userID: String
+    public var frameID: String
+    public var width: Int32
+    public var height: Int32
+    /// "jpeg" or "webp".
+    public var format: String
+    /// Every album the frame shows now (empty: none).
+    public var albumIDs: [String]
+    /// The photos of those albums, newest first, each once (at most 10,000: older ones are
+    /// rendered on demand).
+    public var fileIDs: [String]
+
+    public init(
+        eventID: String = "",
+        occurredAt: Int64 = 0,
+        userID: String = "",
+        frameID: String = "",
+        width: Int32 = 0,
+        height: Int32 = 0,
+        format: String = "",
+        albumIDs: [String] = [],
+        fileIDs: [String] = []
+    ) {
+        self.eventID = eventID
+        self.occurredAt = occurredAt
+        self.userID = userID
+        self.frameID = frameID
+        self.width = width
+        self.height = height
+        self.format = format
+        self.albumIDs = albumIDs
+        self.fileIDs = fileIDs
+    }
+
+    public init(wireBytes: some Collection<UInt8>) throws {
+        self = try wireDecode(Self.self, wireBytes)
+    }
+
+    public func wireBytes() -> [UInt8] { wireEncode(self) }
+}
+
+extension DeviceAlbumsChanged: CMessage {
+    typealias CStruct = Framecast__V1__DeviceAlbumsChanged
+    static let wireName = "framecast.v1.DeviceAlbumsChanged"
+    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__device_albums_changed__init(m) }
+    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__device_albums_changed__get_packed_size(m) }
+    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__device_albums_changed__pack(m, out) }
+    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__device_albums_changed__unpack(nil, count, data) }
+    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__device_albums_changed__free_unpacked(m, nil) }
+
+    init(c m: UnsafePointer<CStruct>) {
+        let c = m.pointee
+        self.init(
+            eventID: cString(c.event_id),
+            occurredAt: c.occurred_at,
+            userID: cString(c.user_id),
+            frameID: cString(c.frame_id),
+            width: c.width,
+            height: c.height,
+            format: cString(c.format),
+            albumIDs: cArray(c.album_ids, c.n_album_ids) { cString($0) },
+            fileIDs: cArray(c.file_ids, c.n_file_ids) { cString($0) }
+        )
+    }
+
+    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
+        m.pointee.event_id = arena.string(self.eventID)
+        m.pointee.occurred_at = self.occurredAt
+        m.pointee.user_id = arena.string(self.userID)
+        m.pointee.frame_id = arena.string(self.frameID)
+        m.pointee.width = self.width
+        m.pointee.height = self.height
+        m.pointee.format = arena.string(self.format)
+        m.pointee.n_album_ids = self.albumIDs.count
+        m.pointee.album_ids = arena.array(self.albumIDs) { arena.string($0) }
+        m.pointee.n_file_ids = self.fileIDs.count
+        m.pointee.file_ids = arena.array(self.fileIDs) { arena.string($0) }
+    }
+}
+
+/// A frame reported on frames/{id}/status that it has photos cached (album forwards only the
+/// photos of the frame's albums that it had not reported before); media records them in
+/// photo_cache (cached_for_frames of the metadata document).
+public struct DeviceCacheReported: WireEvent, Hashable {
+    public static let subject = Subjects.deviceCacheReported
+    public var eventID: String
+    public var occurredAt: Int64
+    /// The frame's owner.
+    public var userID: String
+    public var frameID: String
+    public var fileIDs: [String]
+
+    public init(
+        eventID: String = "",
+        occurredAt: Int64 = 0,
+        userID: String = "",
+        frameID: String = "",
+        fileIDs: [String] = []
+    ) {
+        self.eventID = eventID
+        self.occurredAt = occurredAt
+        self.userID = userID
+        self.frameID = frameID
+        self.fileIDs = fileIDs
+    }
+
+    public init(wireBytes: some Collection<UInt8>) throws {
+        self = try wireDecode(Self.self, wireBytes)
+    }
+
+    public func wireBytes() -> [UInt8] { wireEncode(self) }
+}
+
+extension DeviceCacheReported: CMessage {
+    typealias CStruct = Framecast__V1__DeviceCacheReported
+    static let wireName = "framecast.v1.DeviceCacheReported"
+    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__device_cache_reported__init(m) }
+    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__device_cache_reported__get_packed_size(m) }
+    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__device_cache_reported__pack(m, out) }
+    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__device_cache_reported__unpack(nil, count, data) }
+    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__device_cache_reported__free_unpacked(m, nil) }
+
+    init(c m: UnsafePointer<CStruct>) {
+        let c = m.pointee
+        self.init(
+            eventID: cString(c.event_id),
+            occurredAt: c.occurred_at,
+            userID: cString(c.user_id),
+            frameID: cString(c.frame_id),
+            fileIDs: cArray(c.file_ids, c.n_file_ids) { cString($0) }
+        )
+    }
+
+    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
+        m.pointee.event_id = arena.string(self.eventID)
+        m.pointee.occurred_at = self.occurredAt
+        m.pointee.user_id = arena.string(self.userID)
+        m.pointee.frame_id = arena.string(self.frameID)
+        m.pointee.n_file_ids = self.fileIDs.count
+        m.pointee.file_ids = arena.array(self.fileIDs) { arena.string($0) }
+    }
+}
+
 extension Framecast__V1__SendFrameCommandRequest__ArgsEntry: CMapEntry {}

@@ -3,6 +3,36 @@
 internal import CProtobufC
 internal import FramecastProto
 
+/// How a playlist orders its photos: by taken-at (upload time when unknown), or shuffled.
+public enum PlaylistOrder: Sendable, Hashable {
+    case unspecified  // 0
+    case newest  // 1
+    case oldest  // 2
+    case shuffle  // 3
+    /// A value this version of the contract does not know.
+    case unrecognized(Int32)
+
+    public init(wireValue: Int32) {
+        switch wireValue {
+        case 0: self = .unspecified
+        case 1: self = .newest
+        case 2: self = .oldest
+        case 3: self = .shuffle
+        default: self = .unrecognized(wireValue)
+        }
+    }
+
+    public var wireValue: Int32 {
+        switch self {
+        case .unspecified: return 0
+        case .newest: return 1
+        case .oldest: return 2
+        case .shuffle: return 3
+        case .unrecognized(let value): return value
+        }
+    }
+}
+
 /// One rendered (or the original) version of a photo. Immutable and content addressed.
 public struct PhotoVersion: WireMessage, Hashable {
     public var fileID: String
@@ -337,15 +367,22 @@ extension VersionReply: CMessage {
     }
 }
 
+/// A user's playlist: the photos of some albums plus photos chosen one by one, in an order.
 public struct Playlist: WireMessage, Hashable {
     public var playlistID: String
     public var ownerID: String
     public var name: String
     public var description: String
-    /// In play order.
+    /// Photos chosen one by one (besides the albums' photos), as the owner listed them.
     public var fileIDs: [String]
     public var createdAt: Int64
     public var updatedAt: Int64
+    /// Albums whose photos the playlist plays (visible to the owner when set).
+    public var albumIDs: [String]
+    public var order: PlaylistOrder
+    /// GetPlaylist only: the photos it plays now, in play order (albums' and chosen photos the
+    /// owner can still see and media has rendered, each once; bounded).
+    public var photoIDs: [String]
 
     public init(
         playlistID: String = "",
@@ -354,7 +391,10 @@ public struct Playlist: WireMessage, Hashable {
         description: String = "",
         fileIDs: [String] = [],
         createdAt: Int64 = 0,
-        updatedAt: Int64 = 0
+        updatedAt: Int64 = 0,
+        albumIDs: [String] = [],
+        order: PlaylistOrder = .unspecified,
+        photoIDs: [String] = []
     ) {
         self.playlistID = playlistID
         self.ownerID = ownerID
@@ -363,6 +403,9 @@ public struct Playlist: WireMessage, Hashable {
         self.fileIDs = fileIDs
         self.createdAt = createdAt
         self.updatedAt = updatedAt
+        self.albumIDs = albumIDs
+        self.order = order
+        self.photoIDs = photoIDs
     }
 
     public init(wireBytes: some Collection<UInt8>) throws {
@@ -390,7 +433,10 @@ extension Playlist: CMessage {
             description: cString(c.description),
             fileIDs: cArray(c.file_ids, c.n_file_ids) { cString($0) },
             createdAt: c.created_at,
-            updatedAt: c.updated_at
+            updatedAt: c.updated_at,
+            albumIDs: cArray(c.album_ids, c.n_album_ids) { cString($0) },
+            order: PlaylistOrder(wireValue: Int32(truncatingIfNeeded: c.order.rawValue)),
+            photoIDs: cArray(c.photo_ids, c.n_photo_ids) { cString($0) }
         )
     }
 
@@ -403,6 +449,11 @@ extension Playlist: CMessage {
         m.pointee.file_ids = arena.array(self.fileIDs) { arena.string($0) }
         m.pointee.created_at = self.createdAt
         m.pointee.updated_at = self.updatedAt
+        m.pointee.n_album_ids = self.albumIDs.count
+        m.pointee.album_ids = arena.array(self.albumIDs) { arena.string($0) }
+        m.pointee.order = .init(rawValue: .init(truncatingIfNeeded: self.order.wireValue))
+        m.pointee.n_photo_ids = self.photoIDs.count
+        m.pointee.photo_ids = arena.array(self.photoIDs) { arena.string($0) }
     }
 }
 
@@ -449,17 +500,24 @@ public struct CreatePlaylistRequest: WireMessage, Hashable {
     public var name: String
     public var description: String
     public var fileIDs: [String]
+    public var albumIDs: [String]
+    /// Unspecified: newest.
+    public var order: PlaylistOrder
 
     public init(
         userID: String = "",
         name: String = "",
         description: String = "",
-        fileIDs: [String] = []
+        fileIDs: [String] = [],
+        albumIDs: [String] = [],
+        order: PlaylistOrder = .unspecified
     ) {
         self.userID = userID
         self.name = name
         self.description = description
         self.fileIDs = fileIDs
+        self.albumIDs = albumIDs
+        self.order = order
     }
 
     public init(wireBytes: some Collection<UInt8>) throws {
@@ -484,7 +542,9 @@ extension CreatePlaylistRequest: CMessage {
             userID: cString(c.user_id),
             name: cString(c.name),
             description: cString(c.description),
-            fileIDs: cArray(c.file_ids, c.n_file_ids) { cString($0) }
+            fileIDs: cArray(c.file_ids, c.n_file_ids) { cString($0) },
+            albumIDs: cArray(c.album_ids, c.n_album_ids) { cString($0) },
+            order: PlaylistOrder(wireValue: Int32(truncatingIfNeeded: c.order.rawValue))
         )
     }
 
@@ -494,6 +554,9 @@ extension CreatePlaylistRequest: CMessage {
         m.pointee.description = arena.string(self.description)
         m.pointee.n_file_ids = self.fileIDs.count
         m.pointee.file_ids = arena.array(self.fileIDs) { arena.string($0) }
+        m.pointee.n_album_ids = self.albumIDs.count
+        m.pointee.album_ids = arena.array(self.albumIDs) { arena.string($0) }
+        m.pointee.order = .init(rawValue: .init(truncatingIfNeeded: self.order.wireValue))
     }
 }
 
@@ -632,7 +695,8 @@ extension ListPlaylistsReply: CMessage {
 }
 
 /// svc.media.v1.UpdatePlaylist: absent fields stay as they are; file_ids replace the list
-/// when replace_file_ids is set.
+/// when replace_file_ids is set, album_ids when replace_album_ids is set; order unspecified:
+/// unchanged.
 public struct UpdatePlaylistRequest: WireMessage, Hashable {
     public var userID: String
     public var playlistID: String
@@ -640,6 +704,9 @@ public struct UpdatePlaylistRequest: WireMessage, Hashable {
     public var description: String?
     public var replaceFileIDs: Bool
     public var fileIDs: [String]
+    public var replaceAlbumIDs: Bool
+    public var albumIDs: [String]
+    public var order: PlaylistOrder
 
     public init(
         userID: String = "",
@@ -647,7 +714,10 @@ public struct UpdatePlaylistRequest: WireMessage, Hashable {
         name: String? = nil,
         description: String? = nil,
         replaceFileIDs: Bool = false,
-        fileIDs: [String] = []
+        fileIDs: [String] = [],
+        replaceAlbumIDs: Bool = false,
+        albumIDs: [String] = [],
+        order: PlaylistOrder = .unspecified
     ) {
         self.userID = userID
         self.playlistID = playlistID
@@ -655,6 +725,9 @@ public struct UpdatePlaylistRequest: WireMessage, Hashable {
         self.description = description
         self.replaceFileIDs = replaceFileIDs
         self.fileIDs = fileIDs
+        self.replaceAlbumIDs = replaceAlbumIDs
+        self.albumIDs = albumIDs
+        self.order = order
     }
 
     public init(wireBytes: some Collection<UInt8>) throws {
@@ -681,7 +754,10 @@ extension UpdatePlaylistRequest: CMessage {
             name: c.name.map { cString($0.pointee.value) },
             description: c.description.map { cString($0.pointee.value) },
             replaceFileIDs: (c.replace_file_ids != 0),
-            fileIDs: cArray(c.file_ids, c.n_file_ids) { cString($0) }
+            fileIDs: cArray(c.file_ids, c.n_file_ids) { cString($0) },
+            replaceAlbumIDs: (c.replace_album_ids != 0),
+            albumIDs: cArray(c.album_ids, c.n_album_ids) { cString($0) },
+            order: PlaylistOrder(wireValue: Int32(truncatingIfNeeded: c.order.rawValue))
         )
     }
 
@@ -703,6 +779,10 @@ extension UpdatePlaylistRequest: CMessage {
         m.pointee.replace_file_ids = (self.replaceFileIDs ? 1 : 0)
         m.pointee.n_file_ids = self.fileIDs.count
         m.pointee.file_ids = arena.array(self.fileIDs) { arena.string($0) }
+        m.pointee.replace_album_ids = (self.replaceAlbumIDs ? 1 : 0)
+        m.pointee.n_album_ids = self.albumIDs.count
+        m.pointee.album_ids = arena.array(self.albumIDs) { arena.string($0) }
+        m.pointee.order = .init(rawValue: .init(truncatingIfNeeded: self.order.wireValue))
     }
 }
 
@@ -751,12 +831,12 @@ extension DeletePlaylistRequest: CMessage {
 
 /// One slot of a frame's rotation schedule: what to show when.
 public struct ScheduleEntry: WireMessage, Hashable {
-    /// Exactly one of playlist_id / album_id is set.
+    /// At most one of playlist_id / album_id is set; neither: the frame's own albums.
     public var playlistID: String
     public var albumID: String
     /// 0 = Sunday … 6 = Saturday; empty: every day.
     public var daysOfWeek: [Int32]
-    /// "HH:MM" in the frame's time zone; both empty: all day.
+    /// "HH:MM" in the frame's time zone; both empty: all day; end before start: past midnight.
     public var startTime: String
     public var endTime: String
     public var intervalSeconds: Int32
@@ -1043,6 +1123,75 @@ extension DeleteScheduleRequest: CMessage {
     func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
         m.pointee.user_id = arena.string(self.userID)
         m.pointee.frame_id = arena.string(self.frameID)
+    }
+}
+
+/// A frame's rotation schedule was set or deleted. album merges it into the frame's retained
+/// frames/{id}/config (album does all MQTT publishing to frames).
+public struct MediaScheduleChanged: WireEvent, Hashable {
+    public static let subject = Subjects.mediaScheduleChanged
+    public var eventID: String
+    public var occurredAt: Int64
+    /// The frame's owner.
+    public var userID: String
+    public var frameID: String
+    /// The schedule now; absent or without entries: the frame has none (deleted).
+    public var schedule: RotationSchedule?
+    /// Grows with every schedule change (of any frame): apply only a revision above the last
+    /// one applied, so a late or repeated event changes nothing.
+    public var revision: Int64
+
+    public init(
+        eventID: String = "",
+        occurredAt: Int64 = 0,
+        userID: String = "",
+        frameID: String = "",
+        schedule: RotationSchedule? = nil,
+        revision: Int64 = 0
+    ) {
+        self.eventID = eventID
+        self.occurredAt = occurredAt
+        self.userID = userID
+        self.frameID = frameID
+        self.schedule = schedule
+        self.revision = revision
+    }
+
+    public init(wireBytes: some Collection<UInt8>) throws {
+        self = try wireDecode(Self.self, wireBytes)
+    }
+
+    public func wireBytes() -> [UInt8] { wireEncode(self) }
+}
+
+extension MediaScheduleChanged: CMessage {
+    typealias CStruct = Framecast__V1__MediaScheduleChanged
+    static let wireName = "framecast.v1.MediaScheduleChanged"
+    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__media_schedule_changed__init(m) }
+    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__media_schedule_changed__get_packed_size(m) }
+    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__media_schedule_changed__pack(m, out) }
+    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__media_schedule_changed__unpack(nil, count, data) }
+    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__media_schedule_changed__free_unpacked(m, nil) }
+
+    init(c m: UnsafePointer<CStruct>) {
+        let c = m.pointee
+        self.init(
+            eventID: cString(c.event_id),
+            occurredAt: c.occurred_at,
+            userID: cString(c.user_id),
+            frameID: cString(c.frame_id),
+            schedule: c.schedule.map { RotationSchedule(c: $0) },
+            revision: c.revision
+        )
+    }
+
+    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
+        m.pointee.event_id = arena.string(self.eventID)
+        m.pointee.occurred_at = self.occurredAt
+        m.pointee.user_id = arena.string(self.userID)
+        m.pointee.frame_id = arena.string(self.frameID)
+        if let value = self.schedule { m.pointee.schedule = arena.message(value) }
+        m.pointee.revision = self.revision
     }
 }
 

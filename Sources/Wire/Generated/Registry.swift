@@ -7,6 +7,10 @@ extension Subjects {
     public static let albumPhotoAdded = "album.photo_added"
     /// Event `album.photo_removed`: `AlbumPhotoRemoved`.
     public static let albumPhotoRemoved = "album.photo_removed"
+    /// Event `device.albums_changed`: `DeviceAlbumsChanged`.
+    public static let deviceAlbumsChanged = "device.albums_changed"
+    /// Event `device.cache_reported`: `DeviceCacheReported`.
+    public static let deviceCacheReported = "device.cache_reported"
     /// Event `device.deleted`: `DeviceDeleted`.
     public static let deviceDeleted = "device.deleted"
     /// Event `file.deleted`: `FileDeleted`.
@@ -17,6 +21,8 @@ extension Subjects {
     public static let fileUploadedWithAI = "file.uploaded.with_ai"
     /// Event `media.cache_ready`: `MediaCacheReady`.
     public static let mediaCacheReady = "media.cache_ready"
+    /// Event `media.schedule_changed`: `MediaScheduleChanged`.
+    public static let mediaScheduleChanged = "media.schedule_changed"
     /// Event `media.version_created`: `MediaVersionCreated`.
     public static let mediaVersionCreated = "media.version_created"
     /// Event `media.version_failed`: `MediaVersionFailed`.
@@ -27,11 +33,14 @@ extension Subjects {
         albumCreated,
         albumPhotoAdded,
         albumPhotoRemoved,
+        deviceAlbumsChanged,
+        deviceCacheReported,
         deviceDeleted,
         fileDeleted,
         fileUploaded,
         fileUploadedWithAI,
         mediaCacheReady,
+        mediaScheduleChanged,
         mediaVersionCreated,
         mediaVersionFailed,
     ]
@@ -97,6 +106,8 @@ public enum WireMessages {
         AlbumPhotoAdded.self,
         AlbumPhotoRemoved.self,
         DeviceDeleted.self,
+        DeviceAlbumsChanged.self,
+        DeviceCacheReported.self,
         ConformanceSample.self,
         PhotoVersion.self,
         PhotoMetadata.self,
@@ -118,6 +129,7 @@ public enum WireMessages {
         GetScheduleRequest.self,
         SetScheduleRequest.self,
         DeleteScheduleRequest.self,
+        MediaScheduleChanged.self,
         MediaVersionCreated.self,
         MediaVersionFailed.self,
         MediaCacheReady.self,
@@ -146,11 +158,14 @@ public enum WireEvents {
         AlbumCreated.self,
         AlbumPhotoAdded.self,
         AlbumPhotoRemoved.self,
+        DeviceAlbumsChanged.self,
+        DeviceCacheReported.self,
         DeviceDeleted.self,
         FileDeleted.self,
         FileUploaded.self,
         FileUploadedWithAI.self,
         MediaCacheReady.self,
+        MediaScheduleChanged.self,
         MediaVersionCreated.self,
         MediaVersionFailed.self,
     ]
@@ -161,11 +176,14 @@ public enum WireEvents {
         case Subjects.albumCreated: return AlbumCreated.self
         case Subjects.albumPhotoAdded: return AlbumPhotoAdded.self
         case Subjects.albumPhotoRemoved: return AlbumPhotoRemoved.self
+        case Subjects.deviceAlbumsChanged: return DeviceAlbumsChanged.self
+        case Subjects.deviceCacheReported: return DeviceCacheReported.self
         case Subjects.deviceDeleted: return DeviceDeleted.self
         case Subjects.fileDeleted: return FileDeleted.self
         case Subjects.fileUploaded: return FileUploaded.self
         case Subjects.fileUploadedWithAI: return FileUploadedWithAI.self
         case Subjects.mediaCacheReady: return MediaCacheReady.self
+        case Subjects.mediaScheduleChanged: return MediaScheduleChanged.self
         case Subjects.mediaVersionCreated: return MediaVersionCreated.self
         case Subjects.mediaVersionFailed: return MediaVersionFailed.self
         default: return nil

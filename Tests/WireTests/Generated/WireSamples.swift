@@ -2114,6 +2114,67 @@ height: 372007
 """#
         ),
         WireSample(
+            name: "DeviceAlbumsChanged/default",
+            protoName: "framecast.v1.DeviceAlbumsChanged",
+            message: DeviceAlbumsChanged(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "DeviceAlbumsChanged/full",
+            protoName: "framecast.v1.DeviceAlbumsChanged",
+            message: DeviceAlbumsChanged(
+                eventID: "ünïcødé ✓ 📷 event_id 373",
+                occurredAt: 1700000000374,
+                userID: "日本語 user_id 375",
+                frameID: "frame_id-376",
+                width: -377007,
+                height: 378007,
+                format: "日本語 format 379",
+                albumIDs: ["album_ids-380", ""],
+                fileIDs: ["ünïcødé ✓ 📷 file_ids 381", ""]
+            ),
+            text: #"""
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 373"
+occurred_at: 1700000000374
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 375"
+frame_id: "frame_id-376"
+width: -377007
+height: 378007
+format: "\346\227\245\346\234\254\350\252\236 format 379"
+album_ids: "album_ids-380"
+album_ids: ""
+file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 381"
+file_ids: ""
+"""#
+        ),
+        WireSample(
+            name: "DeviceCacheReported/default",
+            protoName: "framecast.v1.DeviceCacheReported",
+            message: DeviceCacheReported(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "DeviceCacheReported/full",
+            protoName: "framecast.v1.DeviceCacheReported",
+            message: DeviceCacheReported(
+                eventID: "quote \" back \\ slash event_id 382",
+                occurredAt: -1099511628159,
+                userID: "user_id-384",
+                frameID: "ünïcødé ✓ 📷 frame_id 385",
+                fileIDs: ["quote \" back \\ slash file_ids 386", ""]
+            ),
+            text: #"""
+event_id: "quote \" back \\ slash event_id 382"
+occurred_at: -1099511628159
+user_id: "user_id-384"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 385"
+file_ids: "quote \" back \\ slash file_ids 386"
+file_ids: ""
+"""#
+        ),
+        WireSample(
             name: "ConformanceSample/default",
             protoName: "framecast.v1.ConformanceSample",
             message: ConformanceSample(),
@@ -2124,140 +2185,140 @@ height: 372007
             name: "ConformanceSample/full",
             protoName: "framecast.v1.ConformanceSample",
             message: ConformanceSample(
-                aString: "ünïcødé ✓ 📷 a_string 373",
-                aBytes: [0, 255, 118, 10, 128],
+                aString: "日本語 a_string 387",
+                aBytes: [0, 255, 132, 10, 128],
                 aBool: true,
-                anInt32: 376007,
-                anInt64: -1099511628153,
-                aUint32: 4000000378,
-                aUint64: 9223372036859454563,
-                aDouble: 380.5,
-                aFloat: 381.25,
-                aSint32: 382007,
-                aSint64: -1099511628159,
-                aFixed32: 4000000384,
-                aFixed64: 9223372036859528633,
-                anSfixed32: 386007,
-                anSfixed64: -1099511628163,
+                anInt32: 390007,
+                anInt64: -1099511628167,
+                aUint32: 4000000392,
+                aUint64: 9223372036859627393,
+                aDouble: 394.5,
+                aFloat: 395.25,
+                aSint32: 396007,
+                aSint64: -1099511628173,
+                aFixed32: 4000000398,
+                aFixed64: 9223372036859701463,
+                anSfixed32: 400007,
+                anSfixed64: -1099511628177,
                 anEnum: .viewer,
                 aMessage: Face(
-                    x: 388007,
-                    y: -389007,
-                    width: 390007,
-                    height: -391007,
-                    confidence: 392.25
+                    x: 402007,
+                    y: -403007,
+                    width: 404007,
+                    height: -405007,
+                    confidence: 406.25
                 ),
-                aMap: ["": "empty key", "album_id": "alb-ü-393", "k393": ""],
-                strings: ["quote \" back \\ slash strings 394", ""],
-                bytesList: [[0, 255, 139, 10, 128], []],
+                aMap: ["": "empty key", "album_id": "alb-ü-407", "k407": ""],
+                strings: ["strings-408", ""],
+                bytesList: [[0, 255, 153, 10, 128], []],
                 bools: [true, false],
-                int32s: [-397007, 0],
-                int64s: [1700000000398, 0],
-                uint32s: [4000000399, 0],
-                uint64s: [9223372036859713808, 0],
-                doubles: [-401.5, 0.0],
-                floats: [402.25, 0.0],
-                sint64s: [-1099511628179, 0],
-                fixed64s: [9223372036859763188, 0],
+                int32s: [-411007, 0],
+                int64s: [1700000000412, 0],
+                uint32s: [4000000413, 0],
+                uint64s: [9223372036859886638, 0],
+                doubles: [-415.5, 0.0],
+                floats: [416.25, 0.0],
+                sint64s: [-1099511628193, 0],
+                fixed64s: [9223372036859936018, 0],
                 enums: [.viewer, .unspecified],
                 messages: [Face(
-                    x: -405007,
-                    y: 406007,
-                    width: -407007,
-                    height: 408007,
-                    confidence: 409.25
+                    x: -419007,
+                    y: 420007,
+                    width: -421007,
+                    height: 422007,
+                    confidence: 423.25
                 ), Face()],
-                optionalString: "quote \" back \\ slash optional_string 410",
-                optionalInt64: -1099511628187,
-                optionalInt32: 412007,
-                optionalUint32: 4000000413,
+                optionalString: "optional_string-424",
+                optionalInt64: -1099511628201,
+                optionalInt32: 426007,
+                optionalUint32: 4000000427,
                 optionalBool: true,
-                optionalDouble: -415.5
+                optionalDouble: -429.5
             ),
             text: #"""
-a_string: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 a_string 373"
-a_bytes: "\000\377v\n\200"
+a_string: "\346\227\245\346\234\254\350\252\236 a_string 387"
+a_bytes: "\000\377\204\n\200"
 a_bool: true
-an_int32: 376007
-an_int64: -1099511628153
-a_uint32: 4000000378
-a_uint64: 9223372036859454563
-a_double: 380.5
-a_float: 381.25
-a_sint32: 382007
-a_sint64: -1099511628159
-a_fixed32: 4000000384
-a_fixed64: 9223372036859528633
-an_sfixed32: 386007
-an_sfixed64: -1099511628163
+an_int32: 390007
+an_int64: -1099511628167
+a_uint32: 4000000392
+a_uint64: 9223372036859627393
+a_double: 394.5
+a_float: 395.25
+a_sint32: 396007
+a_sint64: -1099511628173
+a_fixed32: 4000000398
+a_fixed64: 9223372036859701463
+an_sfixed32: 400007
+an_sfixed64: -1099511628177
 an_enum: ROLE_VIEWER
 a_message {
-  x: 388007
-  y: -389007
-  width: 390007
-  height: -391007
-  confidence: 392.25
+  x: 402007
+  y: -403007
+  width: 404007
+  height: -405007
+  confidence: 406.25
 }
 a_map {
   value: "empty key"
 }
 a_map {
   key: "album_id"
-  value: "alb-\303\274-393"
+  value: "alb-\303\274-407"
 }
 a_map {
-  key: "k393"
+  key: "k407"
 }
-strings: "quote \" back \\ slash strings 394"
+strings: "strings-408"
 strings: ""
-bytes_list: "\000\377\213\n\200"
+bytes_list: "\000\377\231\n\200"
 bytes_list: ""
 bools: true
 bools: false
-int32s: -397007
+int32s: -411007
 int32s: 0
-int64s: 1700000000398
+int64s: 1700000000412
 int64s: 0
-uint32s: 4000000399
+uint32s: 4000000413
 uint32s: 0
-uint64s: 9223372036859713808
+uint64s: 9223372036859886638
 uint64s: 0
-doubles: -401.5
+doubles: -415.5
 doubles: 0
-floats: 402.25
+floats: 416.25
 floats: 0
-sint64s: -1099511628179
+sint64s: -1099511628193
 sint64s: 0
-fixed64s: 9223372036859763188
+fixed64s: 9223372036859936018
 fixed64s: 0
 enums: ROLE_VIEWER
 enums: ROLE_UNSPECIFIED
 messages {
-  x: -405007
-  y: 406007
-  width: -407007
-  height: 408007
-  confidence: 409.25
+  x: -419007
+  y: 420007
+  width: -421007
+  height: 422007
+  confidence: 423.25
 }
 messages {
 }
 optional_string {
-  value: "quote \" back \\ slash optional_string 410"
+  value: "optional_string-424"
 }
 optional_int64 {
-  value: -1099511628187
+  value: -1099511628201
 }
 optional_int32 {
-  value: 412007
+  value: 426007
 }
 optional_uint32 {
-  value: 4000000413
+  value: 4000000427
 }
 optional_bool {
   value: true
 }
 optional_double {
-  value: -415.5
+  value: -429.5
 }
 """#
         ),
@@ -2301,28 +2362,28 @@ optional_double {
             name: "PhotoVersion/full",
             protoName: "framecast.v1.PhotoVersion",
             message: PhotoVersion(
-                fileID: "file_id-416",
-                size: "ünïcødé ✓ 📷 size 417",
-                width: 418007,
-                height: -419007,
-                format: "format-420",
-                contentType: "ünïcødé ✓ 📷 content_type 421",
-                blobKey: "quote \" back \\ slash blob_key 422",
-                byteSize: -1099511628199,
-                sha256: "sha256-424",
-                createdAt: -1099511628201
+                fileID: "quote \" back \\ slash file_id 430",
+                size: "日本語 size 431",
+                width: 432007,
+                height: -433007,
+                format: "quote \" back \\ slash format 434",
+                contentType: "日本語 content_type 435",
+                blobKey: "blob_key-436",
+                byteSize: -1099511628213,
+                sha256: "quote \" back \\ slash sha256 438",
+                createdAt: -1099511628215
             ),
             text: #"""
-file_id: "file_id-416"
-size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 417"
-width: 418007
-height: -419007
-format: "format-420"
-content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 421"
-blob_key: "quote \" back \\ slash blob_key 422"
-byte_size: -1099511628199
-sha256: "sha256-424"
-created_at: -1099511628201
+file_id: "quote \" back \\ slash file_id 430"
+size: "\346\227\245\346\234\254\350\252\236 size 431"
+width: 432007
+height: -433007
+format: "quote \" back \\ slash format 434"
+content_type: "\346\227\245\346\234\254\350\252\236 content_type 435"
+blob_key: "blob_key-436"
+byte_size: -1099511628213
+sha256: "quote \" back \\ slash sha256 438"
+created_at: -1099511628215
 """#
         ),
         WireSample(
@@ -2336,114 +2397,114 @@ created_at: -1099511628201
             name: "PhotoMetadata/full",
             protoName: "framecast.v1.PhotoMetadata",
             message: PhotoMetadata(
-                fileID: "quote \" back \\ slash file_id 426",
-                ownerID: "日本語 owner_id 427",
-                fileName: "file_name-428",
-                contentType: "ünïcødé ✓ 📷 content_type 429",
+                fileID: "file_id-440",
+                ownerID: "ünïcødé ✓ 📷 owner_id 441",
+                fileName: "quote \" back \\ slash file_name 442",
+                contentType: "日本語 content_type 443",
                 versions: [PhotoVersion(
-                    fileID: "quote \" back \\ slash file_id 430",
-                    size: "日本語 size 431",
-                    width: 432007,
-                    height: -433007,
-                    format: "quote \" back \\ slash format 434",
-                    contentType: "日本語 content_type 435",
-                    blobKey: "blob_key-436",
-                    byteSize: -1099511628213,
-                    sha256: "quote \" back \\ slash sha256 438",
-                    createdAt: -1099511628215
+                    fileID: "file_id-444",
+                    size: "ünïcødé ✓ 📷 size 445",
+                    width: 446007,
+                    height: -447007,
+                    format: "format-448",
+                    contentType: "ünïcødé ✓ 📷 content_type 449",
+                    blobKey: "quote \" back \\ slash blob_key 450",
+                    byteSize: -1099511628227,
+                    sha256: "sha256-452",
+                    createdAt: -1099511628229
                 ), PhotoVersion()],
                 aiMetadata: AIMetadata(
-                    labels: ["labels-440", ""],
+                    labels: ["quote \" back \\ slash labels 454", ""],
                     faces: [Face(
-                        x: -441007,
-                        y: 442007,
-                        width: -443007,
-                        height: 444007,
-                        confidence: 445.25
+                        x: -455007,
+                        y: 456007,
+                        width: -457007,
+                        height: 458007,
+                        confidence: 459.25
                     ), Face()],
-                    objects: ["quote \" back \\ slash objects 446", ""],
-                    analyser: "日本語 analyser 447"
+                    objects: ["objects-460", ""],
+                    analyser: "ünïcødé ✓ 📷 analyser 461"
                 ),
                 analysis: PhotoAnalysis(
-                    format: "format-448",
-                    width: -449007,
-                    height: 450007,
-                    orientation: -451007,
-                    takenAt: 1700000000452,
-                    cameraMake: "ünïcødé ✓ 📷 camera_make 453",
-                    cameraModel: "quote \" back \\ slash camera_model 454",
+                    format: "quote \" back \\ slash format 462",
+                    width: -463007,
+                    height: 464007,
+                    orientation: -465007,
+                    takenAt: 1700000000466,
+                    cameraMake: "日本語 camera_make 467",
+                    cameraModel: "camera_model-468",
                     gps: GeoPoint(
-                        latitude: -455.5,
-                        longitude: 456.5,
-                        altitude: -457.5
+                        latitude: -469.5,
+                        longitude: 470.5,
+                        altitude: -471.5
                     ),
-                    dominantColors: ["quote \" back \\ slash dominant_colors 458", ""],
-                    perceptualHash: 9223372036860442163
+                    dominantColors: ["dominant_colors-472", ""],
+                    perceptualHash: 9223372036860614993
                 ),
-                cachedForFrames: ["cached_for_frames-460", ""],
-                createdAt: -1099511628237,
-                updatedAt: 1700000000462
+                cachedForFrames: ["quote \" back \\ slash cached_for_frames 474", ""],
+                createdAt: -1099511628251,
+                updatedAt: 1700000000476
             ),
             text: #"""
-file_id: "quote \" back \\ slash file_id 426"
-owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 427"
-file_name: "file_name-428"
-content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 429"
+file_id: "file_id-440"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 441"
+file_name: "quote \" back \\ slash file_name 442"
+content_type: "\346\227\245\346\234\254\350\252\236 content_type 443"
 versions {
-  file_id: "quote \" back \\ slash file_id 430"
-  size: "\346\227\245\346\234\254\350\252\236 size 431"
-  width: 432007
-  height: -433007
-  format: "quote \" back \\ slash format 434"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 435"
-  blob_key: "blob_key-436"
-  byte_size: -1099511628213
-  sha256: "quote \" back \\ slash sha256 438"
-  created_at: -1099511628215
+  file_id: "file_id-444"
+  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 445"
+  width: 446007
+  height: -447007
+  format: "format-448"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 449"
+  blob_key: "quote \" back \\ slash blob_key 450"
+  byte_size: -1099511628227
+  sha256: "sha256-452"
+  created_at: -1099511628229
 }
 versions {
 }
 ai_metadata {
-  labels: "labels-440"
+  labels: "quote \" back \\ slash labels 454"
   labels: ""
   faces {
-    x: -441007
-    y: 442007
-    width: -443007
-    height: 444007
-    confidence: 445.25
+    x: -455007
+    y: 456007
+    width: -457007
+    height: 458007
+    confidence: 459.25
   }
   faces {
   }
-  objects: "quote \" back \\ slash objects 446"
+  objects: "objects-460"
   objects: ""
-  analyser: "\346\227\245\346\234\254\350\252\236 analyser 447"
+  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 461"
 }
 analysis {
-  format: "format-448"
-  width: -449007
-  height: 450007
-  orientation: -451007
+  format: "quote \" back \\ slash format 462"
+  width: -463007
+  height: 464007
+  orientation: -465007
   taken_at {
-    value: 1700000000452
+    value: 1700000000466
   }
-  camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 453"
-  camera_model: "quote \" back \\ slash camera_model 454"
+  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 467"
+  camera_model: "camera_model-468"
   gps {
-    latitude: -455.5
-    longitude: 456.5
+    latitude: -469.5
+    longitude: 470.5
     altitude {
-      value: -457.5
+      value: -471.5
     }
   }
-  dominant_colors: "quote \" back \\ slash dominant_colors 458"
+  dominant_colors: "dominant_colors-472"
   dominant_colors: ""
-  perceptual_hash: 9223372036860442163
+  perceptual_hash: 9223372036860614993
 }
-cached_for_frames: "cached_for_frames-460"
+cached_for_frames: "quote \" back \\ slash cached_for_frames 474"
 cached_for_frames: ""
-created_at: -1099511628237
-updated_at: 1700000000462
+created_at: -1099511628251
+updated_at: 1700000000476
 """#
         ),
         WireSample(
@@ -2482,10 +2543,10 @@ analysis {
             name: "GetPhotoMetadataRequest/full",
             protoName: "framecast.v1.GetPhotoMetadataRequest",
             message: GetPhotoMetadataRequest(
-                fileID: "日本語 file_id 463"
+                fileID: "ünïcødé ✓ 📷 file_id 477"
             ),
             text: #"""
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 463"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 477"
 """#
         ),
         WireSample(
@@ -2500,116 +2561,116 @@ file_id: "\346\227\245\346\234\254\350\252\236 file_id 463"
             protoName: "framecast.v1.PhotoMetadataReply",
             message: PhotoMetadataReply(
                 metadata: PhotoMetadata(
-                    fileID: "file_id-464",
-                    ownerID: "ünïcødé ✓ 📷 owner_id 465",
-                    fileName: "quote \" back \\ slash file_name 466",
-                    contentType: "日本語 content_type 467",
+                    fileID: "quote \" back \\ slash file_id 478",
+                    ownerID: "日本語 owner_id 479",
+                    fileName: "file_name-480",
+                    contentType: "ünïcødé ✓ 📷 content_type 481",
                     versions: [PhotoVersion(
-                        fileID: "file_id-468",
-                        size: "ünïcødé ✓ 📷 size 469",
-                        width: 470007,
-                        height: -471007,
-                        format: "format-472",
-                        contentType: "ünïcødé ✓ 📷 content_type 473",
-                        blobKey: "quote \" back \\ slash blob_key 474",
-                        byteSize: -1099511628251,
-                        sha256: "sha256-476",
-                        createdAt: -1099511628253
+                        fileID: "quote \" back \\ slash file_id 482",
+                        size: "日本語 size 483",
+                        width: 484007,
+                        height: -485007,
+                        format: "quote \" back \\ slash format 486",
+                        contentType: "日本語 content_type 487",
+                        blobKey: "blob_key-488",
+                        byteSize: -1099511628265,
+                        sha256: "quote \" back \\ slash sha256 490",
+                        createdAt: -1099511628267
                     ), PhotoVersion()],
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 478", ""],
+                        labels: ["labels-492", ""],
                         faces: [Face(
-                            x: -479007,
-                            y: 480007,
-                            width: -481007,
-                            height: 482007,
-                            confidence: 483.25
+                            x: -493007,
+                            y: 494007,
+                            width: -495007,
+                            height: 496007,
+                            confidence: 497.25
                         ), Face()],
-                        objects: ["objects-484", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 485"
+                        objects: ["quote \" back \\ slash objects 498", ""],
+                        analyser: "日本語 analyser 499"
                     ),
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 486",
-                        width: -487007,
-                        height: 488007,
-                        orientation: -489007,
-                        takenAt: 1700000000490,
-                        cameraMake: "日本語 camera_make 491",
-                        cameraModel: "camera_model-492",
+                        format: "format-500",
+                        width: -501007,
+                        height: 502007,
+                        orientation: -503007,
+                        takenAt: 1700000000504,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 505",
+                        cameraModel: "quote \" back \\ slash camera_model 506",
                         gps: GeoPoint(
-                            latitude: -493.5,
-                            longitude: 494.5,
-                            altitude: -495.5
+                            latitude: -507.5,
+                            longitude: 508.5,
+                            altitude: -509.5
                         ),
-                        dominantColors: ["dominant_colors-496", ""],
-                        perceptualHash: 9223372036860911273
+                        dominantColors: ["quote \" back \\ slash dominant_colors 510", ""],
+                        perceptualHash: 9223372036861084103
                     ),
-                    cachedForFrames: ["quote \" back \\ slash cached_for_frames 498", ""],
-                    createdAt: -1099511628275,
-                    updatedAt: 1700000000500
+                    cachedForFrames: ["cached_for_frames-512", ""],
+                    createdAt: -1099511628289,
+                    updatedAt: 1700000000514
                 )
             ),
             text: #"""
 metadata {
-  file_id: "file_id-464"
-  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 465"
-  file_name: "quote \" back \\ slash file_name 466"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 467"
+  file_id: "quote \" back \\ slash file_id 478"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 479"
+  file_name: "file_name-480"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 481"
   versions {
-    file_id: "file_id-468"
-    size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 469"
-    width: 470007
-    height: -471007
-    format: "format-472"
-    content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 473"
-    blob_key: "quote \" back \\ slash blob_key 474"
-    byte_size: -1099511628251
-    sha256: "sha256-476"
-    created_at: -1099511628253
+    file_id: "quote \" back \\ slash file_id 482"
+    size: "\346\227\245\346\234\254\350\252\236 size 483"
+    width: 484007
+    height: -485007
+    format: "quote \" back \\ slash format 486"
+    content_type: "\346\227\245\346\234\254\350\252\236 content_type 487"
+    blob_key: "blob_key-488"
+    byte_size: -1099511628265
+    sha256: "quote \" back \\ slash sha256 490"
+    created_at: -1099511628267
   }
   versions {
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 478"
+    labels: "labels-492"
     labels: ""
     faces {
-      x: -479007
-      y: 480007
-      width: -481007
-      height: 482007
-      confidence: 483.25
+      x: -493007
+      y: 494007
+      width: -495007
+      height: 496007
+      confidence: 497.25
     }
     faces {
     }
-    objects: "objects-484"
+    objects: "quote \" back \\ slash objects 498"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 485"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 499"
   }
   analysis {
-    format: "quote \" back \\ slash format 486"
-    width: -487007
-    height: 488007
-    orientation: -489007
+    format: "format-500"
+    width: -501007
+    height: 502007
+    orientation: -503007
     taken_at {
-      value: 1700000000490
+      value: 1700000000504
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 491"
-    camera_model: "camera_model-492"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 505"
+    camera_model: "quote \" back \\ slash camera_model 506"
     gps {
-      latitude: -493.5
-      longitude: 494.5
+      latitude: -507.5
+      longitude: 508.5
       altitude {
-        value: -495.5
+        value: -509.5
       }
     }
-    dominant_colors: "dominant_colors-496"
+    dominant_colors: "quote \" back \\ slash dominant_colors 510"
     dominant_colors: ""
-    perceptual_hash: 9223372036860911273
+    perceptual_hash: 9223372036861084103
   }
-  cached_for_frames: "quote \" back \\ slash cached_for_frames 498"
+  cached_for_frames: "cached_for_frames-512"
   cached_for_frames: ""
-  created_at: -1099511628275
-  updated_at: 1700000000500
+  created_at: -1099511628289
+  updated_at: 1700000000514
 }
 """#
         ),
@@ -2653,14 +2714,14 @@ metadata {
             name: "GetVersionRequest/full",
             protoName: "framecast.v1.GetVersionRequest",
             message: GetVersionRequest(
-                fileID: "ünïcødé ✓ 📷 file_id 501",
-                size: "quote \" back \\ slash size 502",
-                format: "日本語 format 503"
+                fileID: "日本語 file_id 515",
+                size: "size-516",
+                format: "ünïcødé ✓ 📷 format 517"
             ),
             text: #"""
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 501"
-size: "quote \" back \\ slash size 502"
-format: "\346\227\245\346\234\254\350\252\236 format 503"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 515"
+size: "size-516"
+format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 517"
 """#
         ),
         WireSample(
@@ -2675,30 +2736,30 @@ format: "\346\227\245\346\234\254\350\252\236 format 503"
             protoName: "framecast.v1.VersionReply",
             message: VersionReply(
                 version: PhotoVersion(
-                    fileID: "file_id-504",
-                    size: "ünïcødé ✓ 📷 size 505",
-                    width: 506007,
-                    height: -507007,
-                    format: "format-508",
-                    contentType: "ünïcødé ✓ 📷 content_type 509",
-                    blobKey: "quote \" back \\ slash blob_key 510",
-                    byteSize: -1099511628287,
-                    sha256: "sha256-512",
-                    createdAt: -1099511628289
+                    fileID: "quote \" back \\ slash file_id 518",
+                    size: "日本語 size 519",
+                    width: 520007,
+                    height: -521007,
+                    format: "quote \" back \\ slash format 522",
+                    contentType: "日本語 content_type 523",
+                    blobKey: "blob_key-524",
+                    byteSize: -1099511628301,
+                    sha256: "quote \" back \\ slash sha256 526",
+                    createdAt: -1099511628303
                 )
             ),
             text: #"""
 version {
-  file_id: "file_id-504"
-  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 505"
-  width: 506007
-  height: -507007
-  format: "format-508"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 509"
-  blob_key: "quote \" back \\ slash blob_key 510"
-  byte_size: -1099511628287
-  sha256: "sha256-512"
-  created_at: -1099511628289
+  file_id: "quote \" back \\ slash file_id 518"
+  size: "\346\227\245\346\234\254\350\252\236 size 519"
+  width: 520007
+  height: -521007
+  format: "quote \" back \\ slash format 522"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 523"
+  blob_key: "blob_key-524"
+  byte_size: -1099511628301
+  sha256: "quote \" back \\ slash sha256 526"
+  created_at: -1099511628303
 }
 """#
         ),
@@ -2724,23 +2785,31 @@ version {
             name: "Playlist/full",
             protoName: "framecast.v1.Playlist",
             message: Playlist(
-                playlistID: "quote \" back \\ slash playlist_id 514",
-                ownerID: "日本語 owner_id 515",
-                name: "name-516",
-                description: "ünïcødé ✓ 📷 description 517",
-                fileIDs: ["quote \" back \\ slash file_ids 518", ""],
-                createdAt: -1099511628295,
-                updatedAt: 1700000000520
+                playlistID: "playlist_id-528",
+                ownerID: "ünïcødé ✓ 📷 owner_id 529",
+                name: "quote \" back \\ slash name 530",
+                description: "日本語 description 531",
+                fileIDs: ["file_ids-532", ""],
+                createdAt: -1099511628309,
+                updatedAt: 1700000000534,
+                albumIDs: ["日本語 album_ids 535", ""],
+                order: .shuffle,
+                photoIDs: ["photo_ids-536", ""]
             ),
             text: #"""
-playlist_id: "quote \" back \\ slash playlist_id 514"
-owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 515"
-name: "name-516"
-description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 517"
-file_ids: "quote \" back \\ slash file_ids 518"
+playlist_id: "playlist_id-528"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 529"
+name: "quote \" back \\ slash name 530"
+description: "\346\227\245\346\234\254\350\252\236 description 531"
+file_ids: "file_ids-532"
 file_ids: ""
-created_at: -1099511628295
-updated_at: 1700000000520
+created_at: -1099511628309
+updated_at: 1700000000534
+album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 535"
+album_ids: ""
+order: PLAYLIST_ORDER_SHUFFLE
+photo_ids: "photo_ids-536"
+photo_ids: ""
 """#
         ),
         WireSample(
@@ -2755,25 +2824,33 @@ updated_at: 1700000000520
             protoName: "framecast.v1.PlaylistReply",
             message: PlaylistReply(
                 playlist: Playlist(
-                    playlistID: "ünïcødé ✓ 📷 playlist_id 521",
-                    ownerID: "quote \" back \\ slash owner_id 522",
-                    name: "日本語 name 523",
-                    description: "description-524",
-                    fileIDs: ["ünïcødé ✓ 📷 file_ids 525", ""],
-                    createdAt: 1700000000526,
-                    updatedAt: -1099511628303
+                    playlistID: "ünïcødé ✓ 📷 playlist_id 537",
+                    ownerID: "quote \" back \\ slash owner_id 538",
+                    name: "日本語 name 539",
+                    description: "description-540",
+                    fileIDs: ["ünïcødé ✓ 📷 file_ids 541", ""],
+                    createdAt: 1700000000542,
+                    updatedAt: -1099511628319,
+                    albumIDs: ["album_ids-544", ""],
+                    order: .shuffle,
+                    photoIDs: ["ünïcødé ✓ 📷 photo_ids 545", ""]
                 )
             ),
             text: #"""
 playlist {
-  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 521"
-  owner_id: "quote \" back \\ slash owner_id 522"
-  name: "\346\227\245\346\234\254\350\252\236 name 523"
-  description: "description-524"
-  file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 525"
+  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 537"
+  owner_id: "quote \" back \\ slash owner_id 538"
+  name: "\346\227\245\346\234\254\350\252\236 name 539"
+  description: "description-540"
+  file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 541"
   file_ids: ""
-  created_at: 1700000000526
-  updated_at: -1099511628303
+  created_at: 1700000000542
+  updated_at: -1099511628319
+  album_ids: "album_ids-544"
+  album_ids: ""
+  order: PLAYLIST_ORDER_SHUFFLE
+  photo_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 photo_ids 545"
+  photo_ids: ""
 }
 """#
         ),
@@ -2799,17 +2876,22 @@ playlist {
             name: "CreatePlaylistRequest/full",
             protoName: "framecast.v1.CreatePlaylistRequest",
             message: CreatePlaylistRequest(
-                userID: "user_id-528",
-                name: "ünïcødé ✓ 📷 name 529",
-                description: "quote \" back \\ slash description 530",
-                fileIDs: ["日本語 file_ids 531", ""]
+                userID: "quote \" back \\ slash user_id 546",
+                name: "日本語 name 547",
+                description: "description-548",
+                fileIDs: ["ünïcødé ✓ 📷 file_ids 549", ""],
+                albumIDs: ["quote \" back \\ slash album_ids 550", ""],
+                order: .shuffle
             ),
             text: #"""
-user_id: "user_id-528"
-name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 529"
-description: "quote \" back \\ slash description 530"
-file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 531"
+user_id: "quote \" back \\ slash user_id 546"
+name: "\346\227\245\346\234\254\350\252\236 name 547"
+description: "description-548"
+file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 549"
 file_ids: ""
+album_ids: "quote \" back \\ slash album_ids 550"
+album_ids: ""
+order: PLAYLIST_ORDER_SHUFFLE
 """#
         ),
         WireSample(
@@ -2823,12 +2905,12 @@ file_ids: ""
             name: "GetPlaylistRequest/full",
             protoName: "framecast.v1.GetPlaylistRequest",
             message: GetPlaylistRequest(
-                userID: "user_id-532",
-                playlistID: "ünïcødé ✓ 📷 playlist_id 533"
+                userID: "日本語 user_id 551",
+                playlistID: "playlist_id-552"
             ),
             text: #"""
-user_id: "user_id-532"
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 533"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 551"
+playlist_id: "playlist_id-552"
 """#
         ),
         WireSample(
@@ -2842,14 +2924,14 @@ playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 
             name: "ListPlaylistsRequest/full",
             protoName: "framecast.v1.ListPlaylistsRequest",
             message: ListPlaylistsRequest(
-                userID: "quote \" back \\ slash user_id 534",
-                pageSize: -535007,
-                pageToken: "page_token-536"
+                userID: "ünïcødé ✓ 📷 user_id 553",
+                pageSize: 554007,
+                pageToken: "日本語 page_token 555"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 534"
-page_size: -535007
-page_token: "page_token-536"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 553"
+page_size: 554007
+page_token: "\346\227\245\346\234\254\350\252\236 page_token 555"
 """#
         ),
         WireSample(
@@ -2864,30 +2946,38 @@ page_token: "page_token-536"
             protoName: "framecast.v1.ListPlaylistsReply",
             message: ListPlaylistsReply(
                 playlists: [Playlist(
-                    playlistID: "ünïcødé ✓ 📷 playlist_id 537",
-                    ownerID: "quote \" back \\ slash owner_id 538",
-                    name: "日本語 name 539",
-                    description: "description-540",
-                    fileIDs: ["ünïcødé ✓ 📷 file_ids 541", ""],
-                    createdAt: 1700000000542,
-                    updatedAt: -1099511628319
+                    playlistID: "playlist_id-556",
+                    ownerID: "ünïcødé ✓ 📷 owner_id 557",
+                    name: "quote \" back \\ slash name 558",
+                    description: "日本語 description 559",
+                    fileIDs: ["file_ids-560", ""],
+                    createdAt: -1099511628337,
+                    updatedAt: 1700000000562,
+                    albumIDs: ["日本語 album_ids 563", ""],
+                    order: .shuffle,
+                    photoIDs: ["photo_ids-564", ""]
                 ), Playlist()],
-                nextPageToken: "next_page_token-544"
+                nextPageToken: "ünïcødé ✓ 📷 next_page_token 565"
             ),
             text: #"""
 playlists {
-  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 537"
-  owner_id: "quote \" back \\ slash owner_id 538"
-  name: "\346\227\245\346\234\254\350\252\236 name 539"
-  description: "description-540"
-  file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 541"
+  playlist_id: "playlist_id-556"
+  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 557"
+  name: "quote \" back \\ slash name 558"
+  description: "\346\227\245\346\234\254\350\252\236 description 559"
+  file_ids: "file_ids-560"
   file_ids: ""
-  created_at: 1700000000542
-  updated_at: -1099511628319
+  created_at: -1099511628337
+  updated_at: 1700000000562
+  album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 563"
+  album_ids: ""
+  order: PLAYLIST_ORDER_SHUFFLE
+  photo_ids: "photo_ids-564"
+  photo_ids: ""
 }
 playlists {
 }
-next_page_token: "next_page_token-544"
+next_page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 next_page_token 565"
 """#
         ),
         WireSample(
@@ -2901,25 +2991,32 @@ next_page_token: "next_page_token-544"
             name: "UpdatePlaylistRequest/full",
             protoName: "framecast.v1.UpdatePlaylistRequest",
             message: UpdatePlaylistRequest(
-                userID: "ünïcødé ✓ 📷 user_id 545",
-                playlistID: "quote \" back \\ slash playlist_id 546",
-                name: "日本語 name 547",
-                description: "description-548",
+                userID: "quote \" back \\ slash user_id 566",
+                playlistID: "日本語 playlist_id 567",
+                name: "name-568",
+                description: "ünïcødé ✓ 📷 description 569",
                 replaceFileIDs: true,
-                fileIDs: ["quote \" back \\ slash file_ids 550", ""]
+                fileIDs: ["日本語 file_ids 571", ""],
+                replaceAlbumIDs: true,
+                albumIDs: ["ünïcødé ✓ 📷 album_ids 573", ""],
+                order: .shuffle
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 545"
-playlist_id: "quote \" back \\ slash playlist_id 546"
+user_id: "quote \" back \\ slash user_id 566"
+playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 567"
 name {
-  value: "\346\227\245\346\234\254\350\252\236 name 547"
+  value: "name-568"
 }
 description {
-  value: "description-548"
+  value: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 569"
 }
 replace_file_ids: true
-file_ids: "quote \" back \\ slash file_ids 550"
+file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 571"
 file_ids: ""
+replace_album_ids: true
+album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 573"
+album_ids: ""
+order: PLAYLIST_ORDER_SHUFFLE
 """#
         ),
         WireSample(
@@ -2947,12 +3044,12 @@ description {
             name: "DeletePlaylistRequest/full",
             protoName: "framecast.v1.DeletePlaylistRequest",
             message: DeletePlaylistRequest(
-                userID: "日本語 user_id 551",
-                playlistID: "playlist_id-552"
+                userID: "quote \" back \\ slash user_id 574",
+                playlistID: "日本語 playlist_id 575"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 551"
-playlist_id: "playlist_id-552"
+user_id: "quote \" back \\ slash user_id 574"
+playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 575"
 """#
         ),
         WireSample(
@@ -2966,22 +3063,22 @@ playlist_id: "playlist_id-552"
             name: "ScheduleEntry/full",
             protoName: "framecast.v1.ScheduleEntry",
             message: ScheduleEntry(
-                playlistID: "ünïcødé ✓ 📷 playlist_id 553",
-                albumID: "quote \" back \\ slash album_id 554",
-                daysOfWeek: [-555007, 0],
-                startTime: "start_time-556",
-                endTime: "ünïcødé ✓ 📷 end_time 557",
-                intervalSeconds: 558007,
+                playlistID: "playlist_id-576",
+                albumID: "ünïcødé ✓ 📷 album_id 577",
+                daysOfWeek: [578007, 0],
+                startTime: "日本語 start_time 579",
+                endTime: "end_time-580",
+                intervalSeconds: -581007,
                 shuffle: true
             ),
             text: #"""
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 553"
-album_id: "quote \" back \\ slash album_id 554"
-days_of_week: -555007
+playlist_id: "playlist_id-576"
+album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 577"
+days_of_week: 578007
 days_of_week: 0
-start_time: "start_time-556"
-end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 557"
-interval_seconds: 558007
+start_time: "\346\227\245\346\234\254\350\252\236 start_time 579"
+end_time: "end_time-580"
+interval_seconds: -581007
 shuffle: true
 """#
         ),
@@ -2996,35 +3093,35 @@ shuffle: true
             name: "RotationSchedule/full",
             protoName: "framecast.v1.RotationSchedule",
             message: RotationSchedule(
-                frameID: "frame_id-560",
-                ownerID: "ünïcødé ✓ 📷 owner_id 561",
+                frameID: "日本語 frame_id 583",
+                ownerID: "owner_id-584",
                 entries: [ScheduleEntry(
-                    playlistID: "quote \" back \\ slash playlist_id 562",
-                    albumID: "日本語 album_id 563",
-                    daysOfWeek: [564007, 0],
-                    startTime: "ünïcødé ✓ 📷 start_time 565",
-                    endTime: "quote \" back \\ slash end_time 566",
-                    intervalSeconds: -567007,
+                    playlistID: "ünïcødé ✓ 📷 playlist_id 585",
+                    albumID: "quote \" back \\ slash album_id 586",
+                    daysOfWeek: [-587007, 0],
+                    startTime: "start_time-588",
+                    endTime: "ünïcødé ✓ 📷 end_time 589",
+                    intervalSeconds: 590007,
                     shuffle: true
                 ), ScheduleEntry()],
-                updatedAt: -1099511628345
+                updatedAt: 1700000000592
             ),
             text: #"""
-frame_id: "frame_id-560"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 561"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 583"
+owner_id: "owner_id-584"
 entries {
-  playlist_id: "quote \" back \\ slash playlist_id 562"
-  album_id: "\346\227\245\346\234\254\350\252\236 album_id 563"
-  days_of_week: 564007
+  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 585"
+  album_id: "quote \" back \\ slash album_id 586"
+  days_of_week: -587007
   days_of_week: 0
-  start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 565"
-  end_time: "quote \" back \\ slash end_time 566"
-  interval_seconds: -567007
+  start_time: "start_time-588"
+  end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 589"
+  interval_seconds: 590007
   shuffle: true
 }
 entries {
 }
-updated_at: -1099511628345
+updated_at: 1700000000592
 """#
         ),
         WireSample(
@@ -3039,37 +3136,37 @@ updated_at: -1099511628345
             protoName: "framecast.v1.ScheduleReply",
             message: ScheduleReply(
                 schedule: RotationSchedule(
-                    frameID: "quote \" back \\ slash frame_id 570",
-                    ownerID: "日本語 owner_id 571",
+                    frameID: "ünïcødé ✓ 📷 frame_id 593",
+                    ownerID: "quote \" back \\ slash owner_id 594",
                     entries: [ScheduleEntry(
-                        playlistID: "playlist_id-572",
-                        albumID: "ünïcødé ✓ 📷 album_id 573",
-                        daysOfWeek: [574007, 0],
-                        startTime: "日本語 start_time 575",
-                        endTime: "end_time-576",
-                        intervalSeconds: -577007,
+                        playlistID: "日本語 playlist_id 595",
+                        albumID: "album_id-596",
+                        daysOfWeek: [-597007, 0],
+                        startTime: "quote \" back \\ slash start_time 598",
+                        endTime: "日本語 end_time 599",
+                        intervalSeconds: 600007,
                         shuffle: true
                     ), ScheduleEntry()],
-                    updatedAt: -1099511628355
+                    updatedAt: 1700000000602
                 )
             ),
             text: #"""
 schedule {
-  frame_id: "quote \" back \\ slash frame_id 570"
-  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 571"
+  frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 593"
+  owner_id: "quote \" back \\ slash owner_id 594"
   entries {
-    playlist_id: "playlist_id-572"
-    album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 573"
-    days_of_week: 574007
+    playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 595"
+    album_id: "album_id-596"
+    days_of_week: -597007
     days_of_week: 0
-    start_time: "\346\227\245\346\234\254\350\252\236 start_time 575"
-    end_time: "end_time-576"
-    interval_seconds: -577007
+    start_time: "quote \" back \\ slash start_time 598"
+    end_time: "\346\227\245\346\234\254\350\252\236 end_time 599"
+    interval_seconds: 600007
     shuffle: true
   }
   entries {
   }
-  updated_at: -1099511628355
+  updated_at: 1700000000602
 }
 """#
         ),
@@ -3095,12 +3192,12 @@ schedule {
             name: "GetScheduleRequest/full",
             protoName: "framecast.v1.GetScheduleRequest",
             message: GetScheduleRequest(
-                userID: "user_id-580",
-                frameID: "ünïcødé ✓ 📷 frame_id 581"
+                userID: "日本語 user_id 603",
+                frameID: "frame_id-604"
             ),
             text: #"""
-user_id: "user_id-580"
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 581"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 603"
+frame_id: "frame_id-604"
 """#
         ),
         WireSample(
@@ -3114,29 +3211,29 @@ frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 fra
             name: "SetScheduleRequest/full",
             protoName: "framecast.v1.SetScheduleRequest",
             message: SetScheduleRequest(
-                userID: "quote \" back \\ slash user_id 582",
-                frameID: "日本語 frame_id 583",
+                userID: "ünïcødé ✓ 📷 user_id 605",
+                frameID: "quote \" back \\ slash frame_id 606",
                 entries: [ScheduleEntry(
-                    playlistID: "playlist_id-584",
-                    albumID: "ünïcødé ✓ 📷 album_id 585",
-                    daysOfWeek: [586007, 0],
-                    startTime: "日本語 start_time 587",
-                    endTime: "end_time-588",
-                    intervalSeconds: -589007,
+                    playlistID: "日本語 playlist_id 607",
+                    albumID: "album_id-608",
+                    daysOfWeek: [-609007, 0],
+                    startTime: "quote \" back \\ slash start_time 610",
+                    endTime: "日本語 end_time 611",
+                    intervalSeconds: 612007,
                     shuffle: true
                 ), ScheduleEntry()]
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 582"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 583"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 605"
+frame_id: "quote \" back \\ slash frame_id 606"
 entries {
-  playlist_id: "playlist_id-584"
-  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 585"
-  days_of_week: 586007
+  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 607"
+  album_id: "album_id-608"
+  days_of_week: -609007
   days_of_week: 0
-  start_time: "\346\227\245\346\234\254\350\252\236 start_time 587"
-  end_time: "end_time-588"
-  interval_seconds: -589007
+  start_time: "quote \" back \\ slash start_time 610"
+  end_time: "\346\227\245\346\234\254\350\252\236 end_time 611"
+  interval_seconds: 612007
   shuffle: true
 }
 entries {
@@ -3154,12 +3251,79 @@ entries {
             name: "DeleteScheduleRequest/full",
             protoName: "framecast.v1.DeleteScheduleRequest",
             message: DeleteScheduleRequest(
-                userID: "日本語 user_id 591",
-                frameID: "frame_id-592"
+                userID: "quote \" back \\ slash user_id 614",
+                frameID: "日本語 frame_id 615"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 591"
-frame_id: "frame_id-592"
+user_id: "quote \" back \\ slash user_id 614"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 615"
+"""#
+        ),
+        WireSample(
+            name: "MediaScheduleChanged/default",
+            protoName: "framecast.v1.MediaScheduleChanged",
+            message: MediaScheduleChanged(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "MediaScheduleChanged/full",
+            protoName: "framecast.v1.MediaScheduleChanged",
+            message: MediaScheduleChanged(
+                eventID: "event_id-616",
+                occurredAt: -1099511628393,
+                userID: "quote \" back \\ slash user_id 618",
+                frameID: "日本語 frame_id 619",
+                schedule: RotationSchedule(
+                    frameID: "frame_id-620",
+                    ownerID: "ünïcødé ✓ 📷 owner_id 621",
+                    entries: [ScheduleEntry(
+                        playlistID: "quote \" back \\ slash playlist_id 622",
+                        albumID: "日本語 album_id 623",
+                        daysOfWeek: [624007, 0],
+                        startTime: "ünïcødé ✓ 📷 start_time 625",
+                        endTime: "quote \" back \\ slash end_time 626",
+                        intervalSeconds: -627007,
+                        shuffle: true
+                    ), ScheduleEntry()],
+                    updatedAt: -1099511628405
+                ),
+                revision: 1700000000630
+            ),
+            text: #"""
+event_id: "event_id-616"
+occurred_at: -1099511628393
+user_id: "quote \" back \\ slash user_id 618"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 619"
+schedule {
+  frame_id: "frame_id-620"
+  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 621"
+  entries {
+    playlist_id: "quote \" back \\ slash playlist_id 622"
+    album_id: "\346\227\245\346\234\254\350\252\236 album_id 623"
+    days_of_week: 624007
+    days_of_week: 0
+    start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 625"
+    end_time: "quote \" back \\ slash end_time 626"
+    interval_seconds: -627007
+    shuffle: true
+  }
+  entries {
+  }
+  updated_at: -1099511628405
+}
+revision: 1700000000630
+"""#
+        ),
+        WireSample(
+            name: "MediaScheduleChanged/zeros",
+            protoName: "framecast.v1.MediaScheduleChanged",
+            message: MediaScheduleChanged(
+                schedule: RotationSchedule()
+            ),
+            text: #"""
+schedule {
+}
 """#
         ),
         WireSample(
@@ -3173,37 +3337,37 @@ frame_id: "frame_id-592"
             name: "MediaVersionCreated/full",
             protoName: "framecast.v1.MediaVersionCreated",
             message: MediaVersionCreated(
-                eventID: "ünïcødé ✓ 📷 event_id 593",
-                occurredAt: 1700000000594,
-                userID: "日本語 user_id 595",
+                eventID: "日本語 event_id 631",
+                occurredAt: 1700000000632,
+                userID: "ünïcødé ✓ 📷 user_id 633",
                 version: PhotoVersion(
-                    fileID: "file_id-596",
-                    size: "ünïcødé ✓ 📷 size 597",
-                    width: 598007,
-                    height: -599007,
-                    format: "format-600",
-                    contentType: "ünïcødé ✓ 📷 content_type 601",
-                    blobKey: "quote \" back \\ slash blob_key 602",
-                    byteSize: -1099511628379,
-                    sha256: "sha256-604",
-                    createdAt: -1099511628381
+                    fileID: "quote \" back \\ slash file_id 634",
+                    size: "日本語 size 635",
+                    width: 636007,
+                    height: -637007,
+                    format: "quote \" back \\ slash format 638",
+                    contentType: "日本語 content_type 639",
+                    blobKey: "blob_key-640",
+                    byteSize: -1099511628417,
+                    sha256: "quote \" back \\ slash sha256 642",
+                    createdAt: -1099511628419
                 )
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 593"
-occurred_at: 1700000000594
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 595"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 631"
+occurred_at: 1700000000632
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 633"
 version {
-  file_id: "file_id-596"
-  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 597"
-  width: 598007
-  height: -599007
-  format: "format-600"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 601"
-  blob_key: "quote \" back \\ slash blob_key 602"
-  byte_size: -1099511628379
-  sha256: "sha256-604"
-  created_at: -1099511628381
+  file_id: "quote \" back \\ slash file_id 634"
+  size: "\346\227\245\346\234\254\350\252\236 size 635"
+  width: 636007
+  height: -637007
+  format: "quote \" back \\ slash format 638"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 639"
+  blob_key: "blob_key-640"
+  byte_size: -1099511628417
+  sha256: "quote \" back \\ slash sha256 642"
+  created_at: -1099511628419
 }
 """#
         ),
@@ -3229,22 +3393,22 @@ version {
             name: "MediaVersionFailed/full",
             protoName: "framecast.v1.MediaVersionFailed",
             message: MediaVersionFailed(
-                eventID: "quote \" back \\ slash event_id 606",
-                occurredAt: -1099511628383,
-                userID: "user_id-608",
-                fileID: "ünïcødé ✓ 📷 file_id 609",
-                size: "quote \" back \\ slash size 610",
-                format: "日本語 format 611",
-                error: "error-612"
+                eventID: "event_id-644",
+                occurredAt: -1099511628421,
+                userID: "quote \" back \\ slash user_id 646",
+                fileID: "日本語 file_id 647",
+                size: "size-648",
+                format: "ünïcødé ✓ 📷 format 649",
+                error: "quote \" back \\ slash error 650"
             ),
             text: #"""
-event_id: "quote \" back \\ slash event_id 606"
-occurred_at: -1099511628383
-user_id: "user_id-608"
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 609"
-size: "quote \" back \\ slash size 610"
-format: "\346\227\245\346\234\254\350\252\236 format 611"
-error: "error-612"
+event_id: "event_id-644"
+occurred_at: -1099511628421
+user_id: "quote \" back \\ slash user_id 646"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 647"
+size: "size-648"
+format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 649"
+error: "quote \" back \\ slash error 650"
 """#
         ),
         WireSample(
@@ -3258,47 +3422,47 @@ error: "error-612"
             name: "MediaCacheReady/full",
             protoName: "framecast.v1.MediaCacheReady",
             message: MediaCacheReady(
-                eventID: "ünïcødé ✓ 📷 event_id 613",
-                occurredAt: 1700000000614,
-                userID: "日本語 user_id 615",
-                fileID: "file_id-616",
+                eventID: "日本語 event_id 651",
+                occurredAt: 1700000000652,
+                userID: "ünïcødé ✓ 📷 user_id 653",
+                fileID: "quote \" back \\ slash file_id 654",
                 versions: [PhotoVersion(
-                    fileID: "ünïcødé ✓ 📷 file_id 617",
-                    size: "quote \" back \\ slash size 618",
-                    width: -619007,
-                    height: 620007,
-                    format: "ünïcødé ✓ 📷 format 621",
-                    contentType: "quote \" back \\ slash content_type 622",
-                    blobKey: "日本語 blob_key 623",
-                    byteSize: 1700000000624,
-                    sha256: "ünïcødé ✓ 📷 sha256 625",
-                    createdAt: 1700000000626
+                    fileID: "日本語 file_id 655",
+                    size: "size-656",
+                    width: -657007,
+                    height: 658007,
+                    format: "日本語 format 659",
+                    contentType: "content_type-660",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 661",
+                    byteSize: 1700000000662,
+                    sha256: "日本語 sha256 663",
+                    createdAt: 1700000000664
                 ), PhotoVersion()],
-                frameIDs: ["日本語 frame_ids 627", ""],
-                albumIDs: ["album_ids-628", ""]
+                frameIDs: ["ünïcødé ✓ 📷 frame_ids 665", ""],
+                albumIDs: ["quote \" back \\ slash album_ids 666", ""]
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 613"
-occurred_at: 1700000000614
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 615"
-file_id: "file_id-616"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 651"
+occurred_at: 1700000000652
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 653"
+file_id: "quote \" back \\ slash file_id 654"
 versions {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 617"
-  size: "quote \" back \\ slash size 618"
-  width: -619007
-  height: 620007
-  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 621"
-  content_type: "quote \" back \\ slash content_type 622"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 623"
-  byte_size: 1700000000624
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 625"
-  created_at: 1700000000626
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 655"
+  size: "size-656"
+  width: -657007
+  height: 658007
+  format: "\346\227\245\346\234\254\350\252\236 format 659"
+  content_type: "content_type-660"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 661"
+  byte_size: 1700000000662
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 663"
+  created_at: 1700000000664
 }
 versions {
 }
-frame_ids: "\346\227\245\346\234\254\350\252\236 frame_ids 627"
+frame_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_ids 665"
 frame_ids: ""
-album_ids: "album_ids-628"
+album_ids: "quote \" back \\ slash album_ids 666"
 album_ids: ""
 """#
         ),
@@ -3313,104 +3477,104 @@ album_ids: ""
             name: "FileRecord/full",
             protoName: "framecast.v1.FileRecord",
             message: FileRecord(
-                fileID: "ünïcødé ✓ 📷 file_id 629",
-                userID: "quote \" back \\ slash user_id 630",
-                blobKey: "日本語 blob_key 631",
-                sha256: "sha256-632",
-                size: -1099511628409,
-                fileName: "quote \" back \\ slash file_name 634",
-                contentType: "日本語 content_type 635",
-                declaredContentType: "declared_content_type-636",
-                metadata: ["": "empty key", "album_id": "alb-ü-637", "k637": ""],
+                fileID: "日本語 file_id 667",
+                userID: "user_id-668",
+                blobKey: "ünïcødé ✓ 📷 blob_key 669",
+                sha256: "quote \" back \\ slash sha256 670",
+                size: -1099511628447,
+                fileName: "file_name-672",
+                contentType: "ünïcødé ✓ 📷 content_type 673",
+                declaredContentType: "quote \" back \\ slash declared_content_type 674",
+                metadata: ["": "empty key", "album_id": "alb-ü-675", "k675": ""],
                 analysis: PhotoAnalysis(
-                    format: "quote \" back \\ slash format 638",
-                    width: -639007,
-                    height: 640007,
-                    orientation: -641007,
-                    takenAt: 1700000000642,
-                    cameraMake: "日本語 camera_make 643",
-                    cameraModel: "camera_model-644",
+                    format: "format-676",
+                    width: -677007,
+                    height: 678007,
+                    orientation: -679007,
+                    takenAt: 1700000000680,
+                    cameraMake: "ünïcødé ✓ 📷 camera_make 681",
+                    cameraModel: "quote \" back \\ slash camera_model 682",
                     gps: GeoPoint(
-                        latitude: -645.5,
-                        longitude: 646.5,
-                        altitude: -647.5
+                        latitude: -683.5,
+                        longitude: 684.5,
+                        altitude: -685.5
                     ),
-                    dominantColors: ["dominant_colors-648", ""],
-                    perceptualHash: 9223372036862787713
+                    dominantColors: ["quote \" back \\ slash dominant_colors 686", ""],
+                    perceptualHash: 9223372036863256823
                 ),
                 aiMetadata: AIMetadata(
-                    labels: ["quote \" back \\ slash labels 650", ""],
+                    labels: ["labels-688", ""],
                     faces: [Face(
-                        x: -651007,
-                        y: 652007,
-                        width: -653007,
-                        height: 654007,
-                        confidence: 655.25
+                        x: -689007,
+                        y: 690007,
+                        width: -691007,
+                        height: 692007,
+                        confidence: 693.25
                     ), Face()],
-                    objects: ["objects-656", ""],
-                    analyser: "ünïcødé ✓ 📷 analyser 657"
+                    objects: ["quote \" back \\ slash objects 694", ""],
+                    analyser: "日本語 analyser 695"
                 ),
-                createdAt: 1700000000658,
-                storagePath: "日本語 storage_path 659"
+                createdAt: 1700000000696,
+                storagePath: "ünïcødé ✓ 📷 storage_path 697"
             ),
             text: #"""
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 629"
-user_id: "quote \" back \\ slash user_id 630"
-blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 631"
-sha256: "sha256-632"
-size: -1099511628409
-file_name: "quote \" back \\ slash file_name 634"
-content_type: "\346\227\245\346\234\254\350\252\236 content_type 635"
-declared_content_type: "declared_content_type-636"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 667"
+user_id: "user_id-668"
+blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 669"
+sha256: "quote \" back \\ slash sha256 670"
+size: -1099511628447
+file_name: "file_name-672"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 673"
+declared_content_type: "quote \" back \\ slash declared_content_type 674"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-637"
+  value: "alb-\303\274-675"
 }
 metadata {
-  key: "k637"
+  key: "k675"
 }
 analysis {
-  format: "quote \" back \\ slash format 638"
-  width: -639007
-  height: 640007
-  orientation: -641007
+  format: "format-676"
+  width: -677007
+  height: 678007
+  orientation: -679007
   taken_at {
-    value: 1700000000642
+    value: 1700000000680
   }
-  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 643"
-  camera_model: "camera_model-644"
+  camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 681"
+  camera_model: "quote \" back \\ slash camera_model 682"
   gps {
-    latitude: -645.5
-    longitude: 646.5
+    latitude: -683.5
+    longitude: 684.5
     altitude {
-      value: -647.5
+      value: -685.5
     }
   }
-  dominant_colors: "dominant_colors-648"
+  dominant_colors: "quote \" back \\ slash dominant_colors 686"
   dominant_colors: ""
-  perceptual_hash: 9223372036862787713
+  perceptual_hash: 9223372036863256823
 }
 ai_metadata {
-  labels: "quote \" back \\ slash labels 650"
+  labels: "labels-688"
   labels: ""
   faces {
-    x: -651007
-    y: 652007
-    width: -653007
-    height: 654007
-    confidence: 655.25
+    x: -689007
+    y: 690007
+    width: -691007
+    height: 692007
+    confidence: 693.25
   }
   faces {
   }
-  objects: "objects-656"
+  objects: "quote \" back \\ slash objects 694"
   objects: ""
-  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 657"
+  analyser: "\346\227\245\346\234\254\350\252\236 analyser 695"
 }
-created_at: 1700000000658
-storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 659"
+created_at: 1700000000696
+storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 697"
 """#
         ),
         WireSample(
@@ -3449,30 +3613,30 @@ ai_metadata {
             name: "RegisterUploadRequest/full",
             protoName: "framecast.v1.RegisterUploadRequest",
             message: RegisterUploadRequest(
-                userID: "user_id-660",
-                blobKey: "ünïcødé ✓ 📷 blob_key 661",
-                sha256: "quote \" back \\ slash sha256 662",
-                size: -1099511628439,
-                fileName: "file_name-664",
-                contentType: "ünïcødé ✓ 📷 content_type 665",
-                metadata: ["": "empty key", "album_id": "alb-ü-666", "k666": ""]
+                userID: "quote \" back \\ slash user_id 698",
+                blobKey: "日本語 blob_key 699",
+                sha256: "sha256-700",
+                size: -1099511628477,
+                fileName: "quote \" back \\ slash file_name 702",
+                contentType: "日本語 content_type 703",
+                metadata: ["": "empty key", "album_id": "alb-ü-704", "k704": ""]
             ),
             text: #"""
-user_id: "user_id-660"
-blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 661"
-sha256: "quote \" back \\ slash sha256 662"
-size: -1099511628439
-file_name: "file_name-664"
-content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 665"
+user_id: "quote \" back \\ slash user_id 698"
+blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 699"
+sha256: "sha256-700"
+size: -1099511628477
+file_name: "quote \" back \\ slash file_name 702"
+content_type: "\346\227\245\346\234\254\350\252\236 content_type 703"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-666"
+  value: "alb-\303\274-704"
 }
 metadata {
-  key: "k666"
+  key: "k704"
 }
 """#
         ),
@@ -3488,107 +3652,107 @@ metadata {
             protoName: "framecast.v1.RegisterUploadReply",
             message: RegisterUploadReply(
                 file: FileRecord(
-                    fileID: "日本語 file_id 667",
-                    userID: "user_id-668",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 669",
-                    sha256: "quote \" back \\ slash sha256 670",
-                    size: -1099511628447,
-                    fileName: "file_name-672",
-                    contentType: "ünïcødé ✓ 📷 content_type 673",
-                    declaredContentType: "quote \" back \\ slash declared_content_type 674",
-                    metadata: ["": "empty key", "album_id": "alb-ü-675", "k675": ""],
+                    fileID: "ünïcødé ✓ 📷 file_id 705",
+                    userID: "quote \" back \\ slash user_id 706",
+                    blobKey: "日本語 blob_key 707",
+                    sha256: "sha256-708",
+                    size: -1099511628485,
+                    fileName: "quote \" back \\ slash file_name 710",
+                    contentType: "日本語 content_type 711",
+                    declaredContentType: "declared_content_type-712",
+                    metadata: ["": "empty key", "album_id": "alb-ü-713", "k713": ""],
                     analysis: PhotoAnalysis(
-                        format: "format-676",
-                        width: -677007,
-                        height: 678007,
-                        orientation: -679007,
-                        takenAt: 1700000000680,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 681",
-                        cameraModel: "quote \" back \\ slash camera_model 682",
+                        format: "quote \" back \\ slash format 714",
+                        width: -715007,
+                        height: 716007,
+                        orientation: -717007,
+                        takenAt: 1700000000718,
+                        cameraMake: "日本語 camera_make 719",
+                        cameraModel: "camera_model-720",
                         gps: GeoPoint(
-                            latitude: -683.5,
-                            longitude: 684.5,
-                            altitude: -685.5
+                            latitude: -721.5,
+                            longitude: 722.5,
+                            altitude: -723.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 686", ""],
-                        perceptualHash: 9223372036863256823
+                        dominantColors: ["dominant_colors-724", ""],
+                        perceptualHash: 9223372036863725933
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["labels-688", ""],
+                        labels: ["quote \" back \\ slash labels 726", ""],
                         faces: [Face(
-                            x: -689007,
-                            y: 690007,
-                            width: -691007,
-                            height: 692007,
-                            confidence: 693.25
+                            x: -727007,
+                            y: 728007,
+                            width: -729007,
+                            height: 730007,
+                            confidence: 731.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 694", ""],
-                        analyser: "日本語 analyser 695"
+                        objects: ["objects-732", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 733"
                     ),
-                    createdAt: 1700000000696,
-                    storagePath: "ünïcødé ✓ 📷 storage_path 697"
+                    createdAt: 1700000000734,
+                    storagePath: "日本語 storage_path 735"
                 ),
                 duplicate: true
             ),
             text: #"""
 file {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 667"
-  user_id: "user_id-668"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 669"
-  sha256: "quote \" back \\ slash sha256 670"
-  size: -1099511628447
-  file_name: "file_name-672"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 673"
-  declared_content_type: "quote \" back \\ slash declared_content_type 674"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 705"
+  user_id: "quote \" back \\ slash user_id 706"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 707"
+  sha256: "sha256-708"
+  size: -1099511628485
+  file_name: "quote \" back \\ slash file_name 710"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 711"
+  declared_content_type: "declared_content_type-712"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-675"
+    value: "alb-\303\274-713"
   }
   metadata {
-    key: "k675"
+    key: "k713"
   }
   analysis {
-    format: "format-676"
-    width: -677007
-    height: 678007
-    orientation: -679007
+    format: "quote \" back \\ slash format 714"
+    width: -715007
+    height: 716007
+    orientation: -717007
     taken_at {
-      value: 1700000000680
+      value: 1700000000718
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 681"
-    camera_model: "quote \" back \\ slash camera_model 682"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 719"
+    camera_model: "camera_model-720"
     gps {
-      latitude: -683.5
-      longitude: 684.5
+      latitude: -721.5
+      longitude: 722.5
       altitude {
-        value: -685.5
+        value: -723.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 686"
+    dominant_colors: "dominant_colors-724"
     dominant_colors: ""
-    perceptual_hash: 9223372036863256823
+    perceptual_hash: 9223372036863725933
   }
   ai_metadata {
-    labels: "labels-688"
+    labels: "quote \" back \\ slash labels 726"
     labels: ""
     faces {
-      x: -689007
-      y: 690007
-      width: -691007
-      height: 692007
-      confidence: 693.25
+      x: -727007
+      y: 728007
+      width: -729007
+      height: 730007
+      confidence: 731.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 694"
+    objects: "objects-732"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 695"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 733"
   }
-  created_at: 1700000000696
-  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 697"
+  created_at: 1700000000734
+  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 735"
 }
 duplicate: true
 """#
@@ -3633,12 +3797,12 @@ file {
             name: "GetFileRequest/full",
             protoName: "framecast.v1.GetFileRequest",
             message: GetFileRequest(
-                userID: "日本語 user_id 699",
-                fileID: "file_id-700"
+                userID: "ünïcødé ✓ 📷 user_id 737",
+                fileID: "quote \" back \\ slash file_id 738"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 699"
-file_id: "file_id-700"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 737"
+file_id: "quote \" back \\ slash file_id 738"
 """#
         ),
         WireSample(
@@ -3653,106 +3817,106 @@ file_id: "file_id-700"
             protoName: "framecast.v1.GetFileReply",
             message: GetFileReply(
                 file: FileRecord(
-                    fileID: "ünïcødé ✓ 📷 file_id 701",
-                    userID: "quote \" back \\ slash user_id 702",
-                    blobKey: "日本語 blob_key 703",
-                    sha256: "sha256-704",
-                    size: -1099511628481,
-                    fileName: "quote \" back \\ slash file_name 706",
-                    contentType: "日本語 content_type 707",
-                    declaredContentType: "declared_content_type-708",
-                    metadata: ["": "empty key", "album_id": "alb-ü-709", "k709": ""],
+                    fileID: "日本語 file_id 739",
+                    userID: "user_id-740",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 741",
+                    sha256: "quote \" back \\ slash sha256 742",
+                    size: -1099511628519,
+                    fileName: "file_name-744",
+                    contentType: "ünïcødé ✓ 📷 content_type 745",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 746",
+                    metadata: ["": "empty key", "album_id": "alb-ü-747", "k747": ""],
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 710",
-                        width: -711007,
-                        height: 712007,
-                        orientation: -713007,
-                        takenAt: 1700000000714,
-                        cameraMake: "日本語 camera_make 715",
-                        cameraModel: "camera_model-716",
+                        format: "format-748",
+                        width: -749007,
+                        height: 750007,
+                        orientation: -751007,
+                        takenAt: 1700000000752,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 753",
+                        cameraModel: "quote \" back \\ slash camera_model 754",
                         gps: GeoPoint(
-                            latitude: -717.5,
-                            longitude: 718.5,
-                            altitude: -719.5
+                            latitude: -755.5,
+                            longitude: 756.5,
+                            altitude: -757.5
                         ),
-                        dominantColors: ["dominant_colors-720", ""],
-                        perceptualHash: 9223372036863676553
+                        dominantColors: ["quote \" back \\ slash dominant_colors 758", ""],
+                        perceptualHash: 9223372036864145663
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 722", ""],
+                        labels: ["labels-760", ""],
                         faces: [Face(
-                            x: -723007,
-                            y: 724007,
-                            width: -725007,
-                            height: 726007,
-                            confidence: 727.25
+                            x: -761007,
+                            y: 762007,
+                            width: -763007,
+                            height: 764007,
+                            confidence: 765.25
                         ), Face()],
-                        objects: ["objects-728", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 729"
+                        objects: ["quote \" back \\ slash objects 766", ""],
+                        analyser: "日本語 analyser 767"
                     ),
-                    createdAt: 1700000000730,
-                    storagePath: "日本語 storage_path 731"
+                    createdAt: 1700000000768,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 769"
                 )
             ),
             text: #"""
 file {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 701"
-  user_id: "quote \" back \\ slash user_id 702"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 703"
-  sha256: "sha256-704"
-  size: -1099511628481
-  file_name: "quote \" back \\ slash file_name 706"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 707"
-  declared_content_type: "declared_content_type-708"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 739"
+  user_id: "user_id-740"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 741"
+  sha256: "quote \" back \\ slash sha256 742"
+  size: -1099511628519
+  file_name: "file_name-744"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 745"
+  declared_content_type: "quote \" back \\ slash declared_content_type 746"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-709"
+    value: "alb-\303\274-747"
   }
   metadata {
-    key: "k709"
+    key: "k747"
   }
   analysis {
-    format: "quote \" back \\ slash format 710"
-    width: -711007
-    height: 712007
-    orientation: -713007
+    format: "format-748"
+    width: -749007
+    height: 750007
+    orientation: -751007
     taken_at {
-      value: 1700000000714
+      value: 1700000000752
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 715"
-    camera_model: "camera_model-716"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 753"
+    camera_model: "quote \" back \\ slash camera_model 754"
     gps {
-      latitude: -717.5
-      longitude: 718.5
+      latitude: -755.5
+      longitude: 756.5
       altitude {
-        value: -719.5
+        value: -757.5
       }
     }
-    dominant_colors: "dominant_colors-720"
+    dominant_colors: "quote \" back \\ slash dominant_colors 758"
     dominant_colors: ""
-    perceptual_hash: 9223372036863676553
+    perceptual_hash: 9223372036864145663
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 722"
+    labels: "labels-760"
     labels: ""
     faces {
-      x: -723007
-      y: 724007
-      width: -725007
-      height: 726007
-      confidence: 727.25
+      x: -761007
+      y: 762007
+      width: -763007
+      height: 764007
+      confidence: 765.25
     }
     faces {
     }
-    objects: "objects-728"
+    objects: "quote \" back \\ slash objects 766"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 729"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 767"
   }
-  created_at: 1700000000730
-  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 731"
+  created_at: 1700000000768
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 769"
 }
 """#
         ),
@@ -3796,14 +3960,14 @@ file {
             name: "ListFilesRequest/full",
             protoName: "framecast.v1.ListFilesRequest",
             message: ListFilesRequest(
-                userID: "user_id-732",
-                pageSize: -733007,
-                pageToken: "quote \" back \\ slash page_token 734"
+                userID: "quote \" back \\ slash user_id 770",
+                pageSize: -771007,
+                pageToken: "page_token-772"
             ),
             text: #"""
-user_id: "user_id-732"
-page_size: -733007
-page_token: "quote \" back \\ slash page_token 734"
+user_id: "quote \" back \\ slash user_id 770"
+page_size: -771007
+page_token: "page_token-772"
 """#
         ),
         WireSample(
@@ -3818,45 +3982,45 @@ page_token: "quote \" back \\ slash page_token 734"
             protoName: "framecast.v1.ListFilesReply",
             message: ListFilesReply(
                 files: [FileRecord(
-                    fileID: "日本語 file_id 735",
-                    userID: "user_id-736",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 737",
-                    sha256: "quote \" back \\ slash sha256 738",
-                    size: -1099511628515,
-                    fileName: "file_name-740",
-                    contentType: "ünïcødé ✓ 📷 content_type 741",
-                    declaredContentType: "quote \" back \\ slash declared_content_type 742",
-                    metadata: ["": "empty key", "album_id": "alb-ü-743", "k743": ""],
+                    fileID: "ünïcødé ✓ 📷 file_id 773",
+                    userID: "quote \" back \\ slash user_id 774",
+                    blobKey: "日本語 blob_key 775",
+                    sha256: "sha256-776",
+                    size: -1099511628553,
+                    fileName: "quote \" back \\ slash file_name 778",
+                    contentType: "日本語 content_type 779",
+                    declaredContentType: "declared_content_type-780",
+                    metadata: ["": "empty key", "album_id": "alb-ü-781", "k781": ""],
                     analysis: PhotoAnalysis(
-                        format: "format-744",
-                        width: -745007,
-                        height: 746007,
-                        orientation: -747007,
-                        takenAt: 1700000000748,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 749",
-                        cameraModel: "quote \" back \\ slash camera_model 750",
+                        format: "quote \" back \\ slash format 782",
+                        width: -783007,
+                        height: 784007,
+                        orientation: -785007,
+                        takenAt: 1700000000786,
+                        cameraMake: "日本語 camera_make 787",
+                        cameraModel: "camera_model-788",
                         gps: GeoPoint(
-                            latitude: -751.5,
-                            longitude: 752.5,
-                            altitude: -753.5
+                            latitude: -789.5,
+                            longitude: 790.5,
+                            altitude: -791.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 754", ""],
-                        perceptualHash: 9223372036864096283
+                        dominantColors: ["dominant_colors-792", ""],
+                        perceptualHash: 9223372036864565393
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["labels-756", ""],
+                        labels: ["quote \" back \\ slash labels 794", ""],
                         faces: [Face(
-                            x: -757007,
-                            y: 758007,
-                            width: -759007,
-                            height: 760007,
-                            confidence: 761.25
+                            x: -795007,
+                            y: 796007,
+                            width: -797007,
+                            height: 798007,
+                            confidence: 799.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 762", ""],
-                        analyser: "日本語 analyser 763"
+                        objects: ["objects-800", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 801"
                     ),
-                    createdAt: 1700000000764,
-                    storagePath: "ünïcødé ✓ 📷 storage_path 765"
+                    createdAt: 1700000000802,
+                    storagePath: "日本語 storage_path 803"
                 ), FileRecord(
                     analysis: PhotoAnalysis(
                         takenAt: 0,
@@ -3866,67 +4030,67 @@ page_token: "quote \" back \\ slash page_token 734"
                     ),
                     aiMetadata: AIMetadata()
                 )],
-                nextPageToken: "quote \" back \\ slash next_page_token 766"
+                nextPageToken: "next_page_token-804"
             ),
             text: #"""
 files {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 735"
-  user_id: "user_id-736"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 737"
-  sha256: "quote \" back \\ slash sha256 738"
-  size: -1099511628515
-  file_name: "file_name-740"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 741"
-  declared_content_type: "quote \" back \\ slash declared_content_type 742"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 773"
+  user_id: "quote \" back \\ slash user_id 774"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 775"
+  sha256: "sha256-776"
+  size: -1099511628553
+  file_name: "quote \" back \\ slash file_name 778"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 779"
+  declared_content_type: "declared_content_type-780"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-743"
+    value: "alb-\303\274-781"
   }
   metadata {
-    key: "k743"
+    key: "k781"
   }
   analysis {
-    format: "format-744"
-    width: -745007
-    height: 746007
-    orientation: -747007
+    format: "quote \" back \\ slash format 782"
+    width: -783007
+    height: 784007
+    orientation: -785007
     taken_at {
-      value: 1700000000748
+      value: 1700000000786
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 749"
-    camera_model: "quote \" back \\ slash camera_model 750"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 787"
+    camera_model: "camera_model-788"
     gps {
-      latitude: -751.5
-      longitude: 752.5
+      latitude: -789.5
+      longitude: 790.5
       altitude {
-        value: -753.5
+        value: -791.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 754"
+    dominant_colors: "dominant_colors-792"
     dominant_colors: ""
-    perceptual_hash: 9223372036864096283
+    perceptual_hash: 9223372036864565393
   }
   ai_metadata {
-    labels: "labels-756"
+    labels: "quote \" back \\ slash labels 794"
     labels: ""
     faces {
-      x: -757007
-      y: 758007
-      width: -759007
-      height: 760007
-      confidence: 761.25
+      x: -795007
+      y: 796007
+      width: -797007
+      height: 798007
+      confidence: 799.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 762"
+    objects: "objects-800"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 763"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 801"
   }
-  created_at: 1700000000764
-  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 765"
+  created_at: 1700000000802
+  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 803"
 }
 files {
   analysis {
@@ -3940,7 +4104,7 @@ files {
   ai_metadata {
   }
 }
-next_page_token: "quote \" back \\ slash next_page_token 766"
+next_page_token: "next_page_token-804"
 """#
         ),
         WireSample(
@@ -3954,12 +4118,12 @@ next_page_token: "quote \" back \\ slash next_page_token 766"
             name: "DeleteFileRequest/full",
             protoName: "framecast.v1.DeleteFileRequest",
             message: DeleteFileRequest(
-                userID: "日本語 user_id 767",
-                fileID: "file_id-768"
+                userID: "ünïcødé ✓ 📷 user_id 805",
+                fileID: "quote \" back \\ slash file_id 806"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 767"
-file_id: "file_id-768"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 805"
+file_id: "quote \" back \\ slash file_id 806"
 """#
         ),
         WireSample(
@@ -3973,113 +4137,113 @@ file_id: "file_id-768"
             name: "FileUploaded/full",
             protoName: "framecast.v1.FileUploaded",
             message: FileUploaded(
-                eventID: "ünïcødé ✓ 📷 event_id 769",
-                occurredAt: 1700000000770,
-                userID: "日本語 user_id 771",
+                eventID: "日本語 event_id 807",
+                occurredAt: 1700000000808,
+                userID: "ünïcødé ✓ 📷 user_id 809",
                 file: FileRecord(
-                    fileID: "file_id-772",
-                    userID: "ünïcødé ✓ 📷 user_id 773",
-                    blobKey: "quote \" back \\ slash blob_key 774",
-                    sha256: "日本語 sha256 775",
-                    size: 1700000000776,
-                    fileName: "ünïcødé ✓ 📷 file_name 777",
-                    contentType: "quote \" back \\ slash content_type 778",
-                    declaredContentType: "日本語 declared_content_type 779",
-                    metadata: ["": "empty key", "album_id": "alb-ü-780", "k780": ""],
+                    fileID: "quote \" back \\ slash file_id 810",
+                    userID: "日本語 user_id 811",
+                    blobKey: "blob_key-812",
+                    sha256: "ünïcødé ✓ 📷 sha256 813",
+                    size: 1700000000814,
+                    fileName: "日本語 file_name 815",
+                    contentType: "content_type-816",
+                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 817",
+                    metadata: ["": "empty key", "album_id": "alb-ü-818", "k818": ""],
                     analysis: PhotoAnalysis(
-                        format: "ünïcødé ✓ 📷 format 781",
-                        width: 782007,
-                        height: -783007,
-                        orientation: 784007,
-                        takenAt: -1099511628561,
-                        cameraMake: "quote \" back \\ slash camera_make 786",
-                        cameraModel: "日本語 camera_model 787",
+                        format: "日本語 format 819",
+                        width: 820007,
+                        height: -821007,
+                        orientation: 822007,
+                        takenAt: -1099511628599,
+                        cameraMake: "camera_make-824",
+                        cameraModel: "ünïcødé ✓ 📷 camera_model 825",
                         gps: GeoPoint(
-                            latitude: 788.5,
-                            longitude: -789.5,
-                            altitude: 790.5
+                            latitude: 826.5,
+                            longitude: -827.5,
+                            altitude: 828.5
                         ),
-                        dominantColors: ["日本語 dominant_colors 791", ""],
-                        perceptualHash: 9223372036864553048
+                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 829", ""],
+                        perceptualHash: 9223372036865022158
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["ünïcødé ✓ 📷 labels 793", ""],
+                        labels: ["日本語 labels 831", ""],
                         faces: [Face(
-                            x: 794007,
-                            y: -795007,
-                            width: 796007,
-                            height: -797007,
-                            confidence: 798.25
+                            x: 832007,
+                            y: -833007,
+                            width: 834007,
+                            height: -835007,
+                            confidence: 836.25
                         ), Face()],
-                        objects: ["日本語 objects 799", ""],
-                        analyser: "analyser-800"
+                        objects: ["ünïcødé ✓ 📷 objects 837", ""],
+                        analyser: "quote \" back \\ slash analyser 838"
                     ),
-                    createdAt: -1099511628577,
-                    storagePath: "quote \" back \\ slash storage_path 802"
+                    createdAt: -1099511628615,
+                    storagePath: "storage_path-840"
                 )
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 769"
-occurred_at: 1700000000770
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 771"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 807"
+occurred_at: 1700000000808
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 809"
 file {
-  file_id: "file_id-772"
-  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 773"
-  blob_key: "quote \" back \\ slash blob_key 774"
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 775"
-  size: 1700000000776
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 777"
-  content_type: "quote \" back \\ slash content_type 778"
-  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 779"
+  file_id: "quote \" back \\ slash file_id 810"
+  user_id: "\346\227\245\346\234\254\350\252\236 user_id 811"
+  blob_key: "blob_key-812"
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 813"
+  size: 1700000000814
+  file_name: "\346\227\245\346\234\254\350\252\236 file_name 815"
+  content_type: "content_type-816"
+  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 817"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-780"
+    value: "alb-\303\274-818"
   }
   metadata {
-    key: "k780"
+    key: "k818"
   }
   analysis {
-    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 781"
-    width: 782007
-    height: -783007
-    orientation: 784007
+    format: "\346\227\245\346\234\254\350\252\236 format 819"
+    width: 820007
+    height: -821007
+    orientation: 822007
     taken_at {
-      value: -1099511628561
+      value: -1099511628599
     }
-    camera_make: "quote \" back \\ slash camera_make 786"
-    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 787"
+    camera_make: "camera_make-824"
+    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 825"
     gps {
-      latitude: 788.5
-      longitude: -789.5
+      latitude: 826.5
+      longitude: -827.5
       altitude {
-        value: 790.5
+        value: 828.5
       }
     }
-    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 791"
+    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 829"
     dominant_colors: ""
-    perceptual_hash: 9223372036864553048
+    perceptual_hash: 9223372036865022158
   }
   ai_metadata {
-    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 793"
+    labels: "\346\227\245\346\234\254\350\252\236 labels 831"
     labels: ""
     faces {
-      x: 794007
-      y: -795007
-      width: 796007
-      height: -797007
-      confidence: 798.25
+      x: 832007
+      y: -833007
+      width: 834007
+      height: -835007
+      confidence: 836.25
     }
     faces {
     }
-    objects: "\346\227\245\346\234\254\350\252\236 objects 799"
+    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 837"
     objects: ""
-    analyser: "analyser-800"
+    analyser: "quote \" back \\ slash analyser 838"
   }
-  created_at: -1099511628577
-  storage_path: "quote \" back \\ slash storage_path 802"
+  created_at: -1099511628615
+  storage_path: "storage_path-840"
 }
 """#
         ),
@@ -4123,113 +4287,113 @@ file {
             name: "FileUploadedWithAI/full",
             protoName: "framecast.v1.FileUploadedWithAI",
             message: FileUploadedWithAI(
-                eventID: "日本語 event_id 803",
-                occurredAt: 1700000000804,
-                userID: "ünïcødé ✓ 📷 user_id 805",
+                eventID: "ünïcødé ✓ 📷 event_id 841",
+                occurredAt: 1700000000842,
+                userID: "日本語 user_id 843",
                 file: FileRecord(
-                    fileID: "quote \" back \\ slash file_id 806",
-                    userID: "日本語 user_id 807",
-                    blobKey: "blob_key-808",
-                    sha256: "ünïcødé ✓ 📷 sha256 809",
-                    size: 1700000000810,
-                    fileName: "日本語 file_name 811",
-                    contentType: "content_type-812",
-                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 813",
-                    metadata: ["": "empty key", "album_id": "alb-ü-814", "k814": ""],
+                    fileID: "file_id-844",
+                    userID: "ünïcødé ✓ 📷 user_id 845",
+                    blobKey: "quote \" back \\ slash blob_key 846",
+                    sha256: "日本語 sha256 847",
+                    size: 1700000000848,
+                    fileName: "ünïcødé ✓ 📷 file_name 849",
+                    contentType: "quote \" back \\ slash content_type 850",
+                    declaredContentType: "日本語 declared_content_type 851",
+                    metadata: ["": "empty key", "album_id": "alb-ü-852", "k852": ""],
                     analysis: PhotoAnalysis(
-                        format: "日本語 format 815",
-                        width: 816007,
-                        height: -817007,
-                        orientation: 818007,
-                        takenAt: -1099511628595,
-                        cameraMake: "camera_make-820",
-                        cameraModel: "ünïcødé ✓ 📷 camera_model 821",
+                        format: "ünïcødé ✓ 📷 format 853",
+                        width: 854007,
+                        height: -855007,
+                        orientation: 856007,
+                        takenAt: -1099511628633,
+                        cameraMake: "quote \" back \\ slash camera_make 858",
+                        cameraModel: "日本語 camera_model 859",
                         gps: GeoPoint(
-                            latitude: 822.5,
-                            longitude: -823.5,
-                            altitude: 824.5
+                            latitude: 860.5,
+                            longitude: -861.5,
+                            altitude: 862.5
                         ),
-                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 825", ""],
-                        perceptualHash: 9223372036864972778
+                        dominantColors: ["日本語 dominant_colors 863", ""],
+                        perceptualHash: 9223372036865441888
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["日本語 labels 827", ""],
+                        labels: ["ünïcødé ✓ 📷 labels 865", ""],
                         faces: [Face(
-                            x: 828007,
-                            y: -829007,
-                            width: 830007,
-                            height: -831007,
-                            confidence: 832.25
+                            x: 866007,
+                            y: -867007,
+                            width: 868007,
+                            height: -869007,
+                            confidence: 870.25
                         ), Face()],
-                        objects: ["ünïcødé ✓ 📷 objects 833", ""],
-                        analyser: "quote \" back \\ slash analyser 834"
+                        objects: ["日本語 objects 871", ""],
+                        analyser: "analyser-872"
                     ),
-                    createdAt: -1099511628611,
-                    storagePath: "storage_path-836"
+                    createdAt: -1099511628649,
+                    storagePath: "quote \" back \\ slash storage_path 874"
                 )
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 803"
-occurred_at: 1700000000804
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 805"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 841"
+occurred_at: 1700000000842
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 843"
 file {
-  file_id: "quote \" back \\ slash file_id 806"
-  user_id: "\346\227\245\346\234\254\350\252\236 user_id 807"
-  blob_key: "blob_key-808"
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 809"
-  size: 1700000000810
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 811"
-  content_type: "content_type-812"
-  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 813"
+  file_id: "file_id-844"
+  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 845"
+  blob_key: "quote \" back \\ slash blob_key 846"
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 847"
+  size: 1700000000848
+  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 849"
+  content_type: "quote \" back \\ slash content_type 850"
+  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 851"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-814"
+    value: "alb-\303\274-852"
   }
   metadata {
-    key: "k814"
+    key: "k852"
   }
   analysis {
-    format: "\346\227\245\346\234\254\350\252\236 format 815"
-    width: 816007
-    height: -817007
-    orientation: 818007
+    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 853"
+    width: 854007
+    height: -855007
+    orientation: 856007
     taken_at {
-      value: -1099511628595
+      value: -1099511628633
     }
-    camera_make: "camera_make-820"
-    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 821"
+    camera_make: "quote \" back \\ slash camera_make 858"
+    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 859"
     gps {
-      latitude: 822.5
-      longitude: -823.5
+      latitude: 860.5
+      longitude: -861.5
       altitude {
-        value: 824.5
+        value: 862.5
       }
     }
-    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 825"
+    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 863"
     dominant_colors: ""
-    perceptual_hash: 9223372036864972778
+    perceptual_hash: 9223372036865441888
   }
   ai_metadata {
-    labels: "\346\227\245\346\234\254\350\252\236 labels 827"
+    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 865"
     labels: ""
     faces {
-      x: 828007
-      y: -829007
-      width: 830007
-      height: -831007
-      confidence: 832.25
+      x: 866007
+      y: -867007
+      width: 868007
+      height: -869007
+      confidence: 870.25
     }
     faces {
     }
-    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 833"
+    objects: "\346\227\245\346\234\254\350\252\236 objects 871"
     objects: ""
-    analyser: "quote \" back \\ slash analyser 834"
+    analyser: "analyser-872"
   }
-  created_at: -1099511628611
-  storage_path: "storage_path-836"
+  created_at: -1099511628649
+  storage_path: "quote \" back \\ slash storage_path 874"
 }
 """#
         ),
@@ -4273,22 +4437,22 @@ file {
             name: "FileDeleted/full",
             protoName: "framecast.v1.FileDeleted",
             message: FileDeleted(
-                eventID: "ünïcødé ✓ 📷 event_id 837",
-                occurredAt: 1700000000838,
-                userID: "日本語 user_id 839",
-                fileID: "file_id-840",
-                ownerID: "ünïcødé ✓ 📷 owner_id 841",
-                blobKey: "quote \" back \\ slash blob_key 842",
-                sha256: "日本語 sha256 843"
+                eventID: "日本語 event_id 875",
+                occurredAt: 1700000000876,
+                userID: "ünïcødé ✓ 📷 user_id 877",
+                fileID: "quote \" back \\ slash file_id 878",
+                ownerID: "日本語 owner_id 879",
+                blobKey: "blob_key-880",
+                sha256: "ünïcødé ✓ 📷 sha256 881"
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 837"
-occurred_at: 1700000000838
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 839"
-file_id: "file_id-840"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 841"
-blob_key: "quote \" back \\ slash blob_key 842"
-sha256: "\346\227\245\346\234\254\350\252\236 sha256 843"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 875"
+occurred_at: 1700000000876
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 877"
+file_id: "quote \" back \\ slash file_id 878"
+owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 879"
+blob_key: "blob_key-880"
+sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 881"
 """#
         ),
     ]

@@ -67,6 +67,8 @@ typedef struct Framecast__V1__AlbumCreated Framecast__V1__AlbumCreated;
 typedef struct Framecast__V1__AlbumPhotoAdded Framecast__V1__AlbumPhotoAdded;
 typedef struct Framecast__V1__AlbumPhotoRemoved Framecast__V1__AlbumPhotoRemoved;
 typedef struct Framecast__V1__DeviceDeleted Framecast__V1__DeviceDeleted;
+typedef struct Framecast__V1__DeviceAlbumsChanged Framecast__V1__DeviceAlbumsChanged;
+typedef struct Framecast__V1__DeviceCacheReported Framecast__V1__DeviceCacheReported;
 
 
 /* --- enums --- */
@@ -897,6 +899,69 @@ struct  Framecast__V1__DeviceDeleted
 #define FRAMECAST__V1__DEVICE_DELETED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__device_deleted__descriptor) \
     , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+/*
+ * Subject: device.albums_changed
+ * A frame was registered, or its albums, screen size or preferred format changed. media
+ * remembers the frame's screen and renders `frame:{W}x{H}` (in `format`) in the background
+ * for the listed photos that have none yet, newest first.
+ */
+struct  Framecast__V1__DeviceAlbumsChanged
+{
+  ProtobufCMessage base;
+  char *event_id;
+  int64_t occurred_at;
+  /*
+   * The frame's owner.
+   */
+  char *user_id;
+  char *frame_id;
+  int32_t width;
+  int32_t height;
+  /*
+   * "jpeg" or "webp".
+   */
+  char *format;
+  /*
+   * Every album the frame shows now (empty: none).
+   */
+  size_t n_album_ids;
+  char **album_ids;
+  /*
+   * The photos of those albums, newest first, each once (at most 10,000: older ones are
+   * rendered on demand).
+   */
+  size_t n_file_ids;
+  char **file_ids;
+};
+#define FRAMECAST__V1__DEVICE_ALBUMS_CHANGED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__device_albums_changed__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL }
+
+
+/*
+ * Subject: device.cache_reported
+ * A frame reported on frames/{id}/status that it has photos cached (album forwards only the
+ * photos of the frame's albums that it had not reported before); media records them in
+ * photo_cache (cached_for_frames of the metadata document).
+ */
+struct  Framecast__V1__DeviceCacheReported
+{
+  ProtobufCMessage base;
+  char *event_id;
+  int64_t occurred_at;
+  /*
+   * The frame's owner.
+   */
+  char *user_id;
+  char *frame_id;
+  size_t n_file_ids;
+  char **file_ids;
+};
+#define FRAMECAST__V1__DEVICE_CACHE_REPORTED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__device_cache_reported__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 /* Framecast__V1__AlbumSettings methods */
@@ -1852,6 +1917,44 @@ Framecast__V1__DeviceDeleted *
 void   framecast__v1__device_deleted__free_unpacked
                      (Framecast__V1__DeviceDeleted *message,
                       ProtobufCAllocator *allocator);
+/* Framecast__V1__DeviceAlbumsChanged methods */
+void   framecast__v1__device_albums_changed__init
+                     (Framecast__V1__DeviceAlbumsChanged         *message);
+size_t framecast__v1__device_albums_changed__get_packed_size
+                     (const Framecast__V1__DeviceAlbumsChanged   *message);
+size_t framecast__v1__device_albums_changed__pack
+                     (const Framecast__V1__DeviceAlbumsChanged   *message,
+                      uint8_t             *out);
+size_t framecast__v1__device_albums_changed__pack_to_buffer
+                     (const Framecast__V1__DeviceAlbumsChanged   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__DeviceAlbumsChanged *
+       framecast__v1__device_albums_changed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__device_albums_changed__free_unpacked
+                     (Framecast__V1__DeviceAlbumsChanged *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__DeviceCacheReported methods */
+void   framecast__v1__device_cache_reported__init
+                     (Framecast__V1__DeviceCacheReported         *message);
+size_t framecast__v1__device_cache_reported__get_packed_size
+                     (const Framecast__V1__DeviceCacheReported   *message);
+size_t framecast__v1__device_cache_reported__pack
+                     (const Framecast__V1__DeviceCacheReported   *message,
+                      uint8_t             *out);
+size_t framecast__v1__device_cache_reported__pack_to_buffer
+                     (const Framecast__V1__DeviceCacheReported   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__DeviceCacheReported *
+       framecast__v1__device_cache_reported__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__device_cache_reported__free_unpacked
+                     (Framecast__V1__DeviceCacheReported *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Framecast__V1__AlbumSettings_Closure)
@@ -2006,6 +2109,12 @@ typedef void (*Framecast__V1__AlbumPhotoRemoved_Closure)
                   void *closure_data);
 typedef void (*Framecast__V1__DeviceDeleted_Closure)
                  (const Framecast__V1__DeviceDeleted *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__DeviceAlbumsChanged_Closure)
+                 (const Framecast__V1__DeviceAlbumsChanged *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__DeviceCacheReported_Closure)
+                 (const Framecast__V1__DeviceCacheReported *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -2293,6 +2402,8 @@ extern const ProtobufCMessageDescriptor framecast__v1__album_created__descriptor
 extern const ProtobufCMessageDescriptor framecast__v1__album_photo_added__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__album_photo_removed__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__device_deleted__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__device_albums_changed__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__device_cache_reported__descriptor;
 extern const ProtobufCServiceDescriptor framecast__v1__album_service__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -36,6 +36,7 @@ typedef struct Framecast__V1__ScheduleReply Framecast__V1__ScheduleReply;
 typedef struct Framecast__V1__GetScheduleRequest Framecast__V1__GetScheduleRequest;
 typedef struct Framecast__V1__SetScheduleRequest Framecast__V1__SetScheduleRequest;
 typedef struct Framecast__V1__DeleteScheduleRequest Framecast__V1__DeleteScheduleRequest;
+typedef struct Framecast__V1__MediaScheduleChanged Framecast__V1__MediaScheduleChanged;
 typedef struct Framecast__V1__MediaVersionCreated Framecast__V1__MediaVersionCreated;
 typedef struct Framecast__V1__MediaVersionFailed Framecast__V1__MediaVersionFailed;
 typedef struct Framecast__V1__MediaCacheReady Framecast__V1__MediaCacheReady;
@@ -43,6 +44,16 @@ typedef struct Framecast__V1__MediaCacheReady Framecast__V1__MediaCacheReady;
 
 /* --- enums --- */
 
+/*
+ * How a playlist orders its photos: by taken-at (upload time when unknown), or shuffled.
+ */
+typedef enum _Framecast__V1__PlaylistOrder {
+  FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_UNSPECIFIED = 0,
+  FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_NEWEST = 1,
+  FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_OLDEST = 2,
+  FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_SHUFFLE = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FRAMECAST__V1__PLAYLIST_ORDER)
+} Framecast__V1__PlaylistOrder;
 
 /* --- messages --- */
 
@@ -158,6 +169,9 @@ struct  Framecast__V1__VersionReply
     , NULL }
 
 
+/*
+ * A user's playlist: the photos of some albums plus photos chosen one by one, in an order.
+ */
 struct  Framecast__V1__Playlist
 {
   ProtobufCMessage base;
@@ -166,16 +180,28 @@ struct  Framecast__V1__Playlist
   char *name;
   char *description;
   /*
-   * In play order.
+   * Photos chosen one by one (besides the albums' photos), as the owner listed them.
    */
   size_t n_file_ids;
   char **file_ids;
   int64_t created_at;
   int64_t updated_at;
+  /*
+   * Albums whose photos the playlist plays (visible to the owner when set).
+   */
+  size_t n_album_ids;
+  char **album_ids;
+  Framecast__V1__PlaylistOrder order;
+  /*
+   * GetPlaylist only: the photos it plays now, in play order (albums' and chosen photos the
+   * owner can still see and media has rendered, each once; bounded).
+   */
+  size_t n_photo_ids;
+  char **photo_ids;
 };
 #define FRAMECAST__V1__PLAYLIST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__playlist__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0,NULL, FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_UNSPECIFIED, 0,NULL }
 
 
 struct  Framecast__V1__PlaylistReply
@@ -199,10 +225,16 @@ struct  Framecast__V1__CreatePlaylistRequest
   char *description;
   size_t n_file_ids;
   char **file_ids;
+  size_t n_album_ids;
+  char **album_ids;
+  /*
+   * Unspecified: newest.
+   */
+  Framecast__V1__PlaylistOrder order;
 };
 #define FRAMECAST__V1__CREATE_PLAYLIST_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__create_playlist_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_UNSPECIFIED }
 
 
 /*
@@ -248,7 +280,8 @@ struct  Framecast__V1__ListPlaylistsReply
 
 /*
  * svc.media.v1.UpdatePlaylist: absent fields stay as they are; file_ids replace the list
- * when replace_file_ids is set.
+ * when replace_file_ids is set, album_ids when replace_album_ids is set; order unspecified:
+ * unchanged.
  */
 struct  Framecast__V1__UpdatePlaylistRequest
 {
@@ -260,10 +293,14 @@ struct  Framecast__V1__UpdatePlaylistRequest
   protobuf_c_boolean replace_file_ids;
   size_t n_file_ids;
   char **file_ids;
+  protobuf_c_boolean replace_album_ids;
+  size_t n_album_ids;
+  char **album_ids;
+  Framecast__V1__PlaylistOrder order;
 };
 #define FRAMECAST__V1__UPDATE_PLAYLIST_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__update_playlist_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0, 0,NULL, FRAMECAST__V1__PLAYLIST_ORDER__PLAYLIST_ORDER_UNSPECIFIED }
 
 
 /*
@@ -287,7 +324,7 @@ struct  Framecast__V1__ScheduleEntry
 {
   ProtobufCMessage base;
   /*
-   * Exactly one of playlist_id / album_id is set.
+   * At most one of playlist_id / album_id is set; neither: the frame's own albums.
    */
   char *playlist_id;
   char *album_id;
@@ -297,7 +334,7 @@ struct  Framecast__V1__ScheduleEntry
   size_t n_days_of_week;
   int32_t *days_of_week;
   /*
-   * "HH:MM" in the frame's time zone; both empty: all day.
+   * "HH:MM" in the frame's time zone; both empty: all day; end before start: past midnight.
    */
   char *start_time;
   char *end_time;
@@ -375,6 +412,36 @@ struct  Framecast__V1__DeleteScheduleRequest
 #define FRAMECAST__V1__DELETE_SCHEDULE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__delete_schedule_request__descriptor) \
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Subject: media.schedule_changed
+ * A frame's rotation schedule was set or deleted. album merges it into the frame's retained
+ * frames/{id}/config (album does all MQTT publishing to frames).
+ */
+struct  Framecast__V1__MediaScheduleChanged
+{
+  ProtobufCMessage base;
+  char *event_id;
+  int64_t occurred_at;
+  /*
+   * The frame's owner.
+   */
+  char *user_id;
+  char *frame_id;
+  /*
+   * The schedule now; absent or without entries: the frame has none (deleted).
+   */
+  Framecast__V1__RotationSchedule *schedule;
+  /*
+   * Grows with every schedule change (of any frame): apply only a revision above the last
+   * one applied, so a late or repeated event changes nothing.
+   */
+  int64_t revision;
+};
+#define FRAMECAST__V1__MEDIA_SCHEDULE_CHANGED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__media_schedule_changed__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0 }
 
 
 /*
@@ -827,6 +894,25 @@ Framecast__V1__DeleteScheduleRequest *
 void   framecast__v1__delete_schedule_request__free_unpacked
                      (Framecast__V1__DeleteScheduleRequest *message,
                       ProtobufCAllocator *allocator);
+/* Framecast__V1__MediaScheduleChanged methods */
+void   framecast__v1__media_schedule_changed__init
+                     (Framecast__V1__MediaScheduleChanged         *message);
+size_t framecast__v1__media_schedule_changed__get_packed_size
+                     (const Framecast__V1__MediaScheduleChanged   *message);
+size_t framecast__v1__media_schedule_changed__pack
+                     (const Framecast__V1__MediaScheduleChanged   *message,
+                      uint8_t             *out);
+size_t framecast__v1__media_schedule_changed__pack_to_buffer
+                     (const Framecast__V1__MediaScheduleChanged   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__MediaScheduleChanged *
+       framecast__v1__media_schedule_changed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__media_schedule_changed__free_unpacked
+                     (Framecast__V1__MediaScheduleChanged *message,
+                      ProtobufCAllocator *allocator);
 /* Framecast__V1__MediaVersionCreated methods */
 void   framecast__v1__media_version_created__init
                      (Framecast__V1__MediaVersionCreated         *message);
@@ -945,6 +1031,9 @@ typedef void (*Framecast__V1__SetScheduleRequest_Closure)
                   void *closure_data);
 typedef void (*Framecast__V1__DeleteScheduleRequest_Closure)
                  (const Framecast__V1__DeleteScheduleRequest *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__MediaScheduleChanged_Closure)
+                 (const Framecast__V1__MediaScheduleChanged *message,
                   void *closure_data);
 typedef void (*Framecast__V1__MediaVersionCreated_Closure)
                  (const Framecast__V1__MediaVersionCreated *message,
@@ -1072,6 +1161,7 @@ void framecast__v1__media_service__delete_schedule(ProtobufCService *service,
 
 /* --- descriptors --- */
 
+extern const ProtobufCEnumDescriptor    framecast__v1__playlist_order__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__photo_version__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__photo_metadata__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__get_photo_metadata_request__descriptor;
@@ -1092,6 +1182,7 @@ extern const ProtobufCMessageDescriptor framecast__v1__schedule_reply__descripto
 extern const ProtobufCMessageDescriptor framecast__v1__get_schedule_request__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__set_schedule_request__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__delete_schedule_request__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__media_schedule_changed__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__media_version_created__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__media_version_failed__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__media_cache_ready__descriptor;
