@@ -20,6 +20,8 @@ let package = Package(
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "Wire", targets: ["Wire"]),
         .library(name: "ServiceKit", targets: ["ServiceKit"]),
+        // For benchmarks/ (its own package): the media service's version rendering.
+        .library(name: "MediaService", targets: ["MediaService"]),
         .library(name: "FramecastTesting", targets: ["FramecastTesting"]),
     ],
     dependencies: [
