@@ -204,6 +204,13 @@ func buildCorpus(sources: [String], dir: String, with12MP: Bool) async throws ->
     return items
 }
 
+/// CPU time (user + system) of this whole process so far, ms.
+func processCPUms() -> Double {
+    var usage = rusage()
+    getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000 + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1000
+}
+
 func fileSize(_ path: String) -> Int {
     ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
 }
@@ -212,6 +219,8 @@ func fileSize(_ path: String) -> Int {
 
 struct OneResult: Codable, Sendable {
     var timesMS: [Double]
+    /// CPU time (user + system, whole process) of each timed job; only with one worker.
+    var cpuMS: [Double] = []
     var elapsedMS: Double
     var count: Int
     var outputs: [String]
@@ -247,6 +256,12 @@ struct ResizeOne: AsyncParsableCommand {
             case "vips-per-version-hd":
                 let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
                 return try await imaging.renderPerVersion(bytes, versions: [hdSpec])
+            case "framecast-fit-only":
+                // Diagnostics: the service's version code for frames without screens (thumbnail + hd).
+                return try await MediaService.renderVersions(file: path, screens: [], imaging: imaging).map(\.image)
+            case "vips-per-version-fit-only":
+                let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+                return try await imaging.renderPerVersion(bytes, versions: MediaService.versionSpecs(screens: []).map(\.spec))
             case "none":
                 return []
             default:
@@ -257,16 +272,17 @@ struct ResizeOne: AsyncParsableCommand {
         if warmup, let first = inputs.first { _ = try await job(first) }
         let work = Array(repeating: inputs, count: repeats).flatMap { $0 }
         let start = ContinuousClock.now
-        let timed = try await concurrentMap(work, width: workers) { path -> (Double, [RenderedImage]) in
+        let timed = try await concurrentMap(work, width: workers) { path -> (Double, [RenderedImage], Double) in
+            let c0 = processCPUms()
             let t0 = ContinuousClock.now
             let images = try await job(path)
-            return ((ContinuousClock.now - t0).ms, images)
+            return ((ContinuousClock.now - t0).ms, images, processCPUms() - c0)
         }
         let elapsed = (ContinuousClock.now - start).ms
         if let first = timed.first {
             outputs = first.1.map { "\($0.width)x\($0.height) \($0.bytes.count) B" }
         }
-        try writeJSON(OneResult(timesMS: timed.map { $0.0 }, elapsedMS: elapsed, count: work.count, outputs: outputs), to: result)
+        try writeJSON(OneResult(timesMS: timed.map { $0.0 }, cpuMS: workers == 1 ? timed.map { $0.2 } : [], elapsedMS: elapsed, count: work.count, outputs: outputs), to: result)
     }
 }
 
@@ -277,6 +293,8 @@ struct PeerFormatResult: Codable, Sendable {
     var format: String
     var photos: Int
     var msPerPhoto: Summary?
+    /// CPU time (user + system) per photo: the job's process(es), or the in-process job's delta.
+    var cpuMSPerPhoto: Summary?
     var photosPerSecond1: Double?
     var photosPerSecond2: Double?
     var peakRSSMB: Summary?
@@ -288,6 +306,7 @@ struct HDTargets: Codable, Sendable {
     var input: String
     var inputSize: String
     var oneCoreMS: Summary?
+    var oneCoreCPUMS: Summary?
     var oneCoreMSPerVersionLibvips: Summary?
     var twoCoreJobs: Int
     var twoCoreElapsedMS: Double
@@ -302,7 +321,9 @@ struct ResizeReport: Codable, Sendable {
     var results: [PeerFormatResult]
     var hd: HDTargets?
     var processBaselineRSSMB: Double
-    var notes: [String]
+    var inProcessRepeats: Int
+    /// "format peer" → median ms of thumbnail + hd only (diagnostics).
+    var fitOnlyMedianMS: [String: Double]
 }
 
 struct Resize: AsyncParsableCommand {
@@ -317,6 +338,7 @@ struct Resize: AsyncParsableCommand {
     var peers: String?
     @Option(help: "Where the corpus and scratch files go.") var work = ".work"
     @Option(help: "Where the report goes (JSON, Markdown, SVG).") var results: String?
+    @Option(help: "Timed renders per photo for in-process peers (their median is the photo's figure).") var inProcessRepeats = 3
     @Option(help: "hd renders of the 12 MP JPEG on one core (its median is the target figure).") var hdRepeats = 20
     @Option(help: "hd renders of the 12 MP JPEG for the 2-core throughput.") var hdJobs = 48
 
@@ -358,6 +380,25 @@ struct Resize: AsyncParsableCommand {
             }
         }
 
+        // Where the time goes: the same code for thumbnail + hd only (no frame covers).
+        var breakdown: [String: Double] = [:]
+        if !smoke {
+            for format in ["jpeg", "png"] {
+                let items = corpus.filter { $0.format == format }
+                guard !items.isEmpty else { continue }
+                for peer in ["framecast-fit-only", "vips-per-version-fit-only"] {
+                    let resultPath = "\(work)/breakdown.json"
+                    let child = try await runChild([me, "resize-one", "--peer", peer, "--warmup", "--repeats", "\(inProcessRepeats)",
+                                                    "--result", resultPath] + items.map(\.path),
+                                                   environment: singleThreadEnvironment, stderrPath: "\(work)/breakdown.err")
+                    if child.status == 0, let data = fm.contents(atPath: resultPath),
+                       let one = try? JSONDecoder().decode(OneResult.self, from: data) {
+                        breakdown["\(format) \(peer)"] = Summary(one.timesMS)?.p50
+                    }
+                }
+            }
+        }
+
         var hd: HDTargets?
         if !smoke, let twelve = corpus.first(where: { $0.format == "jpeg-12mp" }) {
             hd = try await hdTargets(twelve, me: me)
@@ -365,7 +406,8 @@ struct Resize: AsyncParsableCommand {
         machine.loadAverageAtEnd = loadAverage()
         let report = ResizeReport(
             machine: machine, versions: benchVersions.map { "\($0.size) (\($0.spec.mode.rawValue) \($0.spec.width)x\($0.spec.height))" },
-            corpus: corpus, results: rows, hd: hd, processBaselineRSSMB: baselineMB, notes: [])
+            corpus: corpus, results: rows, hd: hd, processBaselineRSSMB: baselineMB, inProcessRepeats: inProcessRepeats,
+            fitOnlyMedianMS: breakdown)
         try writeJSON(report, to: "\(resultsDir)/resize.json")
         let markdown = renderResizeMarkdown(report)
         try markdown.write(toFile: "\(resultsDir)/resize.md", atomically: true, encoding: .utf8)
@@ -381,33 +423,37 @@ struct Resize: AsyncParsableCommand {
     func measure(_ peer: Peer, items: [CorpusItem], format: String, me: String, outDir: String,
                  script: String) async throws -> PeerFormatResult {
         let progress = ProgressLine("\(peer.rawValue) \(format)", total: items.count + (peer.inProcess ? 2 : items.count + 1))
-        var times: [Double] = [], rss: [Double] = [], failures = 0, failureNote: String?
+        var times: [Double] = [], cpu: [Double] = [], rss: [Double] = [], failures = 0, failureNote: String?
         let scratch = "\(outDir)/\(peer.rawValue)"
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         // Latency and peak RSS, one job at a time.
         for item in items {
             if peer.inProcess {
                 let resultPath = "\(scratch)/one.json"
-                let child = try await runChild([me, "resize-one", "--peer", peer.rawValue, "--warmup", "--result", resultPath, item.path],
+                let child = try await runChild([me, "resize-one", "--peer", peer.rawValue, "--warmup", "--repeats", "\(inProcessRepeats)",
+                                                "--result", resultPath, item.path],
                                                environment: singleThreadEnvironment, stderrPath: "\(scratch)/one.err")
                 if child.status == 0, let data = FileManager.default.contents(atPath: resultPath),
-                   let one = try? JSONDecoder().decode(OneResult.self, from: data), let t = one.timesMS.first {
+                   let one = try? JSONDecoder().decode(OneResult.self, from: data), let t = Summary(one.timesMS)?.p50 {
                     times.append(t)
+                    if let c = Summary(one.cpuMS)?.p50 { cpu.append(c) }
                     rss.append(Double(child.peakRSS) / 1_048_576)
                 } else {
                     failures += 1
                     failureNote = failureNote ?? firstLine("\(scratch)/one.err")
                 }
             } else {
-                var total = Duration.zero, peak = 0, ok = true
+                var total = Duration.zero, peak = 0, ok = true, cpuTotal = 0.0
                 for command in peerCommands(peer, input: item.path, outDir: scratch, script: script) {
                     let child = try await runChild(command, environment: singleThreadEnvironment, stderrPath: "\(scratch)/cmd.err")
                     total += child.wall
+                    cpuTotal += (child.userCPU + child.systemCPU) * 1000
                     peak = max(peak, child.peakRSS)
                     if child.status != 0 { ok = false; break }
                 }
                 if ok {
                     times.append(total.ms)
+                    cpu.append(cpuTotal)
                     rss.append(Double(peak) / 1_048_576)
                 } else {
                     failures += 1
@@ -451,7 +497,7 @@ struct Resize: AsyncParsableCommand {
             }
         }
         if !ok || smoke { for _ in 0..<(peer.inProcess ? 2 : items.count + 1) { progress.advance("skipped") } }
-        return PeerFormatResult(peer: peer, format: format, photos: items.count, msPerPhoto: Summary(times),
+        return PeerFormatResult(peer: peer, format: format, photos: items.count, msPerPhoto: Summary(times), cpuMSPerPhoto: Summary(cpu),
                                 photosPerSecond1: perSecond[1], photosPerSecond2: perSecond[2], peakRSSMB: Summary(rss),
                                 failures: failures, failureNote: failureNote)
     }
@@ -475,6 +521,7 @@ struct Resize: AsyncParsableCommand {
         let (perVersion, _) = try await one("vips-per-version-hd", workers: 1, repeats: hdRepeats)
         let (double, child) = try await one("framecast-hd", workers: 2, repeats: hdJobs)
         return HDTargets(input: item.path, inputSize: "\(item.width)x\(item.height)", oneCoreMS: Summary(single.timesMS),
+                         oneCoreCPUMS: Summary(single.cpuMS),
                          oneCoreMSPerVersionLibvips: Summary(perVersion.timesMS), twoCoreJobs: double.count,
                          twoCoreElapsedMS: double.elapsedMS, twoCoreHDPerSecond: Double(double.count) / (double.elapsedMS / 1000),
                          twoCorePeakRSSMB: Double(child.peakRSS) / 1_048_576)
@@ -493,7 +540,7 @@ func renderResizeMarkdown(_ r: ResizeReport) -> String {
     md += r.machine.markdown + "\n\n"
     md += "Versions per photo (the media service's own list for two frame screens): \(r.versions.joined(separator: ", ")).\n\n"
     md += "Every job runs single-threaded (`VIPS_CONCURRENCY=1`, `MAGICK_THREAD_LIMIT=1`, `OMP_NUM_THREADS=1`), so 1 worker = 1 core, 2 workers = 2 cores.\n"
-    md += "In-process peers (Framecast, libvips per version): time of one job measured inside its own child process after one untimed warm-up of the same photo (a warm service); peak RSS is that child's `ru_maxrss` (process floor with libvips started and nothing rendered: \(fmt(r.processBaselineRSSMB)) MB). "
+    md += "In-process peers (Framecast, libvips per version): median of \(r.inProcessRepeats) timed runs of one photo inside its own child process after one untimed warm-up of the same photo (a warm service); peak RSS is that child's `ru_maxrss` (process floor with libvips started and nothing rendered: \(fmt(r.processBaselineRSSMB)) MB). "
     md += "Subprocess peers: wall time of their processes (start-up included, as a service shelling out pays it); peak RSS is the largest child's `ru_maxrss`. "
     md += "Photos/s with 1 worker: in-process = one process rendering the format's photos with one pool thread; subprocess = the sequential latency pass. With 2 workers: two pool threads / two jobs at a time.\n"
     md += "Ratio = the peer's median ÷ Framecast's median on the same photos (above 1: slower than Framecast).\n\n"
@@ -505,14 +552,16 @@ func renderResizeMarkdown(_ r: ResizeReport) -> String {
         let items = corpusByFormat[format]!
         let mp = items.map { Double($0.width * $0.height) / 1e6 }
         md += "## \(format) — \(items.count) photo(s), \(fmt(mp.min(), 1))–\(fmt(mp.max(), 1)) MP\n\n"
-        md += "| peer | median ms | p95 ms | photos/s 1 worker | photos/s 2 workers | peak RSS median MB | peak RSS max MB | ratio to Framecast (median) |\n"
-        md += "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        md += "| peer | median ms | p95 ms | CPU ms median | photos/s 1 worker | photos/s 2 workers | peak RSS median MB | peak RSS max MB | ratio to Framecast (median ms) | ratio (CPU ms) |\n"
+        md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         let base = r.results.first { $0.peer == .framecast && $0.format == format }?.msPerPhoto?.p50
+        let baseCPU = r.results.first { $0.peer == .framecast && $0.format == format }?.cpuMSPerPhoto?.p50
         for row in r.results where row.format == format {
             let ratio = (row.msPerPhoto?.p50).flatMap { v in base.map { v / $0 } }
             var name = row.peer.label
             if row.failures > 0 { name += " (\(row.failures) failed: \(row.failureNote ?? "?"))" }
-            md += "| \(name) | \(fmt(row.msPerPhoto?.p50)) | \(fmt(row.msPerPhoto?.p95)) | \(fmt(row.photosPerSecond1, 2)) | \(fmt(row.photosPerSecond2, 2)) | \(fmt(row.peakRSSMB?.p50)) | \(fmt(row.peakRSSMB?.max)) | \(row.peer == .framecast ? "1.00" : fmt(ratio, 2)) |\n"
+            let cpuRatio = (row.cpuMSPerPhoto?.p50).flatMap { v in baseCPU.map { v / $0 } }
+            md += "| \(name) | \(fmt(row.msPerPhoto?.p50)) | \(fmt(row.msPerPhoto?.p95)) | \(fmt(row.cpuMSPerPhoto?.p50)) | \(fmt(row.photosPerSecond1, 2)) | \(fmt(row.photosPerSecond2, 2)) | \(fmt(row.peakRSSMB?.p50)) | \(fmt(row.peakRSSMB?.max)) | \(row.peer == .framecast ? "1.00" : fmt(ratio, 2)) | \(row.peer == .framecast ? "1.00" : fmt(cpuRatio, 2)) |\n"
         }
         md += "\n"
     }
@@ -523,12 +572,15 @@ func renderResizeMarkdown(_ r: ResizeReport) -> String {
         let pv = r.results.first { $0.peer == .vipsPerVersion && $0.format == format }?.msPerPhoto?.p50
         if let fc, let pv {
             let ratio = fc / pv
-            md += "| full version set ≤ 0.5× per-version libvips (\(format), medians) | \(fmt(fc)) ms vs \(fmt(pv)) ms = \(fmt(ratio, 2))× | \(ratio <= 0.5 ? "yes" : "**no**") |\n"
+            let fcCPU = r.results.first { $0.peer == .framecast && $0.format == format }?.cpuMSPerPhoto?.p50
+            let pvCPU = r.results.first { $0.peer == .vipsPerVersion && $0.format == format }?.cpuMSPerPhoto?.p50
+            let cpuRatio = fcCPU.flatMap { f in pvCPU.map { f / $0 } }
+            md += "| full version set ≤ 0.5× per-version libvips (\(format), medians) | \(fmt(fc)) ms vs \(fmt(pv)) ms = \(fmt(ratio, 2))× (CPU: \(fmt(fcCPU)) vs \(fmt(pvCPU)) ms = \(fmt(cpuRatio, 2))×) | \(ratio <= 0.5 ? "yes" : "**no**") |\n"
         }
     }
     if let hd = r.hd {
         let p50 = hd.oneCoreMS?.p50
-        md += "| 12 MP baseline JPEG → hd ≤ 80 ms on one core (median of \(hd.oneCoreMS?.count ?? 0); \(hd.inputSize)) | \(fmt(p50)) ms (p95 \(fmt(hd.oneCoreMS?.p95)), min \(fmt(hd.oneCoreMS?.min)); one vips_thumbnail: \(fmt(hd.oneCoreMSPerVersionLibvips?.p50)) ms) | \((p50 ?? .infinity) <= 80 ? "yes" : "**no**") |\n"
+        md += "| 12 MP baseline JPEG → hd ≤ 80 ms on one core (median of \(hd.oneCoreMS?.count ?? 0); \(hd.inputSize)) | \(fmt(p50)) ms wall (p95 \(fmt(hd.oneCoreMS?.p95)), min \(fmt(hd.oneCoreMS?.min))); CPU \(fmt(hd.oneCoreCPUMS?.p50)) ms median, \(fmt(hd.oneCoreCPUMS?.min)) min; one vips_thumbnail: \(fmt(hd.oneCoreMSPerVersionLibvips?.p50)) ms wall | \((p50 ?? .infinity) <= 80 ? "yes" : "**no**") |\n"
         md += "| ≥ 24 hd/s on 2 cores (\(hd.twoCoreJobs) renders, 2 pool threads) | \(fmt(hd.twoCoreHDPerSecond, 1)) hd/s (\(fmt(hd.twoCoreElapsedMS, 0)) ms) | \(hd.twoCoreHDPerSecond >= 24 ? "yes" : "**no**") |\n"
     }
     let fcRows = r.results.filter { $0.peer == .framecast }
@@ -537,6 +589,16 @@ func renderResizeMarkdown(_ r: ResizeReport) -> String {
     md += "| ≤ 64 MB peak per job (Framecast, whole child process, largest over every photo: \(worst)) | \(fmt(fcRSS)) MB | \((fcRSS ?? .infinity) <= 64 ? "yes" : "**no**") |\n"
     md += "| ≤ 64 MB peak per job, counting only what the job adds to the process floor (\(fmt(r.processBaselineRSSMB)) MB: Swift runtime, Foundation, libvips and its loaders started, nothing rendered) | \(fmt(fcRSS.map { $0 - r.processBaselineRSSMB })) MB | \((fcRSS.map { $0 - r.processBaselineRSSMB } ?? .infinity) <= 64 ? "yes" : "**no**") |\n\n"
 
+    if !r.fitOnlyMedianMS.isEmpty {
+        md += "## Where the time goes\n\nMedian ms per photo (all runs of all photos of the format, one core) of the same in-process code with and without the two frame covers:\n\n"
+        md += "| format | Framecast, 4 versions | Framecast, thumbnail + hd only | libvips per version, 4 versions | libvips per version, thumbnail + hd only |\n|---|---:|---:|---:|---:|\n"
+        for format in ["jpeg", "png"] {
+            let full = r.results.first { $0.peer == .framecast && $0.format == format }?.msPerPhoto?.p50
+            let fullPV = r.results.first { $0.peer == .vipsPerVersion && $0.format == format }?.msPerPhoto?.p50
+            md += "| \(format) | \(fmt(full)) | \(fmt(r.fitOnlyMedianMS["\(format) framecast-fit-only"])) | \(fmt(fullPV)) | \(fmt(r.fitOnlyMedianMS["\(format) vips-per-version-fit-only"])) |\n"
+        }
+        md += "\n"
+    }
     md += "## Corpus\n\n| photo | format | size | bytes | source |\n|---|---|---|---:|---|\n"
     for item in r.corpus { md += "| \(item.name) | \(item.format) | \(item.width)x\(item.height) | \(item.bytes) | \(item.source) |\n" }
     md += "\nThe 12 MP input: no photograph in plasma-workspace-wallpapers or mate-backgrounds has 12 MP (the largest camera photos are 2560×1920); it is a 4256×2832 crop (no upscaling) of the 5120×2880 SafeLanding wallpaper, a painted illustration, saved as baseline JPEG Q90.\n"
