@@ -573,7 +573,7 @@ struct Fanout: AsyncParsableCommand {
                     published = monoNow()
                     try probeSwarm.publish(client: 1, topic: topic, payload: payload, qos: .atLeastOnce)
                 }
-                let roundProgress = ProgressLine("\(n) frames, round \(r + 1)/\(rounds) \(kind)\(fetching ? " + fetch" : "")", total: frameList.count)
+                let roundProgress = ProgressLine("\(n) frames, round \(r + 1)/\(rounds) \(kind)", total: frameList.count)
                 var shown = 0
                 let deadline = ContinuousClock.now + .seconds(timeout)
                 while ContinuousClock.now < deadline {
