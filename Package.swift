@@ -21,6 +21,8 @@ let package = Package(
         .library(name: "Wire", targets: ["Wire"]),
         .library(name: "ServiceKit", targets: ["ServiceKit"]),
         .library(name: "FrameAgent", targets: ["FrameAgent"]),
+        // For benchmarks/ (its own package): the media service's version rendering.
+        .library(name: "MediaService", targets: ["MediaService"]),
         .library(name: "FramecastTesting", targets: ["FramecastTesting"]),
     ],
     dependencies: [

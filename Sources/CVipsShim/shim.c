@@ -22,6 +22,17 @@ int fc_thumbnail_buffer(void *buf, size_t len, VipsImage **out, int width, int h
                                  NULL);
 }
 
+int fc_thumbnail_buffer_crop(void *buf, size_t len, VipsImage **out, int width, int height, int crop,
+                             int export_srgb) {
+    VipsInteresting interesting = crop ? VIPS_INTERESTING_ATTENTION : VIPS_INTERESTING_NONE;
+    if (export_srgb)
+        return vips_thumbnail_buffer(buf, len, out, width, "height", height, "size", VIPS_SIZE_DOWN,
+                                     "crop", interesting, "export_profile", "srgb",
+                                     "option_string", "fail_on=truncated", NULL);
+    return vips_thumbnail_buffer(buf, len, out, width, "height", height, "size", VIPS_SIZE_DOWN,
+                                 "crop", interesting, "option_string", "fail_on=truncated", NULL);
+}
+
 int fc_colourspace_srgb(VipsImage *in, VipsImage **out) {
     return vips_colourspace(in, out, VIPS_INTERPRETATION_sRGB, NULL);
 }

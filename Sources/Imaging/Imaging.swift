@@ -103,6 +103,42 @@ public final class Imaging: Sendable {
 
     // MARK: Tools for tests and benchmarks
 
+    /// The benchmark peer of ``render(_:versions:)``: each version through its own
+    /// `vips_thumbnail_buffer` (decode with shrink-on-load, auto-rotate, to sRGB when the input
+    /// has an ICC profile or is CMYK, like `render`, resize; `.cover`
+    /// with `crop=attention`, so it may be smaller than the box when the source is), then the
+    /// same encoder settings. So every version decodes the input again. Not used by services.
+    public func renderPerVersion(_ bytes: [UInt8], versions: [VersionSpec]) async throws -> [RenderedImage] {
+        try Self.validate(versions)
+        let limits = self.limits
+        return try await run {
+            try Self.withInput(bytes) { input in
+                let probed = try Self.readHeader(input, limits: limits)
+                return try versions.map { spec in
+                    var out: VipsImagePointer?
+                    let status = fc_thumbnail_buffer_crop(UnsafeMutableRawPointer(mutating: input.baseAddress), input.count, &out,
+                                                          Int32(spec.width), Int32(spec.height), spec.mode == .cover ? 1 : 0,
+                                                          probed.needsColourTransform ? 1 : 0)
+                    guard status == 0, let out else {
+                        if let out { g_object_unref(out) }
+                        throw vipsError(.corrupt, "decoding the image")
+                    }
+                    var image = try VImage(owning: out).srgb8()
+                    let bytes: [UInt8]
+                    switch spec.encoding {
+                    case .jpeg(let quality):
+                        image = try image.flattenedOnWhite()
+                        bytes = try Self.encode(image, as: .jpeg(quality: quality, progressive: false), strip: true)
+                    case .webp(let quality, let effort):
+                        bytes = try image.save("encoding WebP") { fc_webpsave_buffer($0, $1, $2, Int32(quality), Int32(effort), 1) }
+                    }
+                    return RenderedImage(spec: spec, width: image.width, height: image.height,
+                                         format: spec.encoding.format, bytes: bytes)
+                }
+            }
+        }
+    }
+
     /// Re-encodes a whole image (pixels, orientation and metadata kept), e.g. to make HEIC,
     /// PNG, WebP or progressive-JPEG copies of a photo. Alpha is flattened on white for JPEG.
     public func convert(_ bytes: [UInt8], to target: ConvertTarget) async throws -> [UInt8] {

@@ -175,6 +175,26 @@ public final class MediaService: Sendable {
         return wanted
     }
 
+    /// The versions the service renders for frames with these screens: thumbnail, hd, then
+    /// one `frame:{W}x{H}` per distinct screen and format (see ``wantedVersions(screens:)``).
+    public static func versionSpecs(screens: [FrameScreen]) -> [(size: String, spec: VersionSpec)] {
+        wantedVersions(screens: screens).map { ($0.size, $0.spec) }
+    }
+
+    /// The versions for `screens` (see ``wantedVersions(screens:)``), rendered from ONE decode of
+    /// the file at `path`, in the same order: thumbnail, hd, then one per distinct screen.
+    /// The service's own hot path, public so that benchmarks/ measures exactly this code.
+    public static func renderVersions(file path: String, screens: [FrameScreen],
+                                      imaging: Imaging) async throws -> [(size: String, image: RenderedImage)] {
+        let wanted = wantedVersions(screens: screens)
+        let rendered = try await render(file: path, versions: wanted, imaging: imaging)
+        return zip(wanted, rendered).map { ($0.size, $1) }
+    }
+
+    static func render(file path: String, versions wanted: [Wanted], imaging: Imaging) async throws -> [RenderedImage] {
+        try await imaging.renderFile(path, versions: wanted.map(\.spec))
+    }
+
     func fileUploaded(_ event: FileUploadedWithAI, _ delivery: EventDelivery) async throws {
         let logger = delivery.logger
         guard let file = event.file, !file.fileID.isEmpty else {
@@ -209,7 +229,7 @@ public final class MediaService: Sendable {
         renderCount.withLock { $0 += 1 }
         let rendered: [RenderedImage]
         do {
-            rendered = try await imaging.renderFile(blobs.path(for: originalKey), versions: wanted.map(\.spec))
+            rendered = try await Self.render(file: blobs.path(for: originalKey), versions: wanted, imaging: imaging)
         } catch let error as ImagingError where error.code != .unavailable && error.code != .io {
             try await failed(wanted, file: fileID, owner: owner, reason: "\(error.code): \(error.message)", delivery)
             return

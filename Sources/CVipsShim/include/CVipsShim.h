@@ -26,6 +26,14 @@ VipsImage *fc_image_from_buffer(const void *buf, size_t len);
 int fc_thumbnail_buffer(void *buf, size_t len, VipsImage **out, int width, int height,
                         VipsSize size, int export_srgb);
 
+/// vips_thumbnail_buffer(buf, len, out, width, "height", height, "size", VIPS_SIZE_DOWN,
+/// "crop", crop ? VIPS_INTERESTING_ATTENTION : VIPS_INTERESTING_NONE[, "export_profile",
+/// "srgb" when `export_srgb`], NULL): one whole thumbnail pipeline (decode with shrink-on-load, auto-rotate,
+/// resize, optional attention crop) per call — what the "one vips_thumbnail per version"
+/// benchmark peer does for each version.
+int fc_thumbnail_buffer_crop(void *buf, size_t len, VipsImage **out, int width, int height, int crop,
+                             int export_srgb);
+
 /// vips_colourspace(in, out, VIPS_INTERPRETATION_sRGB, NULL).
 int fc_colourspace_srgb(VipsImage *in, VipsImage **out);
 

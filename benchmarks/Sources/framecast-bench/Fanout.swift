@@ -1,0 +1,746 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MQTT
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// How the fan-out benchmark is put together
+//
+// * The parent (`fanout`) signs up a user, makes an album, registers N frames and subscribes
+//   them to the album through the gateway's REST API, exactly as an app would.
+// * The frames are MQTT connections with their own client id (the frame id) and a persistent
+//   session, driven by MQTTClientSwarm (one thread, poll(2)). libmosquitto 2.0.11 costs three
+//   file descriptors per client and this sandbox caps a process at 20,000 (hard limit), so the
+//   frames live in child processes (`fanout-shard`) of at most 5,000 frames each; timestamps
+//   are CLOCK_MONOTONIC nanoseconds, comparable across processes on one machine.
+// * A probe client (subscribed to the album's topics before any frame) and a publisher live in
+//   the parent. The real path's publish instant is not visible from outside the album service,
+//   so it is estimated as the probe's receipt minus the probe's median offset measured in the
+//   floor rounds (where the publish instant is known); the report prints that offset.
+// * Rounds alternate: one photo uploaded through the gateway (multipart, metadata album_id),
+//   then the raw broker floor: the very payload the frames got, published by the publisher
+//   with QoS 1 straight to the same topic and the same N subscribers.
+// * With --fetch, each frame, on its notification, waits a random 0…jitter ms, GETs the photo
+//   metadata and then its own `frame:{W}x{H}` version with its frame token, and checks the
+//   byte count; the shard's HTTP pool holds `connections` keep-alive connections.
+
+func monoNow() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+func msBetween(_ a: UInt64, _ b: UInt64) -> Double { (Double(b) - Double(a)) / 1e6 }
+
+struct FrameInfo: Codable, Sendable {
+    var id: String
+    var token: String
+    var size: String
+}
+
+struct ShardConfig: Codable, Sendable {
+    var shard: Int
+    var mqttHost: String
+    var mqttPort: Int
+    var album: String
+    var gatewayHost: String
+    var gatewayPort: Int
+    var frames: [FrameInfo]
+    var jitterMS: Int
+    var connections: Int
+    var readyTimeoutSeconds: Int
+}
+
+struct ShardRoundResult: Codable, Sendable {
+    var round: Int
+    var arrivals: [UInt64?]
+    var holds: [UInt64?]
+    var errors: Int
+    var errorSamples: [String]
+    var requests: Int
+    var firstRequest: UInt64?
+    var lastResponse: UInt64?
+    var disconnects: Int
+}
+
+// MARK: fanout-shard (child process)
+
+/// Per-round state of a shard, shared by the swarm thread and the fetch tasks.
+final class ShardState: @unchecked Sendable {
+    // @unchecked Sendable: every var is accessed with `lock` held.
+    private let lock = NSLock()
+    private var round = -1
+    private var fetch = false
+    private var arrivals: [UInt64?]
+    private var holds: [UInt64?]
+    private var errors = 0
+    private var errorSamples: [String] = []
+    private var requests = 0
+    private var firstRequest: UInt64?
+    private var lastResponse: UInt64?
+    private var continuation: AsyncStream<(Int, String, UInt64)>.Continuation?
+
+    init(count: Int) {
+        arrivals = Array(repeating: nil, count: count)
+        holds = Array(repeating: nil, count: count)
+    }
+
+    func begin(round: Int, fetch: Bool, jobs: AsyncStream<(Int, String, UInt64)>.Continuation) {
+        lock.withLock {
+            self.round = round
+            self.fetch = fetch
+            for i in arrivals.indices { arrivals[i] = nil; holds[i] = nil }
+            errors = 0; errorSamples = []; requests = 0; firstRequest = nil; lastResponse = nil
+            continuation?.finish()
+            continuation = jobs
+        }
+    }
+
+    /// Swarm thread: the first photo_added of the round for frame `i`.
+    func arrived(_ i: Int, at time: UInt64, payload: [UInt8]) {
+        lock.withLock {
+            guard round >= 0, arrivals[i] == nil else { return }
+            arrivals[i] = time
+            if fetch {
+                let fileID = (try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any])?["file_id"] as? String ?? ""
+                continuation?.yield((i, fileID, time))
+            }
+        }
+    }
+
+    /// No more fetch jobs this round (the fetch task ends when those queued are done).
+    func endJobs() { lock.withLock { continuation?.finish(); continuation = nil } }
+
+    func requestStarted() { lock.withLock { requests += 1; if firstRequest == nil { firstRequest = monoNow() } } }
+    func responded() { lock.withLock { lastResponse = monoNow() } }
+    func held(_ i: Int) { lock.withLock { holds[i] = monoNow() } }
+    func failed(_ i: Int, _ message: String) {
+        lock.withLock {
+            errors += 1
+            if errorSamples.count < 5 { errorSamples.append(message) }
+        }
+    }
+
+    var counts: (round: Int, arrived: Int, held: Int, errors: Int) {
+        lock.withLock { (round, arrivals.filter { $0 != nil }.count, holds.filter { $0 != nil }.count, errors) }
+    }
+
+    func result(disconnects: Int) -> ShardRoundResult {
+        lock.withLock {
+            ShardRoundResult(round: round, arrivals: arrivals, holds: holds, errors: errors, errorSamples: errorSamples,
+                             requests: requests, firstRequest: firstRequest, lastResponse: lastResponse, disconnects: disconnects)
+        }
+    }
+}
+
+/// Lines to the parent on stdout, one writer at a time.
+let stdoutLock = NSLock()
+func sendLine(_ line: String) {
+    stdoutLock.withLock { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+}
+
+struct FanoutShard: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fanout-shard", abstract: "Internal: up to 5,000 simulated frames, driven by the fanout parent over stdin/stdout.",
+        shouldDisplay: false)
+
+    @Option var config: String
+
+    func run() async throws {
+        let c = try JSONDecoder().decode(ShardConfig.self, from: Data(contentsOf: URL(fileURLWithPath: config)))
+        var logger = Logger(label: "fanout-shard")
+        logger.logLevel = .warning
+        let state = ShardState(count: c.frames.count)
+        let topic = "albums/\(c.album)/photo_added"
+        let frames = c.frames
+        let album = c.album
+        let swarm = try MQTTClientSwarm(configuration: .init(
+            host: c.mqttHost, port: c.mqttPort, count: frames.count,
+            clientID: { frames[$0].id }, cleanSession: false,
+            subscriptions: { [("albums/\(album)/#", .atLeastOnce), ("frames/\(frames[$0].id)/#", .atLeastOnce)] },
+            maxPendingConnects: 64), logger: logger
+        ) { delivery in
+            guard delivery.message.topic == topic else { return }
+            state.arrived(delivery.client, at: monoNow(), payload: delivery.message.payload)
+        }
+        try await swarm.start()
+        try await swarm.waitUntilReady(timeout: .seconds(c.readyTimeoutSeconds))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let pool = HTTPPool(host: c.gatewayHost, port: c.gatewayPort, connections: c.connections, group: group)
+        sendLine("ready")
+
+        // Commands from the parent: "round N 0|1", "collect N", "quit".
+        let commands = AsyncStream<String> { continuation in
+            let thread = Thread {
+                while let line = readLine() { continuation.yield(line) }
+                continuation.finish()
+            }
+            thread.start()
+        }
+        var fetchTask: Task<Void, Never>?
+        let reporter = Task {
+            var last = [-1, -1, -1, -1]
+            while !Task.isCancelled {
+                let counts = state.counts
+                let now = [counts.round, counts.arrived, counts.held, counts.errors]
+                if now != last { sendLine("progress \(now[0]) \(now[1]) \(now[2]) \(now[3])"); last = now }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        for await line in commands {
+            let parts = line.split(separator: " ")
+            guard let verb = parts.first else { continue }
+            if verb == "quit" { break }
+            if verb == "round", parts.count == 3, let round = Int(parts[1]) {
+                state.endJobs()
+                await fetchTask?.value
+                let (jobs, continuation) = AsyncStream<(Int, String, UInt64)>.makeStream()
+                state.begin(round: round, fetch: parts[2] == "1", jobs: continuation)
+                let jitter = c.jitterMS
+                fetchTask = Task {
+                    await withTaskGroup(of: Void.self) { group in
+                        for await (i, fileID, _) in jobs {
+                            group.addTask { await fetchVersion(frame: frames[i], index: i, fileID: fileID, jitterMS: jitter, pool: pool, state: state) }
+                        }
+                    }
+                }
+                sendLine("begun \(round)")
+            } else if verb == "collect", parts.count == 2 {
+                let result = state.result(disconnects: swarm.status.disconnects)
+                let data = try JSONEncoder().encode(result)
+                sendLine("result " + String(decoding: data, as: UTF8.self))
+            }
+        }
+        reporter.cancel()
+        fetchTask?.cancel()
+        await swarm.shutdown()
+        await pool.close()
+        try? await group.shutdownGracefully()
+    }
+}
+
+struct MetadataDocument: Decodable {
+    struct Version: Decodable { let size: String; let bytes: Int64; let url: String }
+    let versions: [Version]
+}
+
+/// One frame holding its version: metadata, then the bytes of its own screen's version.
+func fetchVersion(frame: FrameInfo, index: Int, fileID: String, jitterMS: Int, pool: HTTPPool, state: ShardState) async {
+    if jitterMS > 0 { try? await Task.sleep(for: .milliseconds(Int.random(in: 0...jitterMS))) }
+    let auth = [("Authorization", "Bearer \(frame.token)")]
+    do {
+        state.requestStarted()
+        let meta = try await pool.send(HTTPRequest(path: "/api/v1/photos/\(fileID)", headers: auth))
+        state.responded()
+        guard meta.status == 200 else { state.failed(index, "metadata HTTP \(meta.status)"); return }
+        let document = try meta.json(MetadataDocument.self)
+        guard let version = document.versions.first(where: { $0.size == frame.size }),
+              let url = URLComponents(string: version.url) else {
+            state.failed(index, "no \(frame.size) version in the metadata"); return
+        }
+        let path = url.percentEncodedPath + (url.percentEncodedQuery.map { "?" + $0 } ?? "")
+        state.requestStarted()
+        let bytes = try await pool.send(HTTPRequest(path: path, headers: auth))
+        state.responded()
+        guard bytes.status == 200 else { state.failed(index, "download HTTP \(bytes.status)"); return }
+        guard bytes.body.readableBytes == Int(version.bytes) else {
+            state.failed(index, "download has \(bytes.body.readableBytes) bytes, metadata says \(version.bytes)"); return
+        }
+        state.held(index)
+    } catch {
+        state.failed(index, "\(error)")
+    }
+}
+
+// MARK: fanout (the parent)
+
+struct Session: Decodable { let token: String }
+struct AlbumCreated: Decodable { let album_id: String }
+struct FrameRegistered: Decodable { let frame_id: String; let frame_token: String }
+struct Uploaded: Decodable { let file_id: String }
+
+/// A running shard: its process, its latest counts and its pending result.
+final class ShardHandle: @unchecked Sendable {
+    // @unchecked Sendable: `process` and `input` are set in init and only used to write
+    // commands; every var is accessed with `lock` held.
+    let process: Process
+    let input: FileHandle
+    private let lock = NSLock()
+    private var ready = false
+    private var counts = (arrived: 0, held: 0, errors: 0)
+    private var begun = -1
+    private var results: [Int: ShardRoundResult] = [:]
+    private var exited = false
+
+    init(executable: String, config: String, stderrPath: String) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["fanout-shard", "--config", config]
+        let inPipe = Pipe(), outPipe = Pipe()
+        process.standardInput = inPipe
+        process.standardOutput = outPipe
+        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: stderrPath)
+        input = inPipe.fileHandleForWriting
+        let output = outPipe.fileHandleForReading
+        try process.run()
+        let thread = Thread { [self] in
+            var buffer = Data()
+            while true {
+                let chunk = output.availableData
+                if chunk.isEmpty { break }
+                buffer.append(chunk)
+                while let newline = buffer.firstIndex(of: 10) {
+                    let line = String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self)
+                    buffer.removeSubrange(buffer.startIndex...newline)
+                    handle(line)
+                }
+            }
+            lock.withLock { exited = true }
+        }
+        thread.start()
+    }
+
+    private func handle(_ line: String) {
+        if line == "ready" { lock.withLock { ready = true }; return }
+        if line.hasPrefix("progress ") {
+            // Counts of the round in progress only: a line about the previous round is stale.
+            let n = line.split(separator: " ").dropFirst().compactMap { Int($0) }
+            if n.count == 4 { lock.withLock { if n[0] == begun { counts = (n[1], n[2], n[3]) } } }
+        } else if line.hasPrefix("begun "), let r = Int(line.dropFirst(6)) {
+            lock.withLock { begun = r; counts = (0, 0, 0) }
+        } else if line.hasPrefix("result "),
+                  let result = try? JSONDecoder().decode(ShardRoundResult.self, from: Data(line.dropFirst(7).utf8)) {
+            lock.withLock { results[result.round] = result }
+        }
+    }
+
+    func send(_ command: String) { input.write(Data((command + "\n").utf8)) }
+    var isReady: Bool { lock.withLock { ready } }
+    var hasExited: Bool { lock.withLock { exited } }
+    var current: (arrived: Int, held: Int, errors: Int) { lock.withLock { counts } }
+    func hasBegun(_ round: Int) -> Bool { lock.withLock { begun == round } }
+    func result(_ round: Int) -> ShardRoundResult? { lock.withLock { results[round] } }
+}
+
+/// Probe receipts in the parent.
+final class ProbeState: @unchecked Sendable {
+    // @unchecked Sendable: every var is accessed with `lock` held.
+    private let lock = NSLock()
+    private var round = -1
+    private var times: [Int: UInt64] = [:]
+    private var payloads: [Int: [UInt8]] = [:]
+
+    func begin(_ r: Int) { lock.withLock { round = r } }
+    func received(_ payload: [UInt8]) {
+        let now = monoNow()
+        lock.withLock {
+            guard round >= 0, times[round] == nil else { return }
+            times[round] = now
+            payloads[round] = payload
+        }
+    }
+    func time(_ r: Int) -> UInt64? { lock.withLock { times[r] } }
+    func payload(_ r: Int) -> [UInt8]? { lock.withLock { payloads[r] } }
+}
+
+struct FetchFigures: Codable, Sendable {
+    var holding: Int
+    var errors: Int
+    var errorSamples: [String]
+    var acceptedToAllHoldMS: Double?
+    var notifiedToHoldMS: Summary?
+    var requests: Int
+    var requestsPerSecond: Double?
+}
+
+struct RoundFigures: Codable, Sendable {
+    var round: Int
+    var kind: String
+    var notified: Int
+    var missing: Int
+    /// Publish → each frame's notification, ms.
+    var latencyMS: Summary?
+    /// Probe receipt − publish (floor rounds only: the publish instant is known there).
+    var probeOffsetMS: Double?
+    var acceptedToPublishMS: Double?
+    var acceptedToLastNotifiedMS: Double?
+    var uploadRequestMS: Double?
+    var fetch: FetchFigures?
+    var disconnects: Int
+}
+
+struct FanoutSize: Codable, Sendable {
+    var frames: Int
+    var shards: Int
+    var setupSeconds: Double
+    var setupRequests: Int
+    var setupErrors: Int
+    var connectSeconds: Double
+    var rounds: [RoundFigures]
+    var probeOffsetMedianMS: Double?
+    var uploadLatencyMS: Summary?
+    var floorLatencyMS: Summary?
+    var lastFrameP99Ratio: Double?
+    var errors: Int
+}
+
+struct FanoutReport: Codable, Sendable {
+    var machine: MachineInfo
+    var fetch: Bool
+    var jitterMS: Int
+    var connectionsPerShard: Int
+    var photos: [String]
+    var sizes: [FanoutSize]
+}
+
+struct Fanout: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fanout",
+        abstract: "One photo to N simulated frames over MQTT through the real system, against the raw broker floor.")
+
+    @Option(help: "Frame counts, comma-separated.") var frames = "1000,5000,10000"
+    @Flag(help: "Each frame fetches the metadata and its version from the gateway.") var fetch = false
+    @Option(help: "Each frame waits a random 0…jitter ms before fetching.") var jitter = 0
+    @Option(help: "Upload rounds (each followed by a floor round) per frame count.") var rounds = 3
+    @Option(help: "Keep-alive HTTP connections per shard for the fetches.") var connections = 128
+    @Option(help: "Concurrent REST requests while registering frames.") var setupConcurrency = 32
+    @Option(help: "The gateway (default $FRAMECAST_BENCH_GATEWAY or http://127.0.0.1:8080).") var gateway: String?
+    @Option(help: "MQTT broker host.") var mqttHost = "127.0.0.1"
+    @Option(help: "MQTT broker port (default $FRAMECAST_BENCH_MQTT_PORT or 1883).") var mqttPort: Int?
+    @Option(help: "Seconds to wait for each round.") var timeout = 120
+    @Option(help: "Where the report goes (default results, or .work/smoke with --smoke).") var results: String?
+    @Flag(help: "CI smoke mode: results to .work/smoke, one round.") var smoke = false
+
+    func run() async throws {
+        var machine = MachineInfo.capture()
+        let env = ProcessInfo.processInfo.environment
+        let gatewayURL = gateway ?? env["FRAMECAST_BENCH_GATEWAY"] ?? "http://127.0.0.1:8080"
+        guard let url = URLComponents(string: gatewayURL), let host = url.host else { throw ValidationError("bad gateway URL \(gatewayURL)") }
+        let port = url.port ?? 80
+        let brokerPort = mqttPort ?? env["FRAMECAST_BENCH_MQTT_PORT"].flatMap(Int.init) ?? 1883
+        let counts = frames.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !counts.isEmpty, counts.allSatisfy({ $0 > 0 }) else { throw ValidationError("--frames needs positive counts") }
+        let resultsDir = results ?? (smoke ? ".work/smoke" : "results")
+        try FileManager.default.createDirectory(atPath: resultsDir, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: ".work/fanout", withIntermediateDirectories: true)
+        let roundCount = smoke ? 1 : rounds
+        let me = CommandLine.arguments[0].hasPrefix("/") ? CommandLine.arguments[0]
+            : FileManager.default.currentDirectoryPath + "/" + CommandLine.arguments[0]
+        let photos = uploadPhotos(count: roundCount * (fetch ? 2 : 1))
+        guard photos.count == roundCount * (fetch ? 2 : 1) else { throw ValidationError("need \(roundCount * (fetch ? 2 : 1)) JPEGs in /usr/share/backgrounds/mate/nature (run benchmarks/setup)") }
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let api = HTTPPool(host: host, port: port, connections: setupConcurrency, group: group)
+        var sizes: [FanoutSize] = []
+        for n in counts {
+            sizes.append(try await runSize(n, api: api, host: host, port: port, brokerPort: brokerPort, photos: photos,
+                                           rounds: roundCount, me: me))
+        }
+        await api.close()
+        try await group.shutdownGracefully()
+        machine.loadAverageAtEnd = loadAverage()
+        let report = FanoutReport(machine: machine, fetch: fetch, jitterMS: jitter, connectionsPerShard: connections,
+                                  photos: photos, sizes: sizes)
+        try writeJSON(report, to: "\(resultsDir)/fanout.json")
+        let markdown = renderFanoutMarkdown(report)
+        try markdown.write(toFile: "\(resultsDir)/fanout.md", atomically: true, encoding: .utf8)
+        try fanoutChart(report).write(toFile: "\(resultsDir)/fanout.svg", atomically: true, encoding: .utf8)
+        print(markdown)
+        let errors = sizes.reduce(0) { $0 + $1.errors }
+        if errors > 0 { throw ChildError(description: "\(errors) error(s) during the fan-out") }
+        note("report: \(resultsDir)/fanout.md")
+    }
+
+    func uploadPhotos(count: Int) -> [String] {
+        let dir = "/usr/share/backgrounds/mate/nature"
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".jpg") }.sorted()
+        return names.prefix(count).map { "\(dir)/\($0)" }
+    }
+
+    func runSize(_ n: Int, api: HTTPPool, host: String, port: Int, brokerPort: Int, photos: [String], rounds: Int,
+                 me: String) async throws -> FanoutSize {
+        let run = UUID().uuidString.prefix(8).lowercased()
+        note("fan-out to \(n) frames (run \(run))")
+        // 1. A user, an album, N frames subscribed to it: all through the REST API.
+        let setupStart = ContinuousClock.now
+        let signup = try await api.send(jsonRequest(.POST, "/api/v1/auth/signup", token: nil,
+            ["email": "bench-\(run)@example.com", "password": "benchmark password \(run)", "name": "Bench \(run)"]))
+        guard signup.status == 201 else { throw ChildError(description: "signup: HTTP \(signup.status) \(String(decoding: signup.bytes, as: UTF8.self))") }
+        let token = try signup.json(Session.self).token
+        let albumReply = try await api.send(jsonRequest(.POST, "/api/v1/albums", token: token, ["name": "Fan-out \(n)"]))
+        guard albumReply.status == 201 else { throw ChildError(description: "album: HTTP \(albumReply.status)") }
+        let album = try albumReply.json(AlbumCreated.self).album_id
+        let screens = [(1024, 600), (1280, 800)]
+        let progress = ProgressLine("register \(n) frames", total: n)
+        let setupErrors = Locked(0)
+        let registered: [FrameInfo?] = try await concurrentMap(Array(0..<n), width: setupConcurrency) { i -> FrameInfo? in
+            let (w, h) = screens[i % screens.count]
+            do {
+                let reply = try await api.send(jsonRequest(.POST, "/api/v1/frames", token: token,
+                    ["name": "frame \(i)", "width": w, "height": h, "orientation": "landscape"]))
+                guard reply.status == 201 else { throw ChildError(description: "register: HTTP \(reply.status)") }
+                let frame = try reply.json(FrameRegistered.self)
+                let put = try await api.send(jsonRequest(.PUT, "/api/v1/frames/\(frame.frame_id)/albums", token: token, ["album_ids": [album]]))
+                guard put.status == 200 else { throw ChildError(description: "subscribe: HTTP \(put.status)") }
+                progress.advance()
+                return FrameInfo(id: frame.frame_id, token: frame.frame_token, size: "frame:\(w)x\(h)")
+            } catch {
+                setupErrors.withLock { $0 += 1 }
+                note("frame \(i): \(error)")
+                progress.advance("error")
+                return nil
+            }
+        }
+        let frameList = registered.compactMap { $0 }
+        let setupSeconds = (ContinuousClock.now - setupStart).ms / 1000
+
+        // 2. Probe (first subscriber) and publisher in this process; the frames in shards.
+        let connectStart = ContinuousClock.now
+        let probe = ProbeState()
+        var logger = Logger(label: "framecast-bench")
+        logger.logLevel = .warning
+        let topic = "albums/\(album)/photo_added"
+        let probeSwarm = try MQTTClientSwarm(configuration: .init(
+            host: mqttHost, port: brokerPort, count: 2, clientID: { $0 == 0 ? "bench-probe-\(run)" : "bench-publisher-\(run)" },
+            subscriptions: { $0 == 0 ? [("albums/\(album)/#", .atLeastOnce)] : [] }), logger: logger
+        ) { delivery in
+            if delivery.client == 0 && delivery.message.topic == topic { probe.received(delivery.message.payload) }
+        }
+        try await probeSwarm.start()
+        try await probeSwarm.waitUntilReady(timeout: .seconds(30))
+        let shardSize = 5000
+        let shardCount = (frameList.count + shardSize - 1) / shardSize
+        var shards: [ShardHandle] = []
+        for s in 0..<shardCount {
+            let slice = Array(frameList[(s * shardSize)..<min(frameList.count, (s + 1) * shardSize)])
+            let config = ShardConfig(shard: s, mqttHost: mqttHost, mqttPort: brokerPort, album: album, gatewayHost: host,
+                                     gatewayPort: port, frames: slice, jitterMS: jitter, connections: connections,
+                                     readyTimeoutSeconds: 600)
+            let path = ".work/fanout/shard-\(run)-\(s).json"
+            try writeJSON(config, to: path)
+            shards.append(try ShardHandle(executable: me, config: path, stderrPath: ".work/fanout/shard-\(run)-\(s).err"))
+        }
+        let connectProgress = ProgressLine("connect \(frameList.count) frames (\(shardCount) shard process(es))", total: shardCount)
+        var readyCount = 0
+        while readyCount < shardCount {
+            try await Task.sleep(for: .milliseconds(100))
+            if shards.contains(where: { $0.hasExited && !$0.isReady }) {
+                throw ChildError(description: "a shard exited before it was ready; see .work/fanout/shard-\(run)-*.err")
+            }
+            let now = shards.filter(\.isReady).count
+            while readyCount < now { readyCount += 1; connectProgress.advance() }
+            if (ContinuousClock.now - connectStart) > .seconds(600) { throw ChildError(description: "frames not connected after 600 s") }
+        }
+        let connectSeconds = (ContinuousClock.now - connectStart).ms / 1000
+
+        // 3. Rounds: upload, then the floor with the same payload.
+        var figures: [RoundFigures] = []
+        var roundNumber = 0
+        // Notification latency is compared on rounds without fetches (the floor has none either:
+        // thousands of fetches on the same two cores would delay the receivers' own clocks).
+        var uploads = 0
+        for r in 0..<rounds {
+            for kind in fetch ? ["upload", "floor", "upload+fetch"] : ["upload", "floor"] {
+                let round = roundNumber
+                roundNumber += 1
+                let fetching = kind == "upload+fetch"
+                for shard in shards { shard.send("round \(round) \(fetching ? 1 : 0)") }
+                while !shards.allSatisfy({ $0.hasBegun(round) }) { try await Task.sleep(for: .milliseconds(5)) }
+                probe.begin(round)
+                var accepted: UInt64?, published: UInt64?, uploadMS: Double?
+                if kind != "floor" {
+                    let photo = photos[uploads]
+                    uploads += 1
+                    let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: photo)))
+                    let multipart = multipartBody(file: bytes, fileName: (photo as NSString).lastPathComponent,
+                                                  contentType: "image/jpeg", metadata: "{\"album_id\": \"\(album)\"}")
+                    let sent = monoNow()
+                    let reply = try await api.send(HTTPRequest(method: .POST, path: "/api/v1/storage/photos/upload",
+                        headers: [("Authorization", "Bearer \(token)"), ("Content-Type", multipart.contentType)], body: multipart.body))
+                    accepted = monoNow()
+                    uploadMS = msBetween(sent, accepted!)
+                    guard reply.status == 201 else { throw ChildError(description: "upload: HTTP \(reply.status) \(String(decoding: reply.bytes, as: UTF8.self))") }
+                    _ = try reply.json(Uploaded.self)
+                } else {
+                    guard let payload = probe.payload(round - 1) else { throw ChildError(description: "no payload captured in the upload round") }
+                    published = monoNow()
+                    try probeSwarm.publish(client: 1, topic: topic, payload: payload, qos: .atLeastOnce)
+                }
+                let roundProgress = ProgressLine("\(n) frames, round \(r + 1)/\(rounds) \(kind)", total: frameList.count)
+                var shown = 0
+                let deadline = ContinuousClock.now + .seconds(timeout)
+                while ContinuousClock.now < deadline {
+                    let totals = shards.map(\.current)
+                    let arrived = totals.reduce(0) { $0 + $1.arrived }
+                    let finished = fetching ? totals.reduce(0) { $0 + $1.held + $1.errors } : arrived
+                    while shown < finished { shown += 1; roundProgress.advance() }
+                    if arrived == frameList.count && finished == frameList.count && probe.time(round) != nil { break }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                for shard in shards { shard.send("collect \(round)") }
+                var collected: [ShardRoundResult] = []
+                let collectDeadline = ContinuousClock.now + .seconds(60)
+                while collected.count < shards.count && ContinuousClock.now < collectDeadline {
+                    collected = shards.compactMap { $0.result(round) }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                guard collected.count == shards.count else { throw ChildError(description: "a shard did not report round \(round)") }
+                figures.append(roundFigures(round: round, kind: kind, collected: collected, probe: probe.time(round),
+                                            accepted: accepted, published: published, uploadMS: uploadMS, fetching: fetching))
+                // Let QoS 1 handshakes and the album's sync publishes settle between rounds.
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        for shard in shards { shard.send("quit") }
+        for shard in shards {
+            let deadline = ContinuousClock.now + .seconds(30)
+            while shard.process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            if shard.process.isRunning { shard.process.terminate() }
+        }
+        await probeSwarm.shutdown()
+        return summarise(n: n, shards: shardCount, setupSeconds: setupSeconds, setupRequests: 2 * n + 2,
+                         setupErrors: setupErrors.withLock { $0 }, connectSeconds: connectSeconds, rounds: figures)
+    }
+
+    func roundFigures(round: Int, kind: String, collected: [ShardRoundResult], probe: UInt64?, accepted: UInt64?,
+                      published: UInt64?, uploadMS: Double?, fetching: Bool) -> RoundFigures {
+        let arrivals = collected.flatMap(\.arrivals)
+        let got = arrivals.compactMap { $0 }
+        var figures = RoundFigures(round: round, kind: kind, notified: got.count, missing: arrivals.count - got.count,
+                                   disconnects: collected.reduce(0) { $0 + $1.disconnects })
+        if let published {
+            figures.latencyMS = Summary(got.map { msBetween(published, $0) })
+            figures.probeOffsetMS = probe.map { msBetween(published, $0) }
+        }
+        if let accepted {
+            // Relative to the probe for now; made absolute once the floor's probe offset is known.
+            figures.latencyMS = probe.flatMap { p in Summary(got.map { msBetween(p, $0) }) }
+            figures.acceptedToPublishMS = probe.map { msBetween(accepted, $0) }
+            figures.acceptedToLastNotifiedMS = got.max().map { msBetween(accepted, $0) }
+            figures.uploadRequestMS = uploadMS
+            if fetching {
+                let holds = collected.flatMap(\.holds)
+                let held = holds.compactMap { $0 }
+                var notifyToHold: [Double] = []
+                for (a, h) in zip(arrivals, holds) { if let a, let h { notifyToHold.append(msBetween(a, h)) } }
+                let requests = collected.reduce(0) { $0 + $1.requests }
+                let first = collected.compactMap(\.firstRequest).min(), last = collected.compactMap(\.lastResponse).max()
+                figures.fetch = FetchFigures(
+                    holding: held.count, errors: collected.reduce(0) { $0 + $1.errors } + (holds.count - held.count - collected.reduce(0) { $0 + $1.errors }),
+                    errorSamples: Array(collected.flatMap(\.errorSamples).prefix(5)),
+                    acceptedToAllHoldMS: held.count == holds.count ? held.max().map { msBetween(accepted, $0) } : nil,
+                    notifiedToHoldMS: Summary(notifyToHold), requests: requests,
+                    requestsPerSecond: first.flatMap { f in last.map { l in Double(requests) / (msBetween(f, l) / 1000) } })
+            }
+        }
+        return figures
+    }
+
+    func summarise(n: Int, shards: Int, setupSeconds: Double, setupRequests: Int, setupErrors: Int, connectSeconds: Double,
+                   rounds: [RoundFigures]) -> FanoutSize {
+        var rounds = rounds
+        let offsets = rounds.compactMap(\.probeOffsetMS)
+        let offset = Summary(offsets)?.p50
+        var uploadLatencies: [Double] = [], floorLatencies: [Double] = []
+        for i in rounds.indices where rounds[i].kind != "floor" {
+            // Publish ≈ probe receipt − the probe's median offset in the floor rounds.
+            if let relative = rounds[i].latencyMS, let offset {
+                rounds[i].latencyMS = Summary([relative.min, relative.p50, relative.p95, relative.p99, relative.max].map { $0 + offset })
+                rounds[i].latencyMS?.count = relative.count
+                rounds[i].latencyMS?.mean = relative.mean + offset
+                rounds[i].acceptedToPublishMS = rounds[i].acceptedToPublishMS.map { $0 - offset }
+            }
+        }
+        // Pooled distributions need the raw values: rebuild them from each round's summary is
+        // not possible, so the pooled figures are over rounds' order statistics (see report).
+        for round in rounds {
+            guard let l = round.latencyMS else { continue }
+            if round.kind == "upload" { uploadLatencies.append(l.p99) } else if round.kind == "floor" { floorLatencies.append(l.p99) }
+        }
+        let uploadP99 = Summary(uploadLatencies), floorP99 = Summary(floorLatencies)
+        let errors = setupErrors + rounds.reduce(0) { $0 + $1.missing + ($1.fetch?.errors ?? 0) }
+        return FanoutSize(frames: n, shards: shards, setupSeconds: setupSeconds, setupRequests: setupRequests, setupErrors: setupErrors,
+                          connectSeconds: connectSeconds, rounds: rounds, probeOffsetMedianMS: offset,
+                          uploadLatencyMS: uploadP99, floorLatencyMS: floorP99,
+                          lastFrameP99Ratio: uploadP99.flatMap { u in floorP99.map { u.p50 / $0.p50 } }, errors: errors)
+    }
+}
+
+func jsonRequest(_ method: HTTPMethod, _ path: String, token: String?, _ body: [String: Any]) -> HTTPRequest {
+    var headers = [("Content-Type", "application/json")]
+    if let token { headers.append(("Authorization", "Bearer \(token)")) }
+    let data = (try? JSONSerialization.data(withJSONObject: body)) ?? Data()
+    return HTTPRequest(method: method, path: path, headers: headers, body: [UInt8](data))
+}
+
+/// A value behind a lock (the benchmark's own; the root's `Threads.Locked` is not a product).
+final class Locked<Value: Sendable>: @unchecked Sendable {
+    // @unchecked Sendable: `value` is only touched with `lock` held.
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<R>(_ body: (inout Value) -> R) -> R { lock.withLock { body(&value) } }
+}
+
+// MARK: Report
+
+func renderFanoutMarkdown(_ r: FanoutReport) -> String {
+    var md = "# Fan-out: one photo to N frames\n\n" + r.machine.markdown + "\n\n"
+    md += "Frames: real MQTT connections (MQTTClientSwarm, client id = frame id, persistent session, QoS 1 subscriptions to `albums/{album}/#` and `frames/{id}/#`), registered and subscribed through the REST API; at most 5,000 per shard process (libmosquitto needs 3 descriptors per client, the sandbox allows 20,000 per process). "
+    md += "Each upload round uploads one real photo through the gateway (multipart, `metadata={\"album_id\": …}`); each floor round publishes the very payload the frames got in the upload round before it, QoS 1, straight to the same topic and subscribers; with --fetch an upload+fetch round follows, in which every frame fetches (its notification latency there is perturbed by the fetch load on the same 2 cores, so the floor comparison uses the upload rounds). "
+    md += "Publish instant of the real path = probe receipt − the probe's median offset in the floor rounds (the probe subscribed before any frame). "
+    md += "Percentiles are nearest-rank over the frames of one round. Fetch: \(r.fetch ? "yes" : "no"), jitter 0…\(r.jitterMS) ms, \(r.connectionsPerShard) keep-alive HTTP connections per shard.\n\n"
+    for size in r.sizes {
+        md += "## \(size.frames) frames\n\n"
+        md += "Setup: \(size.setupRequests) REST requests in \(fmt(size.setupSeconds, 1)) s (\(size.setupErrors) errors); \(size.shards) shard process(es) connected and subscribed in \(fmt(size.connectSeconds, 1)) s. Probe offset (median over floor rounds): \(fmt(size.probeOffsetMedianMS, 2)) ms.\n\n"
+        md += "| round | kind | notified | missing | p50 ms | p95 ms | p99 ms | max ms | upload accepted → publish ms | upload accepted → last frame notified ms |\n"
+        md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        for round in size.rounds {
+            let l = round.latencyMS
+            md += "| \(round.round) | \(round.kind) | \(round.notified) | \(round.missing) | \(fmt(l?.p50, 2)) | \(fmt(l?.p95, 2)) | \(fmt(l?.p99, 2)) | \(fmt(l?.max, 2)) | \(fmt(round.acceptedToPublishMS, 1)) | \(fmt(round.acceptedToLastNotifiedMS, 1)) |\n"
+        }
+        let fetched = size.rounds.compactMap { round in round.fetch.map { (round.round, $0) } }
+        if !fetched.isEmpty {
+            md += "\n| round | frames holding their version | errors | upload accepted → every frame holds its bytes ms | notified → holds p50 / p95 / p99 / max ms | gateway requests | gateway req/s |\n"
+            md += "|---|---:|---:|---:|---|---:|---:|\n"
+            for (round, f) in fetched {
+                let s = f.notifiedToHoldMS
+                md += "| \(round) | \(f.holding) | \(f.errors) | \(fmt(f.acceptedToAllHoldMS, 1)) | \(fmt(s?.p50, 1)) / \(fmt(s?.p95, 1)) / \(fmt(s?.p99, 1)) / \(fmt(s?.max, 1)) | \(f.requests) | \(fmt(f.requestsPerSecond, 0)) |\n"
+                if !f.errorSamples.isEmpty { md += "\nErrors (first): \(f.errorSamples.joined(separator: "; "))\n\n" }
+            }
+        }
+        md += "\n"
+    }
+    md += "## Targets\n\n| target | measured | met? |\n|---|---|---|\n"
+    for size in r.sizes {
+        if let ratio = size.lastFrameP99Ratio, let u = size.uploadLatencyMS, let f = size.floorLatencyMS {
+            md += "| \(size.frames) frames: last-frame p99 ≤ 1.1× the raw floor (median over rounds of each round's p99; upload rounds without fetches) | \(fmt(u.p50, 2)) ms vs floor \(fmt(f.p50, 2)) ms = \(fmt(ratio, 2))× | \(ratio <= 1.1 ? "yes" : "**no**") |\n"
+        }
+        let holds = size.rounds.compactMap { $0.fetch?.acceptedToAllHoldMS }
+        if size.frames == 1000, r.fetch {
+            let all = size.rounds.filter { $0.fetch != nil }
+            let worst = holds.max()
+            let complete = holds.count == all.count
+            md += "| upload → 1,000 frames holding their version ≤ 2 s (worst round) | \(complete ? fmt(worst, 1) + " ms" : "not every frame got its version") | \(complete && (worst ?? .infinity) <= 2000 ? "yes" : "**no**") |\n"
+        }
+        md += "| \(size.frames) frames: zero errors (setup, missing notifications, fetch errors) | \(size.errors) | \(size.errors == 0 ? "yes" : "**no**") |\n"
+    }
+    return md
+}
+
+func fanoutChart(_ r: FanoutReport) -> String {
+    let categories = r.sizes.map { "\($0.frames) frames" }
+    return BarChart(
+        title: "Publish → frame notified, p99 per round (median over rounds): Framecast vs raw broker floor", unit: "ms",
+        categories: categories,
+        series: [(name: "Framecast (upload → album service publish → frames)", values: r.sizes.map { $0.uploadLatencyMS?.p50 }),
+                 (name: "raw broker floor (same payload published directly)", values: r.sizes.map { $0.floorLatencyMS?.p50 })],
+        reference: nil).svg()
+}
