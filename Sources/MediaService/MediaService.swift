@@ -195,6 +195,32 @@ public final class MediaService: Sendable {
         try await imaging.renderFile(path, versions: wanted.map(\.spec))
     }
 
+    /// Stores each rendered image as a content-addressed blob (a retry reuses the same blobs)
+    /// and describes it as the version `wanted[i]` of `fileID`.
+    func store(_ rendered: [RenderedImage], _ wanted: [Wanted], fileID: String, at now: Int64) async throws -> [PhotoVersion] {
+        let (store, limit) = (blobs, configuration.maxVersionBytes)
+        let stored: [(key: BlobKey, size: Int)] = try await blobIO.run {
+            try rendered.map { image in
+                let writer = try BlobWriter(store: store, limit: limit)
+                do {
+                    try writer.write(image.bytes)
+                    let result = try writer.commit()
+                    return (result.key, result.size)
+                } catch {
+                    writer.abort()
+                    throw error
+                }
+            }
+        }
+        return zip(rendered, zip(wanted, stored)).map { image, pair in
+            let (want, blob) = pair
+            return PhotoVersion(
+                fileID: fileID, size: want.size, width: Int32(image.width), height: Int32(image.height),
+                format: image.format.rawValue, contentType: image.format.contentType, blobKey: blob.key.hex,
+                byteSize: Int64(blob.size), sha256: blob.key.hex, createdAt: now)
+        }
+    }
+
     func fileUploaded(_ event: FileUploadedWithAI, _ delivery: EventDelivery) async throws {
         let logger = delivery.logger
         guard let file = event.file, !file.fileID.isEmpty else {
@@ -236,30 +262,8 @@ public final class MediaService: Sendable {
         }
         let renderTime = ContinuousClock.now - start
 
-        // Store every version's bytes (content addressed: a retry reuses the same blobs).
-        let (store, limit) = (blobs, configuration.maxVersionBytes)
-        let stored: [(key: BlobKey, size: Int)] = try await blobIO.run {
-            try rendered.map { image in
-                let writer = try BlobWriter(store: store, limit: limit)
-                do {
-                    try writer.write(image.bytes)
-                    let result = try writer.commit()
-                    return (result.key, result.size)
-                } catch {
-                    writer.abort()
-                    throw error
-                }
-            }
-        }
-
         let now = EventTime.now()
-        var versions: [PhotoVersion] = []
-        for (index, image) in rendered.enumerated() {
-            versions.append(PhotoVersion(
-                fileID: fileID, size: wanted[index].size, width: Int32(image.width), height: Int32(image.height),
-                format: image.format.rawValue, contentType: image.format.contentType, blobKey: stored[index].key.hex,
-                byteSize: Int64(stored[index].size), sha256: stored[index].key.hex, createdAt: now))
-        }
+        let versions = try await store(rendered, wanted, fileID: fileID, at: now)
         let frameIDs = Array(Set(screens.map(\.frameID).filter { !$0.isEmpty })).sorted()
         let metadataParameters: [PostgresValue] = [
             .text(fileID), .text(owner), .text(file.fileName), .text(file.contentType), .text(file.blobKey),

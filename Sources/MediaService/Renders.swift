@@ -174,28 +174,10 @@ extension MediaService {
     func render(_ fileID: String, _ wanted: [Wanted], owner: String, original: BlobKey) async throws {
         let start = ContinuousClock.now
         renderCount.withLock { $0 += 1 }
-        let rendered = try await imaging.renderFile(blobs.path(for: original), versions: wanted.map(\.spec))
+        let rendered = try await Self.render(file: blobs.path(for: original), versions: wanted, imaging: imaging)
         let elapsed = ContinuousClock.now - start
-        let (store, limit) = (blobs, configuration.maxVersionBytes)
-        let stored: [(key: BlobKey, size: Int)] = try await blobIO.run {
-            try rendered.map { image in
-                let writer = try BlobWriter(store: store, limit: limit)
-                do {
-                    try writer.write(image.bytes)
-                    let result = try writer.commit()
-                    return (result.key, result.size)
-                } catch {
-                    writer.abort()
-                    throw error
-                }
-            }
-        }
         let now = EventTime.now()
-        let versions = rendered.enumerated().map { index, image in
-            PhotoVersion(fileID: fileID, size: wanted[index].size, width: Int32(image.width), height: Int32(image.height),
-                         format: image.format.rawValue, contentType: image.format.contentType, blobKey: stored[index].key.hex,
-                         byteSize: Int64(stored[index].size), sha256: stored[index].key.hex, createdAt: now)
-        }
+        let versions = try await store(rendered, wanted, fileID: fileID, at: now)
         let schema = self.schema
         let created: Int? = try await runtime.postgres.withTransaction { c in
             try Self.lockFile(fileID, c)
@@ -219,7 +201,7 @@ extension MediaService {
             return created
         }
         guard let created else {
-            for key in Set(stored.map(\.key)) { _ = try await removeBlobIfUnreferenced(key) }
+            for key in Set(versions.compactMap { BlobKey($0.blobKey) }) { _ = try await removeBlobIfUnreferenced(key) }
             throw ServiceError.notFound("no such photo")
         }
         relay.wake()
