@@ -14,6 +14,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "framecast", targets: ["framecast"]),
+        .library(name: "Threads", targets: ["Threads"]),
         .library(name: "NATS", targets: ["NATS"]),
         .library(name: "MQTT", targets: ["MQTT"]),
         .library(name: "Postgres", targets: ["Postgres"]),

@@ -20,6 +20,7 @@ let package = Package(
             .product(name: "MediaService", package: "framecast"),
             .product(name: "MQTT", package: "framecast"),
             .product(name: "Wire", package: "framecast"),
+            .product(name: "Threads", package: "framecast"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

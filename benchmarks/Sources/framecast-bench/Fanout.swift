@@ -5,6 +5,7 @@ import MQTT
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Threads
 
 #if canImport(Glibc)
 import Glibc
@@ -285,7 +286,9 @@ final class ShardHandle: @unchecked Sendable {
         let inPipe = Pipe(), outPipe = Pipe()
         process.standardInput = inPipe
         process.standardOutput = outPipe
-        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        guard FileManager.default.createFile(atPath: stderrPath, contents: nil) else {
+            throw ChildError(description: "cannot create the shard log \(stderrPath)")
+        }
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         input = inPipe.fileHandleForWriting
         let output = outPipe.fileHandleForReading
@@ -678,15 +681,6 @@ func jsonRequest(_ method: HTTPMethod, _ path: String, token: String?, _ body: [
     if let token { headers.append(("Authorization", "Bearer \(token)")) }
     let data = (try? JSONSerialization.data(withJSONObject: body)) ?? Data()
     return HTTPRequest(method: method, path: path, headers: headers, body: [UInt8](data))
-}
-
-/// A value behind a lock (the benchmark's own; the root's `Threads.Locked` is not a product).
-final class Locked<Value: Sendable>: @unchecked Sendable {
-    // @unchecked Sendable: `value` is only touched with `lock` held.
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withLock<R>(_ body: (inout Value) -> R) -> R { lock.withLock { body(&value) } }
 }
 
 // MARK: Report
