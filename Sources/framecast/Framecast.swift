@@ -48,15 +48,7 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "NATS token, for servers configured with token authentication (env FRAMECAST_NATS_TOKEN).")
     var natsToken: String? = env("FRAMECAST_NATS_TOKEN")
 
-    func bootstrapLogging() -> Logger {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        return Logger(label: "framecast")
-    }
+    func bootstrapLogging() -> Logger { framecast.bootstrapLogging(level: logLevel, label: "framecast") }
 
     var natsConfiguration: NATSConfiguration {
         var configuration = NATSConfiguration(
@@ -69,6 +61,17 @@ struct CommonOptions: ParsableArguments {
     }
 
     var postgresConfiguration: PostgresConfiguration { PostgresConfiguration(connInfo: postgres) }
+}
+
+/// Logs to standard error at `level` (a swift-log level name; info when unknown), once per process.
+func bootstrapLogging(level name: String, label: String) -> Logger {
+    let level = Logger.Level(rawValue: name) ?? .info
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    return Logger(label: label)
 }
 
 func env(_ name: String) -> String? {
@@ -315,13 +318,7 @@ struct Frame: AsyncParsableCommand {
     var logLevel: String = env("FRAMECAST_LOG_LEVEL") ?? "info"
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "framecast.frame")
+        let logger = bootstrapLogging(level: logLevel, label: "framecast.frame")
         typealias S = FrameAgentConfiguration.Setting
         var settings: [String: String] = [:]
         for name in S.all { if let value = env(name) { settings[name] = value } }

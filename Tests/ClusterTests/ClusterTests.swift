@@ -325,38 +325,45 @@ import Glibc
         throw HTTP.Failed(what: "upload \(index): gave up after 60 attempts", status: 0, body: lastError)
     }
 
-    /// The node leading the EVENTS stream (from a node's /jsz monitoring), nil if unknown.
-    static func eventsStreamLeader(_ env: ClusterEnvironment, _ http: HTTP) async -> String? {
+    /// The first EVENTS stream entry that `match` accepts, from the /jsz monitoring documents
+    /// of the nodes that answer, in node order (a node is asked only when the ones before it
+    /// had no such entry).
+    static func eventsStreamDetails(_ env: ClusterEnvironment, _ http: HTTP,
+                                    first match: ([String: Any]) -> Bool) async -> [String: Any]? {
         guard let monitors = try? env.list("NATS_MONITOR") else { return nil }
         for monitor in monitors {
             guard let text = try? await http.text("\(monitor)/jsz?accounts=true&streams=true"),
                   let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
                   let accounts = object["account_details"] as? [[String: Any]] else { continue }
             for account in accounts {
-                for stream in account["stream_detail"] as? [[String: Any]] ?? [] where stream["name"] as? String == "EVENTS" {
-                    if let leader = (stream["cluster"] as? [String: Any])?["leader"] as? String, leader.hasPrefix("nats-") { return leader }
+                for stream in account["stream_detail"] as? [[String: Any]] ?? []
+                where stream["name"] as? String == "EVENTS" && match(stream) {
+                    return stream
                 }
             }
         }
         return nil
     }
 
+    static func leader(of stream: [String: Any]) -> String? {
+        guard let leader = (stream["cluster"] as? [String: Any])?["leader"] as? String, leader.hasPrefix("nats-") else { return nil }
+        return leader
+    }
+
+    static func messagesAndBytes(of stream: [String: Any]) -> (Int, Int)? {
+        guard let state = stream["state"] as? [String: Any],
+              let messages = state["messages"] as? Int, let bytes = state["bytes"] as? Int else { return nil }
+        return (messages, bytes)
+    }
+
+    /// The node leading the EVENTS stream (from a node's /jsz monitoring), nil if unknown.
+    static func eventsStreamLeader(_ env: ClusterEnvironment, _ http: HTTP) async -> String? {
+        await eventsStreamDetails(env, http) { leader(of: $0) != nil }.flatMap(leader(of:))
+    }
+
     /// Messages and bytes in the EVENTS stream (from a node's /jsz monitoring).
     static func eventsStreamState(_ env: ClusterEnvironment, _ http: HTTP) async -> (Int, Int)? {
-        guard let monitors = try? env.list("NATS_MONITOR") else { return nil }
-        for monitor in monitors {
-            guard let text = try? await http.text("\(monitor)/jsz?accounts=true&streams=true"),
-                  let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-                  let accounts = object["account_details"] as? [[String: Any]] else { continue }
-            for account in accounts {
-                for stream in account["stream_detail"] as? [[String: Any]] ?? [] where stream["name"] as? String == "EVENTS" {
-                    if let state = stream["state"] as? [String: Any], let messages = state["messages"] as? Int, let bytes = state["bytes"] as? Int {
-                        return (messages, bytes)
-                    }
-                }
-            }
-        }
-        return nil
+        await eventsStreamDetails(env, http) { messagesAndBytes(of: $0) != nil }.flatMap(messagesAndBytes(of:))
     }
 
     /// 50 distinct JPEG photos (1024×640 crops of the Debian wallpapers at different offsets).
