@@ -85,6 +85,8 @@ public final class AlbumService: Sendable {
     let configuration: AlbumConfiguration
     let relay: OutboxRelay
     let publisher: FramePublisher
+    /// Frames' identities and topic rights on the frame brokers (dynamic security).
+    let admin: BrokerAdmin
     let logger: Logger
     let schema = AlbumSchema.name
 
@@ -95,8 +97,9 @@ public final class AlbumService: Sendable {
         logger[metadataKey: "service.name"] = "\(Self.name)"
         self.logger = logger
         self.relay = runtime.outboxRelay(schema: AlbumSchema.name)
+        self.admin = try BrokerAdmin(configuration: configuration, postgres: runtime.postgres, schema: AlbumSchema.name, logger: logger)
         self.publisher = try FramePublisher(configuration: configuration, postgres: runtime.postgres,
-                                            schema: AlbumSchema.name, relay: relay, logger: logger)
+                                            schema: AlbumSchema.name, relay: relay, admin: admin, logger: logger)
     }
 
     /// Migrates the `album` schema and returns the request server, the outbox relay, the event
@@ -109,6 +112,7 @@ public final class AlbumService: Sendable {
         // First in the group, so it stops last: request handlers and event consumers finish
         // their publishes before the MQTT connection closes.
         services.insert(publisher, at: 0)
+        services.insert(admin, at: 0)
         return services
     }
 
@@ -131,6 +135,7 @@ public final class AlbumService: Sendable {
             Endpoint(AlbumAPI.getFrame) { [self] r, _ in try await getFrame(r) },
             Endpoint(AlbumAPI.updateFrame) { [self] r, _ in try await updateFrame(r) },
             Endpoint(AlbumAPI.deleteFrame) { [self] r, _ in try await deleteFrame(r) },
+            Endpoint(AlbumAPI.rotateFrameCredentials) { [self] r, _ in try await rotateFrameCredentials(r) },
             Endpoint(AlbumAPI.setFrameAlbums) { [self] r, _ in try await setFrameAlbums(r) },
             Endpoint(AlbumAPI.syncFrame) { [self] r, _ in try await syncFrame(r) },
             Endpoint(AlbumAPI.sendFrameCommand) { [self] r, _ in try await sendFrameCommand(r) },
@@ -312,7 +317,7 @@ public final class AlbumService: Sendable {
         guard let id = try Self.id(request.albumID, "album_id") else { throw Self.noAlbum }
         let member = try Self.text(request.memberUserID, "member_user_id", max: 200, required: true)
         let schema = self.schema
-        try await runtime.postgres.withTransaction { c in
+        let frames: [String] = try await runtime.postgres.withTransaction { c in
             // Members may leave; only the owner removes others; the owner cannot leave.
             if member == user {
                 guard let role = try Self.role(user, id, schema, c) else { throw Self.noAlbum }
@@ -323,7 +328,23 @@ public final class AlbumService: Sendable {
             let n = try c.execute("DELETE FROM \(schema).album_members WHERE album_id = $1::uuid AND user_id = $2 AND role <> 'owner'",
                                   [.text(id), .text(member)])
             if n == 0 { throw ServiceError.notFound("no such member") }
+            // The member's frames stop showing the album (their broker role loses it before
+            // their next sync is published).
+            let frames = try c.query("""
+                DELETE FROM \(schema).frame_albums fa USING \(schema).frames f
+                WHERE fa.frame_id = f.frame_id AND fa.album_id = $1::uuid AND f.owner_id = $2
+                RETURNING fa.frame_id::text AS id
+                """, [.text(id), .text(member)]).map { try $0.decode("id", as: String.self) }
+            for frame in frames {
+                _ = try c.execute("DELETE FROM \(schema).album_sync_status WHERE frame_id = $1::uuid AND album_id = $2::uuid",
+                                  [.text(frame), .text(id)])
+                try Self.bumpSync(frame, schema, c)
+                try Self.enqueueAlbumsChanged(frame: frame, schema, c)
+            }
+            return frames
         }
+        relay.wake()
+        for frame in frames { try? await publisher.publishSync(frame: frame) }
         return Empty()
     }
 
@@ -598,8 +619,14 @@ public final class AlbumService: Sendable {
         return UUID(uuidString: text).map { $0.uuidString.lowercased() }
     }
 
+    /// ``Input/text(_:_:max:required:)``, and no DEL or C1 control characters either (these
+    /// texts reach frames' screens).
     static func text(_ value: String, _ field: String, max: Int, required: Bool = false) throws -> String {
-        try Input.text(value, field, max: max, required: required)
+        let text = try Input.text(value, field, max: max, required: required)
+        guard !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control && $0 != "\n" && $0 != "\t" }) else {
+            throw ServiceError.invalid("\(field) contains control characters")
+        }
+        return text
     }
 
     func pageSize(_ asked: Int32) -> Int {

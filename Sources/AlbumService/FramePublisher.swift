@@ -32,8 +32,12 @@ final class FramePublisher: Service, Sendable {
     let syncLocks = KeyedLock()
     /// The album service's outbox relay (cache reports become `device.cache_reported`).
     let relay: OutboxRelay
+    /// Frames' topic rights: updated before a frame's sync is published.
+    let admin: BrokerAdmin
 
-    init(configuration: AlbumConfiguration, postgres: PostgresPool, schema: String, relay: OutboxRelay, logger: Logger) throws {
+    init(configuration: AlbumConfiguration, postgres: PostgresPool, schema: String, relay: OutboxRelay, admin: BrokerAdmin,
+         logger: Logger) throws {
+        self.admin = admin
         self.client = try MQTTClient(configuration: configuration.mqtt, logger: logger)
         self.relay = relay
         self.configuration = configuration
@@ -127,6 +131,8 @@ final class FramePublisher: Service, Sendable {
             }
             return FrameSyncMessage(frameID: frame, seq: seq, albumIDs: albums, photos: photos, generatedAt: EventTime.now())
         }
+        // The frame may subscribe to exactly the albums this sync lists, before it hears of them.
+        try await admin.ensureAlbums(frame, albums: message.albumIDs)
         try await publishNow(FrameTopics.sync(frame: frame), FrameTopics.encode(message), qos: .exactlyOnce, retain: true)
         // If another replica published a newer sync before ours landed, the broker may now
         // retain ours (older): make the sync due again so the newest goes out last.

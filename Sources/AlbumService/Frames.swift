@@ -15,28 +15,60 @@ extension AlbumService {
         let name = try Self.text(request.name, "name", max: 200, required: true)
         try Self.screen(request.width, request.height)
         let id = Self.newID()
-        // Per-frame MQTT credentials. The broker does not enforce them yet (a later issue
-        // registers them with mosquitto's dynamic-security plugin); the password is returned
-        // once and not stored.
-        let username = "frame-\(id)"
+        // The frame's own broker identity (dynamic security): the password is returned once; the
+        // broker keeps only its salted hash and the database nothing.
+        let username = BrokerAdmin.username(frame: id)
         let password = Self.randomSecret()
         let schema = self.schema
         let orientation = request.orientation == .unspecified
             ? (request.height > request.width ? ScreenOrientation.portrait : .landscape) : request.orientation
+        // The row commits first, then the broker identity is created (a reconciliation that
+        // lists the broker's clients never sees a client without its row). A broker that does
+        // not take it leaves no frame behind: the row is removed again and the answer is 503.
         let frame: Frame = try await runtime.postgres.withTransaction { c in
             _ = try c.execute("""
                 INSERT INTO \(schema).frames (frame_id, owner_id, name, width, height, orientation, mqtt_username, config)
                 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8)
                 """, [.text(id), .text(user), .text(name), .int(Int64(request.width)), .int(Int64(request.height)),
                       .int(Int64(orientation.wireValue)), .text(username), .bytea(Self.defaultFrameConfig.wireBytes())])
-            try Self.enqueueAlbumsChanged(frame: id, schema, c)
-            return try Self.frame(id, owner: user, schema, c)!
+            guard let frame = try Self.frame(id, owner: user, schema, c) else { throw ServiceError.internal("the new frame was not read back") }
+            return frame
         }
+        do {
+            try await admin.createFrame(id, password: password, albums: [])
+        } catch {
+            _ = try? await runtime.postgres.execute("DELETE FROM \(schema).frames WHERE frame_id = $1::uuid", [.text(id)])
+            logger.warning("frame registration refused: its broker identity could not be created", metadata: [
+                "frame.id": "\(id)", "error": "\(error)"])
+            throw error
+        }
+        // Media learns of the new screen only once the frame exists for good.
+        try await runtime.postgres.withTransaction { c in try Self.enqueueAlbumsChanged(frame: id, schema, c) }
         relay.wake()
         let broker = configuration.frameBroker(for: id)
         logger.info("frame registered", metadata: ["frame.id": "\(id)", "mqtt.broker": "\(broker)"])
         return RegisterFrameReply(frame: frame, mqtt: MqttCredentials(
             host: broker.host, port: Int32(broker.port), username: username, password: password))
+    }
+
+    /// A new MQTT password for the owner's frame; the broker drops the frame's connection, so
+    /// the old password stops working at once. (The gateway replaces the frame token.)
+    func rotateFrameCredentials(_ request: RotateFrameCredentialsRequest) async throws -> RegisterFrameReply {
+        let user = try Self.user(request.userID)
+        guard let id = try Self.id(request.frameID, "frame_id") else { throw Self.noFrame }
+        let schema = self.schema
+        let (frame, albums): (Frame, [String]) = try await runtime.postgres.withConnection { c in
+            guard let frame = try Self.frame(id, owner: user, schema, c) else { throw Self.noFrame }
+            let albums = try c.query("SELECT album_id::text AS id FROM \(schema).frame_albums WHERE frame_id = $1::uuid ORDER BY album_id",
+                                     [.text(id)]).map { try $0.decode("id", as: String.self) }
+            return (frame, albums)
+        }
+        let password = Self.randomSecret()
+        try await admin.setPassword(id, password: password, albums: albums)
+        let broker = configuration.frameBroker(for: id)
+        logger.info("frame credentials rotated", metadata: ["frame.id": "\(id)"])
+        return RegisterFrameReply(frame: frame, mqtt: MqttCredentials(
+            host: broker.host, port: Int32(broker.port), username: BrokerAdmin.username(frame: id), password: password))
     }
 
     static let defaultFrameConfig = FrameConfig(intervalSeconds: 30, preferredFormat: "jpeg")
@@ -103,6 +135,8 @@ extension AlbumService {
                                schema: schema, on: c)
         }
         relay.wake()
+        // Its broker identity goes: the broker drops its connection and refuses its password.
+        await admin.deleteFrame(id)
         // Clear the retained messages so a frame re-using the id (or a stray subscriber) sees nothing.
         for topic in FrameTopics.retained(frame: id) {
             do {
@@ -250,6 +284,11 @@ extension AlbumService {
             throw ServiceError.invalid("sleep_start and sleep_end are set together")
         }
         _ = try text(config.timeZone, "time_zone", max: 64)
+        // Frames resolve it with TimeZone(identifier:): a name it does not know would silently
+        // become another zone there. Empty: the frame's local time.
+        guard config.timeZone.isEmpty || TimeZone(identifier: config.timeZone) != nil else {
+            throw ServiceError.invalid("time_zone must be an IANA time zone name such as Europe/Paris (or empty for the frame's local time)")
+        }
         _ = try text(config.transition, "transition", max: 32)
     }
 

@@ -66,10 +66,18 @@ actor AgentCore {
         var invalidPhotos: Int
     }
 
+    /// The album service numbers a frame's syncs one by one: a sequence number far beyond the
+    /// last one applied (or beyond 2^40 at all) cannot be one of its syncs, and adopting it would
+    /// make the frame ignore every real sync after it. Such a sync is dropped.
+    static let maxSeqJump: Int64 = 1 << 32
+    static func plausible(_ seq: Int64, after last: Int64) -> Bool {
+        seq > 0 && seq <= 1 << 40 && seq - last <= maxSeqJump
+    }
+
     /// Applies a sync once (nil for a repeat or an older sequence): the wanted list and the
     /// albums, what to drop from the cache, what to download.
     func applySync(_ sync: FrameSyncMessage) -> SyncOutcome? {
-        guard sync.seq > state.lastSyncSeq else { return nil }
+        guard sync.seq > state.lastSyncSeq, Self.plausible(sync.seq, after: state.lastSyncSeq) else { return nil }
         let hadSync = state.lastSyncSeq > 0
         let previous = Set(state.wanted.map(\.fileID))
         state.lastSyncSeq = sync.seq

@@ -255,6 +255,10 @@ public final class FrameAgent: Service, Sendable {
             throw FrameAgentError(.invalidInput, "a sync for another frame")
         }
         guard let outcome = await core.applySync(sync) else {
+            if !AgentCore.plausible(sync.seq, after: 0) {
+                logger.warning("a sync with an implausible sequence number was dropped", metadata: ["sync.seq": "\(sync.seq)"])
+                return
+            }
             logger.debug("sync already applied; ignored", metadata: ["sync.seq": "\(sync.seq)"])
             return
         }

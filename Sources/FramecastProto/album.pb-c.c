@@ -1312,6 +1312,51 @@ void   framecast__v1__register_frame_reply__free_unpacked
   assert(message->base.descriptor == &framecast__v1__register_frame_reply__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   framecast__v1__rotate_frame_credentials_request__init
+                     (Framecast__V1__RotateFrameCredentialsRequest         *message)
+{
+  static const Framecast__V1__RotateFrameCredentialsRequest init_value = FRAMECAST__V1__ROTATE_FRAME_CREDENTIALS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__rotate_frame_credentials_request__get_packed_size
+                     (const Framecast__V1__RotateFrameCredentialsRequest *message)
+{
+  assert(message->base.descriptor == &framecast__v1__rotate_frame_credentials_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__rotate_frame_credentials_request__pack
+                     (const Framecast__V1__RotateFrameCredentialsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__rotate_frame_credentials_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__rotate_frame_credentials_request__pack_to_buffer
+                     (const Framecast__V1__RotateFrameCredentialsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__rotate_frame_credentials_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__RotateFrameCredentialsRequest *
+       framecast__v1__rotate_frame_credentials_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__RotateFrameCredentialsRequest *)
+     protobuf_c_message_unpack (&framecast__v1__rotate_frame_credentials_request__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__rotate_frame_credentials_request__free_unpacked
+                     (Framecast__V1__RotateFrameCredentialsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__rotate_frame_credentials_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   framecast__v1__list_frames_request__init
                      (Framecast__V1__ListFramesRequest         *message)
 {
@@ -4586,6 +4631,57 @@ const ProtobufCMessageDescriptor framecast__v1__register_frame_reply__descriptor
   (ProtobufCMessageInit) framecast__v1__register_frame_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor framecast__v1__rotate_frame_credentials_request__field_descriptors[2] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__RotateFrameCredentialsRequest, user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "frame_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__RotateFrameCredentialsRequest, frame_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__rotate_frame_credentials_request__field_indices_by_name[] = {
+  1,   /* field[1] = frame_id */
+  0,   /* field[0] = user_id */
+};
+static const ProtobufCIntRange framecast__v1__rotate_frame_credentials_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor framecast__v1__rotate_frame_credentials_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.RotateFrameCredentialsRequest",
+  "RotateFrameCredentialsRequest",
+  "Framecast__V1__RotateFrameCredentialsRequest",
+  "framecast.v1",
+  sizeof(Framecast__V1__RotateFrameCredentialsRequest),
+  2,
+  framecast__v1__rotate_frame_credentials_request__field_descriptors,
+  framecast__v1__rotate_frame_credentials_request__field_indices_by_name,
+  1,  framecast__v1__rotate_frame_credentials_request__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__rotate_frame_credentials_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor framecast__v1__list_frames_request__field_descriptors[1] =
 {
   {
@@ -6243,7 +6339,7 @@ const ProtobufCEnumDescriptor framecast__v1__screen_orientation__descriptor =
   framecast__v1__screen_orientation__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor framecast__v1__album_service__method_descriptors[24] =
+static const ProtobufCMethodDescriptor framecast__v1__album_service__method_descriptors[25] =
 {
   { "CreateAlbum", &framecast__v1__create_album_request__descriptor, &framecast__v1__album_reply__descriptor },
   { "GetAlbum", &framecast__v1__get_album_request__descriptor, &framecast__v1__album_reply__descriptor },
@@ -6262,6 +6358,7 @@ static const ProtobufCMethodDescriptor framecast__v1__album_service__method_desc
   { "GetFrame", &framecast__v1__get_frame_request__descriptor, &framecast__v1__frame_reply__descriptor },
   { "UpdateFrame", &framecast__v1__update_frame_request__descriptor, &framecast__v1__frame_reply__descriptor },
   { "DeleteFrame", &framecast__v1__delete_frame_request__descriptor, &framecast__v1__empty__descriptor },
+  { "RotateFrameCredentials", &framecast__v1__rotate_frame_credentials_request__descriptor, &framecast__v1__register_frame_reply__descriptor },
   { "SetFrameAlbums", &framecast__v1__set_frame_albums_request__descriptor, &framecast__v1__frame_reply__descriptor },
   { "SyncFrame", &framecast__v1__sync_frame_request__descriptor, &framecast__v1__sync_frame_reply__descriptor },
   { "SendFrameCommand", &framecast__v1__send_frame_command_request__descriptor, &framecast__v1__send_frame_command_reply__descriptor },
@@ -6273,25 +6370,26 @@ static const ProtobufCMethodDescriptor framecast__v1__album_service__method_desc
 const unsigned framecast__v1__album_service__method_indices_by_name[] = {
   9,        /* AddAlbumPhoto */
   6,        /* AddMember */
-  23,        /* CanViewAlbum */
-  22,        /* CanViewPhoto */
+  24,        /* CanViewAlbum */
+  23,        /* CanViewPhoto */
   0,        /* CreateAlbum */
   4,        /* DeleteAlbum */
   16,        /* DeleteFrame */
   1,        /* GetAlbum */
   14,        /* GetFrame */
   11,        /* ListAlbumPhotos */
-  21,        /* ListAlbumScreens */
+  22,        /* ListAlbumScreens */
   2,        /* ListAlbums */
   13,        /* ListFrames */
   8,        /* ListMembers */
   12,        /* RegisterFrame */
   10,        /* RemoveAlbumPhoto */
   7,        /* RemoveMember */
-  19,        /* SendFrameCommand */
-  17,        /* SetFrameAlbums */
-  20,        /* SetFrameConfig */
-  18,        /* SyncFrame */
+  17,        /* RotateFrameCredentials */
+  20,        /* SendFrameCommand */
+  18,        /* SetFrameAlbums */
+  21,        /* SetFrameConfig */
+  19,        /* SyncFrame */
   3,        /* UpdateAlbum */
   5,        /* UpdateAlbumSettings */
   15         /* UpdateFrame */
@@ -6303,7 +6401,7 @@ const ProtobufCServiceDescriptor framecast__v1__album_service__descriptor =
   "AlbumService",
   "Framecast__V1__AlbumService",
   "framecast.v1",
-  24,
+  25,
   framecast__v1__album_service__method_descriptors,
   framecast__v1__album_service__method_indices_by_name
 };
@@ -6443,13 +6541,21 @@ void framecast__v1__album_service__delete_frame(ProtobufCService *service,
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
   service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void framecast__v1__album_service__rotate_frame_credentials(ProtobufCService *service,
+                                                            const Framecast__V1__RotateFrameCredentialsRequest *input,
+                                                            Framecast__V1__RegisterFrameReply_Closure closure,
+                                                            void *closure_data)
+{
+  assert(service->descriptor == &framecast__v1__album_service__descriptor);
+  service->invoke(service, 17, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void framecast__v1__album_service__set_frame_albums(ProtobufCService *service,
                                                     const Framecast__V1__SetFrameAlbumsRequest *input,
                                                     Framecast__V1__FrameReply_Closure closure,
                                                     void *closure_data)
 {
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
-  service->invoke(service, 17, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 18, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void framecast__v1__album_service__sync_frame(ProtobufCService *service,
                                               const Framecast__V1__SyncFrameRequest *input,
@@ -6457,7 +6563,7 @@ void framecast__v1__album_service__sync_frame(ProtobufCService *service,
                                               void *closure_data)
 {
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
-  service->invoke(service, 18, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 19, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void framecast__v1__album_service__send_frame_command(ProtobufCService *service,
                                                       const Framecast__V1__SendFrameCommandRequest *input,
@@ -6465,7 +6571,7 @@ void framecast__v1__album_service__send_frame_command(ProtobufCService *service,
                                                       void *closure_data)
 {
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
-  service->invoke(service, 19, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 20, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void framecast__v1__album_service__set_frame_config(ProtobufCService *service,
                                                     const Framecast__V1__SetFrameConfigRequest *input,
@@ -6473,7 +6579,7 @@ void framecast__v1__album_service__set_frame_config(ProtobufCService *service,
                                                     void *closure_data)
 {
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
-  service->invoke(service, 20, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 21, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void framecast__v1__album_service__list_album_screens(ProtobufCService *service,
                                                       const Framecast__V1__ListAlbumScreensRequest *input,
@@ -6481,7 +6587,7 @@ void framecast__v1__album_service__list_album_screens(ProtobufCService *service,
                                                       void *closure_data)
 {
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
-  service->invoke(service, 21, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 22, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void framecast__v1__album_service__can_view_photo(ProtobufCService *service,
                                                   const Framecast__V1__CanViewPhotoRequest *input,
@@ -6489,7 +6595,7 @@ void framecast__v1__album_service__can_view_photo(ProtobufCService *service,
                                                   void *closure_data)
 {
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
-  service->invoke(service, 22, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 23, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void framecast__v1__album_service__can_view_album(ProtobufCService *service,
                                                   const Framecast__V1__CanViewAlbumRequest *input,
@@ -6497,7 +6603,7 @@ void framecast__v1__album_service__can_view_album(ProtobufCService *service,
                                                   void *closure_data)
 {
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
-  service->invoke(service, 23, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 24, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void framecast__v1__album_service__init (Framecast__V1__AlbumService_Service *service,
                                          Framecast__V1__AlbumService_ServiceDestroy destroy)

@@ -50,6 +50,11 @@ public final class ServerProcess: @unchecked Sendable {
 
     private let jetStream: Bool
 
+    /// mosquitto: the album service's identity (administers frames' identities, publishes to
+    /// frames) and the test's observer identity (every topic), as `scripts/test` gives its broker.
+    public let mqttService = MQTTIdentity(user: "album", password: MQTTIdentity.randomPassword())
+    public let mqttTester = MQTTIdentity(user: "tests", password: MQTTIdentity.randomPassword())
+
     /// (Re)starts the server on the same port with the same data folder.
     public func start() throws {
         let p = Process()
@@ -63,9 +68,14 @@ public final class ServerProcess: @unchecked Sendable {
             let conf = directory.appendingPathComponent("mosquitto.conf")
             let data = directory.appendingPathComponent("data")
             try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+            let dynsec = data.appendingPathComponent("dynsec.json")
+            try MQTTIdentities.initialize(dynsec, service: mqttService, tester: mqttTester)
             try """
+            per_listener_settings false
             listener \(port) \(host)
-            allow_anonymous true
+            allow_anonymous false
+            plugin \(MQTTIdentities.plugin)
+            plugin_opt_config_file \(dynsec.path)
             persistence true
             persistence_location \(data.path)/
             log_dest none
@@ -164,4 +174,55 @@ public func tcpPortAcceptsConnections(_ port: Int) -> Bool {
     return withUnsafePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     } == 0
+}
+
+/// A user name and password on a test broker.
+public struct MQTTIdentity: Sendable, Hashable {
+    public let user: String
+    public let password: String
+
+    public init(user: String, password: String) {
+        self.user = user
+        self.password = password
+    }
+
+    static func randomPassword() -> String {
+        "t" + (0..<24).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
+    }
+}
+
+/// Writes a broker's initial dynamic-security state with scripts/lib/mqtt-dynsec-init.py, the
+/// one `scripts/test` and `scripts/run` use.
+enum MQTTIdentities {
+    static let plugin: String = {
+        let dirs = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib")) ?? []
+        for dir in dirs.sorted() {
+            let path = "/usr/lib/\(dir)/mosquitto_dynamic_security.so"
+            if FileManager.default.fileExists(atPath: path) { return path }
+        }
+        return "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+    }()
+
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("scripts/lib/mqtt-dynsec-init.py").path
+
+    static func initialize(_ file: URL, service: MQTTIdentity, tester: MQTTIdentity) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, file.path, "--tester", tester.user]
+        var environment = ProcessInfo.processInfo.environment
+        environment["FRAMECAST_MQTT_USER"] = service.user
+        environment["FRAMECAST_MQTT_PASSWORD"] = service.password
+        environment["FRAMECAST_MQTT_TESTER_PASSWORD"] = tester.password
+        process.environment = environment
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw CommandFailed(command: "mqtt-dynsec-init.py", status: process.terminationStatus, output: "")
+        }
+        // Run as root, mosquitto drops to its own user, which must read and rewrite the state.
+        if getuid() == 0 {
+            _ = try? Command.run("chown", ["-R", "mosquitto", file.deletingLastPathComponent().path])
+        }
+    }
 }

@@ -59,9 +59,10 @@ public struct IsolatedBackend: Sendable {
 }
 
 /// A logger that shows only critical messages: the failures tests provoke on purpose log errors.
+/// FRAMECAST_TEST_LOG_LEVEL (e.g. debug) shows more when a test needs explaining.
 public let quietLogger: Logger = {
     var logger = Logger(label: "tests")
-    logger.logLevel = .critical
+    logger.logLevel = ProcessInfo.processInfo.environment["FRAMECAST_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
     return logger
 }()
 

@@ -30,8 +30,11 @@ public struct MQTTSwarmConfiguration: Sendable {
     /// The client id of client `i` (unique per broker).
     public var clientID: @Sendable (Int) -> String
     public var cleanSession: Bool
+    /// The same credentials for every client…
     public var username: String?
     public var password: String?
+    /// …or client `i`'s own (each frame has its own broker identity); wins over username/password.
+    public var credentials: (@Sendable (Int) -> (username: String, password: String))?
     public var keepAlive: Duration
     /// The subscriptions of client `i`, (re)sent whenever it connects without a stored session.
     public var subscriptions: @Sendable (Int) -> [(String, MQTTQoS)]
@@ -45,6 +48,7 @@ public struct MQTTSwarmConfiguration: Sendable {
         host: String, port: Int, count: Int,
         clientID: @escaping @Sendable (Int) -> String,
         cleanSession: Bool = true, username: String? = nil, password: String? = nil,
+        credentials: (@Sendable (Int) -> (username: String, password: String))? = nil,
         keepAlive: Duration = .seconds(60),
         subscriptions: @escaping @Sendable (Int) -> [(String, MQTTQoS)] = { _ in [] },
         reconnectDelay: Duration = .milliseconds(500), reconnectDelayMax: Duration = .seconds(10),
@@ -57,6 +61,7 @@ public struct MQTTSwarmConfiguration: Sendable {
         self.cleanSession = cleanSession
         self.username = username
         self.password = password
+        self.credentials = credentials
         self.keepAlive = keepAlive
         self.subscriptions = subscriptions
         self.reconnectDelay = reconnectDelay
@@ -357,8 +362,9 @@ final class SwarmLoop: @unchecked Sendable {
         contexts.append(unmanaged)
         _ = mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, c.protocolVersion.cValue)
         _ = mosquitto_int_option(mosq, MOSQ_OPT_TCP_NODELAY, 1)
-        if c.username != nil || c.password != nil {
-            let rc = mosquitto_username_pw_set(mosq, c.username, c.password)
+        let own = c.credentials?(i)
+        if own != nil || c.username != nil || c.password != nil {
+            let rc = mosquitto_username_pw_set(mosq, own?.username ?? c.username, own?.password ?? c.password)
             if rc != mosqSuccess { throw MQTTError.status(rc, "setting swarm credentials", context: context) }
         }
         mosquitto_connect_with_flags_callback_set(mosq) { _, obj, rc, flags in

@@ -33,6 +33,7 @@ struct AlbumHarness {
     func makeService() throws -> AlbumService {
         var configuration = AlbumConfiguration(
             mqtt: MQTTConfiguration(host: broker.host, port: broker.port, clientID: "album-\(UUID().uuidString.prefix(8))",
+                                    username: broker.mqttService.user, password: broker.mqttService.password,
                                     reconnectDelay: .milliseconds(100), reconnectDelayMax: .milliseconds(500)),
             publicGatewayURL: Self.gateway, frameMQTTHost: broker.host, frameMQTTPort: broker.port)
         configuration.retryInterval = .milliseconds(200)
@@ -111,7 +112,7 @@ struct AlbumHarness {
 
     func frameClient(_ frameID: String, will: Bool = false) throws -> MQTTClient {
         var configuration = MQTTConfiguration(host: broker.host, port: broker.port, clientID: "frame-\(frameID.prefix(8))-\(UUID().uuidString.prefix(6))",
-                                              keepAlive: .seconds(5), reconnectDelay: .seconds(30), reconnectDelayMax: .seconds(30))
+                                              username: broker.mqttTester.user, password: broker.mqttTester.password, keepAlive: .seconds(5), reconnectDelay: .seconds(30), reconnectDelayMax: .seconds(30))
         if will {
             configuration.will = MQTTWill(topic: FrameTopics.status(frame: frameID),
                                           payload: FrameTopics.encode(FrameStatusMessage(status: "offline")), qos: .atLeastOnce, retain: true)

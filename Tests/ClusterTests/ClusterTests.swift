@@ -47,6 +47,9 @@ import Glibc
         let id: String
         let host: String
         let port: Int
+        /// The frame's own broker identity, from its registration.
+        let username: String
+        let password: String
         var leaf: String { "\(host):\(port)" }
     }
 
@@ -109,7 +112,8 @@ import Glibc
                                             ["name": "Frame \(frames.count + 1)", "width": width, "height": height])
             let mqtt = try #require(reply["mqtt"] as? [String: Any])
             let frame = Frame(id: try #require(reply["frame_id"] as? String), host: try #require(mqtt["host"] as? String),
-                              port: try #require(mqtt["port"] as? Int))
+                              port: try #require(mqtt["port"] as? Int), username: try #require(mqtt["username"] as? String),
+                              password: try #require(mqtt["password"] as? String))
             #expect(leaves.contains(frame.leaf), "frame given \(frame.leaf), not a leaf broker")
             perLeaf[frame.leaf, default: 0] += 1
             frames.append(frame)
@@ -124,7 +128,8 @@ import Glibc
         let inbox = Inbox()
         let clients = try frames.map { frame in
             try MQTTClient(configuration: MQTTConfiguration(host: frame.host, port: frame.port, clientID: "frame-\(frame.id)",
-                                                            cleanSession: false, keepAlive: .seconds(10)), logger: logger)
+                                                            cleanSession: false, username: frame.username, password: frame.password,
+                                                            keepAlive: .seconds(10)), logger: logger)
         }
         for client in clients { try await client.connect() }
 

@@ -367,7 +367,8 @@ import Wire
             let (frame, registration) = try await system.registerFrame(account, width: 640, height: 400, albums: [album])
             let (agent, png) = try system.agent(registration: registration)
             let poke = try MQTTClient(configuration: MQTTConfiguration(host: system.broker.host, port: system.broker.port,
-                                                                       clientID: "poke-\(UUID().uuidString.prefix(6))"), logger: quietLogger)
+                                                                       clientID: "poke-\(UUID().uuidString.prefix(6))",
+                                                                       username: system.broker.mqttTester.user, password: system.broker.mqttTester.password), logger: quietLogger)
             try await poke.connect()
             try await Observer.watching(system, ["frames/\(frame)/#"]) { observer in
                 try await withServices([agent], logger: quietLogger) {

@@ -73,6 +73,7 @@ final class System: Sendable {
             case .album:
                 var configuration = AlbumConfiguration(
                     mqtt: MQTTConfiguration(host: broker.host, port: broker.port, clientID: "album-\(UUID().uuidString.prefix(8))",
+                                            username: broker.mqttService.user, password: broker.mqttService.password,
                                             reconnectDelay: .milliseconds(100), reconnectDelayMax: .milliseconds(500)),
                     publicGatewayURL: baseURL, frameMQTTHost: broker.host, frameMQTTPort: broker.port)
                 configuration.retryInterval = .milliseconds(200)
@@ -123,6 +124,7 @@ final class System: Sendable {
         try ChildProcess(arguments: [role.rawValue], environment: [
             "FRAMECAST_NATS_URL": backend.server.url, "FRAMECAST_POSTGRES": backend.connInfo,
             "FRAMECAST_MQTT_HOST": broker.host, "FRAMECAST_MQTT_PORT": "\(broker.port)",
+            "FRAMECAST_MQTT_USER": broker.mqttService.user, "FRAMECAST_MQTT_PASSWORD": broker.mqttService.password,
             "FRAMECAST_PUBLIC_URL": baseURL, "FRAMECAST_BLOB_DIR": blobRoot.path, "FRAMECAST_LOG_LEVEL": "warning",
             "FRAMECAST_IMAGING_THREADS": "1",
         ], log: scratch.appendingPathComponent("\(role.rawValue)-\(UUID().uuidString.prefix(6)).log"))
@@ -317,7 +319,8 @@ final class Observer: Sendable {
 
     static func watching<T: Sendable>(_ system: System, _ filters: [String], _ body: (Observer) async throws -> T) async throws -> T {
         let client = try MQTTClient(configuration: MQTTConfiguration(host: system.broker.host, port: system.broker.port,
-                                                                     clientID: "observer-\(UUID().uuidString.prefix(8))"),
+                                                                     clientID: "observer-\(UUID().uuidString.prefix(8))",
+                                                                     username: system.broker.mqttTester.user, password: system.broker.mqttTester.password),
                                     logger: quietLogger)
         try await client.connect()
         let observer = Observer()

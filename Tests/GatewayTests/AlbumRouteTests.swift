@@ -71,7 +71,8 @@ import Testing
 
             // Subscribing publishes the frame's retained sync.
             let watcher = try MQTTClient(configuration: MQTTConfiguration(host: broker.host, port: broker.port,
-                                                                         clientID: "watch-\(UUID().uuidString.prefix(6))"),
+                                                                         clientID: "watch-\(UUID().uuidString.prefix(6))",
+                                                                         username: broker.mqttTester.user, password: broker.mqttTester.password),
                                          logger: quietLogger)
             try await watcher.connect()
             let (subscribed, _) = try await client.json("/api/v1/frames/\(frameID)/albums", .put, token: alice, body: ["album_ids": [albumID]])

@@ -53,6 +53,9 @@ import Wire
             #expect((portraitHeader.width, portraitHeader.height) == (1080, 1920))
 
             // On demand: eight parallel downloads of a size nobody rendered get the same bytes.
+            // Only a screen alice has is rendered on request: a third frame, showing no album.
+            #expect(try await client.json("/api/v1/frames", .post, token: alice,
+                                          body: ["name": "Frame 800", "width": 800, "height": 480]).0.status == .created)
             let uri = "/api/v1/files/download/\(files[1])?size=frame:800x480"
             let bodies = try await withThrowingTaskGroup(of: (HTTPResponse.Status, [UInt8]).self) { group in
                 for _ in 0..<8 {
@@ -79,7 +82,8 @@ import Wire
 
             // The portrait frame reports the first photo cached: cached_for_frames shows it.
             let frameClient = try MQTTClient(configuration: MQTTConfiguration(host: broker.host, port: broker.port,
-                                                                              clientID: "frame-\(frames[1].id)"), logger: quietLogger)
+                                                                              clientID: "frame-\(frames[1].id)", username: broker.mqttTester.user,
+                                                                              password: broker.mqttTester.password), logger: quietLogger)
             try await frameClient.connect()
             try await frameClient.publish(FrameTopics.status(frame: frames[1].id),
                                           payload: FrameTopics.encode(FrameStatusMessage(status: "cached", fileIDs: [files[0]])),

@@ -162,7 +162,8 @@ import Wire
 
             // The frame, subscribed to its topics, receives the schedule in its config.
             let frameClient = try MQTTClient(configuration: MQTTConfiguration(
-                host: broker.host, port: broker.port, clientID: "frame-\(UUID().uuidString.prefix(6))"), logger: quietLogger)
+                host: broker.host, port: broker.port, clientID: "frame-\(UUID().uuidString.prefix(6))",
+                username: broker.mqttTester.user, password: broker.mqttTester.password), logger: quietLogger)
             try await frameClient.connect()
             let inbox = Inbox()
             try await frameClient.withMessages { messages in
@@ -266,7 +267,8 @@ import Wire
     /// What a frame connecting now receives first on its config topic (nil within 10 s).
     static func retainedConfig(_ broker: ServerProcess, _ frameID: String) async throws -> MQTTMessage? {
         let client = try MQTTClient(configuration: MQTTConfiguration(
-            host: broker.host, port: broker.port, clientID: "late-\(UUID().uuidString.prefix(6))"), logger: quietLogger)
+            host: broker.host, port: broker.port, clientID: "late-\(UUID().uuidString.prefix(6))",
+            username: broker.mqttTester.user, password: broker.mqttTester.password), logger: quietLogger)
         try await client.connect()
         let message = try await client.withMessages { messages -> MQTTMessage? in
             _ = try await client.subscribe([("frames/\(frameID)/config", .atLeastOnce)])

@@ -43,6 +43,7 @@ struct MQTTClientSwarmTests {
         let count = ProcessInfo.processInfo.environment["MQTT_SWARM_TEST_COUNT"].flatMap(Int.init) ?? 300
         let swarm = try MQTTClientSwarm(configuration: MQTTSwarmConfiguration(
             host: broker.host, port: broker.port, count: count, clientID: { "\(prefix)-\($0)" },
+            username: broker.identity.user, password: broker.identity.password,
             subscriptions: { _ in [(topic, .atLeastOnce)] }, reconnectDelay: .milliseconds(200), maxPendingConnects: 64
         ), logger: testLogger) { log.record($0) }
 

@@ -120,7 +120,7 @@ struct MQTTClientTests {
         for i in 0..<3 { try await publisher.publish(topic, payload: [UInt8(i)], qos: .atLeastOnce) }
         await publisher.disconnect()
 
-        let again = try makeClient(host: broker.host, port: broker.port, id: id, cleanSession: false)
+        let again = try makeClient(host: broker.host, port: broker.port, identity: broker.identity, id: id, cleanSession: false)
         let events = again.connectionEvents
         let received = try await again.withMessages { messages in
             try await again.connect()
@@ -139,7 +139,7 @@ struct MQTTClientTests {
         // kill(), not stop(): a server spawned from a test thread inherits a blocked SIGTERM,
         // so ServerProcess.stop() would wait forever. A crash is the harsher restart anyway.
         defer { server.kill() }
-        let broker = (host: server.host, port: server.port)
+        let broker = TestBroker(server)
         let topic = uniqueTopic("restart")
         let subscriber = try await connectedClient(broker)
         let publisher = try await connectedClient(broker)
@@ -229,7 +229,7 @@ struct MQTTClientTests {
     @Test("operations before connect() or after disconnect() fail with .notConnected / are no-ops")
     func notConnected() async throws {
         let broker = try sharedBroker()
-        let client = try makeClient(host: broker.host, port: broker.port)
+        let client = try makeClient(host: broker.host, port: broker.port, identity: broker.identity)
         let error = await #expect(throws: MQTTError.self) { try await client.publish(uniqueTopic(), payload: [], qos: .atMostOnce) }
         #expect(error?.code == .notConnected)
         await client.disconnect()  // nothing to do
@@ -283,7 +283,8 @@ struct MQTTAckTests {
         defer { server.kill() }
         let pid = try #require(pidOf(server))
         let client = try MQTTClient(configuration: MQTTConfiguration(
-            host: server.host, port: server.port, clientID: uniqueClientID("ack"), keepAlive: .seconds(60),
+            host: server.host, port: server.port, clientID: uniqueClientID("ack"),
+            username: server.mqttTester.user, password: server.mqttTester.password, keepAlive: .seconds(60),
             connectTimeout: .seconds(10), operationTimeout: .seconds(1)
         ), logger: testLogger)
         try await client.connect()
@@ -316,7 +317,8 @@ struct MQTTLifecycleTests {
     func mqtt5() async throws {
         let broker = try sharedBroker()
         let client = try MQTTClient(configuration: MQTTConfiguration(
-            host: broker.host, port: broker.port, clientID: uniqueClientID("v5"), protocolVersion: .v5
+            host: broker.host, port: broker.port, clientID: uniqueClientID("v5"), username: broker.identity.user,
+            password: broker.identity.password, protocolVersion: .v5
         ), logger: testLogger)
         try await client.connect()
         let topic = uniqueTopic("v5")

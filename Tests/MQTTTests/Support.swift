@@ -14,21 +14,43 @@ func uniqueTopic(_ name: String = "t") -> String { "test/\(UUID().uuidString)/\(
 
 func uniqueClientID(_ name: String = "c") -> String { "\(name)-\(UUID().uuidString.prefix(12))" }
 
-func sharedBroker() throws -> (host: String, port: Int) { try TestServers.mqtt() }
+/// A broker and the identity the tests connect with (brokers accept no anonymous client).
+struct TestBroker {
+    let host: String
+    let port: Int
+    let identity: MQTTIdentity
+
+    init(host: String, port: Int, identity: MQTTIdentity) {
+        self.host = host
+        self.port = port
+        self.identity = identity
+    }
+
+    /// A private broker, as the test suite's observer.
+    init(_ server: ServerProcess) {
+        self.init(host: server.host, port: server.port, identity: server.mqttTester)
+    }
+}
+
+func sharedBroker() throws -> TestBroker {
+    let (host, port) = try TestServers.mqtt()
+    return TestBroker(host: host, port: port, identity: try TestServers.mqttTester())
+}
 
 func makeClient(
-    host: String, port: Int, id: String = uniqueClientID(), cleanSession: Bool = true,
+    host: String, port: Int, identity: MQTTIdentity? = nil, id: String = uniqueClientID(), cleanSession: Bool = true,
     will: MQTTWill? = nil, connectTimeout: Duration = .seconds(10), keepAlive: Duration = .seconds(30)
 ) throws -> MQTTClient {
     try MQTTClient(configuration: MQTTConfiguration(
-        host: host, port: port, clientID: id, cleanSession: cleanSession, keepAlive: keepAlive, will: will,
+        host: host, port: port, clientID: id, cleanSession: cleanSession, username: identity?.user, password: identity?.password,
+        keepAlive: keepAlive, will: will,
         reconnectDelay: .milliseconds(500), reconnectDelayMax: .seconds(2), connectTimeout: connectTimeout,
         operationTimeout: .seconds(20)
     ), logger: testLogger)
 }
 
-func connectedClient(_ broker: (host: String, port: Int), id: String = uniqueClientID(), cleanSession: Bool = true, will: MQTTWill? = nil) async throws -> MQTTClient {
-    let client = try makeClient(host: broker.host, port: broker.port, id: id, cleanSession: cleanSession, will: will)
+func connectedClient(_ broker: TestBroker, id: String = uniqueClientID(), cleanSession: Bool = true, will: MQTTWill? = nil) async throws -> MQTTClient {
+    let client = try makeClient(host: broker.host, port: broker.port, identity: broker.identity, id: id, cleanSession: cleanSession, will: will)
     try await client.connect()
     return client
 }

@@ -1593,6 +1593,51 @@ extension RegisterFrameReply: CMessage {
     }
 }
 
+/// svc.album.v1.RotateFrameCredentials: a new MQTT password for the owner's frame (the old one
+/// stops working at once: the broker drops the frame's connection). The reply carries the frame
+/// and its new credentials, as at registration.
+public struct RotateFrameCredentialsRequest: WireMessage, Hashable {
+    public var userID: String
+    public var frameID: String
+
+    public init(
+        userID: String = "",
+        frameID: String = ""
+    ) {
+        self.userID = userID
+        self.frameID = frameID
+    }
+
+    public init(wireBytes: some Collection<UInt8>) throws {
+        self = try wireDecode(Self.self, wireBytes)
+    }
+
+    public func wireBytes() -> [UInt8] { wireEncode(self) }
+}
+
+extension RotateFrameCredentialsRequest: CMessage {
+    typealias CStruct = Framecast__V1__RotateFrameCredentialsRequest
+    static let wireName = "framecast.v1.RotateFrameCredentialsRequest"
+    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__rotate_frame_credentials_request__init(m) }
+    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__rotate_frame_credentials_request__get_packed_size(m) }
+    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__rotate_frame_credentials_request__pack(m, out) }
+    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__rotate_frame_credentials_request__unpack(nil, count, data) }
+    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__rotate_frame_credentials_request__free_unpacked(m, nil) }
+
+    init(c m: UnsafePointer<CStruct>) {
+        let c = m.pointee
+        self.init(
+            userID: cString(c.user_id),
+            frameID: cString(c.frame_id)
+        )
+    }
+
+    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
+        m.pointee.user_id = arena.string(self.userID)
+        m.pointee.frame_id = arena.string(self.frameID)
+    }
+}
+
 /// svc.album.v1.ListFrames: the user's frames.
 public struct ListFramesRequest: WireMessage, Hashable {
     public var userID: String

@@ -85,6 +85,7 @@ public enum WireMessages {
         MqttCredentials.self,
         RegisterFrameRequest.self,
         RegisterFrameReply.self,
+        RotateFrameCredentialsRequest.self,
         ListFramesRequest.self,
         ListFramesReply.self,
         GetFrameRequest.self,
@@ -229,6 +230,8 @@ public enum AlbumAPI {
     public static let updateFrame = WireMethod<UpdateFrameRequest, FrameReply>(service: service, method: "UpdateFrame")
     /// svc.album.v1.DeleteFrame
     public static let deleteFrame = WireMethod<DeleteFrameRequest, Empty>(service: service, method: "DeleteFrame")
+    /// svc.album.v1.RotateFrameCredentials
+    public static let rotateFrameCredentials = WireMethod<RotateFrameCredentialsRequest, RegisterFrameReply>(service: service, method: "RotateFrameCredentials")
     /// svc.album.v1.SetFrameAlbums
     public static let setFrameAlbums = WireMethod<SetFrameAlbumsRequest, FrameReply>(service: service, method: "SetFrameAlbums")
     /// svc.album.v1.SyncFrame
@@ -263,6 +266,7 @@ public enum AlbumAPI {
         getFrame.subject,
         updateFrame.subject,
         deleteFrame.subject,
+        rotateFrameCredentials.subject,
         setFrameAlbums.subject,
         syncFrame.subject,
         sendFrameCommand.subject,

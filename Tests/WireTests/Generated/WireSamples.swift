@@ -1391,6 +1391,25 @@ mqtt {
 """#
         ),
         WireSample(
+            name: "RotateFrameCredentialsRequest/default",
+            protoName: "framecast.v1.RotateFrameCredentialsRequest",
+            message: RotateFrameCredentialsRequest(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "RotateFrameCredentialsRequest/full",
+            protoName: "framecast.v1.RotateFrameCredentialsRequest",
+            message: RotateFrameCredentialsRequest(
+                userID: "日本語 user_id 259",
+                frameID: "frame_id-260"
+            ),
+            text: #"""
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 259"
+frame_id: "frame_id-260"
+"""#
+        ),
+        WireSample(
             name: "ListFramesRequest/default",
             protoName: "framecast.v1.ListFramesRequest",
             message: ListFramesRequest(),
@@ -1401,10 +1420,10 @@ mqtt {
             name: "ListFramesRequest/full",
             protoName: "framecast.v1.ListFramesRequest",
             message: ListFramesRequest(
-                userID: "日本語 user_id 259"
+                userID: "ünïcødé ✓ 📷 user_id 261"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 259"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 261"
 """#
         ),
         WireSample(
@@ -1419,75 +1438,75 @@ user_id: "\346\227\245\346\234\254\350\252\236 user_id 259"
             protoName: "framecast.v1.ListFramesReply",
             message: ListFramesReply(
                 frames: [Frame(
-                    frameID: "frame_id-260",
-                    ownerID: "ünïcødé ✓ 📷 owner_id 261",
-                    name: "quote \" back \\ slash name 262",
-                    width: -263007,
-                    height: 264007,
+                    frameID: "quote \" back \\ slash frame_id 262",
+                    ownerID: "日本語 owner_id 263",
+                    name: "name-264",
+                    width: -265007,
+                    height: 266007,
                     orientation: .portrait,
-                    albumIDs: ["ünïcødé ✓ 📷 album_ids 265", ""],
+                    albumIDs: ["日本語 album_ids 267", ""],
                     config: FrameConfig(
-                        intervalSeconds: 266007,
+                        intervalSeconds: 268007,
                         shuffle: true,
-                        sleepStart: "sleep_start-268",
-                        sleepEnd: "ünïcødé ✓ 📷 sleep_end 269",
-                        timeZone: "quote \" back \\ slash time_zone 270",
-                        transition: "日本語 transition 271",
-                        preferredFormat: "preferred_format-272",
-                        brightness: -273007
+                        sleepStart: "quote \" back \\ slash sleep_start 270",
+                        sleepEnd: "日本語 sleep_end 271",
+                        timeZone: "time_zone-272",
+                        transition: "ünïcødé ✓ 📷 transition 273",
+                        preferredFormat: "quote \" back \\ slash preferred_format 274",
+                        brightness: -275007
                     ),
                     online: true,
-                    lastHeartbeatAt: -1099511628051,
+                    lastHeartbeatAt: -1099511628053,
                     syncStatus: [AlbumSyncStatus(
-                        albumID: "album_id-276",
-                        totalPhotos: -277007,
-                        displayedPhotos: 278007,
-                        lastDisplayedFileID: "日本語 last_displayed_file_id 279",
-                        lastDisplayedAt: 1700000000280,
-                        syncSequence: -1099511628057,
-                        lastSyncedAt: 1700000000282
+                        albumID: "quote \" back \\ slash album_id 278",
+                        totalPhotos: -279007,
+                        displayedPhotos: 280007,
+                        lastDisplayedFileID: "ünïcødé ✓ 📷 last_displayed_file_id 281",
+                        lastDisplayedAt: 1700000000282,
+                        syncSequence: -1099511628059,
+                        lastSyncedAt: 1700000000284
                     ), AlbumSyncStatus()],
-                    createdAt: -1099511628059,
-                    updatedAt: 1700000000284
+                    createdAt: -1099511628061,
+                    updatedAt: 1700000000286
                 ), Frame(
                     config: FrameConfig()
                 )]
             ),
             text: #"""
 frames {
-  frame_id: "frame_id-260"
-  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 261"
-  name: "quote \" back \\ slash name 262"
-  width: -263007
-  height: 264007
+  frame_id: "quote \" back \\ slash frame_id 262"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 263"
+  name: "name-264"
+  width: -265007
+  height: 266007
   orientation: SCREEN_ORIENTATION_PORTRAIT
-  album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 265"
+  album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 267"
   album_ids: ""
   config {
-    interval_seconds: 266007
+    interval_seconds: 268007
     shuffle: true
-    sleep_start: "sleep_start-268"
-    sleep_end: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sleep_end 269"
-    time_zone: "quote \" back \\ slash time_zone 270"
-    transition: "\346\227\245\346\234\254\350\252\236 transition 271"
-    preferred_format: "preferred_format-272"
-    brightness: -273007
+    sleep_start: "quote \" back \\ slash sleep_start 270"
+    sleep_end: "\346\227\245\346\234\254\350\252\236 sleep_end 271"
+    time_zone: "time_zone-272"
+    transition: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 transition 273"
+    preferred_format: "quote \" back \\ slash preferred_format 274"
+    brightness: -275007
   }
   online: true
-  last_heartbeat_at: -1099511628051
+  last_heartbeat_at: -1099511628053
   sync_status {
-    album_id: "album_id-276"
-    total_photos: -277007
-    displayed_photos: 278007
-    last_displayed_file_id: "\346\227\245\346\234\254\350\252\236 last_displayed_file_id 279"
-    last_displayed_at: 1700000000280
-    sync_sequence: -1099511628057
-    last_synced_at: 1700000000282
+    album_id: "quote \" back \\ slash album_id 278"
+    total_photos: -279007
+    displayed_photos: 280007
+    last_displayed_file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 last_displayed_file_id 281"
+    last_displayed_at: 1700000000282
+    sync_sequence: -1099511628059
+    last_synced_at: 1700000000284
   }
   sync_status {
   }
-  created_at: -1099511628059
-  updated_at: 1700000000284
+  created_at: -1099511628061
+  updated_at: 1700000000286
 }
 frames {
   config {
@@ -1506,19 +1525,19 @@ frames {
             name: "GetFrameRequest/full",
             protoName: "framecast.v1.GetFrameRequest",
             message: GetFrameRequest(
-                userID: "ünïcødé ✓ 📷 user_id 285",
-                frameID: "quote \" back \\ slash frame_id 286",
+                userID: "日本語 user_id 287",
+                frameID: "frame_id-288",
                 principal: Principal(
                     kind: .frame,
-                    id: "日本語 id 287"
+                    id: "ünïcødé ✓ 📷 id 289"
                 )
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 285"
-frame_id: "quote \" back \\ slash frame_id 286"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 287"
+frame_id: "frame_id-288"
 principal {
   kind: PRINCIPAL_KIND_FRAME
-  id: "\346\227\245\346\234\254\350\252\236 id 287"
+  id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 id 289"
 }
 """#
         ),
@@ -1544,24 +1563,24 @@ principal {
             name: "UpdateFrameRequest/full",
             protoName: "framecast.v1.UpdateFrameRequest",
             message: UpdateFrameRequest(
-                userID: "user_id-288",
-                frameID: "ünïcødé ✓ 📷 frame_id 289",
-                name: "quote \" back \\ slash name 290",
-                width: -291007,
-                height: 292007,
+                userID: "quote \" back \\ slash user_id 290",
+                frameID: "日本語 frame_id 291",
+                name: "name-292",
+                width: -293007,
+                height: 294007,
                 orientation: .portrait
             ),
             text: #"""
-user_id: "user_id-288"
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 289"
+user_id: "quote \" back \\ slash user_id 290"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 291"
 name {
-  value: "quote \" back \\ slash name 290"
+  value: "name-292"
 }
 width {
-  value: -291007
+  value: -293007
 }
 height {
-  value: 292007
+  value: 294007
 }
 orientation: SCREEN_ORIENTATION_PORTRAIT
 """#
@@ -1594,12 +1613,12 @@ height {
             name: "DeleteFrameRequest/full",
             protoName: "framecast.v1.DeleteFrameRequest",
             message: DeleteFrameRequest(
-                userID: "ünïcødé ✓ 📷 user_id 293",
-                frameID: "quote \" back \\ slash frame_id 294"
+                userID: "日本語 user_id 295",
+                frameID: "frame_id-296"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 293"
-frame_id: "quote \" back \\ slash frame_id 294"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 295"
+frame_id: "frame_id-296"
 """#
         ),
         WireSample(
@@ -1613,14 +1632,14 @@ frame_id: "quote \" back \\ slash frame_id 294"
             name: "SetFrameAlbumsRequest/full",
             protoName: "framecast.v1.SetFrameAlbumsRequest",
             message: SetFrameAlbumsRequest(
-                userID: "日本語 user_id 295",
-                frameID: "frame_id-296",
-                albumIDs: ["ünïcødé ✓ 📷 album_ids 297", ""]
+                userID: "ünïcødé ✓ 📷 user_id 297",
+                frameID: "quote \" back \\ slash frame_id 298",
+                albumIDs: ["日本語 album_ids 299", ""]
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 295"
-frame_id: "frame_id-296"
-album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 297"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 297"
+frame_id: "quote \" back \\ slash frame_id 298"
+album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 299"
 album_ids: ""
 """#
         ),
@@ -1635,12 +1654,12 @@ album_ids: ""
             name: "SyncFrameRequest/full",
             protoName: "framecast.v1.SyncFrameRequest",
             message: SyncFrameRequest(
-                userID: "quote \" back \\ slash user_id 298",
-                frameID: "日本語 frame_id 299"
+                userID: "user_id-300",
+                frameID: "ünïcødé ✓ 📷 frame_id 301"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 298"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 299"
+user_id: "user_id-300"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 301"
 """#
         ),
         WireSample(
@@ -1654,12 +1673,12 @@ frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 299"
             name: "SyncFrameReply/full",
             protoName: "framecast.v1.SyncFrameReply",
             message: SyncFrameReply(
-                sequence: 1700000000300,
-                photoCount: -301007
+                sequence: 1700000000302,
+                photoCount: -303007
             ),
             text: #"""
-sequence: 1700000000300
-photo_count: -301007
+sequence: 1700000000302
+photo_count: -303007
 """#
         ),
         WireSample(
@@ -1673,24 +1692,24 @@ photo_count: -301007
             name: "SendFrameCommandRequest/full",
             protoName: "framecast.v1.SendFrameCommandRequest",
             message: SendFrameCommandRequest(
-                userID: "quote \" back \\ slash user_id 302",
-                frameID: "日本語 frame_id 303",
-                command: "command-304",
-                args: ["": "empty key", "album_id": "alb-ü-305", "k305": ""]
+                userID: "user_id-304",
+                frameID: "ünïcødé ✓ 📷 frame_id 305",
+                command: "quote \" back \\ slash command 306",
+                args: ["": "empty key", "album_id": "alb-ü-307", "k307": ""]
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 302"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 303"
-command: "command-304"
+user_id: "user_id-304"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 305"
+command: "quote \" back \\ slash command 306"
 args {
   value: "empty key"
 }
 args {
   key: "album_id"
-  value: "alb-\303\274-305"
+  value: "alb-\303\274-307"
 }
 args {
-  key: "k305"
+  key: "k307"
 }
 """#
         ),
@@ -1705,10 +1724,10 @@ args {
             name: "SendFrameCommandReply/full",
             protoName: "framecast.v1.SendFrameCommandReply",
             message: SendFrameCommandReply(
-                commandID: "quote \" back \\ slash command_id 306"
+                commandID: "command_id-308"
             ),
             text: #"""
-command_id: "quote \" back \\ slash command_id 306"
+command_id: "command_id-308"
 """#
         ),
         WireSample(
@@ -1722,31 +1741,31 @@ command_id: "quote \" back \\ slash command_id 306"
             name: "SetFrameConfigRequest/full",
             protoName: "framecast.v1.SetFrameConfigRequest",
             message: SetFrameConfigRequest(
-                userID: "日本語 user_id 307",
-                frameID: "frame_id-308",
+                userID: "ünïcødé ✓ 📷 user_id 309",
+                frameID: "quote \" back \\ slash frame_id 310",
                 config: FrameConfig(
-                    intervalSeconds: -309007,
+                    intervalSeconds: -311007,
                     shuffle: true,
-                    sleepStart: "日本語 sleep_start 311",
-                    sleepEnd: "sleep_end-312",
-                    timeZone: "ünïcødé ✓ 📷 time_zone 313",
-                    transition: "quote \" back \\ slash transition 314",
-                    preferredFormat: "日本語 preferred_format 315",
-                    brightness: 316007
+                    sleepStart: "ünïcødé ✓ 📷 sleep_start 313",
+                    sleepEnd: "quote \" back \\ slash sleep_end 314",
+                    timeZone: "日本語 time_zone 315",
+                    transition: "transition-316",
+                    preferredFormat: "ünïcødé ✓ 📷 preferred_format 317",
+                    brightness: 318007
                 )
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 307"
-frame_id: "frame_id-308"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 309"
+frame_id: "quote \" back \\ slash frame_id 310"
 config {
-  interval_seconds: -309007
+  interval_seconds: -311007
   shuffle: true
-  sleep_start: "\346\227\245\346\234\254\350\252\236 sleep_start 311"
-  sleep_end: "sleep_end-312"
-  time_zone: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 time_zone 313"
-  transition: "quote \" back \\ slash transition 314"
-  preferred_format: "\346\227\245\346\234\254\350\252\236 preferred_format 315"
-  brightness: 316007
+  sleep_start: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sleep_start 313"
+  sleep_end: "quote \" back \\ slash sleep_end 314"
+  time_zone: "\346\227\245\346\234\254\350\252\236 time_zone 315"
+  transition: "transition-316"
+  preferred_format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 preferred_format 317"
+  brightness: 318007
 }
 """#
         ),
@@ -1772,14 +1791,14 @@ config {
             name: "ListAlbumScreensRequest/full",
             protoName: "framecast.v1.ListAlbumScreensRequest",
             message: ListAlbumScreensRequest(
-                albumID: "ünïcødé ✓ 📷 album_id 317",
-                fileID: "quote \" back \\ slash file_id 318",
-                userID: "日本語 user_id 319"
+                albumID: "日本語 album_id 319",
+                fileID: "file_id-320",
+                userID: "ünïcødé ✓ 📷 user_id 321"
             ),
             text: #"""
-album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 317"
-file_id: "quote \" back \\ slash file_id 318"
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 319"
+album_id: "\346\227\245\346\234\254\350\252\236 album_id 319"
+file_id: "file_id-320"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 321"
 """#
         ),
         WireSample(
@@ -1793,16 +1812,16 @@ user_id: "\346\227\245\346\234\254\350\252\236 user_id 319"
             name: "FrameScreen/full",
             protoName: "framecast.v1.FrameScreen",
             message: FrameScreen(
-                frameID: "frame_id-320",
-                width: -321007,
-                height: 322007,
-                format: "日本語 format 323"
+                frameID: "quote \" back \\ slash frame_id 322",
+                width: -323007,
+                height: 324007,
+                format: "ünïcødé ✓ 📷 format 325"
             ),
             text: #"""
-frame_id: "frame_id-320"
-width: -321007
-height: 322007
-format: "\346\227\245\346\234\254\350\252\236 format 323"
+frame_id: "quote \" back \\ slash frame_id 322"
+width: -323007
+height: 324007
+format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 325"
 """#
         ),
         WireSample(
@@ -1817,23 +1836,23 @@ format: "\346\227\245\346\234\254\350\252\236 format 323"
             protoName: "framecast.v1.ListAlbumScreensReply",
             message: ListAlbumScreensReply(
                 screens: [FrameScreen(
-                    frameID: "frame_id-324",
-                    width: -325007,
-                    height: 326007,
-                    format: "日本語 format 327"
+                    frameID: "quote \" back \\ slash frame_id 326",
+                    width: -327007,
+                    height: 328007,
+                    format: "ünïcødé ✓ 📷 format 329"
                 ), FrameScreen()],
-                albumIDs: ["album_ids-328", ""]
+                albumIDs: ["quote \" back \\ slash album_ids 330", ""]
             ),
             text: #"""
 screens {
-  frame_id: "frame_id-324"
-  width: -325007
-  height: 326007
-  format: "\346\227\245\346\234\254\350\252\236 format 327"
+  frame_id: "quote \" back \\ slash frame_id 326"
+  width: -327007
+  height: 328007
+  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 329"
 }
 screens {
 }
-album_ids: "album_ids-328"
+album_ids: "quote \" back \\ slash album_ids 330"
 album_ids: ""
 """#
         ),
@@ -1850,16 +1869,16 @@ album_ids: ""
             message: CanViewPhotoRequest(
                 principal: Principal(
                     kind: .frame,
-                    id: "ünïcødé ✓ 📷 id 329"
+                    id: "日本語 id 331"
                 ),
-                fileID: "quote \" back \\ slash file_id 330"
+                fileID: "file_id-332"
             ),
             text: #"""
 principal {
   kind: PRINCIPAL_KIND_FRAME
-  id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 id 329"
+  id: "\346\227\245\346\234\254\350\252\236 id 331"
 }
-file_id: "quote \" back \\ slash file_id 330"
+file_id: "file_id-332"
 """#
         ),
         WireSample(
@@ -1886,16 +1905,16 @@ principal {
             message: CanViewAlbumRequest(
                 principal: Principal(
                     kind: .frame,
-                    id: "日本語 id 331"
+                    id: "ünïcødé ✓ 📷 id 333"
                 ),
-                albumID: "album_id-332"
+                albumID: "quote \" back \\ slash album_id 334"
             ),
             text: #"""
 principal {
   kind: PRINCIPAL_KIND_FRAME
-  id: "\346\227\245\346\234\254\350\252\236 id 331"
+  id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 id 333"
 }
-album_id: "album_id-332"
+album_id: "quote \" back \\ slash album_id 334"
 """#
         ),
         WireSample(
@@ -1939,49 +1958,49 @@ role: ROLE_VIEWER
             name: "AlbumCreated/full",
             protoName: "framecast.v1.AlbumCreated",
             message: AlbumCreated(
-                eventID: "quote \" back \\ slash event_id 334",
-                occurredAt: -1099511628111,
-                userID: "user_id-336",
+                eventID: "event_id-336",
+                occurredAt: -1099511628113,
+                userID: "quote \" back \\ slash user_id 338",
                 album: Album(
-                    albumID: "ünïcødé ✓ 📷 album_id 337",
-                    ownerID: "quote \" back \\ slash owner_id 338",
-                    name: "日本語 name 339",
-                    description: "description-340",
+                    albumID: "日本語 album_id 339",
+                    ownerID: "owner_id-340",
+                    name: "ünïcødé ✓ 📷 name 341",
+                    description: "quote \" back \\ slash description 342",
                     isDefault: true,
-                    photoCount: 342007,
+                    photoCount: 344007,
                     role: .viewer,
-                    coverFileID: "日本語 cover_file_id 343",
+                    coverFileID: "ünïcødé ✓ 📷 cover_file_id 345",
                     settings: AlbumSettings(
-                        intervalSeconds: 344007,
+                        intervalSeconds: 346007,
                         shuffle: true,
-                        transition: "quote \" back \\ slash transition 346",
+                        transition: "transition-348",
                         showCaptions: true
                     ),
-                    createdAt: 1700000000348,
-                    updatedAt: -1099511628125
+                    createdAt: 1700000000350,
+                    updatedAt: -1099511628127
                 )
             ),
             text: #"""
-event_id: "quote \" back \\ slash event_id 334"
-occurred_at: -1099511628111
-user_id: "user_id-336"
+event_id: "event_id-336"
+occurred_at: -1099511628113
+user_id: "quote \" back \\ slash user_id 338"
 album {
-  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 337"
-  owner_id: "quote \" back \\ slash owner_id 338"
-  name: "\346\227\245\346\234\254\350\252\236 name 339"
-  description: "description-340"
+  album_id: "\346\227\245\346\234\254\350\252\236 album_id 339"
+  owner_id: "owner_id-340"
+  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 341"
+  description: "quote \" back \\ slash description 342"
   is_default: true
-  photo_count: 342007
+  photo_count: 344007
   role: ROLE_VIEWER
-  cover_file_id: "\346\227\245\346\234\254\350\252\236 cover_file_id 343"
+  cover_file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 cover_file_id 345"
   settings {
-    interval_seconds: 344007
+    interval_seconds: 346007
     shuffle: true
-    transition: "quote \" back \\ slash transition 346"
+    transition: "transition-348"
     show_captions: true
   }
-  created_at: 1700000000348
-  updated_at: -1099511628125
+  created_at: 1700000000350
+  updated_at: -1099511628127
 }
 """#
         ),
@@ -2011,35 +2030,35 @@ album {
             name: "AlbumPhotoAdded/full",
             protoName: "framecast.v1.AlbumPhotoAdded",
             message: AlbumPhotoAdded(
-                eventID: "quote \" back \\ slash event_id 350",
-                occurredAt: -1099511628127,
-                userID: "user_id-352",
+                eventID: "event_id-352",
+                occurredAt: -1099511628129,
+                userID: "quote \" back \\ slash user_id 354",
                 photo: AlbumPhoto(
-                    albumID: "ünïcødé ✓ 📷 album_id 353",
-                    fileID: "quote \" back \\ slash file_id 354",
-                    addedBy: "日本語 added_by 355",
-                    addedAt: 1700000000356,
-                    fileName: "ünïcødé ✓ 📷 file_name 357",
-                    contentType: "quote \" back \\ slash content_type 358",
-                    takenAt: -1099511628135,
-                    aiLabels: ["ai_labels-360", ""]
+                    albumID: "日本語 album_id 355",
+                    fileID: "file_id-356",
+                    addedBy: "ünïcødé ✓ 📷 added_by 357",
+                    addedAt: 1700000000358,
+                    fileName: "日本語 file_name 359",
+                    contentType: "content_type-360",
+                    takenAt: -1099511628137,
+                    aiLabels: ["quote \" back \\ slash ai_labels 362", ""]
                 )
             ),
             text: #"""
-event_id: "quote \" back \\ slash event_id 350"
-occurred_at: -1099511628127
-user_id: "user_id-352"
+event_id: "event_id-352"
+occurred_at: -1099511628129
+user_id: "quote \" back \\ slash user_id 354"
 photo {
-  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 353"
-  file_id: "quote \" back \\ slash file_id 354"
-  added_by: "\346\227\245\346\234\254\350\252\236 added_by 355"
-  added_at: 1700000000356
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 357"
-  content_type: "quote \" back \\ slash content_type 358"
+  album_id: "\346\227\245\346\234\254\350\252\236 album_id 355"
+  file_id: "file_id-356"
+  added_by: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 added_by 357"
+  added_at: 1700000000358
+  file_name: "\346\227\245\346\234\254\350\252\236 file_name 359"
+  content_type: "content_type-360"
   taken_at {
-    value: -1099511628135
+    value: -1099511628137
   }
-  ai_labels: "ai_labels-360"
+  ai_labels: "quote \" back \\ slash ai_labels 362"
   ai_labels: ""
 }
 """#
@@ -2070,20 +2089,20 @@ photo {
             name: "AlbumPhotoRemoved/full",
             protoName: "framecast.v1.AlbumPhotoRemoved",
             message: AlbumPhotoRemoved(
-                eventID: "ünïcødé ✓ 📷 event_id 361",
-                occurredAt: 1700000000362,
-                userID: "日本語 user_id 363",
-                albumID: "album_id-364",
-                fileID: "ünïcødé ✓ 📷 file_id 365",
-                reason: "quote \" back \\ slash reason 366"
+                eventID: "日本語 event_id 363",
+                occurredAt: 1700000000364,
+                userID: "ünïcødé ✓ 📷 user_id 365",
+                albumID: "quote \" back \\ slash album_id 366",
+                fileID: "日本語 file_id 367",
+                reason: "reason-368"
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 361"
-occurred_at: 1700000000362
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 363"
-album_id: "album_id-364"
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 365"
-reason: "quote \" back \\ slash reason 366"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 363"
+occurred_at: 1700000000364
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 365"
+album_id: "quote \" back \\ slash album_id 366"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 367"
+reason: "reason-368"
 """#
         ),
         WireSample(
@@ -2097,20 +2116,20 @@ reason: "quote \" back \\ slash reason 366"
             name: "DeviceDeleted/full",
             protoName: "framecast.v1.DeviceDeleted",
             message: DeviceDeleted(
-                eventID: "日本語 event_id 367",
-                occurredAt: 1700000000368,
-                userID: "ünïcødé ✓ 📷 user_id 369",
-                frameID: "quote \" back \\ slash frame_id 370",
-                width: -371007,
-                height: 372007
+                eventID: "ünïcødé ✓ 📷 event_id 369",
+                occurredAt: 1700000000370,
+                userID: "日本語 user_id 371",
+                frameID: "frame_id-372",
+                width: -373007,
+                height: 374007
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 367"
-occurred_at: 1700000000368
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 369"
-frame_id: "quote \" back \\ slash frame_id 370"
-width: -371007
-height: 372007
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 369"
+occurred_at: 1700000000370
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 371"
+frame_id: "frame_id-372"
+width: -373007
+height: 374007
 """#
         ),
         WireSample(
@@ -2124,27 +2143,27 @@ height: 372007
             name: "DeviceAlbumsChanged/full",
             protoName: "framecast.v1.DeviceAlbumsChanged",
             message: DeviceAlbumsChanged(
-                eventID: "ünïcødé ✓ 📷 event_id 373",
-                occurredAt: 1700000000374,
-                userID: "日本語 user_id 375",
-                frameID: "frame_id-376",
-                width: -377007,
-                height: 378007,
-                format: "日本語 format 379",
-                albumIDs: ["album_ids-380", ""],
-                fileIDs: ["ünïcødé ✓ 📷 file_ids 381", ""]
+                eventID: "日本語 event_id 375",
+                occurredAt: 1700000000376,
+                userID: "ünïcødé ✓ 📷 user_id 377",
+                frameID: "quote \" back \\ slash frame_id 378",
+                width: -379007,
+                height: 380007,
+                format: "ünïcødé ✓ 📷 format 381",
+                albumIDs: ["quote \" back \\ slash album_ids 382", ""],
+                fileIDs: ["日本語 file_ids 383", ""]
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 373"
-occurred_at: 1700000000374
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 375"
-frame_id: "frame_id-376"
-width: -377007
-height: 378007
-format: "\346\227\245\346\234\254\350\252\236 format 379"
-album_ids: "album_ids-380"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 375"
+occurred_at: 1700000000376
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 377"
+frame_id: "quote \" back \\ slash frame_id 378"
+width: -379007
+height: 380007
+format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 381"
+album_ids: "quote \" back \\ slash album_ids 382"
 album_ids: ""
-file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 381"
+file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 383"
 file_ids: ""
 """#
         ),
@@ -2159,18 +2178,18 @@ file_ids: ""
             name: "DeviceCacheReported/full",
             protoName: "framecast.v1.DeviceCacheReported",
             message: DeviceCacheReported(
-                eventID: "quote \" back \\ slash event_id 382",
-                occurredAt: -1099511628159,
-                userID: "user_id-384",
-                frameID: "ünïcødé ✓ 📷 frame_id 385",
-                fileIDs: ["quote \" back \\ slash file_ids 386", ""]
+                eventID: "event_id-384",
+                occurredAt: -1099511628161,
+                userID: "quote \" back \\ slash user_id 386",
+                frameID: "日本語 frame_id 387",
+                fileIDs: ["file_ids-388", ""]
             ),
             text: #"""
-event_id: "quote \" back \\ slash event_id 382"
-occurred_at: -1099511628159
-user_id: "user_id-384"
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 385"
-file_ids: "quote \" back \\ slash file_ids 386"
+event_id: "event_id-384"
+occurred_at: -1099511628161
+user_id: "quote \" back \\ slash user_id 386"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 387"
+file_ids: "file_ids-388"
 file_ids: ""
 """#
         ),
@@ -2185,140 +2204,140 @@ file_ids: ""
             name: "ConformanceSample/full",
             protoName: "framecast.v1.ConformanceSample",
             message: ConformanceSample(
-                aString: "日本語 a_string 387",
-                aBytes: [0, 255, 132, 10, 128],
+                aString: "ünïcødé ✓ 📷 a_string 389",
+                aBytes: [0, 255, 134, 10, 128],
                 aBool: true,
-                anInt32: 390007,
-                anInt64: -1099511628167,
-                aUint32: 4000000392,
-                aUint64: 9223372036859627393,
-                aDouble: 394.5,
-                aFloat: 395.25,
-                aSint32: 396007,
-                aSint64: -1099511628173,
-                aFixed32: 4000000398,
-                aFixed64: 9223372036859701463,
-                anSfixed32: 400007,
-                anSfixed64: -1099511628177,
+                anInt32: 392007,
+                anInt64: -1099511628169,
+                aUint32: 4000000394,
+                aUint64: 9223372036859652083,
+                aDouble: 396.5,
+                aFloat: 397.25,
+                aSint32: 398007,
+                aSint64: -1099511628175,
+                aFixed32: 4000000400,
+                aFixed64: 9223372036859726153,
+                anSfixed32: 402007,
+                anSfixed64: -1099511628179,
                 anEnum: .viewer,
                 aMessage: Face(
-                    x: 402007,
-                    y: -403007,
-                    width: 404007,
-                    height: -405007,
-                    confidence: 406.25
+                    x: 404007,
+                    y: -405007,
+                    width: 406007,
+                    height: -407007,
+                    confidence: 408.25
                 ),
-                aMap: ["": "empty key", "album_id": "alb-ü-407", "k407": ""],
-                strings: ["strings-408", ""],
-                bytesList: [[0, 255, 153, 10, 128], []],
+                aMap: ["": "empty key", "album_id": "alb-ü-409", "k409": ""],
+                strings: ["quote \" back \\ slash strings 410", ""],
+                bytesList: [[0, 255, 155, 10, 128], []],
                 bools: [true, false],
-                int32s: [-411007, 0],
-                int64s: [1700000000412, 0],
-                uint32s: [4000000413, 0],
-                uint64s: [9223372036859886638, 0],
-                doubles: [-415.5, 0.0],
-                floats: [416.25, 0.0],
-                sint64s: [-1099511628193, 0],
-                fixed64s: [9223372036859936018, 0],
+                int32s: [-413007, 0],
+                int64s: [1700000000414, 0],
+                uint32s: [4000000415, 0],
+                uint64s: [9223372036859911328, 0],
+                doubles: [-417.5, 0.0],
+                floats: [418.25, 0.0],
+                sint64s: [-1099511628195, 0],
+                fixed64s: [9223372036859960708, 0],
                 enums: [.viewer, .unspecified],
                 messages: [Face(
-                    x: -419007,
-                    y: 420007,
-                    width: -421007,
-                    height: 422007,
-                    confidence: 423.25
+                    x: -421007,
+                    y: 422007,
+                    width: -423007,
+                    height: 424007,
+                    confidence: 425.25
                 ), Face()],
-                optionalString: "optional_string-424",
-                optionalInt64: -1099511628201,
-                optionalInt32: 426007,
-                optionalUint32: 4000000427,
+                optionalString: "quote \" back \\ slash optional_string 426",
+                optionalInt64: -1099511628203,
+                optionalInt32: 428007,
+                optionalUint32: 4000000429,
                 optionalBool: true,
-                optionalDouble: -429.5
+                optionalDouble: -431.5
             ),
             text: #"""
-a_string: "\346\227\245\346\234\254\350\252\236 a_string 387"
-a_bytes: "\000\377\204\n\200"
+a_string: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 a_string 389"
+a_bytes: "\000\377\206\n\200"
 a_bool: true
-an_int32: 390007
-an_int64: -1099511628167
-a_uint32: 4000000392
-a_uint64: 9223372036859627393
-a_double: 394.5
-a_float: 395.25
-a_sint32: 396007
-a_sint64: -1099511628173
-a_fixed32: 4000000398
-a_fixed64: 9223372036859701463
-an_sfixed32: 400007
-an_sfixed64: -1099511628177
+an_int32: 392007
+an_int64: -1099511628169
+a_uint32: 4000000394
+a_uint64: 9223372036859652083
+a_double: 396.5
+a_float: 397.25
+a_sint32: 398007
+a_sint64: -1099511628175
+a_fixed32: 4000000400
+a_fixed64: 9223372036859726153
+an_sfixed32: 402007
+an_sfixed64: -1099511628179
 an_enum: ROLE_VIEWER
 a_message {
-  x: 402007
-  y: -403007
-  width: 404007
-  height: -405007
-  confidence: 406.25
+  x: 404007
+  y: -405007
+  width: 406007
+  height: -407007
+  confidence: 408.25
 }
 a_map {
   value: "empty key"
 }
 a_map {
   key: "album_id"
-  value: "alb-\303\274-407"
+  value: "alb-\303\274-409"
 }
 a_map {
-  key: "k407"
+  key: "k409"
 }
-strings: "strings-408"
+strings: "quote \" back \\ slash strings 410"
 strings: ""
-bytes_list: "\000\377\231\n\200"
+bytes_list: "\000\377\233\n\200"
 bytes_list: ""
 bools: true
 bools: false
-int32s: -411007
+int32s: -413007
 int32s: 0
-int64s: 1700000000412
+int64s: 1700000000414
 int64s: 0
-uint32s: 4000000413
+uint32s: 4000000415
 uint32s: 0
-uint64s: 9223372036859886638
+uint64s: 9223372036859911328
 uint64s: 0
-doubles: -415.5
+doubles: -417.5
 doubles: 0
-floats: 416.25
+floats: 418.25
 floats: 0
-sint64s: -1099511628193
+sint64s: -1099511628195
 sint64s: 0
-fixed64s: 9223372036859936018
+fixed64s: 9223372036859960708
 fixed64s: 0
 enums: ROLE_VIEWER
 enums: ROLE_UNSPECIFIED
 messages {
-  x: -419007
-  y: 420007
-  width: -421007
-  height: 422007
-  confidence: 423.25
+  x: -421007
+  y: 422007
+  width: -423007
+  height: 424007
+  confidence: 425.25
 }
 messages {
 }
 optional_string {
-  value: "optional_string-424"
+  value: "quote \" back \\ slash optional_string 426"
 }
 optional_int64 {
-  value: -1099511628201
+  value: -1099511628203
 }
 optional_int32 {
-  value: 426007
+  value: 428007
 }
 optional_uint32 {
-  value: 4000000427
+  value: 4000000429
 }
 optional_bool {
   value: true
 }
 optional_double {
-  value: -429.5
+  value: -431.5
 }
 """#
         ),
@@ -2362,28 +2381,28 @@ optional_double {
             name: "PhotoVersion/full",
             protoName: "framecast.v1.PhotoVersion",
             message: PhotoVersion(
-                fileID: "quote \" back \\ slash file_id 430",
-                size: "日本語 size 431",
-                width: 432007,
-                height: -433007,
-                format: "quote \" back \\ slash format 434",
-                contentType: "日本語 content_type 435",
-                blobKey: "blob_key-436",
-                byteSize: -1099511628213,
-                sha256: "quote \" back \\ slash sha256 438",
-                createdAt: -1099511628215
+                fileID: "file_id-432",
+                size: "ünïcødé ✓ 📷 size 433",
+                width: 434007,
+                height: -435007,
+                format: "format-436",
+                contentType: "ünïcødé ✓ 📷 content_type 437",
+                blobKey: "quote \" back \\ slash blob_key 438",
+                byteSize: -1099511628215,
+                sha256: "sha256-440",
+                createdAt: -1099511628217
             ),
             text: #"""
-file_id: "quote \" back \\ slash file_id 430"
-size: "\346\227\245\346\234\254\350\252\236 size 431"
-width: 432007
-height: -433007
-format: "quote \" back \\ slash format 434"
-content_type: "\346\227\245\346\234\254\350\252\236 content_type 435"
-blob_key: "blob_key-436"
-byte_size: -1099511628213
-sha256: "quote \" back \\ slash sha256 438"
-created_at: -1099511628215
+file_id: "file_id-432"
+size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 433"
+width: 434007
+height: -435007
+format: "format-436"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 437"
+blob_key: "quote \" back \\ slash blob_key 438"
+byte_size: -1099511628215
+sha256: "sha256-440"
+created_at: -1099511628217
 """#
         ),
         WireSample(
@@ -2397,114 +2416,114 @@ created_at: -1099511628215
             name: "PhotoMetadata/full",
             protoName: "framecast.v1.PhotoMetadata",
             message: PhotoMetadata(
-                fileID: "file_id-440",
-                ownerID: "ünïcødé ✓ 📷 owner_id 441",
-                fileName: "quote \" back \\ slash file_name 442",
-                contentType: "日本語 content_type 443",
+                fileID: "quote \" back \\ slash file_id 442",
+                ownerID: "日本語 owner_id 443",
+                fileName: "file_name-444",
+                contentType: "ünïcødé ✓ 📷 content_type 445",
                 versions: [PhotoVersion(
-                    fileID: "file_id-444",
-                    size: "ünïcødé ✓ 📷 size 445",
-                    width: 446007,
-                    height: -447007,
-                    format: "format-448",
-                    contentType: "ünïcødé ✓ 📷 content_type 449",
-                    blobKey: "quote \" back \\ slash blob_key 450",
-                    byteSize: -1099511628227,
-                    sha256: "sha256-452",
-                    createdAt: -1099511628229
+                    fileID: "quote \" back \\ slash file_id 446",
+                    size: "日本語 size 447",
+                    width: 448007,
+                    height: -449007,
+                    format: "quote \" back \\ slash format 450",
+                    contentType: "日本語 content_type 451",
+                    blobKey: "blob_key-452",
+                    byteSize: -1099511628229,
+                    sha256: "quote \" back \\ slash sha256 454",
+                    createdAt: -1099511628231
                 ), PhotoVersion()],
                 aiMetadata: AIMetadata(
-                    labels: ["quote \" back \\ slash labels 454", ""],
+                    labels: ["labels-456", ""],
                     faces: [Face(
-                        x: -455007,
-                        y: 456007,
-                        width: -457007,
-                        height: 458007,
-                        confidence: 459.25
+                        x: -457007,
+                        y: 458007,
+                        width: -459007,
+                        height: 460007,
+                        confidence: 461.25
                     ), Face()],
-                    objects: ["objects-460", ""],
-                    analyser: "ünïcødé ✓ 📷 analyser 461"
+                    objects: ["quote \" back \\ slash objects 462", ""],
+                    analyser: "日本語 analyser 463"
                 ),
                 analysis: PhotoAnalysis(
-                    format: "quote \" back \\ slash format 462",
-                    width: -463007,
-                    height: 464007,
-                    orientation: -465007,
-                    takenAt: 1700000000466,
-                    cameraMake: "日本語 camera_make 467",
-                    cameraModel: "camera_model-468",
+                    format: "format-464",
+                    width: -465007,
+                    height: 466007,
+                    orientation: -467007,
+                    takenAt: 1700000000468,
+                    cameraMake: "ünïcødé ✓ 📷 camera_make 469",
+                    cameraModel: "quote \" back \\ slash camera_model 470",
                     gps: GeoPoint(
-                        latitude: -469.5,
-                        longitude: 470.5,
-                        altitude: -471.5
+                        latitude: -471.5,
+                        longitude: 472.5,
+                        altitude: -473.5
                     ),
-                    dominantColors: ["dominant_colors-472", ""],
-                    perceptualHash: 9223372036860614993
+                    dominantColors: ["quote \" back \\ slash dominant_colors 474", ""],
+                    perceptualHash: 9223372036860639683
                 ),
-                cachedForFrames: ["quote \" back \\ slash cached_for_frames 474", ""],
-                createdAt: -1099511628251,
-                updatedAt: 1700000000476
+                cachedForFrames: ["cached_for_frames-476", ""],
+                createdAt: -1099511628253,
+                updatedAt: 1700000000478
             ),
             text: #"""
-file_id: "file_id-440"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 441"
-file_name: "quote \" back \\ slash file_name 442"
-content_type: "\346\227\245\346\234\254\350\252\236 content_type 443"
+file_id: "quote \" back \\ slash file_id 442"
+owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 443"
+file_name: "file_name-444"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 445"
 versions {
-  file_id: "file_id-444"
-  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 445"
-  width: 446007
-  height: -447007
-  format: "format-448"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 449"
-  blob_key: "quote \" back \\ slash blob_key 450"
-  byte_size: -1099511628227
-  sha256: "sha256-452"
-  created_at: -1099511628229
+  file_id: "quote \" back \\ slash file_id 446"
+  size: "\346\227\245\346\234\254\350\252\236 size 447"
+  width: 448007
+  height: -449007
+  format: "quote \" back \\ slash format 450"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 451"
+  blob_key: "blob_key-452"
+  byte_size: -1099511628229
+  sha256: "quote \" back \\ slash sha256 454"
+  created_at: -1099511628231
 }
 versions {
 }
 ai_metadata {
-  labels: "quote \" back \\ slash labels 454"
+  labels: "labels-456"
   labels: ""
   faces {
-    x: -455007
-    y: 456007
-    width: -457007
-    height: 458007
-    confidence: 459.25
+    x: -457007
+    y: 458007
+    width: -459007
+    height: 460007
+    confidence: 461.25
   }
   faces {
   }
-  objects: "objects-460"
+  objects: "quote \" back \\ slash objects 462"
   objects: ""
-  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 461"
+  analyser: "\346\227\245\346\234\254\350\252\236 analyser 463"
 }
 analysis {
-  format: "quote \" back \\ slash format 462"
-  width: -463007
-  height: 464007
-  orientation: -465007
+  format: "format-464"
+  width: -465007
+  height: 466007
+  orientation: -467007
   taken_at {
-    value: 1700000000466
+    value: 1700000000468
   }
-  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 467"
-  camera_model: "camera_model-468"
+  camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 469"
+  camera_model: "quote \" back \\ slash camera_model 470"
   gps {
-    latitude: -469.5
-    longitude: 470.5
+    latitude: -471.5
+    longitude: 472.5
     altitude {
-      value: -471.5
+      value: -473.5
     }
   }
-  dominant_colors: "dominant_colors-472"
+  dominant_colors: "quote \" back \\ slash dominant_colors 474"
   dominant_colors: ""
-  perceptual_hash: 9223372036860614993
+  perceptual_hash: 9223372036860639683
 }
-cached_for_frames: "quote \" back \\ slash cached_for_frames 474"
+cached_for_frames: "cached_for_frames-476"
 cached_for_frames: ""
-created_at: -1099511628251
-updated_at: 1700000000476
+created_at: -1099511628253
+updated_at: 1700000000478
 """#
         ),
         WireSample(
@@ -2543,10 +2562,10 @@ analysis {
             name: "GetPhotoMetadataRequest/full",
             protoName: "framecast.v1.GetPhotoMetadataRequest",
             message: GetPhotoMetadataRequest(
-                fileID: "ünïcødé ✓ 📷 file_id 477"
+                fileID: "日本語 file_id 479"
             ),
             text: #"""
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 477"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 479"
 """#
         ),
         WireSample(
@@ -2561,116 +2580,116 @@ file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file
             protoName: "framecast.v1.PhotoMetadataReply",
             message: PhotoMetadataReply(
                 metadata: PhotoMetadata(
-                    fileID: "quote \" back \\ slash file_id 478",
-                    ownerID: "日本語 owner_id 479",
-                    fileName: "file_name-480",
-                    contentType: "ünïcødé ✓ 📷 content_type 481",
+                    fileID: "file_id-480",
+                    ownerID: "ünïcødé ✓ 📷 owner_id 481",
+                    fileName: "quote \" back \\ slash file_name 482",
+                    contentType: "日本語 content_type 483",
                     versions: [PhotoVersion(
-                        fileID: "quote \" back \\ slash file_id 482",
-                        size: "日本語 size 483",
-                        width: 484007,
-                        height: -485007,
-                        format: "quote \" back \\ slash format 486",
-                        contentType: "日本語 content_type 487",
-                        blobKey: "blob_key-488",
-                        byteSize: -1099511628265,
-                        sha256: "quote \" back \\ slash sha256 490",
-                        createdAt: -1099511628267
+                        fileID: "file_id-484",
+                        size: "ünïcødé ✓ 📷 size 485",
+                        width: 486007,
+                        height: -487007,
+                        format: "format-488",
+                        contentType: "ünïcødé ✓ 📷 content_type 489",
+                        blobKey: "quote \" back \\ slash blob_key 490",
+                        byteSize: -1099511628267,
+                        sha256: "sha256-492",
+                        createdAt: -1099511628269
                     ), PhotoVersion()],
                     aiMetadata: AIMetadata(
-                        labels: ["labels-492", ""],
+                        labels: ["quote \" back \\ slash labels 494", ""],
                         faces: [Face(
-                            x: -493007,
-                            y: 494007,
-                            width: -495007,
-                            height: 496007,
-                            confidence: 497.25
+                            x: -495007,
+                            y: 496007,
+                            width: -497007,
+                            height: 498007,
+                            confidence: 499.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 498", ""],
-                        analyser: "日本語 analyser 499"
+                        objects: ["objects-500", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 501"
                     ),
                     analysis: PhotoAnalysis(
-                        format: "format-500",
-                        width: -501007,
-                        height: 502007,
-                        orientation: -503007,
-                        takenAt: 1700000000504,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 505",
-                        cameraModel: "quote \" back \\ slash camera_model 506",
+                        format: "quote \" back \\ slash format 502",
+                        width: -503007,
+                        height: 504007,
+                        orientation: -505007,
+                        takenAt: 1700000000506,
+                        cameraMake: "日本語 camera_make 507",
+                        cameraModel: "camera_model-508",
                         gps: GeoPoint(
-                            latitude: -507.5,
-                            longitude: 508.5,
-                            altitude: -509.5
+                            latitude: -509.5,
+                            longitude: 510.5,
+                            altitude: -511.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 510", ""],
-                        perceptualHash: 9223372036861084103
+                        dominantColors: ["dominant_colors-512", ""],
+                        perceptualHash: 9223372036861108793
                     ),
-                    cachedForFrames: ["cached_for_frames-512", ""],
-                    createdAt: -1099511628289,
-                    updatedAt: 1700000000514
+                    cachedForFrames: ["quote \" back \\ slash cached_for_frames 514", ""],
+                    createdAt: -1099511628291,
+                    updatedAt: 1700000000516
                 )
             ),
             text: #"""
 metadata {
-  file_id: "quote \" back \\ slash file_id 478"
-  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 479"
-  file_name: "file_name-480"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 481"
+  file_id: "file_id-480"
+  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 481"
+  file_name: "quote \" back \\ slash file_name 482"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 483"
   versions {
-    file_id: "quote \" back \\ slash file_id 482"
-    size: "\346\227\245\346\234\254\350\252\236 size 483"
-    width: 484007
-    height: -485007
-    format: "quote \" back \\ slash format 486"
-    content_type: "\346\227\245\346\234\254\350\252\236 content_type 487"
-    blob_key: "blob_key-488"
-    byte_size: -1099511628265
-    sha256: "quote \" back \\ slash sha256 490"
-    created_at: -1099511628267
+    file_id: "file_id-484"
+    size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 485"
+    width: 486007
+    height: -487007
+    format: "format-488"
+    content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 489"
+    blob_key: "quote \" back \\ slash blob_key 490"
+    byte_size: -1099511628267
+    sha256: "sha256-492"
+    created_at: -1099511628269
   }
   versions {
   }
   ai_metadata {
-    labels: "labels-492"
+    labels: "quote \" back \\ slash labels 494"
     labels: ""
     faces {
-      x: -493007
-      y: 494007
-      width: -495007
-      height: 496007
-      confidence: 497.25
+      x: -495007
+      y: 496007
+      width: -497007
+      height: 498007
+      confidence: 499.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 498"
+    objects: "objects-500"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 499"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 501"
   }
   analysis {
-    format: "format-500"
-    width: -501007
-    height: 502007
-    orientation: -503007
+    format: "quote \" back \\ slash format 502"
+    width: -503007
+    height: 504007
+    orientation: -505007
     taken_at {
-      value: 1700000000504
+      value: 1700000000506
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 505"
-    camera_model: "quote \" back \\ slash camera_model 506"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 507"
+    camera_model: "camera_model-508"
     gps {
-      latitude: -507.5
-      longitude: 508.5
+      latitude: -509.5
+      longitude: 510.5
       altitude {
-        value: -509.5
+        value: -511.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 510"
+    dominant_colors: "dominant_colors-512"
     dominant_colors: ""
-    perceptual_hash: 9223372036861084103
+    perceptual_hash: 9223372036861108793
   }
-  cached_for_frames: "cached_for_frames-512"
+  cached_for_frames: "quote \" back \\ slash cached_for_frames 514"
   cached_for_frames: ""
-  created_at: -1099511628289
-  updated_at: 1700000000514
+  created_at: -1099511628291
+  updated_at: 1700000000516
 }
 """#
         ),
@@ -2714,14 +2733,14 @@ metadata {
             name: "GetVersionRequest/full",
             protoName: "framecast.v1.GetVersionRequest",
             message: GetVersionRequest(
-                fileID: "日本語 file_id 515",
-                size: "size-516",
-                format: "ünïcødé ✓ 📷 format 517"
+                fileID: "ünïcødé ✓ 📷 file_id 517",
+                size: "quote \" back \\ slash size 518",
+                format: "日本語 format 519"
             ),
             text: #"""
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 515"
-size: "size-516"
-format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 517"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 517"
+size: "quote \" back \\ slash size 518"
+format: "\346\227\245\346\234\254\350\252\236 format 519"
 """#
         ),
         WireSample(
@@ -2736,30 +2755,30 @@ format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 forma
             protoName: "framecast.v1.VersionReply",
             message: VersionReply(
                 version: PhotoVersion(
-                    fileID: "quote \" back \\ slash file_id 518",
-                    size: "日本語 size 519",
-                    width: 520007,
-                    height: -521007,
-                    format: "quote \" back \\ slash format 522",
-                    contentType: "日本語 content_type 523",
-                    blobKey: "blob_key-524",
-                    byteSize: -1099511628301,
-                    sha256: "quote \" back \\ slash sha256 526",
-                    createdAt: -1099511628303
+                    fileID: "file_id-520",
+                    size: "ünïcødé ✓ 📷 size 521",
+                    width: 522007,
+                    height: -523007,
+                    format: "format-524",
+                    contentType: "ünïcødé ✓ 📷 content_type 525",
+                    blobKey: "quote \" back \\ slash blob_key 526",
+                    byteSize: -1099511628303,
+                    sha256: "sha256-528",
+                    createdAt: -1099511628305
                 )
             ),
             text: #"""
 version {
-  file_id: "quote \" back \\ slash file_id 518"
-  size: "\346\227\245\346\234\254\350\252\236 size 519"
-  width: 520007
-  height: -521007
-  format: "quote \" back \\ slash format 522"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 523"
-  blob_key: "blob_key-524"
-  byte_size: -1099511628301
-  sha256: "quote \" back \\ slash sha256 526"
-  created_at: -1099511628303
+  file_id: "file_id-520"
+  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 521"
+  width: 522007
+  height: -523007
+  format: "format-524"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 525"
+  blob_key: "quote \" back \\ slash blob_key 526"
+  byte_size: -1099511628303
+  sha256: "sha256-528"
+  created_at: -1099511628305
 }
 """#
         ),
@@ -2785,30 +2804,30 @@ version {
             name: "Playlist/full",
             protoName: "framecast.v1.Playlist",
             message: Playlist(
-                playlistID: "playlist_id-528",
-                ownerID: "ünïcødé ✓ 📷 owner_id 529",
-                name: "quote \" back \\ slash name 530",
-                description: "日本語 description 531",
-                fileIDs: ["file_ids-532", ""],
-                createdAt: -1099511628309,
-                updatedAt: 1700000000534,
-                albumIDs: ["日本語 album_ids 535", ""],
+                playlistID: "quote \" back \\ slash playlist_id 530",
+                ownerID: "日本語 owner_id 531",
+                name: "name-532",
+                description: "ünïcødé ✓ 📷 description 533",
+                fileIDs: ["quote \" back \\ slash file_ids 534", ""],
+                createdAt: -1099511628311,
+                updatedAt: 1700000000536,
+                albumIDs: ["ünïcødé ✓ 📷 album_ids 537", ""],
                 order: .shuffle,
-                photoIDs: ["photo_ids-536", ""]
+                photoIDs: ["quote \" back \\ slash photo_ids 538", ""]
             ),
             text: #"""
-playlist_id: "playlist_id-528"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 529"
-name: "quote \" back \\ slash name 530"
-description: "\346\227\245\346\234\254\350\252\236 description 531"
-file_ids: "file_ids-532"
+playlist_id: "quote \" back \\ slash playlist_id 530"
+owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 531"
+name: "name-532"
+description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 533"
+file_ids: "quote \" back \\ slash file_ids 534"
 file_ids: ""
-created_at: -1099511628309
-updated_at: 1700000000534
-album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 535"
+created_at: -1099511628311
+updated_at: 1700000000536
+album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 537"
 album_ids: ""
 order: PLAYLIST_ORDER_SHUFFLE
-photo_ids: "photo_ids-536"
+photo_ids: "quote \" back \\ slash photo_ids 538"
 photo_ids: ""
 """#
         ),
@@ -2824,32 +2843,32 @@ photo_ids: ""
             protoName: "framecast.v1.PlaylistReply",
             message: PlaylistReply(
                 playlist: Playlist(
-                    playlistID: "ünïcødé ✓ 📷 playlist_id 537",
-                    ownerID: "quote \" back \\ slash owner_id 538",
-                    name: "日本語 name 539",
-                    description: "description-540",
-                    fileIDs: ["ünïcødé ✓ 📷 file_ids 541", ""],
-                    createdAt: 1700000000542,
-                    updatedAt: -1099511628319,
-                    albumIDs: ["album_ids-544", ""],
+                    playlistID: "日本語 playlist_id 539",
+                    ownerID: "owner_id-540",
+                    name: "ünïcødé ✓ 📷 name 541",
+                    description: "quote \" back \\ slash description 542",
+                    fileIDs: ["日本語 file_ids 543", ""],
+                    createdAt: 1700000000544,
+                    updatedAt: -1099511628321,
+                    albumIDs: ["quote \" back \\ slash album_ids 546", ""],
                     order: .shuffle,
-                    photoIDs: ["ünïcødé ✓ 📷 photo_ids 545", ""]
+                    photoIDs: ["日本語 photo_ids 547", ""]
                 )
             ),
             text: #"""
 playlist {
-  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 537"
-  owner_id: "quote \" back \\ slash owner_id 538"
-  name: "\346\227\245\346\234\254\350\252\236 name 539"
-  description: "description-540"
-  file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 541"
+  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 539"
+  owner_id: "owner_id-540"
+  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 541"
+  description: "quote \" back \\ slash description 542"
+  file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 543"
   file_ids: ""
-  created_at: 1700000000542
-  updated_at: -1099511628319
-  album_ids: "album_ids-544"
+  created_at: 1700000000544
+  updated_at: -1099511628321
+  album_ids: "quote \" back \\ slash album_ids 546"
   album_ids: ""
   order: PLAYLIST_ORDER_SHUFFLE
-  photo_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 photo_ids 545"
+  photo_ids: "\346\227\245\346\234\254\350\252\236 photo_ids 547"
   photo_ids: ""
 }
 """#
@@ -2876,20 +2895,20 @@ playlist {
             name: "CreatePlaylistRequest/full",
             protoName: "framecast.v1.CreatePlaylistRequest",
             message: CreatePlaylistRequest(
-                userID: "quote \" back \\ slash user_id 546",
-                name: "日本語 name 547",
-                description: "description-548",
-                fileIDs: ["ünïcødé ✓ 📷 file_ids 549", ""],
-                albumIDs: ["quote \" back \\ slash album_ids 550", ""],
+                userID: "user_id-548",
+                name: "ünïcødé ✓ 📷 name 549",
+                description: "quote \" back \\ slash description 550",
+                fileIDs: ["日本語 file_ids 551", ""],
+                albumIDs: ["album_ids-552", ""],
                 order: .shuffle
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 546"
-name: "\346\227\245\346\234\254\350\252\236 name 547"
-description: "description-548"
-file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 549"
+user_id: "user_id-548"
+name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 549"
+description: "quote \" back \\ slash description 550"
+file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 551"
 file_ids: ""
-album_ids: "quote \" back \\ slash album_ids 550"
+album_ids: "album_ids-552"
 album_ids: ""
 order: PLAYLIST_ORDER_SHUFFLE
 """#
@@ -2905,12 +2924,12 @@ order: PLAYLIST_ORDER_SHUFFLE
             name: "GetPlaylistRequest/full",
             protoName: "framecast.v1.GetPlaylistRequest",
             message: GetPlaylistRequest(
-                userID: "日本語 user_id 551",
-                playlistID: "playlist_id-552"
+                userID: "ünïcødé ✓ 📷 user_id 553",
+                playlistID: "quote \" back \\ slash playlist_id 554"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 551"
-playlist_id: "playlist_id-552"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 553"
+playlist_id: "quote \" back \\ slash playlist_id 554"
 """#
         ),
         WireSample(
@@ -2924,14 +2943,14 @@ playlist_id: "playlist_id-552"
             name: "ListPlaylistsRequest/full",
             protoName: "framecast.v1.ListPlaylistsRequest",
             message: ListPlaylistsRequest(
-                userID: "ünïcødé ✓ 📷 user_id 553",
-                pageSize: 554007,
-                pageToken: "日本語 page_token 555"
+                userID: "日本語 user_id 555",
+                pageSize: 556007,
+                pageToken: "ünïcødé ✓ 📷 page_token 557"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 553"
-page_size: 554007
-page_token: "\346\227\245\346\234\254\350\252\236 page_token 555"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 555"
+page_size: 556007
+page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 page_token 557"
 """#
         ),
         WireSample(
@@ -2946,38 +2965,38 @@ page_token: "\346\227\245\346\234\254\350\252\236 page_token 555"
             protoName: "framecast.v1.ListPlaylistsReply",
             message: ListPlaylistsReply(
                 playlists: [Playlist(
-                    playlistID: "playlist_id-556",
-                    ownerID: "ünïcødé ✓ 📷 owner_id 557",
-                    name: "quote \" back \\ slash name 558",
-                    description: "日本語 description 559",
-                    fileIDs: ["file_ids-560", ""],
-                    createdAt: -1099511628337,
-                    updatedAt: 1700000000562,
-                    albumIDs: ["日本語 album_ids 563", ""],
+                    playlistID: "quote \" back \\ slash playlist_id 558",
+                    ownerID: "日本語 owner_id 559",
+                    name: "name-560",
+                    description: "ünïcødé ✓ 📷 description 561",
+                    fileIDs: ["quote \" back \\ slash file_ids 562", ""],
+                    createdAt: -1099511628339,
+                    updatedAt: 1700000000564,
+                    albumIDs: ["ünïcødé ✓ 📷 album_ids 565", ""],
                     order: .shuffle,
-                    photoIDs: ["photo_ids-564", ""]
+                    photoIDs: ["quote \" back \\ slash photo_ids 566", ""]
                 ), Playlist()],
-                nextPageToken: "ünïcødé ✓ 📷 next_page_token 565"
+                nextPageToken: "日本語 next_page_token 567"
             ),
             text: #"""
 playlists {
-  playlist_id: "playlist_id-556"
-  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 557"
-  name: "quote \" back \\ slash name 558"
-  description: "\346\227\245\346\234\254\350\252\236 description 559"
-  file_ids: "file_ids-560"
+  playlist_id: "quote \" back \\ slash playlist_id 558"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 559"
+  name: "name-560"
+  description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 561"
+  file_ids: "quote \" back \\ slash file_ids 562"
   file_ids: ""
-  created_at: -1099511628337
-  updated_at: 1700000000562
-  album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 563"
+  created_at: -1099511628339
+  updated_at: 1700000000564
+  album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 565"
   album_ids: ""
   order: PLAYLIST_ORDER_SHUFFLE
-  photo_ids: "photo_ids-564"
+  photo_ids: "quote \" back \\ slash photo_ids 566"
   photo_ids: ""
 }
 playlists {
 }
-next_page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 next_page_token 565"
+next_page_token: "\346\227\245\346\234\254\350\252\236 next_page_token 567"
 """#
         ),
         WireSample(
@@ -2991,30 +3010,30 @@ next_page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\
             name: "UpdatePlaylistRequest/full",
             protoName: "framecast.v1.UpdatePlaylistRequest",
             message: UpdatePlaylistRequest(
-                userID: "quote \" back \\ slash user_id 566",
-                playlistID: "日本語 playlist_id 567",
-                name: "name-568",
-                description: "ünïcødé ✓ 📷 description 569",
+                userID: "user_id-568",
+                playlistID: "ünïcødé ✓ 📷 playlist_id 569",
+                name: "quote \" back \\ slash name 570",
+                description: "日本語 description 571",
                 replaceFileIDs: true,
-                fileIDs: ["日本語 file_ids 571", ""],
+                fileIDs: ["ünïcødé ✓ 📷 file_ids 573", ""],
                 replaceAlbumIDs: true,
-                albumIDs: ["ünïcødé ✓ 📷 album_ids 573", ""],
+                albumIDs: ["日本語 album_ids 575", ""],
                 order: .shuffle
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 566"
-playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 567"
+user_id: "user_id-568"
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 569"
 name {
-  value: "name-568"
+  value: "quote \" back \\ slash name 570"
 }
 description {
-  value: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 569"
+  value: "\346\227\245\346\234\254\350\252\236 description 571"
 }
 replace_file_ids: true
-file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 571"
+file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 573"
 file_ids: ""
 replace_album_ids: true
-album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 573"
+album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 575"
 album_ids: ""
 order: PLAYLIST_ORDER_SHUFFLE
 """#
@@ -3044,12 +3063,12 @@ description {
             name: "DeletePlaylistRequest/full",
             protoName: "framecast.v1.DeletePlaylistRequest",
             message: DeletePlaylistRequest(
-                userID: "quote \" back \\ slash user_id 574",
-                playlistID: "日本語 playlist_id 575"
+                userID: "user_id-576",
+                playlistID: "ünïcødé ✓ 📷 playlist_id 577"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 574"
-playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 575"
+user_id: "user_id-576"
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 577"
 """#
         ),
         WireSample(
@@ -3063,22 +3082,22 @@ playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 575"
             name: "ScheduleEntry/full",
             protoName: "framecast.v1.ScheduleEntry",
             message: ScheduleEntry(
-                playlistID: "playlist_id-576",
-                albumID: "ünïcødé ✓ 📷 album_id 577",
-                daysOfWeek: [578007, 0],
-                startTime: "日本語 start_time 579",
-                endTime: "end_time-580",
-                intervalSeconds: -581007,
+                playlistID: "quote \" back \\ slash playlist_id 578",
+                albumID: "日本語 album_id 579",
+                daysOfWeek: [580007, 0],
+                startTime: "ünïcødé ✓ 📷 start_time 581",
+                endTime: "quote \" back \\ slash end_time 582",
+                intervalSeconds: -583007,
                 shuffle: true
             ),
             text: #"""
-playlist_id: "playlist_id-576"
-album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 577"
-days_of_week: 578007
+playlist_id: "quote \" back \\ slash playlist_id 578"
+album_id: "\346\227\245\346\234\254\350\252\236 album_id 579"
+days_of_week: 580007
 days_of_week: 0
-start_time: "\346\227\245\346\234\254\350\252\236 start_time 579"
-end_time: "end_time-580"
-interval_seconds: -581007
+start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 581"
+end_time: "quote \" back \\ slash end_time 582"
+interval_seconds: -583007
 shuffle: true
 """#
         ),
@@ -3093,35 +3112,35 @@ shuffle: true
             name: "RotationSchedule/full",
             protoName: "framecast.v1.RotationSchedule",
             message: RotationSchedule(
-                frameID: "日本語 frame_id 583",
-                ownerID: "owner_id-584",
+                frameID: "ünïcødé ✓ 📷 frame_id 585",
+                ownerID: "quote \" back \\ slash owner_id 586",
                 entries: [ScheduleEntry(
-                    playlistID: "ünïcødé ✓ 📷 playlist_id 585",
-                    albumID: "quote \" back \\ slash album_id 586",
-                    daysOfWeek: [-587007, 0],
-                    startTime: "start_time-588",
-                    endTime: "ünïcødé ✓ 📷 end_time 589",
-                    intervalSeconds: 590007,
+                    playlistID: "日本語 playlist_id 587",
+                    albumID: "album_id-588",
+                    daysOfWeek: [-589007, 0],
+                    startTime: "quote \" back \\ slash start_time 590",
+                    endTime: "日本語 end_time 591",
+                    intervalSeconds: 592007,
                     shuffle: true
                 ), ScheduleEntry()],
-                updatedAt: 1700000000592
+                updatedAt: 1700000000594
             ),
             text: #"""
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 583"
-owner_id: "owner_id-584"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 585"
+owner_id: "quote \" back \\ slash owner_id 586"
 entries {
-  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 585"
-  album_id: "quote \" back \\ slash album_id 586"
-  days_of_week: -587007
+  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 587"
+  album_id: "album_id-588"
+  days_of_week: -589007
   days_of_week: 0
-  start_time: "start_time-588"
-  end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 589"
-  interval_seconds: 590007
+  start_time: "quote \" back \\ slash start_time 590"
+  end_time: "\346\227\245\346\234\254\350\252\236 end_time 591"
+  interval_seconds: 592007
   shuffle: true
 }
 entries {
 }
-updated_at: 1700000000592
+updated_at: 1700000000594
 """#
         ),
         WireSample(
@@ -3136,37 +3155,37 @@ updated_at: 1700000000592
             protoName: "framecast.v1.ScheduleReply",
             message: ScheduleReply(
                 schedule: RotationSchedule(
-                    frameID: "ünïcødé ✓ 📷 frame_id 593",
-                    ownerID: "quote \" back \\ slash owner_id 594",
+                    frameID: "日本語 frame_id 595",
+                    ownerID: "owner_id-596",
                     entries: [ScheduleEntry(
-                        playlistID: "日本語 playlist_id 595",
-                        albumID: "album_id-596",
-                        daysOfWeek: [-597007, 0],
-                        startTime: "quote \" back \\ slash start_time 598",
-                        endTime: "日本語 end_time 599",
-                        intervalSeconds: 600007,
+                        playlistID: "ünïcødé ✓ 📷 playlist_id 597",
+                        albumID: "quote \" back \\ slash album_id 598",
+                        daysOfWeek: [-599007, 0],
+                        startTime: "start_time-600",
+                        endTime: "ünïcødé ✓ 📷 end_time 601",
+                        intervalSeconds: 602007,
                         shuffle: true
                     ), ScheduleEntry()],
-                    updatedAt: 1700000000602
+                    updatedAt: 1700000000604
                 )
             ),
             text: #"""
 schedule {
-  frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 593"
-  owner_id: "quote \" back \\ slash owner_id 594"
+  frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 595"
+  owner_id: "owner_id-596"
   entries {
-    playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 595"
-    album_id: "album_id-596"
-    days_of_week: -597007
+    playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 597"
+    album_id: "quote \" back \\ slash album_id 598"
+    days_of_week: -599007
     days_of_week: 0
-    start_time: "quote \" back \\ slash start_time 598"
-    end_time: "\346\227\245\346\234\254\350\252\236 end_time 599"
-    interval_seconds: 600007
+    start_time: "start_time-600"
+    end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 601"
+    interval_seconds: 602007
     shuffle: true
   }
   entries {
   }
-  updated_at: 1700000000602
+  updated_at: 1700000000604
 }
 """#
         ),
@@ -3192,12 +3211,12 @@ schedule {
             name: "GetScheduleRequest/full",
             protoName: "framecast.v1.GetScheduleRequest",
             message: GetScheduleRequest(
-                userID: "日本語 user_id 603",
-                frameID: "frame_id-604"
+                userID: "ünïcødé ✓ 📷 user_id 605",
+                frameID: "quote \" back \\ slash frame_id 606"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 603"
-frame_id: "frame_id-604"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 605"
+frame_id: "quote \" back \\ slash frame_id 606"
 """#
         ),
         WireSample(
@@ -3211,29 +3230,29 @@ frame_id: "frame_id-604"
             name: "SetScheduleRequest/full",
             protoName: "framecast.v1.SetScheduleRequest",
             message: SetScheduleRequest(
-                userID: "ünïcødé ✓ 📷 user_id 605",
-                frameID: "quote \" back \\ slash frame_id 606",
+                userID: "日本語 user_id 607",
+                frameID: "frame_id-608",
                 entries: [ScheduleEntry(
-                    playlistID: "日本語 playlist_id 607",
-                    albumID: "album_id-608",
-                    daysOfWeek: [-609007, 0],
-                    startTime: "quote \" back \\ slash start_time 610",
-                    endTime: "日本語 end_time 611",
-                    intervalSeconds: 612007,
+                    playlistID: "ünïcødé ✓ 📷 playlist_id 609",
+                    albumID: "quote \" back \\ slash album_id 610",
+                    daysOfWeek: [-611007, 0],
+                    startTime: "start_time-612",
+                    endTime: "ünïcødé ✓ 📷 end_time 613",
+                    intervalSeconds: 614007,
                     shuffle: true
                 ), ScheduleEntry()]
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 605"
-frame_id: "quote \" back \\ slash frame_id 606"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 607"
+frame_id: "frame_id-608"
 entries {
-  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 607"
-  album_id: "album_id-608"
-  days_of_week: -609007
+  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 609"
+  album_id: "quote \" back \\ slash album_id 610"
+  days_of_week: -611007
   days_of_week: 0
-  start_time: "quote \" back \\ slash start_time 610"
-  end_time: "\346\227\245\346\234\254\350\252\236 end_time 611"
-  interval_seconds: 612007
+  start_time: "start_time-612"
+  end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 613"
+  interval_seconds: 614007
   shuffle: true
 }
 entries {
@@ -3251,12 +3270,12 @@ entries {
             name: "DeleteScheduleRequest/full",
             protoName: "framecast.v1.DeleteScheduleRequest",
             message: DeleteScheduleRequest(
-                userID: "quote \" back \\ slash user_id 614",
-                frameID: "日本語 frame_id 615"
+                userID: "user_id-616",
+                frameID: "ünïcødé ✓ 📷 frame_id 617"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 614"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 615"
+user_id: "user_id-616"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 617"
 """#
         ),
         WireSample(
@@ -3270,49 +3289,49 @@ frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 615"
             name: "MediaScheduleChanged/full",
             protoName: "framecast.v1.MediaScheduleChanged",
             message: MediaScheduleChanged(
-                eventID: "event_id-616",
-                occurredAt: -1099511628393,
-                userID: "quote \" back \\ slash user_id 618",
-                frameID: "日本語 frame_id 619",
+                eventID: "quote \" back \\ slash event_id 618",
+                occurredAt: -1099511628395,
+                userID: "user_id-620",
+                frameID: "ünïcødé ✓ 📷 frame_id 621",
                 schedule: RotationSchedule(
-                    frameID: "frame_id-620",
-                    ownerID: "ünïcødé ✓ 📷 owner_id 621",
+                    frameID: "quote \" back \\ slash frame_id 622",
+                    ownerID: "日本語 owner_id 623",
                     entries: [ScheduleEntry(
-                        playlistID: "quote \" back \\ slash playlist_id 622",
-                        albumID: "日本語 album_id 623",
-                        daysOfWeek: [624007, 0],
-                        startTime: "ünïcødé ✓ 📷 start_time 625",
-                        endTime: "quote \" back \\ slash end_time 626",
-                        intervalSeconds: -627007,
+                        playlistID: "playlist_id-624",
+                        albumID: "ünïcødé ✓ 📷 album_id 625",
+                        daysOfWeek: [626007, 0],
+                        startTime: "日本語 start_time 627",
+                        endTime: "end_time-628",
+                        intervalSeconds: -629007,
                         shuffle: true
                     ), ScheduleEntry()],
-                    updatedAt: -1099511628405
+                    updatedAt: -1099511628407
                 ),
-                revision: 1700000000630
+                revision: 1700000000632
             ),
             text: #"""
-event_id: "event_id-616"
-occurred_at: -1099511628393
-user_id: "quote \" back \\ slash user_id 618"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 619"
+event_id: "quote \" back \\ slash event_id 618"
+occurred_at: -1099511628395
+user_id: "user_id-620"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 621"
 schedule {
-  frame_id: "frame_id-620"
-  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 621"
+  frame_id: "quote \" back \\ slash frame_id 622"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 623"
   entries {
-    playlist_id: "quote \" back \\ slash playlist_id 622"
-    album_id: "\346\227\245\346\234\254\350\252\236 album_id 623"
-    days_of_week: 624007
+    playlist_id: "playlist_id-624"
+    album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 625"
+    days_of_week: 626007
     days_of_week: 0
-    start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 625"
-    end_time: "quote \" back \\ slash end_time 626"
-    interval_seconds: -627007
+    start_time: "\346\227\245\346\234\254\350\252\236 start_time 627"
+    end_time: "end_time-628"
+    interval_seconds: -629007
     shuffle: true
   }
   entries {
   }
-  updated_at: -1099511628405
+  updated_at: -1099511628407
 }
-revision: 1700000000630
+revision: 1700000000632
 """#
         ),
         WireSample(
@@ -3337,37 +3356,37 @@ schedule {
             name: "MediaVersionCreated/full",
             protoName: "framecast.v1.MediaVersionCreated",
             message: MediaVersionCreated(
-                eventID: "日本語 event_id 631",
-                occurredAt: 1700000000632,
-                userID: "ünïcødé ✓ 📷 user_id 633",
+                eventID: "ünïcødé ✓ 📷 event_id 633",
+                occurredAt: 1700000000634,
+                userID: "日本語 user_id 635",
                 version: PhotoVersion(
-                    fileID: "quote \" back \\ slash file_id 634",
-                    size: "日本語 size 635",
-                    width: 636007,
-                    height: -637007,
-                    format: "quote \" back \\ slash format 638",
-                    contentType: "日本語 content_type 639",
-                    blobKey: "blob_key-640",
-                    byteSize: -1099511628417,
-                    sha256: "quote \" back \\ slash sha256 642",
-                    createdAt: -1099511628419
+                    fileID: "file_id-636",
+                    size: "ünïcødé ✓ 📷 size 637",
+                    width: 638007,
+                    height: -639007,
+                    format: "format-640",
+                    contentType: "ünïcødé ✓ 📷 content_type 641",
+                    blobKey: "quote \" back \\ slash blob_key 642",
+                    byteSize: -1099511628419,
+                    sha256: "sha256-644",
+                    createdAt: -1099511628421
                 )
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 631"
-occurred_at: 1700000000632
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 633"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 633"
+occurred_at: 1700000000634
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 635"
 version {
-  file_id: "quote \" back \\ slash file_id 634"
-  size: "\346\227\245\346\234\254\350\252\236 size 635"
-  width: 636007
-  height: -637007
-  format: "quote \" back \\ slash format 638"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 639"
-  blob_key: "blob_key-640"
-  byte_size: -1099511628417
-  sha256: "quote \" back \\ slash sha256 642"
-  created_at: -1099511628419
+  file_id: "file_id-636"
+  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 637"
+  width: 638007
+  height: -639007
+  format: "format-640"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 641"
+  blob_key: "quote \" back \\ slash blob_key 642"
+  byte_size: -1099511628419
+  sha256: "sha256-644"
+  created_at: -1099511628421
 }
 """#
         ),
@@ -3393,22 +3412,22 @@ version {
             name: "MediaVersionFailed/full",
             protoName: "framecast.v1.MediaVersionFailed",
             message: MediaVersionFailed(
-                eventID: "event_id-644",
-                occurredAt: -1099511628421,
-                userID: "quote \" back \\ slash user_id 646",
-                fileID: "日本語 file_id 647",
-                size: "size-648",
-                format: "ünïcødé ✓ 📷 format 649",
-                error: "quote \" back \\ slash error 650"
+                eventID: "quote \" back \\ slash event_id 646",
+                occurredAt: -1099511628423,
+                userID: "user_id-648",
+                fileID: "ünïcødé ✓ 📷 file_id 649",
+                size: "quote \" back \\ slash size 650",
+                format: "日本語 format 651",
+                error: "error-652"
             ),
             text: #"""
-event_id: "event_id-644"
-occurred_at: -1099511628421
-user_id: "quote \" back \\ slash user_id 646"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 647"
-size: "size-648"
-format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 649"
-error: "quote \" back \\ slash error 650"
+event_id: "quote \" back \\ slash event_id 646"
+occurred_at: -1099511628423
+user_id: "user_id-648"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 649"
+size: "quote \" back \\ slash size 650"
+format: "\346\227\245\346\234\254\350\252\236 format 651"
+error: "error-652"
 """#
         ),
         WireSample(
@@ -3422,47 +3441,47 @@ error: "quote \" back \\ slash error 650"
             name: "MediaCacheReady/full",
             protoName: "framecast.v1.MediaCacheReady",
             message: MediaCacheReady(
-                eventID: "日本語 event_id 651",
-                occurredAt: 1700000000652,
-                userID: "ünïcødé ✓ 📷 user_id 653",
-                fileID: "quote \" back \\ slash file_id 654",
+                eventID: "ünïcødé ✓ 📷 event_id 653",
+                occurredAt: 1700000000654,
+                userID: "日本語 user_id 655",
+                fileID: "file_id-656",
                 versions: [PhotoVersion(
-                    fileID: "日本語 file_id 655",
-                    size: "size-656",
-                    width: -657007,
-                    height: 658007,
-                    format: "日本語 format 659",
-                    contentType: "content_type-660",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 661",
-                    byteSize: 1700000000662,
-                    sha256: "日本語 sha256 663",
-                    createdAt: 1700000000664
+                    fileID: "ünïcødé ✓ 📷 file_id 657",
+                    size: "quote \" back \\ slash size 658",
+                    width: -659007,
+                    height: 660007,
+                    format: "ünïcødé ✓ 📷 format 661",
+                    contentType: "quote \" back \\ slash content_type 662",
+                    blobKey: "日本語 blob_key 663",
+                    byteSize: 1700000000664,
+                    sha256: "ünïcødé ✓ 📷 sha256 665",
+                    createdAt: 1700000000666
                 ), PhotoVersion()],
-                frameIDs: ["ünïcødé ✓ 📷 frame_ids 665", ""],
-                albumIDs: ["quote \" back \\ slash album_ids 666", ""]
+                frameIDs: ["日本語 frame_ids 667", ""],
+                albumIDs: ["album_ids-668", ""]
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 651"
-occurred_at: 1700000000652
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 653"
-file_id: "quote \" back \\ slash file_id 654"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 653"
+occurred_at: 1700000000654
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 655"
+file_id: "file_id-656"
 versions {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 655"
-  size: "size-656"
-  width: -657007
-  height: 658007
-  format: "\346\227\245\346\234\254\350\252\236 format 659"
-  content_type: "content_type-660"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 661"
-  byte_size: 1700000000662
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 663"
-  created_at: 1700000000664
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 657"
+  size: "quote \" back \\ slash size 658"
+  width: -659007
+  height: 660007
+  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 661"
+  content_type: "quote \" back \\ slash content_type 662"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 663"
+  byte_size: 1700000000664
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 665"
+  created_at: 1700000000666
 }
 versions {
 }
-frame_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_ids 665"
+frame_ids: "\346\227\245\346\234\254\350\252\236 frame_ids 667"
 frame_ids: ""
-album_ids: "quote \" back \\ slash album_ids 666"
+album_ids: "album_ids-668"
 album_ids: ""
 """#
         ),
@@ -3477,104 +3496,104 @@ album_ids: ""
             name: "FileRecord/full",
             protoName: "framecast.v1.FileRecord",
             message: FileRecord(
-                fileID: "日本語 file_id 667",
-                userID: "user_id-668",
-                blobKey: "ünïcødé ✓ 📷 blob_key 669",
-                sha256: "quote \" back \\ slash sha256 670",
-                size: -1099511628447,
-                fileName: "file_name-672",
-                contentType: "ünïcødé ✓ 📷 content_type 673",
-                declaredContentType: "quote \" back \\ slash declared_content_type 674",
-                metadata: ["": "empty key", "album_id": "alb-ü-675", "k675": ""],
+                fileID: "ünïcødé ✓ 📷 file_id 669",
+                userID: "quote \" back \\ slash user_id 670",
+                blobKey: "日本語 blob_key 671",
+                sha256: "sha256-672",
+                size: -1099511628449,
+                fileName: "quote \" back \\ slash file_name 674",
+                contentType: "日本語 content_type 675",
+                declaredContentType: "declared_content_type-676",
+                metadata: ["": "empty key", "album_id": "alb-ü-677", "k677": ""],
                 analysis: PhotoAnalysis(
-                    format: "format-676",
-                    width: -677007,
-                    height: 678007,
-                    orientation: -679007,
-                    takenAt: 1700000000680,
-                    cameraMake: "ünïcødé ✓ 📷 camera_make 681",
-                    cameraModel: "quote \" back \\ slash camera_model 682",
+                    format: "quote \" back \\ slash format 678",
+                    width: -679007,
+                    height: 680007,
+                    orientation: -681007,
+                    takenAt: 1700000000682,
+                    cameraMake: "日本語 camera_make 683",
+                    cameraModel: "camera_model-684",
                     gps: GeoPoint(
-                        latitude: -683.5,
-                        longitude: 684.5,
-                        altitude: -685.5
+                        latitude: -685.5,
+                        longitude: 686.5,
+                        altitude: -687.5
                     ),
-                    dominantColors: ["quote \" back \\ slash dominant_colors 686", ""],
-                    perceptualHash: 9223372036863256823
+                    dominantColors: ["dominant_colors-688", ""],
+                    perceptualHash: 9223372036863281513
                 ),
                 aiMetadata: AIMetadata(
-                    labels: ["labels-688", ""],
+                    labels: ["quote \" back \\ slash labels 690", ""],
                     faces: [Face(
-                        x: -689007,
-                        y: 690007,
-                        width: -691007,
-                        height: 692007,
-                        confidence: 693.25
+                        x: -691007,
+                        y: 692007,
+                        width: -693007,
+                        height: 694007,
+                        confidence: 695.25
                     ), Face()],
-                    objects: ["quote \" back \\ slash objects 694", ""],
-                    analyser: "日本語 analyser 695"
+                    objects: ["objects-696", ""],
+                    analyser: "ünïcødé ✓ 📷 analyser 697"
                 ),
-                createdAt: 1700000000696,
-                storagePath: "ünïcødé ✓ 📷 storage_path 697"
+                createdAt: 1700000000698,
+                storagePath: "日本語 storage_path 699"
             ),
             text: #"""
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 667"
-user_id: "user_id-668"
-blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 669"
-sha256: "quote \" back \\ slash sha256 670"
-size: -1099511628447
-file_name: "file_name-672"
-content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 673"
-declared_content_type: "quote \" back \\ slash declared_content_type 674"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 669"
+user_id: "quote \" back \\ slash user_id 670"
+blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 671"
+sha256: "sha256-672"
+size: -1099511628449
+file_name: "quote \" back \\ slash file_name 674"
+content_type: "\346\227\245\346\234\254\350\252\236 content_type 675"
+declared_content_type: "declared_content_type-676"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-675"
+  value: "alb-\303\274-677"
 }
 metadata {
-  key: "k675"
+  key: "k677"
 }
 analysis {
-  format: "format-676"
-  width: -677007
-  height: 678007
-  orientation: -679007
+  format: "quote \" back \\ slash format 678"
+  width: -679007
+  height: 680007
+  orientation: -681007
   taken_at {
-    value: 1700000000680
+    value: 1700000000682
   }
-  camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 681"
-  camera_model: "quote \" back \\ slash camera_model 682"
+  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 683"
+  camera_model: "camera_model-684"
   gps {
-    latitude: -683.5
-    longitude: 684.5
+    latitude: -685.5
+    longitude: 686.5
     altitude {
-      value: -685.5
+      value: -687.5
     }
   }
-  dominant_colors: "quote \" back \\ slash dominant_colors 686"
+  dominant_colors: "dominant_colors-688"
   dominant_colors: ""
-  perceptual_hash: 9223372036863256823
+  perceptual_hash: 9223372036863281513
 }
 ai_metadata {
-  labels: "labels-688"
+  labels: "quote \" back \\ slash labels 690"
   labels: ""
   faces {
-    x: -689007
-    y: 690007
-    width: -691007
-    height: 692007
-    confidence: 693.25
+    x: -691007
+    y: 692007
+    width: -693007
+    height: 694007
+    confidence: 695.25
   }
   faces {
   }
-  objects: "quote \" back \\ slash objects 694"
+  objects: "objects-696"
   objects: ""
-  analyser: "\346\227\245\346\234\254\350\252\236 analyser 695"
+  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 697"
 }
-created_at: 1700000000696
-storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 697"
+created_at: 1700000000698
+storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 699"
 """#
         ),
         WireSample(
@@ -3613,30 +3632,30 @@ ai_metadata {
             name: "RegisterUploadRequest/full",
             protoName: "framecast.v1.RegisterUploadRequest",
             message: RegisterUploadRequest(
-                userID: "quote \" back \\ slash user_id 698",
-                blobKey: "日本語 blob_key 699",
-                sha256: "sha256-700",
-                size: -1099511628477,
-                fileName: "quote \" back \\ slash file_name 702",
-                contentType: "日本語 content_type 703",
-                metadata: ["": "empty key", "album_id": "alb-ü-704", "k704": ""]
+                userID: "user_id-700",
+                blobKey: "ünïcødé ✓ 📷 blob_key 701",
+                sha256: "quote \" back \\ slash sha256 702",
+                size: -1099511628479,
+                fileName: "file_name-704",
+                contentType: "ünïcødé ✓ 📷 content_type 705",
+                metadata: ["": "empty key", "album_id": "alb-ü-706", "k706": ""]
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 698"
-blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 699"
-sha256: "sha256-700"
-size: -1099511628477
-file_name: "quote \" back \\ slash file_name 702"
-content_type: "\346\227\245\346\234\254\350\252\236 content_type 703"
+user_id: "user_id-700"
+blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 701"
+sha256: "quote \" back \\ slash sha256 702"
+size: -1099511628479
+file_name: "file_name-704"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 705"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-704"
+  value: "alb-\303\274-706"
 }
 metadata {
-  key: "k704"
+  key: "k706"
 }
 """#
         ),
@@ -3652,107 +3671,107 @@ metadata {
             protoName: "framecast.v1.RegisterUploadReply",
             message: RegisterUploadReply(
                 file: FileRecord(
-                    fileID: "ünïcødé ✓ 📷 file_id 705",
-                    userID: "quote \" back \\ slash user_id 706",
-                    blobKey: "日本語 blob_key 707",
-                    sha256: "sha256-708",
-                    size: -1099511628485,
-                    fileName: "quote \" back \\ slash file_name 710",
-                    contentType: "日本語 content_type 711",
-                    declaredContentType: "declared_content_type-712",
-                    metadata: ["": "empty key", "album_id": "alb-ü-713", "k713": ""],
+                    fileID: "日本語 file_id 707",
+                    userID: "user_id-708",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 709",
+                    sha256: "quote \" back \\ slash sha256 710",
+                    size: -1099511628487,
+                    fileName: "file_name-712",
+                    contentType: "ünïcødé ✓ 📷 content_type 713",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 714",
+                    metadata: ["": "empty key", "album_id": "alb-ü-715", "k715": ""],
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 714",
-                        width: -715007,
-                        height: 716007,
-                        orientation: -717007,
-                        takenAt: 1700000000718,
-                        cameraMake: "日本語 camera_make 719",
-                        cameraModel: "camera_model-720",
+                        format: "format-716",
+                        width: -717007,
+                        height: 718007,
+                        orientation: -719007,
+                        takenAt: 1700000000720,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 721",
+                        cameraModel: "quote \" back \\ slash camera_model 722",
                         gps: GeoPoint(
-                            latitude: -721.5,
-                            longitude: 722.5,
-                            altitude: -723.5
+                            latitude: -723.5,
+                            longitude: 724.5,
+                            altitude: -725.5
                         ),
-                        dominantColors: ["dominant_colors-724", ""],
-                        perceptualHash: 9223372036863725933
+                        dominantColors: ["quote \" back \\ slash dominant_colors 726", ""],
+                        perceptualHash: 9223372036863750623
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 726", ""],
+                        labels: ["labels-728", ""],
                         faces: [Face(
-                            x: -727007,
-                            y: 728007,
-                            width: -729007,
-                            height: 730007,
-                            confidence: 731.25
+                            x: -729007,
+                            y: 730007,
+                            width: -731007,
+                            height: 732007,
+                            confidence: 733.25
                         ), Face()],
-                        objects: ["objects-732", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 733"
+                        objects: ["quote \" back \\ slash objects 734", ""],
+                        analyser: "日本語 analyser 735"
                     ),
-                    createdAt: 1700000000734,
-                    storagePath: "日本語 storage_path 735"
+                    createdAt: 1700000000736,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 737"
                 ),
                 duplicate: true
             ),
             text: #"""
 file {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 705"
-  user_id: "quote \" back \\ slash user_id 706"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 707"
-  sha256: "sha256-708"
-  size: -1099511628485
-  file_name: "quote \" back \\ slash file_name 710"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 711"
-  declared_content_type: "declared_content_type-712"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 707"
+  user_id: "user_id-708"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 709"
+  sha256: "quote \" back \\ slash sha256 710"
+  size: -1099511628487
+  file_name: "file_name-712"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 713"
+  declared_content_type: "quote \" back \\ slash declared_content_type 714"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-713"
+    value: "alb-\303\274-715"
   }
   metadata {
-    key: "k713"
+    key: "k715"
   }
   analysis {
-    format: "quote \" back \\ slash format 714"
-    width: -715007
-    height: 716007
-    orientation: -717007
+    format: "format-716"
+    width: -717007
+    height: 718007
+    orientation: -719007
     taken_at {
-      value: 1700000000718
+      value: 1700000000720
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 719"
-    camera_model: "camera_model-720"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 721"
+    camera_model: "quote \" back \\ slash camera_model 722"
     gps {
-      latitude: -721.5
-      longitude: 722.5
+      latitude: -723.5
+      longitude: 724.5
       altitude {
-        value: -723.5
+        value: -725.5
       }
     }
-    dominant_colors: "dominant_colors-724"
+    dominant_colors: "quote \" back \\ slash dominant_colors 726"
     dominant_colors: ""
-    perceptual_hash: 9223372036863725933
+    perceptual_hash: 9223372036863750623
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 726"
+    labels: "labels-728"
     labels: ""
     faces {
-      x: -727007
-      y: 728007
-      width: -729007
-      height: 730007
-      confidence: 731.25
+      x: -729007
+      y: 730007
+      width: -731007
+      height: 732007
+      confidence: 733.25
     }
     faces {
     }
-    objects: "objects-732"
+    objects: "quote \" back \\ slash objects 734"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 733"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 735"
   }
-  created_at: 1700000000734
-  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 735"
+  created_at: 1700000000736
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 737"
 }
 duplicate: true
 """#
@@ -3797,12 +3816,12 @@ file {
             name: "GetFileRequest/full",
             protoName: "framecast.v1.GetFileRequest",
             message: GetFileRequest(
-                userID: "ünïcødé ✓ 📷 user_id 737",
-                fileID: "quote \" back \\ slash file_id 738"
+                userID: "日本語 user_id 739",
+                fileID: "file_id-740"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 737"
-file_id: "quote \" back \\ slash file_id 738"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 739"
+file_id: "file_id-740"
 """#
         ),
         WireSample(
@@ -3817,106 +3836,106 @@ file_id: "quote \" back \\ slash file_id 738"
             protoName: "framecast.v1.GetFileReply",
             message: GetFileReply(
                 file: FileRecord(
-                    fileID: "日本語 file_id 739",
-                    userID: "user_id-740",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 741",
-                    sha256: "quote \" back \\ slash sha256 742",
-                    size: -1099511628519,
-                    fileName: "file_name-744",
-                    contentType: "ünïcødé ✓ 📷 content_type 745",
-                    declaredContentType: "quote \" back \\ slash declared_content_type 746",
-                    metadata: ["": "empty key", "album_id": "alb-ü-747", "k747": ""],
+                    fileID: "ünïcødé ✓ 📷 file_id 741",
+                    userID: "quote \" back \\ slash user_id 742",
+                    blobKey: "日本語 blob_key 743",
+                    sha256: "sha256-744",
+                    size: -1099511628521,
+                    fileName: "quote \" back \\ slash file_name 746",
+                    contentType: "日本語 content_type 747",
+                    declaredContentType: "declared_content_type-748",
+                    metadata: ["": "empty key", "album_id": "alb-ü-749", "k749": ""],
                     analysis: PhotoAnalysis(
-                        format: "format-748",
-                        width: -749007,
-                        height: 750007,
-                        orientation: -751007,
-                        takenAt: 1700000000752,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 753",
-                        cameraModel: "quote \" back \\ slash camera_model 754",
+                        format: "quote \" back \\ slash format 750",
+                        width: -751007,
+                        height: 752007,
+                        orientation: -753007,
+                        takenAt: 1700000000754,
+                        cameraMake: "日本語 camera_make 755",
+                        cameraModel: "camera_model-756",
                         gps: GeoPoint(
-                            latitude: -755.5,
-                            longitude: 756.5,
-                            altitude: -757.5
+                            latitude: -757.5,
+                            longitude: 758.5,
+                            altitude: -759.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 758", ""],
-                        perceptualHash: 9223372036864145663
+                        dominantColors: ["dominant_colors-760", ""],
+                        perceptualHash: 9223372036864170353
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["labels-760", ""],
+                        labels: ["quote \" back \\ slash labels 762", ""],
                         faces: [Face(
-                            x: -761007,
-                            y: 762007,
-                            width: -763007,
-                            height: 764007,
-                            confidence: 765.25
+                            x: -763007,
+                            y: 764007,
+                            width: -765007,
+                            height: 766007,
+                            confidence: 767.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 766", ""],
-                        analyser: "日本語 analyser 767"
+                        objects: ["objects-768", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 769"
                     ),
-                    createdAt: 1700000000768,
-                    storagePath: "ünïcødé ✓ 📷 storage_path 769"
+                    createdAt: 1700000000770,
+                    storagePath: "日本語 storage_path 771"
                 )
             ),
             text: #"""
 file {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 739"
-  user_id: "user_id-740"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 741"
-  sha256: "quote \" back \\ slash sha256 742"
-  size: -1099511628519
-  file_name: "file_name-744"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 745"
-  declared_content_type: "quote \" back \\ slash declared_content_type 746"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 741"
+  user_id: "quote \" back \\ slash user_id 742"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 743"
+  sha256: "sha256-744"
+  size: -1099511628521
+  file_name: "quote \" back \\ slash file_name 746"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 747"
+  declared_content_type: "declared_content_type-748"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-747"
+    value: "alb-\303\274-749"
   }
   metadata {
-    key: "k747"
+    key: "k749"
   }
   analysis {
-    format: "format-748"
-    width: -749007
-    height: 750007
-    orientation: -751007
+    format: "quote \" back \\ slash format 750"
+    width: -751007
+    height: 752007
+    orientation: -753007
     taken_at {
-      value: 1700000000752
+      value: 1700000000754
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 753"
-    camera_model: "quote \" back \\ slash camera_model 754"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 755"
+    camera_model: "camera_model-756"
     gps {
-      latitude: -755.5
-      longitude: 756.5
+      latitude: -757.5
+      longitude: 758.5
       altitude {
-        value: -757.5
+        value: -759.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 758"
+    dominant_colors: "dominant_colors-760"
     dominant_colors: ""
-    perceptual_hash: 9223372036864145663
+    perceptual_hash: 9223372036864170353
   }
   ai_metadata {
-    labels: "labels-760"
+    labels: "quote \" back \\ slash labels 762"
     labels: ""
     faces {
-      x: -761007
-      y: 762007
-      width: -763007
-      height: 764007
-      confidence: 765.25
+      x: -763007
+      y: 764007
+      width: -765007
+      height: 766007
+      confidence: 767.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 766"
+    objects: "objects-768"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 767"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 769"
   }
-  created_at: 1700000000768
-  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 769"
+  created_at: 1700000000770
+  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 771"
 }
 """#
         ),
@@ -3960,14 +3979,14 @@ file {
             name: "ListFilesRequest/full",
             protoName: "framecast.v1.ListFilesRequest",
             message: ListFilesRequest(
-                userID: "quote \" back \\ slash user_id 770",
-                pageSize: -771007,
-                pageToken: "page_token-772"
+                userID: "user_id-772",
+                pageSize: -773007,
+                pageToken: "quote \" back \\ slash page_token 774"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 770"
-page_size: -771007
-page_token: "page_token-772"
+user_id: "user_id-772"
+page_size: -773007
+page_token: "quote \" back \\ slash page_token 774"
 """#
         ),
         WireSample(
@@ -3982,45 +4001,45 @@ page_token: "page_token-772"
             protoName: "framecast.v1.ListFilesReply",
             message: ListFilesReply(
                 files: [FileRecord(
-                    fileID: "ünïcødé ✓ 📷 file_id 773",
-                    userID: "quote \" back \\ slash user_id 774",
-                    blobKey: "日本語 blob_key 775",
-                    sha256: "sha256-776",
-                    size: -1099511628553,
-                    fileName: "quote \" back \\ slash file_name 778",
-                    contentType: "日本語 content_type 779",
-                    declaredContentType: "declared_content_type-780",
-                    metadata: ["": "empty key", "album_id": "alb-ü-781", "k781": ""],
+                    fileID: "日本語 file_id 775",
+                    userID: "user_id-776",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 777",
+                    sha256: "quote \" back \\ slash sha256 778",
+                    size: -1099511628555,
+                    fileName: "file_name-780",
+                    contentType: "ünïcødé ✓ 📷 content_type 781",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 782",
+                    metadata: ["": "empty key", "album_id": "alb-ü-783", "k783": ""],
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 782",
-                        width: -783007,
-                        height: 784007,
-                        orientation: -785007,
-                        takenAt: 1700000000786,
-                        cameraMake: "日本語 camera_make 787",
-                        cameraModel: "camera_model-788",
+                        format: "format-784",
+                        width: -785007,
+                        height: 786007,
+                        orientation: -787007,
+                        takenAt: 1700000000788,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 789",
+                        cameraModel: "quote \" back \\ slash camera_model 790",
                         gps: GeoPoint(
-                            latitude: -789.5,
-                            longitude: 790.5,
-                            altitude: -791.5
+                            latitude: -791.5,
+                            longitude: 792.5,
+                            altitude: -793.5
                         ),
-                        dominantColors: ["dominant_colors-792", ""],
-                        perceptualHash: 9223372036864565393
+                        dominantColors: ["quote \" back \\ slash dominant_colors 794", ""],
+                        perceptualHash: 9223372036864590083
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 794", ""],
+                        labels: ["labels-796", ""],
                         faces: [Face(
-                            x: -795007,
-                            y: 796007,
-                            width: -797007,
-                            height: 798007,
-                            confidence: 799.25
+                            x: -797007,
+                            y: 798007,
+                            width: -799007,
+                            height: 800007,
+                            confidence: 801.25
                         ), Face()],
-                        objects: ["objects-800", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 801"
+                        objects: ["quote \" back \\ slash objects 802", ""],
+                        analyser: "日本語 analyser 803"
                     ),
-                    createdAt: 1700000000802,
-                    storagePath: "日本語 storage_path 803"
+                    createdAt: 1700000000804,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 805"
                 ), FileRecord(
                     analysis: PhotoAnalysis(
                         takenAt: 0,
@@ -4030,67 +4049,67 @@ page_token: "page_token-772"
                     ),
                     aiMetadata: AIMetadata()
                 )],
-                nextPageToken: "next_page_token-804"
+                nextPageToken: "quote \" back \\ slash next_page_token 806"
             ),
             text: #"""
 files {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 773"
-  user_id: "quote \" back \\ slash user_id 774"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 775"
-  sha256: "sha256-776"
-  size: -1099511628553
-  file_name: "quote \" back \\ slash file_name 778"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 779"
-  declared_content_type: "declared_content_type-780"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 775"
+  user_id: "user_id-776"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 777"
+  sha256: "quote \" back \\ slash sha256 778"
+  size: -1099511628555
+  file_name: "file_name-780"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 781"
+  declared_content_type: "quote \" back \\ slash declared_content_type 782"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-781"
+    value: "alb-\303\274-783"
   }
   metadata {
-    key: "k781"
+    key: "k783"
   }
   analysis {
-    format: "quote \" back \\ slash format 782"
-    width: -783007
-    height: 784007
-    orientation: -785007
+    format: "format-784"
+    width: -785007
+    height: 786007
+    orientation: -787007
     taken_at {
-      value: 1700000000786
+      value: 1700000000788
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 787"
-    camera_model: "camera_model-788"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 789"
+    camera_model: "quote \" back \\ slash camera_model 790"
     gps {
-      latitude: -789.5
-      longitude: 790.5
+      latitude: -791.5
+      longitude: 792.5
       altitude {
-        value: -791.5
+        value: -793.5
       }
     }
-    dominant_colors: "dominant_colors-792"
+    dominant_colors: "quote \" back \\ slash dominant_colors 794"
     dominant_colors: ""
-    perceptual_hash: 9223372036864565393
+    perceptual_hash: 9223372036864590083
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 794"
+    labels: "labels-796"
     labels: ""
     faces {
-      x: -795007
-      y: 796007
-      width: -797007
-      height: 798007
-      confidence: 799.25
+      x: -797007
+      y: 798007
+      width: -799007
+      height: 800007
+      confidence: 801.25
     }
     faces {
     }
-    objects: "objects-800"
+    objects: "quote \" back \\ slash objects 802"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 801"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 803"
   }
-  created_at: 1700000000802
-  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 803"
+  created_at: 1700000000804
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 805"
 }
 files {
   analysis {
@@ -4104,7 +4123,7 @@ files {
   ai_metadata {
   }
 }
-next_page_token: "next_page_token-804"
+next_page_token: "quote \" back \\ slash next_page_token 806"
 """#
         ),
         WireSample(
@@ -4118,12 +4137,12 @@ next_page_token: "next_page_token-804"
             name: "DeleteFileRequest/full",
             protoName: "framecast.v1.DeleteFileRequest",
             message: DeleteFileRequest(
-                userID: "ünïcødé ✓ 📷 user_id 805",
-                fileID: "quote \" back \\ slash file_id 806"
+                userID: "日本語 user_id 807",
+                fileID: "file_id-808"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 805"
-file_id: "quote \" back \\ slash file_id 806"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 807"
+file_id: "file_id-808"
 """#
         ),
         WireSample(
@@ -4137,113 +4156,113 @@ file_id: "quote \" back \\ slash file_id 806"
             name: "FileUploaded/full",
             protoName: "framecast.v1.FileUploaded",
             message: FileUploaded(
-                eventID: "日本語 event_id 807",
-                occurredAt: 1700000000808,
-                userID: "ünïcødé ✓ 📷 user_id 809",
+                eventID: "ünïcødé ✓ 📷 event_id 809",
+                occurredAt: 1700000000810,
+                userID: "日本語 user_id 811",
                 file: FileRecord(
-                    fileID: "quote \" back \\ slash file_id 810",
-                    userID: "日本語 user_id 811",
-                    blobKey: "blob_key-812",
-                    sha256: "ünïcødé ✓ 📷 sha256 813",
-                    size: 1700000000814,
-                    fileName: "日本語 file_name 815",
-                    contentType: "content_type-816",
-                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 817",
-                    metadata: ["": "empty key", "album_id": "alb-ü-818", "k818": ""],
+                    fileID: "file_id-812",
+                    userID: "ünïcødé ✓ 📷 user_id 813",
+                    blobKey: "quote \" back \\ slash blob_key 814",
+                    sha256: "日本語 sha256 815",
+                    size: 1700000000816,
+                    fileName: "ünïcødé ✓ 📷 file_name 817",
+                    contentType: "quote \" back \\ slash content_type 818",
+                    declaredContentType: "日本語 declared_content_type 819",
+                    metadata: ["": "empty key", "album_id": "alb-ü-820", "k820": ""],
                     analysis: PhotoAnalysis(
-                        format: "日本語 format 819",
-                        width: 820007,
-                        height: -821007,
-                        orientation: 822007,
-                        takenAt: -1099511628599,
-                        cameraMake: "camera_make-824",
-                        cameraModel: "ünïcødé ✓ 📷 camera_model 825",
+                        format: "ünïcødé ✓ 📷 format 821",
+                        width: 822007,
+                        height: -823007,
+                        orientation: 824007,
+                        takenAt: -1099511628601,
+                        cameraMake: "quote \" back \\ slash camera_make 826",
+                        cameraModel: "日本語 camera_model 827",
                         gps: GeoPoint(
-                            latitude: 826.5,
-                            longitude: -827.5,
-                            altitude: 828.5
+                            latitude: 828.5,
+                            longitude: -829.5,
+                            altitude: 830.5
                         ),
-                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 829", ""],
-                        perceptualHash: 9223372036865022158
+                        dominantColors: ["日本語 dominant_colors 831", ""],
+                        perceptualHash: 9223372036865046848
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["日本語 labels 831", ""],
+                        labels: ["ünïcødé ✓ 📷 labels 833", ""],
                         faces: [Face(
-                            x: 832007,
-                            y: -833007,
-                            width: 834007,
-                            height: -835007,
-                            confidence: 836.25
+                            x: 834007,
+                            y: -835007,
+                            width: 836007,
+                            height: -837007,
+                            confidence: 838.25
                         ), Face()],
-                        objects: ["ünïcødé ✓ 📷 objects 837", ""],
-                        analyser: "quote \" back \\ slash analyser 838"
+                        objects: ["日本語 objects 839", ""],
+                        analyser: "analyser-840"
                     ),
-                    createdAt: -1099511628615,
-                    storagePath: "storage_path-840"
+                    createdAt: -1099511628617,
+                    storagePath: "quote \" back \\ slash storage_path 842"
                 )
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 807"
-occurred_at: 1700000000808
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 809"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 809"
+occurred_at: 1700000000810
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 811"
 file {
-  file_id: "quote \" back \\ slash file_id 810"
-  user_id: "\346\227\245\346\234\254\350\252\236 user_id 811"
-  blob_key: "blob_key-812"
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 813"
-  size: 1700000000814
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 815"
-  content_type: "content_type-816"
-  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 817"
+  file_id: "file_id-812"
+  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 813"
+  blob_key: "quote \" back \\ slash blob_key 814"
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 815"
+  size: 1700000000816
+  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 817"
+  content_type: "quote \" back \\ slash content_type 818"
+  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 819"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-818"
+    value: "alb-\303\274-820"
   }
   metadata {
-    key: "k818"
+    key: "k820"
   }
   analysis {
-    format: "\346\227\245\346\234\254\350\252\236 format 819"
-    width: 820007
-    height: -821007
-    orientation: 822007
+    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 821"
+    width: 822007
+    height: -823007
+    orientation: 824007
     taken_at {
-      value: -1099511628599
+      value: -1099511628601
     }
-    camera_make: "camera_make-824"
-    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 825"
+    camera_make: "quote \" back \\ slash camera_make 826"
+    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 827"
     gps {
-      latitude: 826.5
-      longitude: -827.5
+      latitude: 828.5
+      longitude: -829.5
       altitude {
-        value: 828.5
+        value: 830.5
       }
     }
-    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 829"
+    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 831"
     dominant_colors: ""
-    perceptual_hash: 9223372036865022158
+    perceptual_hash: 9223372036865046848
   }
   ai_metadata {
-    labels: "\346\227\245\346\234\254\350\252\236 labels 831"
+    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 833"
     labels: ""
     faces {
-      x: 832007
-      y: -833007
-      width: 834007
-      height: -835007
-      confidence: 836.25
+      x: 834007
+      y: -835007
+      width: 836007
+      height: -837007
+      confidence: 838.25
     }
     faces {
     }
-    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 837"
+    objects: "\346\227\245\346\234\254\350\252\236 objects 839"
     objects: ""
-    analyser: "quote \" back \\ slash analyser 838"
+    analyser: "analyser-840"
   }
-  created_at: -1099511628615
-  storage_path: "storage_path-840"
+  created_at: -1099511628617
+  storage_path: "quote \" back \\ slash storage_path 842"
 }
 """#
         ),
@@ -4287,113 +4306,113 @@ file {
             name: "FileUploadedWithAI/full",
             protoName: "framecast.v1.FileUploadedWithAI",
             message: FileUploadedWithAI(
-                eventID: "ünïcødé ✓ 📷 event_id 841",
-                occurredAt: 1700000000842,
-                userID: "日本語 user_id 843",
+                eventID: "日本語 event_id 843",
+                occurredAt: 1700000000844,
+                userID: "ünïcødé ✓ 📷 user_id 845",
                 file: FileRecord(
-                    fileID: "file_id-844",
-                    userID: "ünïcødé ✓ 📷 user_id 845",
-                    blobKey: "quote \" back \\ slash blob_key 846",
-                    sha256: "日本語 sha256 847",
-                    size: 1700000000848,
-                    fileName: "ünïcødé ✓ 📷 file_name 849",
-                    contentType: "quote \" back \\ slash content_type 850",
-                    declaredContentType: "日本語 declared_content_type 851",
-                    metadata: ["": "empty key", "album_id": "alb-ü-852", "k852": ""],
+                    fileID: "quote \" back \\ slash file_id 846",
+                    userID: "日本語 user_id 847",
+                    blobKey: "blob_key-848",
+                    sha256: "ünïcødé ✓ 📷 sha256 849",
+                    size: 1700000000850,
+                    fileName: "日本語 file_name 851",
+                    contentType: "content_type-852",
+                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 853",
+                    metadata: ["": "empty key", "album_id": "alb-ü-854", "k854": ""],
                     analysis: PhotoAnalysis(
-                        format: "ünïcødé ✓ 📷 format 853",
-                        width: 854007,
-                        height: -855007,
-                        orientation: 856007,
-                        takenAt: -1099511628633,
-                        cameraMake: "quote \" back \\ slash camera_make 858",
-                        cameraModel: "日本語 camera_model 859",
+                        format: "日本語 format 855",
+                        width: 856007,
+                        height: -857007,
+                        orientation: 858007,
+                        takenAt: -1099511628635,
+                        cameraMake: "camera_make-860",
+                        cameraModel: "ünïcødé ✓ 📷 camera_model 861",
                         gps: GeoPoint(
-                            latitude: 860.5,
-                            longitude: -861.5,
-                            altitude: 862.5
+                            latitude: 862.5,
+                            longitude: -863.5,
+                            altitude: 864.5
                         ),
-                        dominantColors: ["日本語 dominant_colors 863", ""],
-                        perceptualHash: 9223372036865441888
+                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 865", ""],
+                        perceptualHash: 9223372036865466578
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["ünïcødé ✓ 📷 labels 865", ""],
+                        labels: ["日本語 labels 867", ""],
                         faces: [Face(
-                            x: 866007,
-                            y: -867007,
-                            width: 868007,
-                            height: -869007,
-                            confidence: 870.25
+                            x: 868007,
+                            y: -869007,
+                            width: 870007,
+                            height: -871007,
+                            confidence: 872.25
                         ), Face()],
-                        objects: ["日本語 objects 871", ""],
-                        analyser: "analyser-872"
+                        objects: ["ünïcødé ✓ 📷 objects 873", ""],
+                        analyser: "quote \" back \\ slash analyser 874"
                     ),
-                    createdAt: -1099511628649,
-                    storagePath: "quote \" back \\ slash storage_path 874"
+                    createdAt: -1099511628651,
+                    storagePath: "storage_path-876"
                 )
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 841"
-occurred_at: 1700000000842
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 843"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 843"
+occurred_at: 1700000000844
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 845"
 file {
-  file_id: "file_id-844"
-  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 845"
-  blob_key: "quote \" back \\ slash blob_key 846"
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 847"
-  size: 1700000000848
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 849"
-  content_type: "quote \" back \\ slash content_type 850"
-  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 851"
+  file_id: "quote \" back \\ slash file_id 846"
+  user_id: "\346\227\245\346\234\254\350\252\236 user_id 847"
+  blob_key: "blob_key-848"
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 849"
+  size: 1700000000850
+  file_name: "\346\227\245\346\234\254\350\252\236 file_name 851"
+  content_type: "content_type-852"
+  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 853"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-852"
+    value: "alb-\303\274-854"
   }
   metadata {
-    key: "k852"
+    key: "k854"
   }
   analysis {
-    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 853"
-    width: 854007
-    height: -855007
-    orientation: 856007
+    format: "\346\227\245\346\234\254\350\252\236 format 855"
+    width: 856007
+    height: -857007
+    orientation: 858007
     taken_at {
-      value: -1099511628633
+      value: -1099511628635
     }
-    camera_make: "quote \" back \\ slash camera_make 858"
-    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 859"
+    camera_make: "camera_make-860"
+    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 861"
     gps {
-      latitude: 860.5
-      longitude: -861.5
+      latitude: 862.5
+      longitude: -863.5
       altitude {
-        value: 862.5
+        value: 864.5
       }
     }
-    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 863"
+    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 865"
     dominant_colors: ""
-    perceptual_hash: 9223372036865441888
+    perceptual_hash: 9223372036865466578
   }
   ai_metadata {
-    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 865"
+    labels: "\346\227\245\346\234\254\350\252\236 labels 867"
     labels: ""
     faces {
-      x: 866007
-      y: -867007
-      width: 868007
-      height: -869007
-      confidence: 870.25
+      x: 868007
+      y: -869007
+      width: 870007
+      height: -871007
+      confidence: 872.25
     }
     faces {
     }
-    objects: "\346\227\245\346\234\254\350\252\236 objects 871"
+    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 873"
     objects: ""
-    analyser: "analyser-872"
+    analyser: "quote \" back \\ slash analyser 874"
   }
-  created_at: -1099511628649
-  storage_path: "quote \" back \\ slash storage_path 874"
+  created_at: -1099511628651
+  storage_path: "storage_path-876"
 }
 """#
         ),
@@ -4437,22 +4456,22 @@ file {
             name: "FileDeleted/full",
             protoName: "framecast.v1.FileDeleted",
             message: FileDeleted(
-                eventID: "日本語 event_id 875",
-                occurredAt: 1700000000876,
-                userID: "ünïcødé ✓ 📷 user_id 877",
-                fileID: "quote \" back \\ slash file_id 878",
-                ownerID: "日本語 owner_id 879",
-                blobKey: "blob_key-880",
-                sha256: "ünïcødé ✓ 📷 sha256 881"
+                eventID: "ünïcødé ✓ 📷 event_id 877",
+                occurredAt: 1700000000878,
+                userID: "日本語 user_id 879",
+                fileID: "file_id-880",
+                ownerID: "ünïcødé ✓ 📷 owner_id 881",
+                blobKey: "quote \" back \\ slash blob_key 882",
+                sha256: "日本語 sha256 883"
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 875"
-occurred_at: 1700000000876
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 877"
-file_id: "quote \" back \\ slash file_id 878"
-owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 879"
-blob_key: "blob_key-880"
-sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 881"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 877"
+occurred_at: 1700000000878
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 879"
+file_id: "file_id-880"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 881"
+blob_key: "quote \" back \\ slash blob_key 882"
+sha256: "\346\227\245\346\234\254\350\252\236 sha256 883"
 """#
         ),
     ]

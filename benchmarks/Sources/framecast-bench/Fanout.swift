@@ -42,6 +42,9 @@ func msBetween(_ a: UInt64, _ b: UInt64) -> Double { (Double(b) - Double(a)) / 1
 struct FrameInfo: Codable, Sendable {
     var id: String
     var token: String
+    /// The frame's own broker identity (client id = user name).
+    var mqttUsername: String
+    var mqttPassword: String
     var size: String
 }
 
@@ -163,8 +166,11 @@ struct FanoutShard: AsyncParsableCommand {
         let album = c.album
         let swarm = try MQTTClientSwarm(configuration: .init(
             host: c.mqttHost, port: c.mqttPort, count: frames.count,
-            clientID: { frames[$0].id }, cleanSession: false,
-            subscriptions: { [("albums/\(album)/#", .atLeastOnce), ("frames/\(frames[$0].id)/#", .atLeastOnce)] },
+            clientID: { frames[$0].mqttUsername }, cleanSession: false,
+            credentials: { (frames[$0].mqttUsername, frames[$0].mqttPassword) },
+            // What a frame's broker role allows: its album, and its own topics one by one.
+            subscriptions: { [("albums/\(album)/#", .atLeastOnce), ("frames/\(frames[$0].id)/sync", .atLeastOnce),
+                              ("frames/\(frames[$0].id)/command", .atLeastOnce), ("frames/\(frames[$0].id)/config", .atLeastOnce)] },
             maxPendingConnects: 64), logger: logger
         ) { delivery in
             guard delivery.message.topic == topic else { return }
@@ -263,7 +269,12 @@ func fetchVersion(frame: FrameInfo, index: Int, fileID: String, jitterMS: Int, p
 
 struct Session: Decodable { let token: String }
 struct AlbumCreated: Decodable { let album_id: String }
-struct FrameRegistered: Decodable { let frame_id: String; let frame_token: String }
+struct FrameRegistered: Decodable {
+    struct MQTT: Decodable { let username: String; let password: String }
+    let frame_id: String
+    let frame_token: String
+    let mqtt: MQTT
+}
 struct Uploaded: Decodable { let file_id: String }
 
 /// A running shard: its process, its latest counts and its pending result.
@@ -493,7 +504,8 @@ struct Fanout: AsyncParsableCommand {
                 let put = try await api.send(jsonRequest(.PUT, "/api/v1/frames/\(frame.frame_id)/albums", token: token, ["album_ids": [album]]))
                 guard put.status == 200 else { throw ChildError(description: "subscribe: HTTP \(put.status)") }
                 progress.advance()
-                return FrameInfo(id: frame.frame_id, token: frame.frame_token, size: "frame:\(w)x\(h)")
+                return FrameInfo(id: frame.frame_id, token: frame.frame_token, mqttUsername: frame.mqtt.username,
+                                 mqttPassword: frame.mqtt.password, size: "frame:\(w)x\(h)")
             } catch {
                 setupErrors.withLock { $0 += 1 }
                 note("frame \(i): \(error)")
@@ -512,6 +524,8 @@ struct Fanout: AsyncParsableCommand {
         let topic = "albums/\(album)/photo_added"
         let probeSwarm = try MQTTClientSwarm(configuration: .init(
             host: mqttHost, port: brokerPort, count: 2, clientID: { $0 == 0 ? "bench-probe-\(run)" : "bench-publisher-\(run)" },
+            username: ProcessInfo.processInfo.environment["FRAMECAST_BENCH_MQTT_USER"],
+            password: ProcessInfo.processInfo.environment["FRAMECAST_BENCH_MQTT_PASSWORD"],
             subscriptions: { $0 == 0 ? [("albums/\(album)/#", .atLeastOnce)] : [] }), logger: logger
         ) { delivery in
             if delivery.client == 0 && delivery.message.topic == topic { probe.received(delivery.message.payload) }

@@ -45,6 +45,7 @@ typedef struct Framecast__V1__FrameReply Framecast__V1__FrameReply;
 typedef struct Framecast__V1__MqttCredentials Framecast__V1__MqttCredentials;
 typedef struct Framecast__V1__RegisterFrameRequest Framecast__V1__RegisterFrameRequest;
 typedef struct Framecast__V1__RegisterFrameReply Framecast__V1__RegisterFrameReply;
+typedef struct Framecast__V1__RotateFrameCredentialsRequest Framecast__V1__RotateFrameCredentialsRequest;
 typedef struct Framecast__V1__ListFramesRequest Framecast__V1__ListFramesRequest;
 typedef struct Framecast__V1__ListFramesReply Framecast__V1__ListFramesReply;
 typedef struct Framecast__V1__GetFrameRequest Framecast__V1__GetFrameRequest;
@@ -551,6 +552,22 @@ struct  Framecast__V1__RegisterFrameReply
 #define FRAMECAST__V1__REGISTER_FRAME_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__register_frame_reply__descriptor) \
     , NULL, NULL }
+
+
+/*
+ * svc.album.v1.RotateFrameCredentials: a new MQTT password for the owner's frame (the old one
+ * stops working at once: the broker drops the frame's connection). The reply carries the frame
+ * and its new credentials, as at registration.
+ */
+struct  Framecast__V1__RotateFrameCredentialsRequest
+{
+  ProtobufCMessage base;
+  char *user_id;
+  char *frame_id;
+};
+#define FRAMECAST__V1__ROTATE_FRAME_CREDENTIALS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__rotate_frame_credentials_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -1515,6 +1532,25 @@ Framecast__V1__RegisterFrameReply *
 void   framecast__v1__register_frame_reply__free_unpacked
                      (Framecast__V1__RegisterFrameReply *message,
                       ProtobufCAllocator *allocator);
+/* Framecast__V1__RotateFrameCredentialsRequest methods */
+void   framecast__v1__rotate_frame_credentials_request__init
+                     (Framecast__V1__RotateFrameCredentialsRequest         *message);
+size_t framecast__v1__rotate_frame_credentials_request__get_packed_size
+                     (const Framecast__V1__RotateFrameCredentialsRequest   *message);
+size_t framecast__v1__rotate_frame_credentials_request__pack
+                     (const Framecast__V1__RotateFrameCredentialsRequest   *message,
+                      uint8_t             *out);
+size_t framecast__v1__rotate_frame_credentials_request__pack_to_buffer
+                     (const Framecast__V1__RotateFrameCredentialsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__RotateFrameCredentialsRequest *
+       framecast__v1__rotate_frame_credentials_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__rotate_frame_credentials_request__free_unpacked
+                     (Framecast__V1__RotateFrameCredentialsRequest *message,
+                      ProtobufCAllocator *allocator);
 /* Framecast__V1__ListFramesRequest methods */
 void   framecast__v1__list_frames_request__init
                      (Framecast__V1__ListFramesRequest         *message);
@@ -2044,6 +2080,9 @@ typedef void (*Framecast__V1__RegisterFrameRequest_Closure)
 typedef void (*Framecast__V1__RegisterFrameReply_Closure)
                  (const Framecast__V1__RegisterFrameReply *message,
                   void *closure_data);
+typedef void (*Framecast__V1__RotateFrameCredentialsRequest_Closure)
+                 (const Framecast__V1__RotateFrameCredentialsRequest *message,
+                  void *closure_data);
 typedef void (*Framecast__V1__ListFramesRequest_Closure)
                  (const Framecast__V1__ListFramesRequest *message,
                   void *closure_data);
@@ -2191,6 +2230,10 @@ struct Framecast__V1__AlbumService_Service
                        const Framecast__V1__DeleteFrameRequest *input,
                        Framecast__V1__Empty_Closure closure,
                        void *closure_data);
+  void (*rotate_frame_credentials)(Framecast__V1__AlbumService_Service *service,
+                                   const Framecast__V1__RotateFrameCredentialsRequest *input,
+                                   Framecast__V1__RegisterFrameReply_Closure closure,
+                                   void *closure_data);
   void (*set_frame_albums)(Framecast__V1__AlbumService_Service *service,
                            const Framecast__V1__SetFrameAlbumsRequest *input,
                            Framecast__V1__FrameReply_Closure closure,
@@ -2244,6 +2287,7 @@ void framecast__v1__album_service__init (Framecast__V1__AlbumService_Service *se
       function_prefix__ ## get_frame,\
       function_prefix__ ## update_frame,\
       function_prefix__ ## delete_frame,\
+      function_prefix__ ## rotate_frame_credentials,\
       function_prefix__ ## set_frame_albums,\
       function_prefix__ ## sync_frame,\
       function_prefix__ ## send_frame_command,\
@@ -2319,6 +2363,10 @@ void framecast__v1__album_service__delete_frame(ProtobufCService *service,
                                                 const Framecast__V1__DeleteFrameRequest *input,
                                                 Framecast__V1__Empty_Closure closure,
                                                 void *closure_data);
+void framecast__v1__album_service__rotate_frame_credentials(ProtobufCService *service,
+                                                            const Framecast__V1__RotateFrameCredentialsRequest *input,
+                                                            Framecast__V1__RegisterFrameReply_Closure closure,
+                                                            void *closure_data);
 void framecast__v1__album_service__set_frame_albums(ProtobufCService *service,
                                                     const Framecast__V1__SetFrameAlbumsRequest *input,
                                                     Framecast__V1__FrameReply_Closure closure,
@@ -2380,6 +2428,7 @@ extern const ProtobufCMessageDescriptor framecast__v1__frame_reply__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__mqtt_credentials__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__register_frame_request__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__register_frame_reply__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__rotate_frame_credentials_request__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__list_frames_request__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__list_frames_reply__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__get_frame_request__descriptor;
