@@ -149,6 +149,8 @@ extension Gateway {
         add(router, .post, "/api/v1/albums") { [self] request, context in
             let user = try context.requireUser()
             let body = try await request.decode(as: CreateAlbum.self, context: context)
+            try TextInput.name(body.name, "name")
+            try TextInput.text(body.description, "description")
             let reply = try await album.call(AlbumAPI.createAlbum, CreateAlbumRequest(userID: user, name: body.name,
                                                                                       description: body.description ?? ""),
                                              headers: headers(context))
@@ -171,6 +173,8 @@ extension Gateway {
             let user = try context.requireUser()
             let id = try context.parameters.require("album_id")
             let body = try await request.decode(as: PatchAlbum.self, context: context)
+            try TextInput.name(body.name, "name")
+            try TextInput.text(body.description, "description")
             var reply = try await album.call(AlbumAPI.updateAlbum, UpdateAlbumRequest(
                 userID: user, albumID: id, name: body.name, description: body.description, coverFileID: body.cover_file_id),
                 headers: headers(context))
@@ -238,6 +242,7 @@ extension Gateway {
         add(router, .post, "/api/v1/frames") { [self] request, context in
             let user = try context.requireUser()
             let body = try await request.decode(as: RegisterBody.self, context: context)
+            try TextInput.name(body.name, "name")
             let reply = try await album.call(AlbumAPI.registerFrame, RegisterFrameRequest(
                 userID: user, name: body.name, width: body.width, height: body.height, orientation: try Self.orientation(body.orientation)),
                 headers: headers(context))
@@ -266,6 +271,7 @@ extension Gateway {
         }
         add(router, .patch, "/api/v1/frames/:frame_id") { [self] request, context in
             let body = try await request.decode(as: PatchBody.self, context: context)
+            try TextInput.name(body.name, "name")
             let reply = try await album.call(AlbumAPI.updateFrame, UpdateFrameRequest(
                 userID: try context.requireUser(), frameID: try context.parameters.require("frame_id"), name: body.name,
                 width: body.width, height: body.height, orientation: try Self.orientation(body.orientation)), headers: headers(context))
@@ -277,6 +283,22 @@ extension Gateway {
                                      headers: headers(context))
             try await accounts.revokeFrameTokens(frameID: id)
             return Response(status: .noContent)
+        }
+        // New credentials for a frame (a lost or leaked configuration): a new MQTT password and
+        // frame token; the old ones stop working at once. The answer is the registration's.
+        add(router, .post, "/api/v1/frames/:frame_id/credentials") { [self] _, context in
+            let user = try context.requireUser()
+            let id = try context.parameters.require("frame_id")
+            let reply = try await album.call(AlbumAPI.rotateFrameCredentials, RotateFrameCredentialsRequest(userID: user, frameID: id),
+                                             headers: headers(context))
+            let frame = try require(reply.frame)
+            let mqtt = reply.mqtt ?? MqttCredentials()
+            try await accounts.revokeFrameTokens(frameID: frame.frameID)
+            let token = try await accounts.issueFrameToken(frameID: frame.frameID, ownerID: user)
+            return JSONBody(body: Registered(
+                frame_id: frame.frameID, frame_token: token,
+                mqtt: .init(host: mqtt.host, port: mqtt.port, username: mqtt.username, password: mqtt.password),
+                frame: FrameJSON(frame)))
         }
         add(router, .put, "/api/v1/frames/:frame_id/albums") { [self] request, context in
             let body = try await request.decode(as: AlbumsBody.self, context: context)

@@ -121,8 +121,15 @@ extension Gateway {
         var fileParts = 0
         defer { writer?.abort() }
 
+        // A pause of `readTimeout` closes the connection (the server's idle timeout); this bounds
+        // the whole body.
+        let deadline = ContinuousClock.now + configuration.uploadTimeout
+        var body = request.body.makeAsyncIterator()
         do {
-            for try await chunk in request.body {
+            while let chunk = try await RequestBodies.next(&body) {
+                guard ContinuousClock.now <= deadline else {
+                    throw APIError.requestTimeout("the upload did not arrive within \(RequestBodies.seconds(configuration.uploadTimeout)) s")
+                }
                 for event in try parser.feed(chunk.readableBytesView) {
                     switch event {
                     case .partStart(let headers):
@@ -230,8 +237,8 @@ extension Gateway {
     /// The original bytes, streamed from the blob store. Versions are immutable, so the ETag is
     /// the SHA-256 and caches may keep it forever; `Range` gives 206, `If-None-Match` 304.
     func download(_ request: Request, _ context: GatewayContext) async throws -> Response {
-        let size = request.uri.queryParameters.get("size") ?? "original"
-        if size == "original" {
+        let asked = request.uri.queryParameters.get("size") ?? "original"
+        if asked == "original" {
             let file = try await file(request, context)
             return try await serveBlob(request, context, key: file.blobKey, sha256: file.sha256, byteSize: file.size,
                                        contentType: file.contentType, fileName: file.fileName)
@@ -239,12 +246,71 @@ extension Gateway {
         // A rendered version (thumbnail, hd, frame:{W}x{H}): media knows it and checks access.
         let id = try context.parameters.require("file_id")
         let format = request.uri.queryParameters.get("format") ?? ""
-        let reply = try await media.call(MediaAPI.getVersion, GetVersionRequest(fileID: id, size: size, format: format),
-                                         headers: principalHeaders(context))
-        let version = try require(reply.version)
+        let version = try await renderedVersion(id, size: asked, format: format, context)
         let ext = version.format == "webp" ? "webp" : "jpg"
         return try await serveBlob(request, context, key: version.blobKey, sha256: version.sha256, byteSize: version.byteSize,
-                                   contentType: version.contentType, fileName: "\(id)-\(size.replacingOccurrences(of: ":", with: "-")).\(ext)")
+                                   contentType: version.contentType,
+                                   fileName: "\(id)-\(version.size.replacingOccurrences(of: ":", with: "-")).\(ext)")
+    }
+
+    /// A rendered version of a photo the caller may see. Media renders a missing version on
+    /// request, so only `thumbnail`, `hd` and the screens the caller has (a user: the frames
+    /// they own; a frame: its own) are asked for that way. Another `frame:{W}x{H}` may only be
+    /// read when it exists already (made for someone else's frame, listed in the photo's
+    /// metadata document): it is taken from that document, so nothing is rendered or stored
+    /// for it, and when there is none the answer is 400. One album call for a `frame:` size,
+    /// none for the others.
+    func renderedVersion(_ id: String, size asked: String, format: String, _ context: GatewayContext) async throws -> PhotoVersion {
+        var size = asked
+        if asked != "thumbnail" && asked != "hd" {
+            guard let match = asked.wholeMatch(of: /frame:([0-9]{1,5})x([0-9]{1,5})/),
+                  let width = Int(match.1), let height = Int(match.2) else {
+                throw APIError.badRequest("size must be original, thumbnail, hd or frame:{W}x{H}")
+            }
+            size = "frame:\(width)x\(height)"
+            let screens = try await screenSizes(context)
+            if !screens.contains(size) {
+                let metadata = try require(try await media.call(
+                    MediaAPI.getPhotoMetadata, GetPhotoMetadataRequest(fileID: id), headers: principalHeaders(context)).metadata)
+                let candidates = metadata.versions.filter { $0.size == size }
+                let wanted = format.lowercased()
+                // No format asked: JPEG when there is one, else what exists (as media chooses).
+                if let existing = wanted.isEmpty ? candidates.first(where: { $0.format == "jpeg" }) ?? candidates.first
+                                                 : candidates.first(where: { $0.format == wanted }) {
+                    return existing
+                }
+                var whose = "this frame's screen"
+                var sizes = ["thumbnail", "hd"]
+                if case .user = context.principal {
+                    whose = "the screen of one of your frames"
+                    sizes.append("original")
+                }
+                for other in screens + metadata.versions.map(\.size) where other.hasPrefix("frame:") && !sizes.contains(other) {
+                    sizes.append(other)
+                }
+                throw APIError.badRequest("\(size) is not \(whose); sizes: \(sizes.joined(separator: ", "))")
+            }
+        }
+        let reply = try await media.call(MediaAPI.getVersion, GetVersionRequest(fileID: id, size: size, format: format),
+                                         headers: principalHeaders(context))
+        return try require(reply.version)
+    }
+
+    /// `frame:{W}x{H}` of the caller's screens: a user's frames, or a frame's own screen.
+    func screenSizes(_ context: GatewayContext) async throws -> [String] {
+        let frames: [Wire.Frame]
+        switch context.principal {
+        case .user(let id):
+            frames = try await album.call(AlbumAPI.listFrames, ListFramesRequest(userID: id), headers: headers(context)).frames
+        case .frame(let id, _):
+            let reply = try await album.call(AlbumAPI.getFrame, GetFrameRequest(
+                frameID: id, principal: Wire.Principal(kind: .frame, id: id)), headers: headers(context))
+            frames = reply.frame.map { [$0] } ?? []
+        case nil:
+            throw APIError.unauthenticated
+        }
+        var seen = Set<String>()
+        return frames.map { "frame:\($0.width)x\($0.height)" }.filter { seen.insert($0).inserted }
     }
 
     /// NATS headers of a call made on behalf of the caller (user or frame), for services that

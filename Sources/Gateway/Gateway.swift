@@ -23,6 +23,14 @@ public struct GatewayConfiguration: Sendable {
     public var maxUploadBytes = 50 * 1024 * 1024
     /// How long a service may take to answer before the gateway answers 503.
     public var serviceTimeout: Duration = .seconds(10)
+    /// A client must send a request's head, and a JSON body, within this time: a slower one
+    /// gets 408 or its connection closed. Also how long an idle keep-alive connection stays
+    /// open, and the longest pause allowed within an upload.
+    public var readTimeout: Duration = .seconds(15)
+    /// The longest an upload's body may take to arrive (408 after it).
+    public var uploadTimeout: Duration = .seconds(600)
+    /// Login and sign-up attempts allowed per account and per client address.
+    public var throttle = ThrottleConfiguration()
 
     public init(blobRoot: String) {
         self.blobRoot = blobRoot
@@ -44,6 +52,8 @@ public final class Gateway: Sendable {
     /// fsync and other blocking file work of uploads.
     let files: BlockingPool
     let routes = Locked<[RouteDescription]>([])
+    /// Login and sign-up attempts, per account and per client address (this process only).
+    let throttle: Locked<LoginThrottle>
 
     public init(configuration: GatewayConfiguration, runtime: ServiceRuntime, registry: PrometheusCollectorRegistry,
                 passwordStrength: PasswordHasher.Strength = .interactive) throws {
@@ -59,6 +69,7 @@ public final class Gateway: Sendable {
         logger[metadataKey: "service.name"] = "gateway"
         self.logger = logger
         self.files = BlockingPool(name: "gateway-files", threadCount: 2)
+        self.throttle = Locked(LoginThrottle(configuration.throttle))
     }
 
     deinit { files.shutdown() }
@@ -68,10 +79,14 @@ public final class Gateway: Sendable {
         _ = try await Migrations.apply(schema: Accounts.schema, Accounts.migrations, on: runtime.postgres, logger: logger)
     }
 
-    /// The HTTP application (a Service) on the configured host and port.
+    /// The HTTP application (a Service) on the configured host and port. A connection that
+    /// sends no complete request head, or no part of a body, for ``GatewayConfiguration/readTimeout``
+    /// is closed (Hummingbird's idle timeout); JSON bodies and uploads also have a total deadline.
     public func application() -> some ApplicationProtocol {
-        Application(
+        let (seconds, attoseconds) = configuration.readTimeout.components
+        return Application(
             router: router(),
+            server: .http1(configuration: .init(idleTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "framecast"),
             logger: logger)
     }
@@ -94,12 +109,17 @@ public final class Gateway: Sendable {
         }
 
         add(router, .post, "/api/v1/auth/signup", auth: false) { [self] request, context in
+            if let wait = throttle.withLock({ $0.beginSignUp(address: context.clientAddress, now: .now) }) {
+                context.logger.info("sign-up throttled", metadata: ["client.address": "\(context.clientAddress ?? "")"])
+                throw APIError.tooManyRequests("too many sign-ups from this address", retryAfter: wait)
+            }
             let body = try await request.decode(as: SignUpRequest.self, context: context)
+            try TextInput.name(body.name, "name")
             return Created(try await accounts.signUp(email: body.email, password: body.password, name: body.name))
         }
         add(router, .post, "/api/v1/auth/login", auth: false) { [self] request, context in
             let body = try await request.decode(as: LoginRequest.self, context: context)
-            return try await accounts.login(email: body.email, password: body.password)
+            return try await login(body, context)
         }
         add(router, .post, "/api/v1/auth/logout") { [self] _, context in
             _ = try context.requireUser()
@@ -146,6 +166,7 @@ public final class Gateway: Sendable {
         routes.withLock { $0.append(RouteDescription(method: method.rawValue.lowercased(), path: openAPIPath, authenticated: auth)) }
         router.on(RouterPath(path), method: method) { [self] request, context in
             var context = context
+            context.readTimeout = configuration.readTimeout
             if auth { try await authenticate(request, &context) }
             return try await handler(request, context)
         }
@@ -160,6 +181,28 @@ public final class Gateway: Sendable {
         context.principal = principal
         context.tokenHash = hash
         context.logger[metadataKey: "user.id"] = "\(principal.userID)"
+    }
+
+    /// A login, throttled: an attempt spends a token of the account and of the client address
+    /// before the password is checked; with none left the answer is 429 with `Retry-After`
+    /// (and the password is not even checked). A correct password forgives the account's
+    /// failures.
+    func login(_ body: LoginRequest, _ context: GatewayContext) async throws -> Accounts.Session {
+        let attempt = LoginThrottle.login(email: body.email, address: context.clientAddress)
+        if let wait = throttle.withLock({ $0.begin(attempt, now: .now) }) {
+            context.logger.info("login throttled", metadata: ["client.address": "\(context.clientAddress ?? "")"])
+            throw APIError.tooManyRequests("too many failed logins", retryAfter: wait)
+        }
+        do {
+            let session = try await accounts.login(email: body.email, password: body.password)
+            throttle.withLock { $0.succeeded(attempt, now: .now) }
+            return session
+        } catch let error as APIError where error.status == .unauthorized {
+            throw error
+        } catch {
+            throttle.withLock { $0.undecided(attempt, now: .now) }
+            throw error
+        }
     }
 
     /// NATS headers for a service call made on behalf of this request.

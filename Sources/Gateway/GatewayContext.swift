@@ -19,18 +19,32 @@ public enum Principal: Sendable, Equatable {
 /// The request context of the gateway: Hummingbird's core context plus the request id and the
 /// authenticated caller.
 public struct GatewayContext: RequestContext {
+    public typealias Decoder = JSONBodyDecoder
+
     public var coreContext: CoreRequestContextStorage
     public var requestID = ""
     public var principal: Principal?
     /// The token's hash, for logout.
     public var tokenHash: String?
+    /// The client's IP address (the TCP peer), nil when the channel has none (tests in process).
+    public let clientAddress: String?
+    /// How long the client may take to send a JSON body (``GatewayConfiguration/readTimeout``,
+    /// set by the route wrapper).
+    public var readTimeout: Duration = .seconds(15)
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        clientAddress = source.channel.remoteAddress?.ipAddress
     }
 
-    /// JSON bodies of API requests are small; uploads stream and are limited separately.
-    public var maxUploadSize: Int { 256 * 1024 }
+    /// The largest JSON body of an API request; a larger one is 413. Uploads stream and have
+    /// their own limit (``GatewayConfiguration/maxUploadBytes``).
+    public static let maxJSONBodyBytes = 256 * 1024
+
+    /// Hummingbird's name for the JSON body limit.
+    public var maxUploadSize: Int { Self.maxJSONBodyBytes }
+
+    public var requestDecoder: JSONBodyDecoder { JSONBodyDecoder(limit: Self.maxJSONBodyBytes, timeout: readTimeout) }
 
     public var responseEncoder: JSONEncoder {
         let encoder = JSONEncoder()

@@ -9,7 +9,9 @@ enum OpenAPI {
       description: >
         Family photos from a phone to smart photo frames. JSON in and out; every route except
         sign-up, login and health needs `Authorization: Bearer <token>`. Errors are
-        `{"error": {"code": "...", "message": "..."}}`.
+        `{"error": {"code": "...", "message": "..."}}`. JSON bodies are at most 256 KiB (413);
+        a client that does not send its request head or body in time (15 s by default) gets 408
+        or its connection closed; a malformed or cut body is 400.
     servers:
       - url: http://127.0.0.1:8080
     components:
@@ -156,6 +158,7 @@ enum OpenAPI {
             '201': {description: created, content: {application/json: {schema: {$ref: '#/components/schemas/Session'}}}}
             '400': {$ref: '#/components/responses/Error'}
             '409': {$ref: '#/components/responses/Error'}
+            '429': {description: 'too many sign-ups from this address; Retry-After gives the seconds to wait', content: {application/json: {schema: {$ref: '#/components/schemas/Error'}}}}
       /api/v1/auth/login:
         post:
           summary: Get a token
@@ -173,6 +176,7 @@ enum OpenAPI {
           responses:
             '200': {description: logged in, content: {application/json: {schema: {$ref: '#/components/schemas/Session'}}}}
             '401': {$ref: '#/components/responses/Error'}
+            '429': {description: 'too many failed logins for this account or from this address (the password is not checked); Retry-After gives the seconds to wait', content: {application/json: {schema: {$ref: '#/components/schemas/Error'}}}}
       /api/v1/auth/logout:
         post:
           summary: Revoke the token used for this request
@@ -197,6 +201,7 @@ enum OpenAPI {
             '200': {description: 'the same bytes again: the existing file, duplicate true', content: {application/json: {schema: {$ref: '#/components/schemas/File'}}}}
             '400': {$ref: '#/components/responses/Error'}
             '401': {$ref: '#/components/responses/Error'}
+            '408': {$ref: '#/components/responses/Error'}
             '413': {$ref: '#/components/responses/Error'}
             '415': {$ref: '#/components/responses/Error'}
             '503': {$ref: '#/components/responses/Error'}
@@ -244,7 +249,7 @@ enum OpenAPI {
           summary: The photo's bytes (ETag, Cache-Control, Range, conditional GET)
           parameters:
             - {name: file_id, in: path, required: true, schema: {type: string}}
-            - {name: size, in: query, description: 'original (the owner), thumbnail, hd or frame:{W}x{H} with W and H 16…8192 (rendered versions, for whoever may see the photo; a valid size not rendered yet is rendered on request)', schema: {type: string, default: original}}
+            - {name: size, in: query, description: 'original (the owner), thumbnail, hd or frame:{W}x{H} (rendered versions, for whoever may see the photo). A version not rendered yet is rendered on request only for thumbnail, hd and the screen of one of your frames (a frame: its own screen); another frame:{W}x{H} is served when it exists already, else 400', schema: {type: string, default: original}}
             - {name: format, in: query, description: 'webp only for frame:{W}x{H}', schema: {type: string, enum: [jpeg, webp]}}
             - {name: Range, in: header, schema: {type: string}}
             - {name: If-None-Match, in: header, schema: {type: string}}
@@ -362,9 +367,18 @@ enum OpenAPI {
           responses:
             '200': {description: the frame}
         delete:
-          summary: Delete a frame (its token stops working, its retained topics are cleared)
+          summary: Delete a frame (its token and MQTT identity stop working; the broker drops its connection, its retained topics are cleared)
           responses:
             '204': {description: deleted}
+      /api/v1/frames/{frame_id}/credentials:
+        parameters:
+          - {name: frame_id, in: path, required: true, schema: {type: string}}
+        post:
+          summary: New credentials (MQTT password and frame token); the old ones stop working at once
+          responses:
+            '200': {description: 'frame_id, frame_token, mqtt {host, port, username, password}, frame (as at registration)'}
+            '404': {$ref: '#/components/responses/Error'}
+            '503': {$ref: '#/components/responses/Error'}
       /api/v1/frames/{frame_id}/albums:
         parameters:
           - {name: frame_id, in: path, required: true, schema: {type: string}}
@@ -395,7 +409,7 @@ enum OpenAPI {
           - {name: frame_id, in: path, required: true, schema: {type: string}}
         put:
           summary: The frame's settings, retained on frames/{id}/config
-          requestBody: {required: true, content: {application/json: {schema: {type: object, properties: {interval_seconds: {type: integer}, shuffle: {type: boolean}, sleep_start: {type: string}, sleep_end: {type: string}, time_zone: {type: string}, transition: {type: string}, preferred_format: {type: string}, brightness: {type: integer}}}}}}
+          requestBody: {required: true, content: {application/json: {schema: {type: object, properties: {interval_seconds: {type: integer}, shuffle: {type: boolean}, sleep_start: {type: string}, sleep_end: {type: string}, time_zone: {type: string, description: 'IANA name, e.g. Europe/Paris; empty: the frame''s local time'}, transition: {type: string}, preferred_format: {type: string}, brightness: {type: integer}}}}}}
           responses:
             '200': {description: the frame}
       /api/v1/frames/{frame_id}/schedule:

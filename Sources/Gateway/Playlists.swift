@@ -71,6 +71,8 @@ extension Gateway {
         add(router, .post, "/api/v1/playlists") { [self] request, context in
             let user = try context.requireUser()
             let body = try await request.decode(as: CreatePlaylistBody.self, context: context)
+            try TextInput.name(body.name, "name")
+            try TextInput.text(body.description, "description")
             let reply = try await media.call(MediaAPI.createPlaylist, CreatePlaylistRequest(
                 userID: user, name: body.name, description: body.description ?? "", fileIDs: body.file_ids ?? [],
                 albumIDs: body.album_ids ?? [], order: try Self.order(body.order)), headers: headers(context))
@@ -91,6 +93,8 @@ extension Gateway {
         add(router, .patch, "/api/v1/playlists/:playlist_id") { [self] request, context in
             let user = try context.requireUser()
             let body = try await request.decode(as: PatchPlaylistBody.self, context: context)
+            try TextInput.name(body.name, "name")
+            try TextInput.text(body.description, "description")
             let reply = try await media.call(MediaAPI.updatePlaylist, UpdatePlaylistRequest(
                 userID: user, playlistID: try context.parameters.require("playlist_id"), name: body.name,
                 description: body.description, replaceFileIDs: body.file_ids != nil, fileIDs: body.file_ids ?? [],

@@ -24,7 +24,9 @@ struct GatewayHarness {
     let storage: StorageService
     let blobRoot: URL
 
-    static func make(maxUploadBytes: Int = 50 * 1024 * 1024) async throws -> GatewayHarness {
+    /// `configure` adjusts the gateway's configuration (short timeouts, small throttles).
+    static func make(maxUploadBytes: Int = 50 * 1024 * 1024,
+                     configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> GatewayHarness {
         let backend = try await IsolatedBackend.make()
         let runtime = ServiceRuntime(nats: backend.nats, jetStream: try backend.nats.jetStream(),
                                      postgres: backend.postgres, logger: quietLogger)
@@ -33,6 +35,10 @@ struct GatewayHarness {
         var configuration = GatewayConfiguration(blobRoot: blobRoot.path)
         configuration.maxUploadBytes = maxUploadBytes
         configuration.serviceTimeout = .seconds(5)
+        // The live test client keeps one connection: a test pausing between requests longer
+        // than the idle timeout would lose it.
+        configuration.readTimeout = .seconds(60)
+        configure(&configuration)
         let gateway = try Gateway(configuration: configuration, runtime: runtime, registry: testRegistry,
                                   passwordStrength: .minimumForTests)
         try await gateway.migrate()
@@ -49,7 +55,8 @@ struct GatewayHarness {
         var services = running ? try await storage.services() : []
         if let broker {
             let configuration = AlbumConfiguration(
-                mqtt: MQTTConfiguration(host: broker.host, port: broker.port, clientID: "album-\(UUID().uuidString.prefix(8))"),
+                mqtt: MQTTConfiguration(host: broker.host, port: broker.port, clientID: "album-\(UUID().uuidString.prefix(8))",
+                                        username: broker.mqttService.user, password: broker.mqttService.password),
                 publicGatewayURL: "http://127.0.0.1:8080", frameMQTTHost: broker.host, frameMQTTPort: broker.port)
             services += try await AlbumService(runtime: runtime, configuration: configuration, logger: quietLogger).services()
             services += try await MediaService(runtime: runtime, configuration: MediaConfiguration(
