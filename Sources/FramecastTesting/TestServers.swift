@@ -1,4 +1,5 @@
 import Foundation
+import NATS
 
 /// What a test needs to reach the real servers `scripts/test` started.
 ///
@@ -17,14 +18,46 @@ public enum TestServers {
         return v
     }
 
-    /// `nats://127.0.0.1:PORT` of the shared nats-server (JetStream enabled).
+    /// `nats://127.0.0.1:PORT` of the shared nats-server (JetStream enabled). It refuses
+    /// anonymous clients: connect with ``natsConfiguration(name:)`` or ``natsConfiguration(role:)``.
     public static func natsURL() throws -> String { try value("FRAMECAST_TEST_NATS_URL") }
+
+    /// The test suite's own identity on the shared nats-server: user FRAMECAST_TEST_NATS_USER,
+    /// in an account of its own (`start_nats --test-account`) where it may use any subject and
+    /// stream, and from which it reaches none of the services' subjects or streams.
+    public static func natsConfiguration(name: String = "tests") throws -> NATSConfiguration {
+        var configuration = NATSConfiguration(servers: [try natsURL()], name: name)
+        configuration.user = try value("FRAMECAST_TEST_NATS_USER")
+        configuration.password = try value("FRAMECAST_TEST_NATS_PASSWORD")
+        return configuration
+    }
+
+    /// A service role's identity on the shared nats-server, as deploy/nats/cluster/accounts.conf
+    /// defines it (`gateway`, `storage`, `album`, `media`, `ops`): password
+    /// FRAMECAST_NATS_<ROLE>_PASSWORD, replies under `_INBOX.<role>`, as `framecast` connects.
+    public static func natsConfiguration(role: String) throws -> NATSConfiguration {
+        var configuration = NATSConfiguration(servers: [try natsURL()], name: "tests-\(role)")
+        configuration.user = role
+        configuration.password = try value("FRAMECAST_NATS_\(role.uppercased())_PASSWORD")
+        configuration.inboxPrefix = NATSConfiguration.inboxPrefix(user: role)
+        return configuration
+    }
 
     /// Host and port of the shared mosquitto broker.
     public static func mqtt() throws -> (host: String, port: Int) {
         let host = try value("FRAMECAST_TEST_MQTT_HOST")
         guard let port = Int(try value("FRAMECAST_TEST_MQTT_PORT")) else { throw Missing(variable: "FRAMECAST_TEST_MQTT_PORT") }
         return (host, port)
+    }
+
+    /// The album service's identity on the shared broker (it administers frames' identities).
+    public static func mqttService() throws -> MQTTIdentity {
+        MQTTIdentity(user: try value("FRAMECAST_TEST_MQTT_USER"), password: try value("FRAMECAST_TEST_MQTT_PASSWORD"))
+    }
+
+    /// The test suite's observer identity on the shared broker (every topic).
+    public static func mqttTester() throws -> MQTTIdentity {
+        MQTTIdentity(user: try value("FRAMECAST_TEST_MQTT_TESTER_USER"), password: try value("FRAMECAST_TEST_MQTT_TESTER_PASSWORD"))
     }
 
     /// libpq conninfo of the shared PostgreSQL server's `framecast` database.
@@ -44,7 +77,8 @@ public enum TestServers {
     public static func makeDatabase(prefix: String = "t") async throws -> String {
         let base = try postgresConnInfo()
         let name = "\(prefix)_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased())"
-        let result = try await Command.runOffPool("psql", [base, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
+        // -w: never prompt; the password comes from PGPASSFILE (scripts/test exports it).
+        let result = try await Command.runOffPool("psql", [base, "-w", "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
         guard result.status == 0 else {
             throw CommandFailed(command: "psql CREATE DATABASE", status: result.status, output: result.output)
         }

@@ -10,6 +10,11 @@ public struct NATSConfiguration: Sendable {
     public var password: String?
     /// A token, for servers configured with token authentication.
     public var token: String?
+    /// The first tokens of this connection's reply subjects (its requests' replies, JetStream
+    /// API answers and pull-consumer deliveries). Default `_INBOX`. A server that gives each
+    /// user only its own replies (`subscribe: allow: ["_INBOX.<user>.>"]`) needs the user's
+    /// prefix here: ``inboxPrefix(user:)``. A valid subject without wildcards.
+    public var inboxPrefix: String
     /// How long one connect attempt to one server may take. Default 2 s.
     public var connectTimeout: Duration
     /// The pause between reconnect attempts to the same server. Default 250 ms.
@@ -27,6 +32,7 @@ public struct NATSConfiguration: Sendable {
     public init(servers: [String], name: String = "framecast") {
         self.servers = servers
         self.name = name
+        self.inboxPrefix = Self.defaultInboxPrefix
         self.connectTimeout = .seconds(2)
         self.reconnectWait = .milliseconds(250)
         self.reconnectJitter = .milliseconds(100)
@@ -34,4 +40,11 @@ public struct NATSConfiguration: Sendable {
         self.reconnectBufferSize = 8 << 20
         self.pingInterval = .seconds(20)
     }
+
+    /// NATS's own inbox prefix.
+    public static let defaultInboxPrefix = "_INBOX"
+
+    /// `_INBOX.<user>`: the reply subjects of `user` when its server grants each user only its
+    /// own (as deploy/nats/cluster/accounts.conf does).
+    public static func inboxPrefix(user: String) -> String { "\(defaultInboxPrefix).\(user)" }
 }

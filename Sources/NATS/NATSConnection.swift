@@ -17,7 +17,7 @@ internal import CNats
 ///   `close()` joins nats.c's reader and flusher threads, which exit as soon as the socket is
 ///   closed (milliseconds).
 /// * Requests never use nats.c's blocking `natsConnection_Request`: one wildcard subscription
-///   `_INBOX.<nuid>.*` per connection receives every reply, and a table maps each reply
+///   `<inbox prefix>.<nuid>.*` per connection receives every reply, and a table maps each reply
 ///   subject to the continuation waiting for it (see ``request(_:payload:headers:timeout:)``).
 /// * C callback contexts are passed with `Unmanaged.passRetained` and released in the
 ///   subscription's on-complete callback (or the connection's closed callback): the points
@@ -31,6 +31,8 @@ public final class NATSConnection: Sendable {
     let handle: ConnectionHandle
     let logger: Logger
     let inbox: ReplyInbox
+    /// ``NATSConfiguration/inboxPrefix``: the first tokens of every reply subject this connection uses.
+    public let inboxPrefix: String
     private let state = Locked(State())
 
     /// Threads for nats.c calls that block (connect, flush, JetStream management). Sized so
@@ -45,10 +47,11 @@ public final class NATSConnection: Sendable {
 
     private enum Phase { case open, draining, closed }
 
-    private init(handle: ConnectionHandle, logger: Logger, inbox: ReplyInbox) {
+    private init(handle: ConnectionHandle, logger: Logger, inbox: ReplyInbox, inboxPrefix: String) {
         self.handle = handle
         self.logger = logger
         self.inbox = inbox
+        self.inboxPrefix = inboxPrefix
     }
 
     deinit {
@@ -67,18 +70,19 @@ public final class NATSConnection: Sendable {
         guard !configuration.servers.isEmpty else {
             throw NATSError(.invalidArgument, "connect: no server URL given")
         }
+        try Validate.subject(configuration.inboxPrefix, wildcards: false, "connect: inbox prefix")
         var logger = logger
         logger[metadataKey: "nats.connection"] = "\(configuration.name)"
         let events = ConnectionEvents(logger: logger)
         let handle = try await blockingPool.run { try openConnection(configuration, events) }
         let inbox: ReplyInbox
         do {
-            inbox = try ReplyInbox(connection: handle, logger: logger)
+            inbox = try ReplyInbox(connection: handle, inboxPrefix: configuration.inboxPrefix, logger: logger)
         } catch {
             natsConnection_Close(handle.pointer)
             throw error
         }
-        let connection = NATSConnection(handle: handle, logger: logger, inbox: inbox)
+        let connection = NATSConnection(handle: handle, logger: logger, inbox: inbox, inboxPrefix: configuration.inboxPrefix)
         logger.info("NATS connected", metadata: ["nats.url": "\(connectedURL(handle.pointer) ?? "?")"])
         return connection
     }
@@ -99,6 +103,10 @@ public final class NATSConnection: Sendable {
         }
         if let token = c.token {
             try NATSError.check(natsOptions_SetToken(opts, token), "\(what): set token")
+        }
+        // nats.c's own inboxes (JetStream API requests, pull-consumer fetches) use it too.
+        if c.inboxPrefix != NATSConfiguration.defaultInboxPrefix {
+            try NATSError.check(natsOptions_SetCustomInboxPrefix(opts, c.inboxPrefix), "\(what): set inbox prefix")
         }
         try NATSError.check(natsOptions_SetTimeout(opts, max(1, c.connectTimeout.natsMilliseconds)), "\(what): set timeout")
         try NATSError.check(natsOptions_SetAllowReconnect(opts, true), "\(what): allow reconnect")
@@ -275,6 +283,10 @@ public final class NATSConnection: Sendable {
             throw error
         }
     }
+
+    /// A new subject under ``inboxPrefix`` that nobody else subscribes to, for replies this
+    /// connection collects itself (e.g. every answer to a discovery request).
+    public func newInbox() throws -> String { try makeInbox(prefix: inboxPrefix) }
 
     // MARK: Request
 

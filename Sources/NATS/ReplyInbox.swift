@@ -2,8 +2,8 @@ import Logging
 import Threads
 internal import CNats
 
-/// The one reply subscription of a connection (`_INBOX.<nuid>.*`) and the table of requests
-/// waiting for a reply on `_INBOX.<nuid>.<token>`.
+/// The one reply subscription of a connection (`<inbox prefix>.<nuid>.*`, `_INBOX.<nuid>.*` by
+/// default) and the table of requests waiting for a reply on `<inbox prefix>.<nuid>.<token>`.
 final class ReplyInbox: Sendable {
     let prefix: String
     let table = Locked(Table())
@@ -21,11 +21,9 @@ final class ReplyInbox: Sendable {
         case done(Result<NATSMessage, Error>)
     }
 
-    init(connection: ConnectionHandle, logger: Logger) throws {
-        var inbox: UnsafeMutablePointer<natsInbox>?
-        try NATSError.check(natsInbox_Create(&inbox), "create the reply inbox")
-        prefix = String(cString: inbox!) + "."
-        natsInbox_Destroy(inbox)
+    /// `inboxPrefix`: the connection's (``NATSConfiguration/inboxPrefix``).
+    init(connection: ConnectionHandle, inboxPrefix: String, logger: Logger) throws {
+        prefix = try makeInbox(prefix: inboxPrefix) + "."
 
         let closure = Unmanaged.passRetained(self).toOpaque()
         var sub: OpaquePointer?
@@ -126,6 +124,20 @@ final class ReplyInbox: Sendable {
             complete(token, .success(makeMessage(msg)))
         }
     }
+}
+
+/// `<prefix>.<nuid>`: a subject nobody else subscribes to (nats.c's unique id under `prefix`).
+func makeInbox(prefix: String) throws -> String {
+    var inbox: UnsafeMutablePointer<natsInbox>?
+    try NATSError.check(natsInbox_Create(&inbox), "create an inbox")
+    guard let inbox else { throw NATSError(.other, "create an inbox: none returned") }
+    defer { natsInbox_Destroy(inbox) }
+    // natsInbox_Create makes `_INBOX.<nuid>`: keep the nuid.
+    let created = String(cString: inbox)
+    guard let nuid = created.split(separator: ".").last, !nuid.isEmpty else {
+        throw NATSError(.other, "create an inbox: unexpected '\(created)'")
+    }
+    return "\(prefix).\(nuid)"
 }
 
 private let inboxMessage: natsMsgHandler = { _, _, msg, closure in

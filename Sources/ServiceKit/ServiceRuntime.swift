@@ -3,8 +3,9 @@ import NATS
 import Postgres
 import ServiceLifecycle
 
-/// What every service process shares: one NATS connection (with JetStream), one PostgreSQL
-/// pool, a logger. `framecast all` builds one and hands it to every service.
+/// What a service needs to run: a NATS connection (with JetStream), a PostgreSQL pool, a
+/// logger. `framecast all` builds one per role, each on its own NATS connection (the role's
+/// NATS user) and all on one pool; tests build one and hand it to every service.
 public struct ServiceRuntime: Sendable {
     public let nats: NATSConnection
     public let jetStream: JetStream
@@ -18,17 +19,21 @@ public struct ServiceRuntime: Sendable {
         self.logger = logger
     }
 
-    /// Connects to NATS and PostgreSQL and makes sure the `EVENTS` stream exists.
+    /// Connects to NATS and, unless `ensureStream` is false, makes sure the `EVENTS` stream
+    /// exists (a role that neither publishes nor consumes events, the gateway, skips it and
+    /// needs no JetStream permission). `postgres` may be shared with other runtimes: the
+    /// caller closes it, and drains the NATS connection, when the services are done.
     ///
     /// In a cluster, JetStream may not answer for a few seconds (a node that just restarted
     /// is catching up, a leader is being elected): creating the stream is retried for up to
     /// `jetStreamWait` before the process gives up, instead of exiting at the first timeout.
-    public static func connect(nats: NATSConfiguration, postgres: PostgresConfiguration, streamReplicas: Int = 1,
-                               jetStreamWait: Duration = .seconds(60), logger: Logger) async throws -> ServiceRuntime {
+    public static func connect(nats: NATSConfiguration, postgres: PostgresPool, streamReplicas: Int = 1,
+                               ensureStream: Bool = true, jetStreamWait: Duration = .seconds(60),
+                               logger: Logger) async throws -> ServiceRuntime {
         let connection = try await NATSConnection.connect(nats, logger: logger)
         let jetStream = try connection.jetStream()
         let deadline = ContinuousClock.now + jetStreamWait
-        while true {
+        while ensureStream {
             do {
                 try await EventStream.ensure(on: jetStream, replicas: streamReplicas)
                 break
@@ -40,8 +45,7 @@ public struct ServiceRuntime: Sendable {
                 throw error
             }
         }
-        let pool = PostgresPool(configuration: postgres, logger: logger)
-        return ServiceRuntime(nats: connection, jetStream: jetStream, postgres: pool, logger: logger)
+        return ServiceRuntime(nats: connection, jetStream: jetStream, postgres: postgres, logger: logger)
     }
 
     /// The pieces of one service, ready for a ServiceGroup: it migrates the schema (ServiceKit's
@@ -69,11 +73,5 @@ public struct ServiceRuntime: Sendable {
     /// An outbox relay for `schema` on this runtime's connections.
     public func outboxRelay(schema: String) -> OutboxRelay {
         OutboxRelay(schema: schema, postgres: postgres, jetStream: jetStream, logger: logger)
-    }
-
-    /// Closes the pool and drains the NATS connection.
-    public func close() async {
-        await postgres.close()
-        try? await nats.drain()
     }
 }

@@ -39,7 +39,11 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Replicas of the EVENTS stream (env FRAMECAST_STREAM_REPLICAS).")
     var streamReplicas: Int = env("FRAMECAST_STREAM_REPLICAS").flatMap(Int.init) ?? 1
 
-    @Option(help: "NATS user, for servers that require one (env FRAMECAST_NATS_USER; or nats://user:pass@host in the URL).")
+    @Option(help: """
+        NATS user, for servers that require one (env FRAMECAST_NATS_USER; or nats://user:pass@host in the URL). \
+        Its reply subjects start with _INBOX.<user>. `all` with FRAMECAST_NATS_<ROLE>_PASSWORD set for every \
+        role connects each role as user <role> instead.
+        """)
     var natsUser: String? = env("FRAMECAST_NATS_USER")
 
     @Option(help: "NATS password (env FRAMECAST_NATS_PASSWORD; prefer the environment: flags show in `ps`).")
@@ -57,7 +61,34 @@ struct CommonOptions: ParsableArguments {
         configuration.user = natsUser
         configuration.password = natsPassword
         configuration.token = natsToken
+        if let natsUser { configuration.inboxPrefix = NATSConfiguration.inboxPrefix(user: natsUser) }
         return configuration
+    }
+
+    /// `framecast all`: each role's NATS configuration as user `<role>` with
+    /// FRAMECAST_NATS_<ROLE>_PASSWORD (the variables deploy/nats/cluster/accounts.conf reads),
+    /// or nil when none of them is set (the roles then share ``natsConfiguration``). Throws
+    /// when only some are: a role silently falling back to another identity would fail later
+    /// with permission errors instead.
+    func perRoleNATSConfigurations(_ roles: [ServiceRole]) throws -> [(ServiceRole, NATSConfiguration)]? {
+        if roles.allSatisfy({ env($0.natsPasswordVariable) == nil }) { return nil }
+        var configurations: [(ServiceRole, NATSConfiguration)] = []
+        for role in roles {
+            guard let password = env(role.natsPasswordVariable) else {
+                throw ValidationError("""
+                    \(role.natsPasswordVariable) is not set: set FRAMECAST_NATS_<ROLE>_PASSWORD for every role \
+                    (\(roles.map(\.rawValue).joined(separator: ", "))) or for none
+                    """)
+            }
+            var configuration = natsConfiguration
+            configuration.name = "framecast-\(role.rawValue)"
+            configuration.user = role.rawValue
+            configuration.password = password
+            configuration.token = nil
+            configuration.inboxPrefix = NATSConfiguration.inboxPrefix(user: role.rawValue)
+            configurations.append((role, configuration))
+        }
+        return configurations
     }
 
     var postgresConfiguration: PostgresConfiguration { PostgresConfiguration(connInfo: postgres) }
@@ -79,6 +110,17 @@ func env(_ name: String) -> String? {
     return value
 }
 
+/// The service roles of the executable; each is a NATS user of deploy/nats/cluster/accounts.conf.
+enum ServiceRole: String, CaseIterable, Sendable {
+    case gateway, storage, album, media
+
+    /// The role's NATS password for `framecast all`; the NATS servers read the same variable.
+    var natsPasswordVariable: String { "FRAMECAST_NATS_\(rawValue.uppercased())_PASSWORD" }
+
+    /// Whether the role publishes or consumes events, so makes sure the EVENTS stream exists.
+    var usesEvents: Bool { self != .gateway }
+}
+
 /// Every role in one process: the embedded single-machine default.
 struct All: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -91,12 +133,13 @@ struct All: AsyncParsableCommand {
     @OptionGroup var media: MediaOptions
 
     func run() async throws {
-        try await runRoles(options) { runtime in
+        try await runRoles(options, ServiceRole.allCases, userPerRole: true) { runtimes in
             let publicURL = gateway.publicURL ?? "http://\(gateway.httpHost):\(gateway.httpPort)"
-            return try await storage.makeServices(runtime)
-                + album.makeServices(runtime, publicURL: publicURL)
-                + media.makeServices(runtime, blobDir: storage.blobDir, imagingThreads: storage.imagingThreads, publicURL: publicURL)
-                + gateway.makeServices(runtime, blobDir: storage.blobDir)
+            return try await storage.makeServices(runtimes.runtime(.storage))
+                + album.makeServices(runtimes.runtime(.album), publicURL: publicURL)
+                + media.makeServices(runtimes.runtime(.media), blobDir: storage.blobDir, imagingThreads: storage.imagingThreads,
+                                     publicURL: publicURL)
+                + gateway.makeServices(runtimes.runtime(.gateway), blobDir: storage.blobDir)
         }
     }
 }
@@ -111,7 +154,9 @@ struct GatewayRole: AsyncParsableCommand {
     var blobDir: String = env("FRAMECAST_BLOB_DIR") ?? ".run/blobs"
 
     func run() async throws {
-        try await runRoles(options) { runtime in try await gateway.makeServices(runtime, blobDir: blobDir) }
+        try await runRoles(options, [.gateway]) { runtimes in
+            try await gateway.makeServices(runtimes.runtime(.gateway), blobDir: blobDir)
+        }
     }
 }
 
@@ -156,7 +201,10 @@ struct Storage: AsyncParsableCommand {
     @OptionGroup var ops: OpsOptions
 
     func run() async throws {
-        try await runRoles(options) { runtime in try await storage.makeServices(runtime) + ops.makeServices(runtime) }
+        try await runRoles(options, [.storage]) { runtimes in
+            let runtime = try runtimes.runtime(.storage)
+            return try await storage.makeServices(runtime) + ops.makeServices(runtime)
+        }
     }
 }
 
@@ -183,7 +231,10 @@ struct Album: AsyncParsableCommand {
     @OptionGroup var ops: OpsOptions
 
     func run() async throws {
-        try await runRoles(options) { runtime in try await album.makeServices(runtime) + ops.makeServices(runtime) }
+        try await runRoles(options, [.album]) { runtimes in
+            let runtime = try runtimes.runtime(.album)
+            return try await album.makeServices(runtime) + ops.makeServices(runtime)
+        }
     }
 }
 
@@ -243,8 +294,9 @@ struct Media: AsyncParsableCommand {
     @OptionGroup var ops: OpsOptions
 
     func run() async throws {
-        try await runRoles(options) { runtime in
-            try await media.makeServices(runtime, blobDir: blobDir, imagingThreads: imagingThreads) + ops.makeServices(runtime)
+        try await runRoles(options, [.media]) { runtimes in
+            let runtime = try runtimes.runtime(.media)
+            return try await media.makeServices(runtime, blobDir: blobDir, imagingThreads: imagingThreads) + ops.makeServices(runtime)
         }
     }
 }
@@ -267,14 +319,84 @@ struct MediaOptions: ParsableArguments {
     }
 }
 
-/// Connects the shared runtime, builds the roles' services, runs them in one ServiceGroup
-/// until SIGTERM/SIGINT (graceful: in-flight work finishes), then closes the connections.
-func runRoles(_ options: CommonOptions, _ build: (ServiceRuntime) async throws -> [any Service]) async throws {
+/// The ServiceRuntime of each role a process runs: all on one PostgreSQL pool; on NATS either
+/// one shared connection, or one connection per role as the role's own user.
+struct RoleRuntimes: Sendable {
+    let byRole: [ServiceRole: ServiceRuntime]
+    let postgres: PostgresPool
+    /// Who the roles are on NATS, for the start-up log.
+    let natsUsers: [String]
+
+    /// Connects `roles`. With `userPerRole` and every FRAMECAST_NATS_<ROLE>_PASSWORD set, each
+    /// role gets its own connection as user `<role>`; otherwise they share one connection with
+    /// the process's NATS identity (FRAMECAST_NATS_USER / FRAMECAST_NATS_PASSWORD, or none).
+    static func connect(_ roles: [ServiceRole], userPerRole: Bool, options: CommonOptions, postgres: PostgresPool,
+                        logger: Logger) async throws -> RoleRuntimes {
+        var byRole: [ServiceRole: ServiceRuntime] = [:]
+        var users: [String] = []
+        do {
+            if userPerRole, let configurations = try options.perRoleNATSConfigurations(roles) {
+                for (role, configuration) in configurations {
+                    users.append(role.rawValue)
+                    byRole[role] = try await ServiceRuntime.connect(
+                        nats: configuration, postgres: postgres, streamReplicas: options.streamReplicas,
+                        ensureStream: role.usesEvents, logger: logger)
+                }
+            } else {
+                let shared = try await ServiceRuntime.connect(
+                    nats: options.natsConfiguration, postgres: postgres, streamReplicas: options.streamReplicas,
+                    ensureStream: roles.contains(where: \.usesEvents), logger: logger)
+                for role in roles { byRole[role] = shared }
+                users.append(options.natsUser ?? "-")
+            }
+        } catch {
+            for connection in Self.connections(byRole) { connection.close() }
+            throw error
+        }
+        return RoleRuntimes(byRole: byRole, postgres: postgres, natsUsers: users)
+    }
+
+    /// The runtime of `role`, one of the roles connected.
+    func runtime(_ role: ServiceRole) throws -> ServiceRuntime {
+        guard let runtime = byRole[role] else { throw ValidationError("the \(role.rawValue) role is not connected") }
+        return runtime
+    }
+
+    /// Closes the pool, then drains every NATS connection (once each).
+    func close() async {
+        await postgres.close()
+        for connection in Self.connections(byRole) { try? await connection.drain() }
+    }
+
+    private static func connections(_ byRole: [ServiceRole: ServiceRuntime]) -> [NATSConnection] {
+        var seen = Set<ObjectIdentifier>()
+        return byRole.values.map(\.nats).filter { seen.insert(ObjectIdentifier($0)).inserted }
+    }
+}
+
+/// Connects the roles' runtimes (see ``RoleRuntimes``), builds their services, runs them in one
+/// ServiceGroup until SIGTERM/SIGINT (graceful: in-flight work finishes), then closes the connections.
+func runRoles(_ options: CommonOptions, _ roles: [ServiceRole], userPerRole: Bool = false,
+              _ build: (RoleRuntimes) async throws -> [any Service]) async throws {
     let logger = options.bootstrapLogging()
-    let runtime = try await ServiceRuntime.connect(nats: options.natsConfiguration, postgres: options.postgresConfiguration,
-                                                   streamReplicas: options.streamReplicas, logger: logger)
-    let services = try await build(runtime)
-    logger.info("framecast is up", metadata: ["nats.url": "\(options.natsURL)", "services": "\(services.count)"])
+    let postgres = PostgresPool(configuration: options.postgresConfiguration, logger: logger)
+    let runtimes: RoleRuntimes
+    do {
+        runtimes = try await RoleRuntimes.connect(roles, userPerRole: userPerRole, options: options, postgres: postgres, logger: logger)
+    } catch {
+        await postgres.close()
+        throw error
+    }
+    let services: [any Service]
+    do {
+        services = try await build(runtimes)
+    } catch {
+        await runtimes.close()
+        throw error
+    }
+    logger.info("framecast is up", metadata: [
+        "nats.url": "\(options.natsURL)", "nats.users": "\(runtimes.natsUsers.joined(separator: ","))", "services": "\(services.count)",
+    ])
     let group = ServiceGroup(configuration: .init(
         services: services.map { .init(service: $0) },
         gracefulShutdownSignals: [.sigterm, .sigint],
@@ -283,10 +405,10 @@ func runRoles(_ options: CommonOptions, _ build: (ServiceRuntime) async throws -
         try await group.run()
     } catch {
         logger.error("a service failed", metadata: ["error": "\(error)"])
-        await runtime.close()
+        await runtimes.close()
         throw error
     }
-    await runtime.close()
+    await runtimes.close()
     logger.info("framecast stopped")
 }
 
@@ -380,7 +502,8 @@ struct Ping: AsyncParsableCommand {
     func run() async throws {
         let logger = options.bootstrapLogging()
         let nats = try await NATSConnection.connect(options.natsConfiguration, logger: logger)
-        let inbox = "_INBOX.ping.\(ServiceIdentity.newInstanceID())"
+        // Under the user's inbox prefix: a server may let each user read only its own replies.
+        let inbox = try nats.newInbox()
         try await nats.subscribe(inbox) { replies in
             try nats.publish("$SRV.PING", payload: [], reply: inbox)
             try await nats.flush()

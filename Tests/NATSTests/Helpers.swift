@@ -18,8 +18,11 @@ struct TestTimeout: Error, CustomStringConvertible {
 /// A unique subject/stream token so tests can run in parallel on the shared server.
 func uniqueToken() -> String { UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased() }
 
+/// Connects to `url` (a test's private server), or to the shared server as the test suite's
+/// own identity.
 func connect(_ url: String? = nil, configure: (inout NATSConfiguration) -> Void = { _ in }) async throws -> NATSConnection {
-    var configuration = NATSConfiguration(servers: [try url ?? TestServers.natsURL()], name: "nats-tests")
+    var configuration = try url.map { NATSConfiguration(servers: [$0], name: "nats-tests") }
+        ?? TestServers.natsConfiguration(name: "nats-tests")
     configure(&configuration)
     return try await NATSConnection.connect(configuration, logger: testLogger)
 }

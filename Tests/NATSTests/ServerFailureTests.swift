@@ -61,7 +61,8 @@ final class AuthServer: @unchecked Sendable {
 
     @Test func serverListSkipsADeadServer() async throws {
         let deadPort = try freeTCPPort()
-        var configuration = NATSConfiguration(servers: ["nats://127.0.0.1:\(deadPort)", try TestServers.natsURL()], name: "list")
+        var configuration = try TestServers.natsConfiguration(name: "list")
+        configuration.servers = ["nats://127.0.0.1:\(deadPort)", try TestServers.natsURL()]
         configuration.connectTimeout = .seconds(1)
         let connection = try await NATSConnection.connect(configuration, logger: testLogger)
         defer { connection.close() }
