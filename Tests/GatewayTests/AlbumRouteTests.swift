@@ -139,3 +139,56 @@ import Testing
         await h.close()
     }
 }
+
+/// A frame's credentials through the gateway: rotation replaces the token and the MQTT password
+/// at once; deletion revokes both.
+@Suite struct FrameCredentialRouteTests {
+    static func connects(_ broker: ServerProcess, _ mqtt: [String: Any]) async throws -> Bool {
+        let user = try #require(mqtt["username"] as? String)
+        let client = try MQTTClient(configuration: MQTTConfiguration(
+            host: broker.host, port: broker.port, clientID: user, username: user, password: mqtt["password"] as? String,
+            reconnectDelay: .seconds(30), reconnectDelayMax: .seconds(30), connectTimeout: .seconds(5)), logger: quietLogger)
+        do {
+            try await client.connect()
+            await client.disconnect()
+            return true
+        } catch let error as MQTTError where error.code == .connectionRefused {
+            return false
+        }
+    }
+
+    @Test func rotationAndDeletionRevokeTheFramesCredentials() async throws {
+        let h = try await GatewayHarness.make()
+        let broker = try ServerProcess(.mosquitto)
+        defer { broker.stop() }
+        try await h.run(album: broker) { client in
+            let (_, alice) = try await client.signUp()
+            let (_, bob) = try await client.signUp()
+            let (_, frame) = try await client.json("/api/v1/frames", .post, token: alice, body: ["name": "Hall", "width": 800, "height": 480])
+            let frameID = try #require(frame["frame_id"] as? String)
+            let oldToken = try #require(frame["frame_token"] as? String)
+            let oldMQTT = try #require(frame["mqtt"] as? [String: Any])
+            #expect(try await Self.connects(broker, oldMQTT))
+
+            // Only the owner rotates; a stranger sees no such frame.
+            #expect(try await client.json("/api/v1/frames/\(frameID)/credentials", .post, token: bob).0.status == .notFound)
+            let (rotated, fresh) = try await client.json("/api/v1/frames/\(frameID)/credentials", .post, token: alice)
+            #expect(rotated.status == .ok)
+            #expect(fresh["frame_id"] as? String == frameID)
+            let newToken = try #require(fresh["frame_token"] as? String)
+            let newMQTT = try #require(fresh["mqtt"] as? [String: Any])
+            #expect(newToken != oldToken)
+            #expect(newMQTT["username"] as? String == oldMQTT["username"] as? String)
+            #expect(newMQTT["password"] as? String != oldMQTT["password"] as? String)
+            #expect(try await client.json("/api/v1/frames/\(frameID)", token: oldToken).0.status == .unauthorized)
+            #expect(try await client.json("/api/v1/frames/\(frameID)", token: newToken).0.status == .ok)
+            #expect(try await !Self.connects(broker, oldMQTT))
+            #expect(try await Self.connects(broker, newMQTT))
+
+            // Deleted: the token and the broker identity are gone.
+            #expect(try await client.json("/api/v1/frames/\(frameID)", .delete, token: alice).0.status == .noContent)
+            #expect(try await client.json("/api/v1/frames/\(frameID)", token: newToken).0.status == .unauthorized)
+            #expect(try await !Self.connects(broker, newMQTT))
+        }
+    }
+}
