@@ -53,8 +53,12 @@ let package = Package(
 
         // SHA-256, password hashing and random tokens (libsodium).
         .target(name: "Secrets", dependencies: ["CSodium"], swiftSettings: swiftSettings),
-        // Content-addressed store of photo bytes (a directory or shared volume).
-        .target(name: "BlobStore", dependencies: ["Secrets"], swiftSettings: swiftSettings),
+        // Content-addressed store of photo bytes (a directory or shared volume), and the one
+        // table of references to its blobs (schema `blobs`, PostgreSQL).
+        .target(name: "BlobStore", dependencies: [
+            "Secrets", "Postgres",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
 
         // MARK: Safe Swift wrappers
         .target(name: "NATS", dependencies: [
@@ -124,7 +128,7 @@ let package = Package(
 
         // MARK: Executable
         .executableTarget(name: "framecast", dependencies: [
-            "ServiceKit", "NATS", "Postgres", "Imaging", "StorageService", "Gateway", "AlbumService", "MQTT", "MediaService", "FrameAgent",
+            "ServiceKit", "NATS", "Postgres", "Imaging", "BlobStore", "StorageService", "Gateway", "AlbumService", "MQTT", "MediaService", "FrameAgent",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -163,7 +167,7 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "MediaServiceTests", dependencies: [
-            "MediaService", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
+            "MediaService", "StorageService", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
         ], swiftSettings: swiftSettings),
         .testTarget(name: "FrameAgentTests", dependencies: ["FrameAgent", "Wire", "Imaging", "FramecastTesting"], swiftSettings: swiftSettings),
         // The seed's flow end to end: gateway, storage, album, media (in-process or as `framecast`

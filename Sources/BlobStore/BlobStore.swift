@@ -41,7 +41,9 @@ public struct BlobStore: Sendable {
         return Int64(info.st_size)
     }
 
-    /// Removes the blob; returns false when it did not exist.
+    /// Removes the blob; returns false when it did not exist. The raw unlink: services remove
+    /// blobs only through ``BlobReferences/removeIfUnreferenced(_:)`` (under the blob's lock,
+    /// when no reference is left), never directly.
     @discardableResult
     public func delete(_ key: BlobKey) throws -> Bool {
         if unlink(path(for: key)) == 0 { return true }
@@ -66,7 +68,8 @@ public struct BlobKey: Sendable, Hashable, CustomStringConvertible {
     public var description: String { hex }
 
     /// The name every service locks (PostgreSQL advisory lock) while it adds or removes a
-    /// reference to this blob, so no blob is deleted while another record starts using it.
+    /// reference to this blob, so no blob is deleted while another record starts using it
+    /// (``BlobReferences`` is the one place that takes it).
     public var referenceLockName: String { "blob:" + hex }
 }
 
@@ -79,6 +82,7 @@ public struct BlobStoreError: Error, CustomStringConvertible, Sendable {
         public static let tooLarge = Code("tooLarge")
         public static let notFound = Code("notFound")
         public static let invalidKey = Code("invalidKey")
+        public static let invalidReference = Code("invalidReference")
     }
 
     public let code: Code

@@ -55,7 +55,8 @@ public final class BlobWriter {
     }
 
     /// Makes the bytes durable under their content address. `created` is false when an
-    /// identical blob already existed (the new copy is dropped, the stored one kept).
+    /// identical blob already existed (the new copy is dropped, the stored one kept and its
+    /// modification time set to now).
     public func commit() throws -> (key: BlobKey, size: Int, created: Bool) {
         precondition(!finished, "commit after commit/abort")
         finished = true
@@ -75,8 +76,14 @@ public final class BlobWriter {
             throw BlobStoreError(.io, "cannot create \(directory): \(error)")
         }
         if FileManager.default.fileExists(atPath: path) {
-            unlink(tempPath)
-            return (key, size, false)
+            // Keep the stored copy, marked as just written: a reference to it is about to be
+            // added, and the janitor leaves unreferenced blobs alone for a grace period after
+            // their last write (BlobReferences.sweepUnreferenced). Removed in between: this
+            // copy takes its place below.
+            if utimes(path, nil) == 0 || errno != ENOENT {
+                unlink(tempPath)
+                return (key, size, false)
+            }
         }
         guard rename(tempPath, path) == 0 else {
             let reason = errnoText()

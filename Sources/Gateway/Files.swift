@@ -179,12 +179,13 @@ extension Gateway {
             guard let file = reply.file else { throw APIError.internalError }
             return StatusJSON(status: reply.duplicate ? .ok : .created, body: FileJSON(file, duplicate: reply.duplicate))
         } catch let error as ServiceError where error.status == .unavailable {
-            // Nobody registered the bytes: a blob this upload created must not stay behind.
-            // (After a timeout storage may still register it, so only a definite "nobody
-            // answered" removes it; storage's own clean-up covers the rest.)
+            // Nobody registered the bytes: a blob this upload created must not stay behind —
+            // unless someone references it by now (the blob store's references decide, under
+            // the blob's lock). After a timeout storage may still register it, so only a
+            // definite "nobody answered" removes it; the blob janitor covers the rest.
             if committed.created && error.message.hasSuffix("is not running") {
-                let blobs = self.blobs
-                _ = try? await files.run { try blobs.delete(committed.key) }
+                let references = BlobReferences(store: blobs, postgres: runtime.postgres, logger: logger)
+                _ = try? await references.removeIfUnreferenced(committed.key)
             }
             throw APIError(error)
         }

@@ -74,8 +74,10 @@ public final class Gateway: Sendable {
 
     deinit { files.shutdown() }
 
-    /// Migrates the gateway schema.
+    /// Migrates the gateway schema, and the blob store's references (an upload nobody
+    /// registered is removed through them).
     public func migrate() async throws {
+        try await BlobReferences.migrate(on: runtime.postgres, logger: logger)
         _ = try await Migrations.apply(schema: Accounts.schema, Accounts.migrations, on: runtime.postgres, logger: logger)
     }
 

@@ -115,5 +115,14 @@ enum MediaSchema {
             );
             CREATE INDEX render_jobs_by_priority ON render_jobs (priority DESC, file_id);
             """),
+        // Blob references are counted by the blob store (`blobs.refs`, migrated before this
+        // schema): a reference per stored version (MediaService.versionReference), for the
+        // versions stored before it existed.
+        Migration(version: 103, name: "blob_references", sql: """
+            INSERT INTO blobs.refs (blob_key, owner, ref)
+            SELECT blob_key, 'media', file_id || '|' || size || '|' || format FROM photo_versions
+            WHERE blob_key ~ '^[0-9a-f]{64}$'
+            ON CONFLICT DO NOTHING;
+            """),
     ]
 }

@@ -46,6 +46,10 @@ public struct MediaConfiguration: Sendable {
 ///   ``principalHeader`` header: the file's owner, or whoever album's `CanViewPhoto` allows;
 ///   anyone else gets not_found.
 /// * On `file.deleted` it deletes the file's rows and the version blobs nobody references.
+///   Every stored version holds a reference to its blob in the blob store's table
+///   (``BlobReferences``, owner `media`, ``versionReference(fileID:size:format:)``), added and
+///   released in the transaction that inserts or deletes the version row; a blob goes only
+///   when its last reference (a version's or a storage file's) goes.
 /// * On `device.albums_changed` it records the frame's screen and queues `frame:{W}x{H}` for
 ///   the frame's photos lacking it (`render_jobs`, rendered in the background newest first,
 ///   Renders.swift); `album.photo_added` queues the same for a rendered photo added to one
@@ -83,8 +87,10 @@ public final class MediaService: Sendable {
     let runtime: ServiceRuntime
     let configuration: MediaConfiguration
     let blobs: BlobStore
+    let references: BlobReferences
     let imaging: Imaging
-    /// Blob writes and deletes (fsync, rename, unlink): blocking I/O off the cooperative pool.
+    /// Blob writes (fsync, rename): blocking I/O off the cooperative pool. (Removals run in
+    /// BlobReferences, on the PostgreSQL pool's threads, under the blob's lock.)
     let blobIO: BlockingPool
     let album: ServiceClient
     let relay: OutboxRelay
@@ -100,7 +106,8 @@ public final class MediaService: Sendable {
     public init(runtime: ServiceRuntime, configuration: MediaConfiguration, imaging: Imaging) {
         self.runtime = runtime
         self.configuration = configuration
-        self.blobs = BlobStore(path: configuration.blobRoot)
+        let blobs = BlobStore(path: configuration.blobRoot)
+        self.blobs = blobs
         self.imaging = imaging
         self.blobIO = BlockingPool(name: "media-blobs", threadCount: 2)
         self.album = ServiceClient(service: AlbumAPI.service, nats: runtime.nats, timeout: configuration.albumTimeout)
@@ -108,15 +115,17 @@ public final class MediaService: Sendable {
         var logger = runtime.logger
         logger[metadataKey: "service.name"] = "\(Self.name)"
         self.logger = logger
+        self.references = BlobReferences(store: blobs, postgres: runtime.postgres, logger: logger)
     }
 
     deinit { blobIO.shutdown() }
 
-    /// Migrates the `media` schema and returns the request server, the outbox relay, the
-    /// event consumers (`file.uploaded.with_ai`, `file.deleted`, `device.deleted`,
-    /// `device.albums_changed`, `device.cache_reported`, `album.photo_added`) and the
-    /// background render queue.
+    /// Migrates the blob store's `blobs` schema and the `media` schema, and returns the request
+    /// server, the outbox relay, the event consumers (`file.uploaded.with_ai`, `file.deleted`,
+    /// `device.deleted`, `device.albums_changed`, `device.cache_reported`, `album.photo_added`)
+    /// and the background render queue.
     public func services() async throws -> [any Service] {
+        try await BlobReferences.migrate(on: runtime.postgres, logger: logger)
         var services = try await runtime.services(
             identity: ServiceIdentity(name: Self.name, description: "Framecast media: photo versions and metadata, playlists, schedules"),
             schema: schema, migrations: MediaSchema.migrations, endpoints: endpoints, events: events, relay: relay)
@@ -269,32 +278,43 @@ public final class MediaService: Sendable {
             .text(fileID), .text(owner), .text(file.fileName), .text(file.contentType), .text(file.blobKey),
             .int(file.size), .bytea(file.aiMetadata?.wireBytes() ?? []), .bytea(file.analysis?.wireBytes() ?? []),
         ]
-        let (schema, snapshot, albums) = (self.schema, versions, albumIDs)
+        let (schema, snapshot, albums, references) = (self.schema, versions, albumIDs, self.references)
         let committed: Bool? = try await delivery.transaction { connection in
             try Self.lockFile(fileID, connection)
             // Another event for the same file committed first: keep its versions.
             guard try connection.query("SELECT 1 FROM \(schema).photo_versions WHERE file_id = $1 LIMIT 1",
                                        [.text(fileID)]).isEmpty else { return false }
-            for key in Set(snapshot.map(\.blobKey)) { try Self.lockBlob(key, connection) }
             try connection.execute("""
                 INSERT INTO \(schema).photo_metadata (file_id, user_id, file_name, content_type, original_blob_key,
                     original_bytes, ai_metadata, analysis)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                 ON CONFLICT (file_id) DO UPDATE SET updated_at = clock_timestamp()
                 """, metadataParameters)
+            var added: [(key: BlobKey, ref: String)] = []
             for version in snapshot {
-                try connection.execute("""
+                let inserted = try connection.execute("""
                     INSERT INTO \(schema).photo_versions (file_id, size, width, height, bytes, format, content_type, blob_key)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (file_id, size, format) DO NOTHING
                     """, [.text(fileID), .text(version.size), .int(Int64(version.width)), .int(Int64(version.height)),
                           .int(version.byteSize), .text(version.format), .text(version.contentType), .text(version.blobKey)])
+                if inserted == 1, let key = BlobKey(version.blobKey) {
+                    added.append((key, Self.versionReference(fileID: fileID, size: version.size, format: version.format)))
+                }
                 try Outbox.enqueue(MediaVersionCreated(eventID: Self.newID(), occurredAt: now, userID: owner, version: version),
                                    schema: schema, on: connection)
             }
+            // Each version's reference to its blob, under the blobs' locks. A blob removed since
+            // it was written is refused: nothing commits and the redelivered event renders again.
+            try references.add(added, owner: .media, on: connection)
             try Outbox.enqueue(MediaCacheReady(eventID: Self.newID(), occurredAt: now, userID: owner, fileID: fileID,
                                                versions: snapshot, frameIDs: frameIDs, albumIDs: albums),
                                schema: schema, on: connection)
             return true
+        }
+        if committed != true {
+            // This file's versions were stored by an earlier delivery: what was rendered here
+            // and is referenced by nobody goes.
+            _ = await removeUnreferenced(versions.compactMap { BlobKey($0.blobKey) }, logger)
         }
         relay.wake()
         let milliseconds = Double(renderTime.components.seconds) * 1000 + Double(renderTime.components.attoseconds) / 1e15
@@ -330,42 +350,60 @@ public final class MediaService: Sendable {
     // MARK: file.deleted
 
     func fileDeleted(_ event: FileDeleted, _ delivery: EventDelivery) async throws {
-        let (schema, fileID) = (self.schema, event.fileID)
-        let keys: [String]? = try await delivery.transaction { connection in
+        let (schema, fileID, references) = (self.schema, event.fileID, self.references)
+        let outcome: (versions: Int, unreferenced: [BlobKey])? = try await delivery.transaction { connection in
             try Self.lockFile(fileID, connection)
-            let rows = try connection.query("DELETE FROM \(schema).photo_versions WHERE file_id = $1 RETURNING blob_key",
-                                            [.text(fileID)])
+            let rows = try connection.query(
+                "DELETE FROM \(schema).photo_versions WHERE file_id = $1 RETURNING \(Self.versionColumns)", [.text(fileID)])
             try connection.execute("DELETE FROM \(schema).photo_metadata WHERE file_id = $1", [.text(fileID)])
             try connection.execute("DELETE FROM \(schema).photo_cache WHERE file_id = $1", [.text(fileID)])
             try connection.execute("DELETE FROM \(schema).render_jobs WHERE file_id = $1", [.text(fileID)])
-            return try rows.map { try $0.decode("blob_key", as: String.self) }
+            return (rows.count, try Self.releaseVersions(rows, references, connection))
         }
-        var removed = 0
-        for key in Set(keys ?? []).compactMap(BlobKey.init) where try await removeBlobIfUnreferenced(key) {
-            removed += 1
-        }
+        let removed = await removeUnreferenced(outcome?.unreferenced ?? [], delivery.logger)
         delivery.logger.info("photo versions deleted", metadata: [
-            "file.id": "\(fileID)", "versions": "\(keys?.count ?? 0)", "blobs.removed": "\(removed)"])
+            "file.id": "\(fileID)", "versions": "\(outcome?.versions ?? 0)", "blobs.removed": "\(removed)"])
     }
 
-    /// Deletes a version blob unless a version of another file, or a file of the storage
-    /// service (same database, same blob store), still references it. Returns whether it was
-    /// deleted.
-    func removeBlobIfUnreferenced(_ key: BlobKey) async throws -> Bool {
-        let (schema, blobs, pool) = (self.schema, self.blobs, self.blobIO)
-        let unreferenced: Bool = try await runtime.postgres.withTransaction { connection in
-            try Self.lockBlob(key.hex, connection)
-            if try !connection.query("SELECT 1 FROM \(schema).photo_versions WHERE blob_key = $1 LIMIT 1",
-                                     [.text(key.hex)]).isEmpty { return false }
-            let storage = try connection.query("SELECT to_regclass('storage.files') IS NOT NULL AS present")
-            if try storage.first?.decode("present", as: Bool.self) == true,
-               try !connection.query("SELECT 1 FROM storage.files WHERE blob_key = $1 LIMIT 1", [.text(key.hex)]).isEmpty {
-                return false
-            }
-            return true
+    // MARK: Blob references
+
+    /// The reference a stored version holds to its blob (owner `media`): one per
+    /// `photo_versions` row (the 103 migration builds the same text).
+    static func versionReference(fileID: String, size: String, format: String) -> String {
+        "\(fileID)|\(size)|\(format)"
+    }
+
+    /// What a `DELETE FROM photo_versions … RETURNING` hands to ``releaseVersions(_:_:_:)``.
+    static let versionColumns = "file_id, size, format, blob_key"
+
+    /// Releases the references of deleted `photo_versions` rows (``versionColumns``), in the
+    /// transaction that deleted them; returns the blobs no reference is left to, to remove
+    /// after the commit with ``removeUnreferenced(_:_:)``.
+    static func releaseVersions(_ rows: [PostgresRow], _ references: BlobReferences,
+                                _ connection: PostgresConnection) throws -> [BlobKey] {
+        var released: [(key: BlobKey, ref: String)] = []
+        for row in rows {
+            guard let key = BlobKey(try row.decode("blob_key", as: String.self)) else { continue }
+            released.append((key, versionReference(fileID: try row.decode("file_id"), size: try row.decode("size"),
+                                                   format: try row.decode("format"))))
         }
-        guard unreferenced else { return false }
-        return try await pool.run { try blobs.delete(key) }
+        return try references.release(released, owner: .media, on: connection)
+    }
+
+    /// Removes each blob unless something references it (``BlobReferences/removeIfUnreferenced(_:)``),
+    /// after the commit that released it. A failure is logged: the storage service's blob
+    /// janitor removes what is left once its grace period is over. Returns how many went.
+    func removeUnreferenced(_ keys: [BlobKey], _ logger: Logger) async -> Int {
+        var removed = 0
+        for key in Set(keys).sorted(by: { $0.hex < $1.hex }) {
+            do {
+                if try await references.removeIfUnreferenced(key) { removed += 1 }
+            } catch {
+                logger.warning("removing an unreferenced blob failed; the janitor will", metadata: [
+                    "blob.key": "\(key)", "error": "\(error)"])
+            }
+        }
+        return removed
     }
 
     // MARK: GetPhotoMetadata, GetVersion
@@ -493,13 +531,6 @@ public final class MediaService: Sendable {
     /// Serialises rendering commits and deletes of one file.
     static func lockFile(_ fileID: String, _ connection: PostgresConnection) throws {
         try connection.advisoryTransactionLock("media-file:" + fileID)
-    }
-
-    /// Serialises everything that adds or removes a reference to one blob (the same lock key
-    /// as the storage service's, as both share the blob store).
-    static func lockBlob(_ hex: String, _ connection: PostgresConnection) throws {
-        guard let key = BlobKey(hex) else { return }
-        try connection.advisoryTransactionLock(key.referenceLockName)
     }
 
     static func newID() -> String { UUID().uuidString.lowercased() }

@@ -178,32 +178,48 @@ extension MediaService {
         let elapsed = ContinuousClock.now - start
         let now = EventTime.now()
         let versions = try await store(rendered, wanted, fileID: fileID, at: now)
-        let schema = self.schema
-        let created: Int? = try await runtime.postgres.withTransaction { c in
-            try Self.lockFile(fileID, c)
-            // Deleted while rendering: store nothing (the blobs are removed below).
-            guard try !c.query("SELECT 1 FROM \(schema).photo_metadata WHERE file_id = $1", [.text(fileID)]).isEmpty else { return nil }
-            for key in Set(versions.map(\.blobKey)) { try Self.lockBlob(key, c) }
-            var created = 0
-            for version in versions {
-                let inserted = try c.execute("""
-                    INSERT INTO \(schema).photo_versions (file_id, size, width, height, bytes, format, content_type, blob_key)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (file_id, size, format) DO NOTHING
-                    """, [.text(fileID), .text(version.size), .int(Int64(version.width)), .int(Int64(version.height)),
-                          .int(version.byteSize), .text(version.format), .text(version.contentType), .text(version.blobKey)])
-                _ = try c.execute("DELETE FROM \(schema).render_jobs WHERE file_id = $1 AND size = $2 AND format = $3",
-                                  [.text(fileID), .text(version.size), .text(version.format)])
-                guard inserted == 1 else { continue }
-                created += 1
-                try Outbox.enqueue(MediaVersionCreated(eventID: Self.newID(), occurredAt: now, userID: owner, version: version),
-                                   schema: schema, on: c)
+        let (schema, references) = (self.schema, self.references)
+        let outcome: (created: Int, unused: [BlobKey])?
+        do {
+            outcome = try await runtime.postgres.withTransaction { c in
+                try Self.lockFile(fileID, c)
+                // Deleted while rendering: store nothing (the blobs are removed below).
+                guard try !c.query("SELECT 1 FROM \(schema).photo_metadata WHERE file_id = $1", [.text(fileID)]).isEmpty else { return nil }
+                var created = 0
+                var added: [(key: BlobKey, ref: String)] = [], unused: [BlobKey] = []
+                for version in versions {
+                    let inserted = try c.execute("""
+                        INSERT INTO \(schema).photo_versions (file_id, size, width, height, bytes, format, content_type, blob_key)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (file_id, size, format) DO NOTHING
+                        """, [.text(fileID), .text(version.size), .int(Int64(version.width)), .int(Int64(version.height)),
+                              .int(version.byteSize), .text(version.format), .text(version.contentType), .text(version.blobKey)])
+                    _ = try c.execute("DELETE FROM \(schema).render_jobs WHERE file_id = $1 AND size = $2 AND format = $3",
+                                      [.text(fileID), .text(version.size), .text(version.format)])
+                    guard inserted == 1, let key = BlobKey(version.blobKey) else {
+                        // Stored by someone else meanwhile: this render's blob may be nobody's.
+                        if let key = BlobKey(version.blobKey) { unused.append(key) }
+                        continue
+                    }
+                    added.append((key, Self.versionReference(fileID: fileID, size: version.size, format: version.format)))
+                    created += 1
+                    try Outbox.enqueue(MediaVersionCreated(eventID: Self.newID(), occurredAt: now, userID: owner, version: version),
+                                       schema: schema, on: c)
+                }
+                // Each new version's reference to its blob, under the blobs' locks.
+                try references.add(added, owner: .media, on: c)
+                return (created, unused)
             }
-            return created
+        } catch let error as BlobStoreError where error.code == .notFound {
+            // A blob was removed between its write and this commit (its last other reference
+            // went meanwhile): nothing was stored; the next try writes it again.
+            throw ServiceError.unavailable("a rendered version was removed before it was stored; try again")
         }
-        guard let created else {
-            for key in Set(versions.compactMap { BlobKey($0.blobKey) }) { _ = try await removeBlobIfUnreferenced(key) }
+        guard let outcome else {
+            _ = await removeUnreferenced(versions.compactMap { BlobKey($0.blobKey) }, logger)
             throw ServiceError.notFound("no such photo")
         }
+        let created = outcome.created
+        if !outcome.unused.isEmpty { _ = await removeUnreferenced(outcome.unused, logger) }
         relay.wake()
         Metrics.Timer(label: "media_render_seconds").recordNanoseconds(Int64(elapsed.components.seconds) * 1_000_000_000
                                                                        + elapsed.components.attoseconds / 1_000_000_000)
@@ -316,8 +332,8 @@ extension MediaService {
         let albums = event.albumIDs.prefix(100).compactMap(Self.uuid)
         let renderable = Self.frameSides.contains(width) && Self.frameSides.contains(height)
         let wanted = Self.frameVersion(width: max(1, width), height: max(1, height), format: format)
-        let (schema, fileList) = (self.schema, files.joined(separator: ","))
-        let outcome: (queued: Int, dropped: [String])? = try await delivery.transaction { c in
+        let (schema, fileList, references) = (self.schema, files.joined(separator: ","), self.references)
+        let outcome: (queued: Int, dropped: Int, unreferenced: [BlobKey])? = try await delivery.transaction { c in
             let before = try c.query("SELECT width, height, format FROM \(schema).frame_screens WHERE frame_id = $1 AND NOT deleted FOR UPDATE",
                                      [.text(frame)]).first
             let applied = try c.query("""
@@ -329,9 +345,9 @@ extension MediaService {
                 RETURNING 1
                 """, [.text(frame), .text(event.userID), .int(Int64(width)), .int(Int64(height)), .text(format),
                       .text(albums.joined(separator: ",")), .int(event.occurredAt)])
-            guard !applied.isEmpty else { return (0, []) }
+            guard !applied.isEmpty else { return (0, 0, []) }
             // A resized (or reformatted) frame leaves its old screen: drop what nobody else needs.
-            var dropped: [String] = []
+            var dropped: [PostgresRow] = []
             if let before {
                 let (oldWidth, oldHeight, oldFormat): (Int32, Int32, String) =
                     (try before.decode("width"), try before.decode("height"), try before.decode("format"))
@@ -339,7 +355,8 @@ extension MediaService {
                     dropped = try Self.dropUnneededScreen(width: oldWidth, height: oldHeight, leaving: frame, schema, c)
                 }
             }
-            guard renderable, !fileList.isEmpty else { return (0, dropped) }
+            let unreferenced = try Self.releaseVersions(dropped, references, c)
+            guard renderable, !fileList.isEmpty else { return (0, dropped.count, unreferenced) }
             return (try c.execute("""
                 INSERT INTO \(schema).render_jobs (file_id, size, format, width, height, priority)
                 SELECT m.file_id, $2, $3, $4, $5, (extract(epoch FROM m.created_at) * 1000)::bigint
@@ -348,15 +365,13 @@ extension MediaService {
                     AND NOT EXISTS (SELECT 1 FROM \(schema).photo_versions v
                                     WHERE v.file_id = m.file_id AND v.size = $2 AND v.format = $3)
                 ON CONFLICT (file_id, size, format) DO NOTHING
-                """, [.text(fileList), .text(wanted.size), .text(format), .int(Int64(width)), .int(Int64(height))]), dropped)
+                """, [.text(fileList), .text(wanted.size), .text(format), .int(Int64(width)), .int(Int64(height))]),
+                    dropped.count, unreferenced)
         }
-        var removed = 0
-        for key in Set(outcome?.dropped ?? []).compactMap(BlobKey.init) where try await removeBlobIfUnreferenced(key) {
-            removed += 1
-        }
+        let removed = await removeUnreferenced(outcome?.unreferenced ?? [], delivery.logger)
         delivery.logger.info("frame screen recorded", metadata: [
             "frame.id": "\(frame)", "screen": "\(width)x\(height)", "format": "\(format)",
-            "renders.queued": "\(outcome?.queued ?? 0)", "versions.dropped": "\(outcome?.dropped.count ?? 0)", "blobs.removed": "\(removed)"])
+            "renders.queued": "\(outcome?.queued ?? 0)", "versions.dropped": "\(outcome?.dropped ?? 0)", "blobs.removed": "\(removed)"])
         if let queued = outcome?.queued, queued > 0 { renderWake.signal() }
     }
 
@@ -431,8 +446,9 @@ extension MediaService {
     /// The frame's part of `device.deleted` (in the handler's transaction): its cache rows go,
     /// it stays as a tombstone in `frame_screens`, and the `frame:` versions of its screen(s)
     /// that no remaining frame's screen needs and no other frame reported cached are deleted
-    /// (with their queued jobs). Returns the blob keys of the deleted versions.
-    static func forgetFrame(_ frame: String, event: DeviceDeleted, _ schema: String, _ c: PostgresConnection) throws -> [String] {
+    /// (with their queued jobs). Returns the deleted version rows (``versionColumns``): release
+    /// them with ``releaseVersions(_:_:_:)`` in the same transaction.
+    static func forgetFrame(_ frame: String, event: DeviceDeleted, _ schema: String, _ c: PostgresConnection) throws -> [PostgresRow] {
         _ = try c.execute("DELETE FROM \(schema).photo_cache WHERE frame_id = $1", [.text(frame)])
         var screens = Set<String>()
         if (1...VersionSpec.maxSide).contains(Int(event.width)), (1...VersionSpec.maxSide).contains(Int(event.height)) {
@@ -446,34 +462,35 @@ extension MediaService {
             VALUES ($1, $2, $3, $4, 'jpeg', $5, true)
             ON CONFLICT (frame_id) DO UPDATE SET deleted = true, album_ids = '{}'
             """, [.text(frame), .text(event.userID), .int(Int64(event.width)), .int(Int64(event.height)), .int(event.occurredAt)])
-        var keys: [String] = []
+        var rows: [PostgresRow] = []
         for screen in screens.sorted() {
             let parts = screen.split(separator: "x").compactMap { Int32($0) }
             guard parts.count == 2 else { continue }
-            keys += try dropUnneededScreen(width: parts[0], height: parts[1], leaving: frame, schema, c)
+            rows += try dropUnneededScreen(width: parts[0], height: parts[1], leaving: frame, schema, c)
         }
-        return keys
+        return rows
     }
 
     /// Deletes the `frame:{W}x{H}` versions (and queued jobs) that no frame still showing needs:
     /// no remaining frame has that screen in that format, and no frame but `leaving` reported
-    /// one cached. Returns the blob keys of the deleted versions (remove them after the commit
-    /// with ``removeBlobIfUnreferenced(_:)``).
+    /// one cached. Returns the deleted version rows (``versionColumns``): release them with
+    /// ``releaseVersions(_:_:_:)`` in the same transaction, and remove the blobs that leaves
+    /// unreferenced after the commit with ``removeUnreferenced(_:_:)``.
     static func dropUnneededScreen(width: Int32, height: Int32, leaving frame: String, _ schema: String,
-                                   _ c: PostgresConnection) throws -> [String] {
+                                   _ c: PostgresConnection) throws -> [PostgresRow] {
         let needed = """
             EXISTS (SELECT 1 FROM \(schema).frame_screens s WHERE NOT s.deleted AND s.width = $2 AND s.height = $3
                     AND s.format = x.format)
             """
         let parameters: [PostgresValue] = [.text("frame:\(width)x\(height)"), .int(Int64(width)), .int(Int64(height))]
-        let keys = try c.query("""
+        let rows = try c.query("""
             DELETE FROM \(schema).photo_versions x WHERE x.size = $1 AND NOT \(needed)
                 AND NOT EXISTS (SELECT 1 FROM \(schema).photo_cache pc WHERE pc.file_id = x.file_id AND pc.size = x.size
                                 AND pc.format = x.format AND pc.frame_id <> $4)
-            RETURNING x.blob_key
-            """, parameters + [.text(frame)]).map { try $0.decode("blob_key", as: String.self) }
+            RETURNING x.file_id, x.size, x.format, x.blob_key
+            """, parameters + [.text(frame)])
         _ = try c.execute("DELETE FROM \(schema).render_jobs x WHERE x.size = $1 AND NOT \(needed)", parameters)
-        return keys
+        return rows
     }
 }
 

@@ -93,17 +93,15 @@ extension MediaService {
             delivery.logger.error("device.deleted with an invalid frame id; skipped")
             return
         }
-        let schema = self.schema
-        let keys: [String]? = try await delivery.transaction { c in
+        let (schema, references) = (self.schema, self.references)
+        let outcome: (versions: Int, unreferenced: [BlobKey])? = try await delivery.transaction { c in
             _ = try c.execute("DELETE FROM \(schema).rotation_schedules WHERE frame_id = $1::uuid", [.text(frame)])
-            return try Self.forgetFrame(frame, event: event, schema, c)
+            let rows = try Self.forgetFrame(frame, event: event, schema, c)
+            return (rows.count, try Self.releaseVersions(rows, references, c))
         }
-        var removed = 0
-        for key in Set(keys ?? []).compactMap(BlobKey.init) where try await removeBlobIfUnreferenced(key) {
-            removed += 1
-        }
+        let removed = await removeUnreferenced(outcome?.unreferenced ?? [], delivery.logger)
         delivery.logger.info("frame forgotten", metadata: [
-            "frame.id": "\(frame)", "versions.deleted": "\(keys?.count ?? 0)", "blobs.removed": "\(removed)"])
+            "frame.id": "\(frame)", "versions.deleted": "\(outcome?.versions ?? 0)", "blobs.removed": "\(removed)"])
     }
 
     /// The frame's id (lower case) when `user` owns it; album's not_found / invalid otherwise.

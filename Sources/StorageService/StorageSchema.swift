@@ -1,7 +1,8 @@
 import Postgres
 
 /// The `storage` schema: one row per (user, distinct bytes). Analysis and AI metadata are kept
-/// as their wire encodings next to the columns queries need.
+/// as their wire encodings next to the columns queries need. Each file holds a reference to
+/// its blob in the blob store's `blobs.refs` (owner `storage`, ref = file id).
 enum StorageSchema {
     static let name = "storage"
 
@@ -28,6 +29,13 @@ enum StorageSchema {
             );
             CREATE INDEX files_by_user_newest ON files (user_id, created_at DESC, file_id DESC);
             CREATE INDEX files_by_blob ON files (blob_key);
+            """),
+        // Blob references are counted by the blob store (`blobs.refs`, migrated before this
+        // schema): a reference per file, for the files stored before it existed.
+        Migration(version: 101, name: "blob_references", sql: """
+            INSERT INTO blobs.refs (blob_key, owner, ref)
+            SELECT blob_key, 'storage', file_id::text FROM files WHERE blob_key ~ '^[0-9a-f]{64}$'
+            ON CONFLICT DO NOTHING;
             """),
     ]
 }

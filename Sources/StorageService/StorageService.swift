@@ -16,6 +16,12 @@ public struct StorageConfiguration: Sendable {
     public var defaultPageSize = 50
     /// The most files a page holds, whatever a request asks for.
     public var maxPageSize = 200
+    /// How often the blob janitor sweeps the blob store.
+    public var janitorInterval: Duration = .seconds(600)
+    /// How long a blob nobody references is kept after it was (last) written: uploads not
+    /// registered yet and versions not committed yet are that young. Also the age at which
+    /// an upload's abandoned temp file goes.
+    public var blobGracePeriod: Duration = .seconds(3600)
 
     public init(blobRoot: String) {
         self.blobRoot = blobRoot
@@ -25,6 +31,10 @@ public struct StorageConfiguration: Sendable {
 /// The storage service (`svc.storage.v1.*`): registers blobs the gateway stored, validates and
 /// analyses them, dedups per user by SHA-256, lists and deletes files, and announces
 /// `file.uploaded`, `file.uploaded.with_ai` and `file.deleted` through its outbox.
+///
+/// Each file holds a reference to its blob in the blob store's table (``BlobReferences``, owner
+/// `storage`, ref = file id), added and released in the transaction that inserts or deletes
+/// the file; the blob goes when its last reference (a file's or a media version's) goes.
 public final class StorageService: Sendable {
     public static let name = StorageAPI.service
     /// The PostgreSQL schema the service owns, and its migrations (after ServiceKit's).
@@ -34,6 +44,7 @@ public final class StorageService: Sendable {
     let runtime: ServiceRuntime
     let configuration: StorageConfiguration
     let blobs: BlobStore
+    let references: BlobReferences
     let imaging: Imaging
     let analyser: any PhotoAnalyser
     let relay: OutboxRelay
@@ -44,22 +55,27 @@ public final class StorageService: Sendable {
                 analyser: any PhotoAnalyser = NoAIAnalyser()) {
         self.runtime = runtime
         self.configuration = configuration
-        self.blobs = BlobStore(path: configuration.blobRoot)
+        let blobs = BlobStore(path: configuration.blobRoot)
+        self.blobs = blobs
         self.imaging = imaging
         self.analyser = analyser
         self.relay = runtime.outboxRelay(schema: StorageSchema.name)
         var logger = runtime.logger
         logger[metadataKey: "service.name"] = "\(Self.name)"
         self.logger = logger
+        self.references = BlobReferences(store: blobs, postgres: runtime.postgres, logger: logger)
     }
 
-    /// Migrates the `storage` schema and returns the request server, the outbox relay and the
-    /// janitor of abandoned upload files.
+    /// Migrates the blob store's `blobs` schema and the `storage` schema, and returns the
+    /// request server, the outbox relay and the blob janitor (abandoned upload files, blobs
+    /// nobody references).
     public func services() async throws -> [any Service] {
-        try await runtime.services(
+        try await BlobReferences.migrate(on: runtime.postgres, logger: logger)
+        return try await runtime.services(
             identity: ServiceIdentity(name: Self.name, description: "Framecast storage: uploads, analysis, dedup, files"),
             schema: schema, migrations: StorageSchema.migrations, endpoints: endpoints, events: [], relay: relay)
-            + [BlobJanitor(blobs: blobs, interval: .seconds(600), maxAge: .seconds(3600), logger: logger)]
+            + [BlobJanitor(references: references, interval: configuration.janitorInterval,
+                           gracePeriod: configuration.blobGracePeriod, logger: logger)]
     }
 
     var endpoints: [Endpoint] {
@@ -95,7 +111,14 @@ public final class StorageService: Sendable {
         do {
             analysis = try await imaging.analyzeFile(path)
         } catch let error as ImagingError {
-            try await removeBlobIfUnreferenced(key)
+            // Nothing references a refused upload's bytes, unless they are someone's already
+            // (then they stay); a failure here leaves them to the janitor.
+            do {
+                try await references.removeIfUnreferenced(key)
+            } catch {
+                context.logger.warning("removing a refused upload's blob failed", metadata: [
+                    "blob.key": "\(key)", "error": "\(error)"])
+            }
             Counter(label: "storage_uploads_total", dimensions: [("outcome", "refused")]).increment()
             throw Self.refusal(error)
         }
@@ -124,27 +147,35 @@ public final class StorageService: Sendable {
             .text(analysis.header.format.rawValue), .int(Int64(analysis.width)), .int(Int64(analysis.height)),
             takenAt, .bytea(analysisBytes), .bytea(ai.wireBytes()),
         ]
-        let (schema, snapshot) = (self.schema, record)
-        let created: Int64? = try await runtime.postgres.withTransaction { connection in
-            try Self.lockBlob(key, connection)
-            let rows = try connection.query("""
-                INSERT INTO \(schema).files (file_id, user_id, blob_key, sha256, size, file_name, content_type,
-                    declared_content_type, metadata, format, width, height, taken_at, analysis, ai_metadata)
-                VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12,
-                        to_timestamp($13::double precision / 1000), $14, $15)
-                ON CONFLICT (user_id, sha256) DO NOTHING
-                RETURNING (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
-                """, parameters)
-            guard let row = rows.first else { return nil }
-            let createdAt: Int64 = try row.decode("created_ms")
-            var file = snapshot
-            file.createdAt = createdAt
-            let now = EventTime.now()
-            try Outbox.enqueue(FileUploaded(eventID: UUID().uuidString.lowercased(), occurredAt: now,
-                                            userID: file.userID, file: file), schema: schema, on: connection)
-            try Outbox.enqueue(FileUploadedWithAI(eventID: UUID().uuidString.lowercased(), occurredAt: now,
-                                                  userID: file.userID, file: file), schema: schema, on: connection)
-            return createdAt
+        let (schema, snapshot, references) = (self.schema, record, self.references)
+        let created: Int64?
+        do {
+            created = try await runtime.postgres.withTransaction { connection in
+                let rows = try connection.query("""
+                    INSERT INTO \(schema).files (file_id, user_id, blob_key, sha256, size, file_name, content_type,
+                        declared_content_type, metadata, format, width, height, taken_at, analysis, ai_metadata)
+                    VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12,
+                            to_timestamp($13::double precision / 1000), $14, $15)
+                    ON CONFLICT (user_id, sha256) DO NOTHING
+                    RETURNING (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
+                    """, parameters)
+                guard let row = rows.first else { return nil }
+                // The file's reference to its blob, under the blob's lock (a blob removed since
+                // the gateway stored it is refused here, and nothing is committed).
+                try references.add(key, owner: .storage, ref: snapshot.fileID, on: connection)
+                let createdAt: Int64 = try row.decode("created_ms")
+                var file = snapshot
+                file.createdAt = createdAt
+                let now = EventTime.now()
+                try Outbox.enqueue(FileUploaded(eventID: UUID().uuidString.lowercased(), occurredAt: now,
+                                                userID: file.userID, file: file), schema: schema, on: connection)
+                try Outbox.enqueue(FileUploadedWithAI(eventID: UUID().uuidString.lowercased(), occurredAt: now,
+                                                      userID: file.userID, file: file), schema: schema, on: connection)
+                return createdAt
+            }
+        } catch let error as BlobStoreError where error.code == .notFound {
+            context.logger.warning("the upload's blob was removed before it was registered", metadata: ["blob.key": "\(key)"])
+            throw ServiceError.conflict("the upload's bytes were removed concurrently; upload the photo again")
         }
         guard let created else {
             // The same bytes were registered concurrently by the same user: that one wins.
@@ -216,8 +247,8 @@ public final class StorageService: Sendable {
     func deleteFile(_ request: DeleteFileRequest, _ context: CallContext) async throws -> Empty {
         guard !request.userID.isEmpty else { throw ServiceError.invalid("user_id is required") }
         guard let id = Self.uuid(request.fileID) else { throw ServiceError.notFound("no such file") }
-        let schema = self.schema
-        let deleted: (blob: String, sha: String)? = try await runtime.postgres.withTransaction { connection in
+        let (schema, references) = (self.schema, self.references)
+        let deleted: (blob: BlobKey?, unreferenced: Bool)? = try await runtime.postgres.withTransaction { connection in
             let rows = try connection.query(
                 "DELETE FROM \(schema).files WHERE file_id = $1::uuid AND user_id = $2 RETURNING blob_key, sha256",
                 [.text(id), .text(request.userID)])
@@ -226,33 +257,24 @@ public final class StorageService: Sendable {
             try Outbox.enqueue(FileDeleted(eventID: UUID().uuidString.lowercased(), occurredAt: EventTime.now(),
                                            userID: request.userID, fileID: id, ownerID: request.userID,
                                            blobKey: blob, sha256: sha), schema: schema, on: connection)
-            return (blob, sha)
+            guard let key = BlobKey(blob) else { return (nil, false) }
+            return (key, try references.release(key, owner: .storage, ref: id, on: connection))
         }
         guard let deleted else { throw ServiceError.notFound("no such file") }
         relay.wake()
-        if let key = BlobKey(deleted.blob) { try await removeBlobIfUnreferenced(key) }
-        context.logger.info("file deleted", metadata: ["file.id": "\(id)"])
-        return Empty()
-    }
-
-    // MARK: Blobs
-
-    /// Serialises everything that adds or removes a reference to one blob.
-    static func lockBlob(_ key: BlobKey, _ connection: PostgresConnection) throws {
-        try connection.advisoryTransactionLock(key.referenceLockName)
-    }
-
-    /// Deletes the blob when no file references it (a refused upload, a deleted last copy).
-    func removeBlobIfUnreferenced(_ key: BlobKey) async throws {
-        let (schema, blobs, logger) = (self.schema, self.blobs, self.logger)
-        try await runtime.postgres.withTransaction { connection in
-            try Self.lockBlob(key, connection)
-            let referenced = try !connection.query("SELECT 1 FROM \(schema).files WHERE blob_key = $1 LIMIT 1",
-                                                   [.text(key.hex)]).isEmpty
-            if !referenced, try blobs.delete(key) {
-                logger.debug("blob removed", metadata: ["blob.key": "\(key)"])
+        // The file is deleted (committed): a blob left behind by a failure here is unreferenced
+        // and goes with the janitor's next sweep, so the delete still answers ok.
+        var removed = false
+        if let key = deleted.blob, deleted.unreferenced {
+            do {
+                removed = try await references.removeIfUnreferenced(key)
+            } catch {
+                context.logger.warning("removing the deleted file's blob failed; the janitor will", metadata: [
+                    "file.id": "\(id)", "blob.key": "\(key)", "error": "\(error)"])
             }
         }
+        context.logger.info("file deleted", metadata: ["file.id": "\(id)", "blob.removed": "\(removed)"])
+        return Empty()
     }
 
     // MARK: Rows

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BlobStore
 import Foundation
 import Logging
 import NATS
@@ -479,8 +480,10 @@ struct Migrate: AsyncParsableCommand {
     func run() async throws {
         let logger = options.bootstrapLogging()
         let postgres = PostgresPool(configuration: options.postgresConfiguration, logger: logger)
-        // Services get ServiceKit's outbox tables first; the gateway has no events.
+        // Services get ServiceKit's outbox tables first; the gateway has no events. The blob
+        // store's references come before storage and media (their migrations fill them).
         let schemas: [(String, [Migration])] = [
+            (BlobReferences.schema, BlobReferences.migrations),
             (StorageService.schema, Outbox.migrations(schema: StorageService.schema) + StorageService.migrations),
             (AlbumService.schema, Outbox.migrations(schema: AlbumService.schema) + AlbumService.migrations),
             (MediaService.schema, Outbox.migrations(schema: MediaService.schema) + MediaService.migrations),

@@ -251,6 +251,7 @@ extension MediaServiceTests {
             #expect(try await h.frameRows("frame:1024x600").isEmpty)
             #expect(try await eventually { shared.allSatisfy { !h.blobs.exists($0) } })
             #expect(Set(try await h.metadata(files[0], as: owner).versions.map(\.size)) == ["thumbnail", "hd"])
+            #expect(try await h.unmatchedVersionReferences() == 0, "device.deleted released what it deleted")
         }
         await h.close()
     }
@@ -283,6 +284,7 @@ extension MediaServiceTests {
             try await h.deliver(AlbumPhotoAdded(eventID: UUID().uuidString.lowercased(), occurredAt: EventTime.now(), userID: owner,
                                                 photo: AlbumPhoto(albumID: frameID(), fileID: rendered[1], addedBy: owner)))
             #expect(try await h.runtime.postgres.query("SELECT 1 FROM media.render_jobs").isEmpty)
+            #expect(try await h.unmatchedVersionReferences() == 0, "a resize released the old screen's versions")
         }
         await h.close()
     }

@@ -59,6 +59,16 @@ struct StorageHarness {
             contentType: "image/jpeg", metadata: metadata))
     }
 
+    /// The blob's references in the blob store's table, as `owner:ref`, sorted.
+    func references(_ key: BlobKey) async throws -> [String] {
+        try await backend.postgres.query("SELECT owner, ref FROM blobs.refs WHERE blob_key = $1 ORDER BY owner, ref",
+                                         [.text(key.hex)])
+            .map { row in
+                let owner: String = try row.decode("owner"), ref: String = try row.decode("ref")
+                return "\(owner):\(ref)"
+            }
+    }
+
     /// Every event of type `E` now in the stream.
     func events<E: WireEvent>(_ type: E.Type) async throws -> [E] {
         try await eventsInStream(type, jetStream: runtime.jetStream)
@@ -227,10 +237,15 @@ func user() -> String { "user-\(UUID().uuidString.prefix(8))" }
             }
             #expect(error?.status == .notFound)
 
+            // Each file holds its reference in the blob store's table.
+            #expect(try await h.references(key) == [mine.fileID, theirs.fileID].sorted().map { "storage:\($0)" })
+
             _ = try await h.client.call(StorageAPI.deleteFile, DeleteFileRequest(userID: a, fileID: mine.fileID))
             #expect(h.blobs.exists(key), "b's file still uses the blob")
+            #expect(try await h.references(key) == ["storage:\(theirs.fileID)"])
             _ = try await h.client.call(StorageAPI.deleteFile, DeleteFileRequest(userID: b, fileID: theirs.fileID))
             #expect(!h.blobs.exists(key), "the blob went with its last file")
+            #expect(try await h.references(key).isEmpty)
 
             #expect(try await eventually { try await h.events(FileDeleted.self).count == 2 })
             let deleted = try await h.events(FileDeleted.self)
