@@ -134,5 +134,16 @@ enum AlbumSchema {
                 ADD COLUMN config_seq           bigint NOT NULL DEFAULT 0,
                 ADD COLUMN config_published_seq bigint NOT NULL DEFAULT 0;
             """),
+        // Tombstones of deleted files (written by file.deleted): a late or redelivered
+        // file.uploaded.with_ai or media.cache_ready, or an AddAlbumPhoto racing the delete,
+        // finds it under the file's lock and adds nothing. Pruned after
+        // AlbumService.tombstoneRetention.
+        Migration(version: 102, name: "deleted_files", sql: """
+            CREATE TABLE deleted_files (
+                file_id    uuid PRIMARY KEY,
+                deleted_at timestamptz NOT NULL DEFAULT clock_timestamp()
+            );
+            CREATE INDEX deleted_files_by_age ON deleted_files (deleted_at);
+            """),
     ]
 }

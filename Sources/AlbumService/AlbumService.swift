@@ -372,6 +372,8 @@ public final class AlbumService: Sendable {
         try await learnFile(file, user: user)
         let (photo, added): (AlbumPhoto, Bool) = try await runtime.postgres.withTransaction { [configuration] c in
             try Self.requireRole(user, id, ["owner", "contributor"], schema, c)
+            // Deleted (file.deleted handled, under the file's lock): never added again.
+            if try Self.fileIsDeleted(locking: file, schema, c) { throw Self.noFile }
             // A user adds their own files, or files they can already see in one of their albums.
             let visible = try !c.query("""
                 SELECT 1 FROM \(schema).photos p WHERE p.file_id = $1::uuid AND p.known AND (p.owner_id = $2 OR EXISTS (
@@ -404,7 +406,11 @@ public final class AlbumService: Sendable {
             throw Self.noFile
         }
         guard let record = reply.file else { throw Self.noFile }
-        try await runtime.postgres.withConnection { c in try Self.upsertPhoto(record, schema, c) }
+        // Storage answered before a delete that album has handled since: learn nothing.
+        try await runtime.postgres.withTransaction { c in
+            if try Self.fileIsDeleted(locking: file, schema, c) { throw Self.noFile }
+            try Self.upsertPhoto(record, schema, c)
+        }
     }
 
     static func upsertPhoto(_ file: FileRecord, _ schema: String, _ c: PostgresConnection) throws {

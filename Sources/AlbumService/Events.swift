@@ -8,7 +8,8 @@ extension AlbumService {
     /// `file.uploaded.with_ai`: the photo goes to `metadata.album_id` when the uploader may add
     /// photos there (owner or contributor); an album_id they may not add to is logged and the
     /// photo is added nowhere (never to someone else's album); no album_id: the uploader's
-    /// default album, created on first need.
+    /// default album, created on first need. A file already deleted (its tombstone, read under
+    /// the file's lock) is added nowhere: the event came late or again.
     func fileUploaded(_ event: FileUploadedWithAI, _ delivery: EventDelivery) async throws {
         guard let file = event.file, let fileID = UUID(uuidString: file.fileID)?.uuidString.lowercased(), !file.userID.isEmpty else {
             delivery.logger.error("file.uploaded.with_ai without a file, a file id or an owner; skipped")
@@ -19,6 +20,11 @@ extension AlbumService {
         let (schema, configuration, logger) = (self.schema, self.configuration, delivery.logger)
         let defaultName = configuration.defaultAlbumName
         let added: Bool? = try await delivery.transaction { c in
+            if try Self.fileIsDeleted(locking: fileID, schema, c) {
+                logger.info("the file was deleted before its upload event arrived; not added to any album",
+                            metadata: ["file.id": "\(fileID)"])
+                return false
+            }
             try Self.upsertPhoto(file, schema, c)
             var album: String
             if let wanted {
@@ -47,14 +53,19 @@ extension AlbumService {
     /// `media.cache_ready`: every version the photo's frames need exists, so frames may be told.
     /// In the event's transaction the photo is marked ready and one `album_pushes` row per album
     /// holding it is written (an existing row is kept: a redelivered event queues nothing new);
-    /// the publisher then publishes each row once and marks it published.
+    /// the publisher then publishes each row once and marks it published. For a deleted file
+    /// (tombstone) nothing is recorded or queued.
     func cacheReady(_ event: MediaCacheReady, _ delivery: EventDelivery) async throws {
         guard let fileID = UUID(uuidString: event.fileID)?.uuidString.lowercased() else {
             delivery.logger.error("media.cache_ready with an invalid file id; skipped")
             return
         }
-        let (schema, configuration) = (self.schema, self.configuration)
-        try await delivery.transaction { c in
+        let (schema, configuration, logger) = (self.schema, self.configuration, delivery.logger)
+        let queued: Bool? = try await delivery.transaction { c in
+            if try Self.fileIsDeleted(locking: fileID, schema, c) {
+                logger.info("media.cache_ready for a deleted file; nothing to announce", metadata: ["file.id": "\(fileID)"])
+                return false
+            }
             // The photo may not be known yet (album has not handled file.uploaded.with_ai):
             // remember it is ready; adding it to an album later queues its notification then.
             _ = try c.execute("""
@@ -62,8 +73,9 @@ extension AlbumService {
                 ON CONFLICT (file_id) DO UPDATE SET cache_ready = true
                 """, [.text(fileID)])
             try Self.queueAddedPushes(file: fileID, albums: nil, configuration, schema, c)
+            return true
         }
-        publisher.wake()
+        if queued == true { publisher.wake() }
     }
 
     /// `media.schedule_changed`: the frame's rotation schedule goes into its retained config.
@@ -97,7 +109,9 @@ extension AlbumService {
         }
     }
 
-    /// `file.deleted`: the photo leaves every album (`album.photo_removed`, MQTT photo_removed).
+    /// `file.deleted`: the file's tombstone is recorded (so nothing that arrives later adds it
+    /// again), and the photo leaves every album: `album.photo_removed` per album, and MQTT
+    /// `photo_removed` queued where frames were told of it (``deleteAlbumPhoto``).
     func fileDeleted(_ event: FileDeleted, _ delivery: EventDelivery) async throws {
         guard let fileID = UUID(uuidString: event.fileID)?.uuidString.lowercased() else {
             delivery.logger.error("file.deleted with an invalid file id; skipped")
@@ -105,6 +119,10 @@ extension AlbumService {
         }
         let schema = self.schema
         try await delivery.transaction { c in
+            _ = try Self.fileIsDeleted(locking: fileID, schema, c)
+            _ = try c.execute("INSERT INTO \(schema).deleted_files (file_id) VALUES ($1::uuid) ON CONFLICT DO NOTHING",
+                              [.text(fileID)])
+            try Self.pruneTombstones(schema, c)
             let albums = try c.query("SELECT album_id::text AS id FROM \(schema).album_photos WHERE file_id = $1::uuid", [.text(fileID)])
                 .map { try $0.decode("id", as: String.self) }
             for album in albums {
@@ -117,5 +135,33 @@ extension AlbumService {
         }
         relay.wake()
         publisher.wake()
+    }
+
+    // MARK: Tombstones
+
+    /// How long a deleted file's tombstone is kept: far longer than any event for the file can
+    /// be late.
+    static let tombstoneRetention = "30 days"
+
+    /// Takes the file's lock for the rest of the transaction on `c` (everything album writes
+    /// about one file — its upload, cache_ready, AddAlbumPhoto, its delete — is serialised by
+    /// it) and tells whether the file was deleted (has a tombstone): then nothing may be
+    /// created for it. Read after the lock, a delete has either committed (and is seen) or
+    /// waits for this transaction (and then removes what it wrote).
+    static func fileIsDeleted(locking file: String, _ schema: String, _ c: PostgresConnection) throws -> Bool {
+        try c.advisoryTransactionLock("album-file:" + file)
+        return try !c.query("SELECT 1 FROM \(schema).deleted_files WHERE file_id = $1::uuid", [.text(file)]).isEmpty
+    }
+
+    /// Deletes up to 100 tombstones older than ``tombstoneRetention`` (in `file.deleted`'s
+    /// transaction, so pruning keeps pace with deleting; rows another replica is pruning are
+    /// skipped, never waited for).
+    static func pruneTombstones(_ schema: String, _ c: PostgresConnection) throws {
+        _ = try c.execute("""
+            DELETE FROM \(schema).deleted_files WHERE file_id IN (
+                SELECT file_id FROM \(schema).deleted_files
+                WHERE deleted_at < clock_timestamp() - interval '\(tombstoneRetention)'
+                ORDER BY deleted_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+            """)
     }
 }

@@ -244,10 +244,14 @@ extension Gateway {
             return try await serveBlob(request, context, key: file.blobKey, sha256: file.sha256, byteSize: file.size,
                                        contentType: file.contentType, fileName: file.fileName)
         }
-        // A rendered version (thumbnail, hd, frame:{W}x{H}): media knows it and checks access.
+        // A rendered version (thumbnail, hd, frame:{W}x{H}): media knows it and checks access;
+        // storage, at the same time, that the file was not deleted (media may not have heard yet).
         let id = try context.parameters.require("file_id")
         let format = request.uri.queryParameters.get("format") ?? ""
-        let version = try await renderedVersion(id, size: asked, format: format, context)
+        _ = try Self.versionSize(asked)
+        async let rendered = renderedVersion(id, size: asked, format: format, context)
+        try await requireStoredFile(id, context)
+        let version = try await rendered
         let ext = version.format == "webp" ? "webp" : "jpg"
         return try await serveBlob(request, context, key: version.blobKey, sha256: version.sha256, byteSize: version.byteSize,
                                    contentType: version.contentType,
@@ -262,13 +266,8 @@ extension Gateway {
     /// for it, and when there is none the answer is 400. One album call for a `frame:` size,
     /// none for the others.
     func renderedVersion(_ id: String, size asked: String, format: String, _ context: GatewayContext) async throws -> PhotoVersion {
-        var size = asked
-        if asked != "thumbnail" && asked != "hd" {
-            guard let match = asked.wholeMatch(of: /frame:([0-9]{1,5})x([0-9]{1,5})/),
-                  let width = Int(match.1), let height = Int(match.2) else {
-                throw APIError.badRequest("size must be original, thumbnail, hd or frame:{W}x{H}")
-            }
-            size = "frame:\(width)x\(height)"
+        let size = try Self.versionSize(asked)
+        if size.hasPrefix("frame:") {
             let screens = try await screenSizes(context)
             if !screens.contains(size) {
                 let metadata = try require(try await media.call(
@@ -295,6 +294,31 @@ extension Gateway {
         let reply = try await media.call(MediaAPI.getVersion, GetVersionRequest(fileID: id, size: size, format: format),
                                          headers: principalHeaders(context))
         return try require(reply.version)
+    }
+
+    /// The rendered size `asked` names: `thumbnail`, `hd` or `frame:{W}x{H}` (normalised); 400
+    /// for anything else (`original` is served before, from storage).
+    static func versionSize(_ asked: String) throws -> String {
+        if asked == "thumbnail" || asked == "hd" { return asked }
+        guard let match = asked.wholeMatch(of: /frame:([0-9]{1,5})x([0-9]{1,5})/),
+              let width = Int(match.1), let height = Int(match.2) else {
+            throw APIError.badRequest("size must be original, thumbnail, hd or frame:{W}x{H}")
+        }
+        return "frame:\(width)x\(height)"
+    }
+
+    /// A delete is a delete: 404 for a file storage no longer has, whatever media (which
+    /// learns of the delete from `file.deleted`, a moment later) still holds. Storage commits
+    /// the delete before `DELETE` answers 204, so every request that starts after it gets 404.
+    /// One `GetFile` by primary key, run alongside the media call (the callers start that one
+    /// first), so it adds load, not latency. The answer is the same "no such photo" as media's
+    /// for a photo the caller may not see, so neither tells a hidden photo from a deleted one.
+    func requireStoredFile(_ id: String, _ context: GatewayContext) async throws {
+        do {
+            _ = try await storage.call(StorageAPI.getFile, GetFileRequest(userID: "", fileID: id), headers: headers(context))
+        } catch let error as ServiceError where error.status == .notFound {
+            throw APIError.notFound("no such photo")
+        }
     }
 
     /// `frame:{W}x{H}` of the caller's screens: a user's frames, or a frame's own screen.

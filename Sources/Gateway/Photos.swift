@@ -36,11 +36,13 @@ struct PhotoMetadataJSON: Encodable, Sendable {
 
 extension Gateway {
     /// GET /api/v1/photos/{file_id}: readable by the owner, members of an album holding it, and
-    /// frames subscribed to such an album (media checks, on behalf of the caller); 404 otherwise.
+    /// frames subscribed to such an album (media checks, on behalf of the caller); 404 otherwise,
+    /// and 404 as soon as the file is deleted (storage checks, alongside: ``requireStoredFile(_:_:)``).
     func photoMetadata(_ context: GatewayContext) async throws -> JSONBody<PhotoMetadataJSON> {
         let id = try context.parameters.require("file_id")
-        let reply = try await media.call(MediaAPI.getPhotoMetadata, GetPhotoMetadataRequest(fileID: id),
-                                         headers: principalHeaders(context))
-        return JSONBody(body: PhotoMetadataJSON(try require(reply.metadata), baseURL: configuration.publicURL))
+        let headers = try principalHeaders(context)
+        async let reply = media.call(MediaAPI.getPhotoMetadata, GetPhotoMetadataRequest(fileID: id), headers: headers)
+        try await requireStoredFile(id, context)
+        return JSONBody(body: PhotoMetadataJSON(try require(try await reply.metadata), baseURL: configuration.publicURL))
     }
 }

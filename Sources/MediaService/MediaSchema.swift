@@ -2,8 +2,8 @@ import Postgres
 
 /// The `media` schema: the rendered versions of each photo (content addressed, immutable), the
 /// photo's metadata as media serves it (AI metadata and analysis kept as their wire
-/// encodings), playlists and frames' rotation schedules, frames' screens and caches, and the
-/// queue of versions to render.
+/// encodings), playlists and frames' rotation schedules, frames' screens and caches, the
+/// queue of versions to render, and the tombstones of deleted files.
 enum MediaSchema {
     static let name = "media"
 
@@ -123,6 +123,16 @@ enum MediaSchema {
             SELECT blob_key, 'media', file_id || '|' || size || '|' || format FROM photo_versions
             WHERE blob_key ~ '^[0-9a-f]{64}$'
             ON CONFLICT DO NOTHING;
+            """),
+        // Tombstones of deleted files (written by file.deleted): whatever arrives for the file
+        // afterwards (a late file.uploaded.with_ai, a render, an on-demand request) finds it
+        // under the file's lock and stores nothing. Pruned after MediaService.tombstoneRetention.
+        Migration(version: 104, name: "deleted_files", sql: """
+            CREATE TABLE deleted_files (
+                file_id    text PRIMARY KEY,
+                deleted_at timestamptz NOT NULL DEFAULT clock_timestamp()
+            );
+            CREATE INDEX deleted_files_by_age ON deleted_files (deleted_at);
             """),
     ]
 }

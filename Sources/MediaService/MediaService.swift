@@ -45,7 +45,12 @@ public struct MediaConfiguration: Sendable {
 /// * `GetPhotoMetadata` / `GetVersion` answer for a principal carried in the
 ///   ``principalHeader`` header: the file's owner, or whoever album's `CanViewPhoto` allows;
 ///   anyone else gets not_found.
-/// * On `file.deleted` it deletes the file's rows and the version blobs nobody references.
+/// * On `file.deleted` it records a tombstone (`deleted_files`), deletes the file's rows and
+///   the version blobs nobody references. A delete is a delete: whatever arrives for the file
+///   afterwards — a late or redelivered `file.uploaded.with_ai`, a queued or on-demand render —
+///   finds the tombstone under the file's lock (``lockFile(_:_:)``) and stores nothing (what it
+///   rendered is removed through ``BlobReferences``); `GetPhotoMetadata` / `GetVersion` answer
+///   not_found for it. Tombstones are pruned after ``tombstoneRetention``.
 ///   Every stored version holds a reference to its blob in the blob store's table
 ///   (``BlobReferences``, owner `media`, ``versionReference(fileID:size:format:)``), added and
 ///   released in the transaction that inserts or deletes the version row; a blob goes only
@@ -238,6 +243,13 @@ public final class MediaService: Sendable {
         }
         let fileID = file.fileID
         let owner = file.userID.isEmpty ? event.userID : file.userID
+        // Deleted before this (late or redelivered) event arrived: render nothing. (A delete
+        // that lands while rendering is caught again when committing, under the file's lock.)
+        if try await isDeleted(fileID) {
+            logger.info("the file was deleted; not rendering", metadata: ["file.id": "\(fileID)"])
+            Counter(label: "media_renders_total", dimensions: [("outcome", "deleted")]).increment()
+            return
+        }
         // A redelivery, or the same file announced again: never render twice.
         if try await hasVersions(fileID) {
             logger.info("versions exist; not rendering again", metadata: ["file.id": "\(fileID)"])
@@ -279,11 +291,13 @@ public final class MediaService: Sendable {
             .int(file.size), .bytea(file.aiMetadata?.wireBytes() ?? []), .bytea(file.analysis?.wireBytes() ?? []),
         ]
         let (schema, snapshot, albums, references) = (self.schema, versions, albumIDs, self.references)
-        let committed: Bool? = try await delivery.transaction { connection in
+        let committed: UploadCommit? = try await delivery.transaction { connection in
             try Self.lockFile(fileID, connection)
+            // Deleted while rendering: keep nothing (the blobs are removed below).
+            if try Self.hasTombstone(fileID, schema, connection) { return .deleted }
             // Another event for the same file committed first: keep its versions.
             guard try connection.query("SELECT 1 FROM \(schema).photo_versions WHERE file_id = $1 LIMIT 1",
-                                       [.text(fileID)]).isEmpty else { return false }
+                                       [.text(fileID)]).isEmpty else { return .duplicate }
             try connection.execute("""
                 INSERT INTO \(schema).photo_metadata (file_id, user_id, file_name, content_type, original_blob_key,
                     original_bytes, ai_metadata, analysis)
@@ -309,30 +323,34 @@ public final class MediaService: Sendable {
             try Outbox.enqueue(MediaCacheReady(eventID: Self.newID(), occurredAt: now, userID: owner, fileID: fileID,
                                                versions: snapshot, frameIDs: frameIDs, albumIDs: albums),
                                schema: schema, on: connection)
-            return true
+            return .stored
         }
-        if committed != true {
-            // This file's versions were stored by an earlier delivery: what was rendered here
-            // and is referenced by nobody goes.
+        let outcome = committed ?? .duplicate
+        if outcome != .stored {
+            // This file's versions were stored by an earlier delivery, or the file was deleted
+            // meanwhile: what was rendered here and is referenced by nobody goes.
             _ = await removeUnreferenced(versions.compactMap { BlobKey($0.blobKey) }, logger)
         }
         relay.wake()
         let milliseconds = Double(renderTime.components.seconds) * 1000 + Double(renderTime.components.attoseconds) / 1e15
         Metrics.Timer(label: "media_render_seconds").recordNanoseconds(Int64(milliseconds * 1_000_000))
-        Counter(label: "media_renders_total", dimensions: [("outcome", committed == true ? "rendered" : "duplicate")]).increment()
+        Counter(label: "media_renders_total", dimensions: [("outcome", outcome.rawValue)]).increment()
         logger.info("versions rendered", metadata: [
             "file.id": "\(fileID)", "versions": "\(versions.map(\.size).joined(separator: ","))",
-            "render.ms": "\(Int(milliseconds.rounded()))", "committed": "\(committed == true)",
+            "render.ms": "\(Int(milliseconds.rounded()))", "committed": "\(outcome == .stored)", "outcome": "\(outcome.rawValue)",
         ])
     }
 
-    /// Announces that the photo cannot be rendered: one `media.version_failed` per version.
+    /// Announces that the photo cannot be rendered: one `media.version_failed` per version —
+    /// unless it was deleted meanwhile (its original may be gone with it): then nothing.
     func failed(_ wanted: [Wanted], file fileID: String, owner: String, reason: String, _ delivery: EventDelivery) async throws {
         delivery.logger.warning("photo cannot be rendered", metadata: ["file.id": "\(fileID)", "error": "\(reason)"])
         Counter(label: "media_renders_total", dimensions: [("outcome", "failed")]).increment()
         let schema = self.schema
         let now = EventTime.now()
         try await delivery.transaction { connection in
+            try Self.lockFile(fileID, connection)
+            if try Self.hasTombstone(fileID, schema, connection) { return }
             for item in wanted {
                 try Outbox.enqueue(MediaVersionFailed(eventID: Self.newID(), occurredAt: now, userID: owner, fileID: fileID,
                                                       size: item.size, format: item.spec.encoding.format.rawValue, error: reason),
@@ -342,6 +360,16 @@ public final class MediaService: Sendable {
         relay.wake()
     }
 
+    /// What committing an upload's versions did.
+    enum UploadCommit: String, Sendable {
+        /// Stored, with `media.version_created` and `media.cache_ready`.
+        case stored = "rendered"
+        /// An earlier delivery stored the file's versions: nothing stored.
+        case duplicate
+        /// The file was deleted (tombstone): nothing stored.
+        case deleted
+    }
+
     func hasVersions(_ fileID: String) async throws -> Bool {
         try await !runtime.postgres.query("SELECT 1 FROM \(schema).photo_versions WHERE file_id = $1 LIMIT 1",
                                           [.text(fileID)]).isEmpty
@@ -349,10 +377,21 @@ public final class MediaService: Sendable {
 
     // MARK: file.deleted
 
+    /// `file.deleted`: the file's tombstone, then its versions (references released, blobs
+    /// nobody else references removed after the commit), metadata, cache reports and queued
+    /// renders go — all under the file's lock, so a render committing at the same time either
+    /// committed before (and its rows go here) or finds the tombstone (and keeps nothing).
     func fileDeleted(_ event: FileDeleted, _ delivery: EventDelivery) async throws {
+        guard !event.fileID.isEmpty else {
+            delivery.logger.error("file.deleted without a file id; skipped")
+            return
+        }
         let (schema, fileID, references) = (self.schema, event.fileID, self.references)
         let outcome: (versions: Int, unreferenced: [BlobKey])? = try await delivery.transaction { connection in
             try Self.lockFile(fileID, connection)
+            try connection.execute("INSERT INTO \(schema).deleted_files (file_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                                   [.text(fileID)])
+            try Self.pruneTombstones(schema, connection)
             let rows = try connection.query(
                 "DELETE FROM \(schema).photo_versions WHERE file_id = $1 RETURNING \(Self.versionColumns)", [.text(fileID)])
             try connection.execute("DELETE FROM \(schema).photo_metadata WHERE file_id = $1", [.text(fileID)])
@@ -474,7 +513,8 @@ public final class MediaService: Sendable {
             SELECT user_id, file_name, content_type, original_blob_key, original_bytes, ai_metadata, analysis,
                    (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
                    (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms
-            FROM \(schema).photo_metadata WHERE file_id = $1
+            FROM \(schema).photo_metadata m WHERE file_id = $1
+                AND NOT EXISTS (SELECT 1 FROM \(schema).deleted_files d WHERE d.file_id = m.file_id)
             """, [.text(fileID)])
         guard let row = rows.first else { throw ServiceError.notFound("no such photo") }
         let ai: [UInt8] = try row.decode("ai_metadata"), analysis: [UInt8] = try row.decode("analysis")
@@ -531,6 +571,35 @@ public final class MediaService: Sendable {
     /// Serialises rendering commits and deletes of one file.
     static func lockFile(_ fileID: String, _ connection: PostgresConnection) throws {
         try connection.advisoryTransactionLock("media-file:" + fileID)
+    }
+
+    // MARK: Tombstones
+
+    /// How long a deleted file's tombstone is kept: far longer than any event for the file can
+    /// be late (a consumer that lags a month behind another has bigger problems).
+    static let tombstoneRetention = "30 days"
+
+    /// Whether `file.deleted` was handled for the file. Inside a transaction, read it after
+    /// ``lockFile(_:_:)``: a delete then either committed before (and is seen) or waits.
+    static func hasTombstone(_ fileID: String, _ schema: String, _ connection: PostgresConnection) throws -> Bool {
+        try !connection.query("SELECT 1 FROM \(schema).deleted_files WHERE file_id = $1", [.text(fileID)]).isEmpty
+    }
+
+    /// ``hasTombstone(_:_:_:)`` outside a transaction: an early way out, re-checked at commit.
+    func isDeleted(_ fileID: String) async throws -> Bool {
+        try await !runtime.postgres.query("SELECT 1 FROM \(schema).deleted_files WHERE file_id = $1", [.text(fileID)]).isEmpty
+    }
+
+    /// Deletes up to 100 tombstones older than ``tombstoneRetention`` (in `file.deleted`'s
+    /// transaction, so pruning keeps pace with deleting; rows another replica is pruning are
+    /// skipped, never waited for).
+    static func pruneTombstones(_ schema: String, _ connection: PostgresConnection) throws {
+        try connection.execute("""
+            DELETE FROM \(schema).deleted_files WHERE file_id IN (
+                SELECT file_id FROM \(schema).deleted_files
+                WHERE deleted_at < clock_timestamp() - interval '\(tombstoneRetention)'
+                ORDER BY deleted_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+            """)
     }
 
     static func newID() -> String { UUID().uuidString.lowercased() }

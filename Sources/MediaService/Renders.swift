@@ -103,7 +103,8 @@ extension MediaService {
         let (schema, postgres) = (self.schema, runtime.postgres)
         guard let row = try await postgres.query("""
             SELECT user_id, original_blob_key, (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
-            FROM \(schema).photo_metadata WHERE file_id = $1
+            FROM \(schema).photo_metadata m WHERE file_id = $1
+                AND NOT EXISTS (SELECT 1 FROM \(schema).deleted_files d WHERE d.file_id = m.file_id)
             """, [.text(fileID)]).first else { throw ServiceError.notFound("no such photo") }
         let owner: String = try row.decode("user_id")
         let priority: Int64 = try row.decode("created_ms")
@@ -137,6 +138,8 @@ extension MediaService {
             pending = try await absent(fileID, pending)
             if pending.isEmpty { break }
             guard ContinuousClock.now < deadline else { throw ServiceError.unavailable("the version is still being rendered") }
+            // Deleted while another replica rendered it: it will never appear.
+            if try await isDeleted(fileID) { throw ServiceError.notFound("no such photo") }
             try await Task.sleep(for: .milliseconds(100))
         }
         let names = Set(wanted.map { "\($0.size)|\($0.spec.encoding.format.rawValue)" })
@@ -183,8 +186,13 @@ extension MediaService {
         do {
             outcome = try await runtime.postgres.withTransaction { c in
                 try Self.lockFile(fileID, c)
-                // Deleted while rendering: store nothing (the blobs are removed below).
-                guard try !c.query("SELECT 1 FROM \(schema).photo_metadata WHERE file_id = $1", [.text(fileID)]).isEmpty else { return nil }
+                // Deleted while rendering (tombstone), or never known: store nothing, drop the
+                // file's queued jobs (the blobs are removed below).
+                guard try !Self.hasTombstone(fileID, schema, c),
+                      try !c.query("SELECT 1 FROM \(schema).photo_metadata WHERE file_id = $1", [.text(fileID)]).isEmpty else {
+                    _ = try c.execute("DELETE FROM \(schema).render_jobs WHERE file_id = $1", [.text(fileID)])
+                    return nil
+                }
                 var created = 0
                 var added: [(key: BlobKey, ref: String)] = [], unused: [BlobKey] = []
                 for version in versions {

@@ -65,14 +65,20 @@ struct AlbumHarness {
     func upload(user: String, albumID: String? = nil, name: String = "IMG_0001.jpg", labels: [String] = ["leaf", "autumn"],
                 takenAt: Int64? = 1_600_000_000_000) async throws -> String {
         let fileID = UUID().uuidString.lowercased()
+        try await publish(uploadEvent(user: user, fileID: fileID, albumID: albumID, name: name, labels: labels, takenAt: takenAt))
+        return fileID
+    }
+
+    /// Storage's `file.uploaded.with_ai` for a new file `fileID` (not published).
+    func uploadEvent(user: String, fileID: String, albumID: String? = nil, name: String = "IMG_0001.jpg",
+                     labels: [String] = ["leaf", "autumn"], takenAt: Int64? = 1_600_000_000_000) -> FileUploadedWithAI {
         var metadata: [String: String] = [:]
         if let albumID { metadata["album_id"] = albumID }
         let file = FileRecord(fileID: fileID, userID: user, blobKey: String(repeating: "a", count: 64), sha256: String(repeating: "a", count: 64),
                               size: 1234, fileName: name, contentType: "image/jpeg", declaredContentType: "image/jpeg",
                               metadata: metadata, analysis: PhotoAnalysis(format: "jpeg", width: 2560, height: 1600, orientation: 1, takenAt: takenAt),
                               aiMetadata: AIMetadata(labels: labels, analyser: "test"), createdAt: 1, storagePath: "")
-        try await publish(FileUploadedWithAI(eventID: UUID().uuidString.lowercased(), occurredAt: 1, userID: user, file: file))
-        return fileID
+        return FileUploadedWithAI(eventID: UUID().uuidString.lowercased(), occurredAt: 1, userID: user, file: file)
     }
 
     func cacheReady(_ fileID: String, eventID: String = UUID().uuidString.lowercased()) async throws {

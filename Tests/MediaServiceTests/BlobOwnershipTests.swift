@@ -163,7 +163,7 @@ extension MediaServiceTests {
             INSERT INTO media.photo_versions (file_id, size, width, height, bytes, format, content_type, blob_key)
             VALUES ($1, 'frame:1024x600', 1024, 600, 10, 'webp', 'image/webp', $2)
             """, [.text(fileID), .text(key)])
-        #expect(try await Migrations.apply(schema: MediaService.schema, media, on: pool, logger: quietLogger) == [103])
+        #expect(try await Migrations.apply(schema: MediaService.schema, media, on: pool, logger: quietLogger).contains(103))
         let refs = try await pool.query("SELECT blob_key, owner, ref FROM blobs.refs")
         #expect(refs.count == 1)
         let ref = try #require(refs.first)
