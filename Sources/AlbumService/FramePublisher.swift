@@ -148,12 +148,14 @@ final class FramePublisher: Service, Sendable {
     /// Publishes the frame's retained config (settings merged with its rotation schedule) as
     /// stored now, and marks it published up to the sequence read. A failed publish leaves it
     /// due (`config_seq > config_published_seq`) and the push loop retries it.
-    func publishConfig(frame: String) async throws {
+    /// `onlyIfDue`: skip it when the newest config was published meanwhile (the retry loop and
+    /// a request handler may both get to the same frame; the frame should hear it once).
+    func publishConfig(frame: String, onlyIfDue: Bool = false) async throws {
         // One config per frame at a time in this process, so the broker retains the newest.
         let key = "config:" + frame
         await syncLocks.lock(key)
         do {
-            try await publishConfigLocked(frame: frame)
+            try await publishConfigLocked(frame: frame, onlyIfDue: onlyIfDue)
             await syncLocks.unlock(key)
         } catch {
             await syncLocks.unlock(key)
@@ -161,16 +163,21 @@ final class FramePublisher: Service, Sendable {
         }
     }
 
-    private func publishConfigLocked(frame: String) async throws {
+    private func publishConfigLocked(frame: String, onlyIfDue: Bool) async throws {
         let schema = self.schema
-        let (seq, message): (Int64, FrameConfigMessage) = try await postgres.withConnection { c in
-            guard let row = try c.query("SELECT config, schedule, config_seq FROM \(schema).frames WHERE frame_id = $1::uuid",
-                                        [.text(frame)]).first else { throw AlbumService.noFrame }
+        let due: (Int64, FrameConfigMessage)? = try await postgres.withConnection { c in
+            guard let row = try c.query("""
+                SELECT config, schedule, config_seq, config_published_seq FROM \(schema).frames WHERE frame_id = $1::uuid
+                """, [.text(frame)]).first else { throw AlbumService.noFrame }
+            if onlyIfDue, try row.decode("config_published_seq", as: Int64.self) >= row.decode("config_seq", as: Int64.self) {
+                return nil
+            }
             let config: [UInt8] = try row.decode("config"), schedule: [UInt8] = try row.decode("schedule")
             return (try row.decode("config_seq", as: Int64.self), AlbumService.configMessage(
                 config.isEmpty ? AlbumService.defaultFrameConfig : try FrameConfig(wireBytes: config),
                 schedule: schedule.isEmpty ? nil : try RotationSchedule(wireBytes: schedule)))
         }
+        guard let (seq, message) = due else { return }
         try await publishNow(FrameTopics.config(frame: frame), FrameTopics.encode(message), qos: .atLeastOnce, retain: true)
         _ = try await postgres.execute("""
             UPDATE \(schema).frames SET config_published_seq = greatest(config_published_seq, $2) WHERE frame_id = $1::uuid
@@ -187,7 +194,7 @@ final class FramePublisher: Service, Sendable {
         ).map { try $0.decode("id", as: String.self) }
         for frame in frames {
             do {
-                try await publishConfig(frame: frame)
+                try await publishConfig(frame: frame, onlyIfDue: true)
             } catch {
                 logger.warning("publishing a frame's config failed; will retry", metadata: ["frame.id": "\(frame)", "error": "\(error)"])
             }

@@ -264,6 +264,19 @@ import Wire
         #expect(await core.wantedIDs == ["p2"])
     }
 
+    /// A forged or corrupt sync with an absurd sequence number would make the frame ignore every
+    /// real sync after it: it is dropped, and the next real sync still applies.
+    @Test func anImplausibleSequenceNeverLocksTheFrameOut() async {
+        let core = AgentCore(defaultInterval: .seconds(30))
+        await core.restore(nil, cached: [])
+        #expect(await core.applySync(sync(9_000_000_000_000_000_000, [])) == nil, "first sync, absurd sequence")
+        #expect(await core.applySync(sync(3, [("p1", "alb1")])) != nil)
+        #expect(await core.applySync(sync(3 + (1 << 33), [])) == nil, "a jump no real history makes")
+        #expect(await core.applySync(sync(-1, [])) == nil)
+        #expect(await core.applySync(sync(4, [("p2", "alb1")])) != nil)
+        #expect(await core.wantedIDs == ["p2"])
+    }
+
     @Test func theNewestPhotoALaterSyncBringsIsShownNext() async {
         let core = AgentCore(defaultInterval: .seconds(3600))
         await core.restore(nil, cached: [])
