@@ -147,7 +147,7 @@ let package = Package(
         .testTarget(name: "NATSTests", dependencies: ["NATS", "FramecastTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "FramecastTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "PostgresTests", dependencies: [
-            "Postgres", "FramecastTesting",
+            "Postgres", "FramecastTesting", "BlobStore",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "FramecastTesting"], swiftSettings: swiftSettings),

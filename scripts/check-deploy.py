@@ -31,6 +31,8 @@ def known_variables():
 def check_variable(where, name, known):
     if name.startswith("FRAMECAST_NATS_") and name.endswith("_PASSWORD") and name != "FRAMECAST_NATS_PASSWORD":
         return  # the NATS servers' own variables (accounts.conf)
+    if name.startswith("FRAMECAST_POSTGRES_") and name.endswith("_PASSWORD"):
+        return  # the services' PostgreSQL passwords, read by deploy/postgres/roles.sql (psql \getenv)
     if name.startswith("FRAMECAST_") and name not in known:
         error(where, f"{name} is not a variable framecast reads")
 

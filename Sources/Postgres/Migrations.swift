@@ -19,11 +19,19 @@ public struct Migration: Sendable {
 public enum Migrations {
     /// Brings `schema` up to date and returns the versions this call applied (ascending).
     ///
-    /// * Creates the schema and `<schema>.schema_migrations(version, name, applied_at)` if missing.
+    /// * Creates the schema and `<schema>.schema_migrations(version, name, applied_at)` if missing
+    ///   (only then: `CREATE … IF NOT EXISTS` needs the right to create even when the object
+    ///   exists, and a service's role may create nothing outside its own schema).
     /// * Every step holds `pg_advisory_xact_lock(key)` with a key derived from the schema name,
     ///   so replicas starting together apply each migration exactly once.
     /// * Applies each missing migration in version order, each in its own transaction,
     ///   with `search_path` set to the schema (then `public`) so unqualified names land there.
+    /// * Runs as the schema's owner: when the connected role is not the owner of an existing
+    ///   schema but may act as it (a superuser, or a member of the owner), each transaction
+    ///   does `SET LOCAL ROLE <owner>`. So `framecast migrate` run by an administrator creates
+    ///   tables that belong to the service's role (deploy/postgres/roles.sql), as if the
+    ///   service had migrated itself. A role that is neither (a service reading the blob
+    ///   store's schema) can check what is applied, and fails on a migration still missing.
     /// * A failing migration is rolled back and left unapplied; this throws a `.migration`
     ///   error naming it (with the server's SQLSTATE) and applies nothing after it.
     ///
@@ -43,14 +51,23 @@ public enum Migrations {
         return try await pool.withConnection { connection in
             try connection.transaction { c in
                 try c.execute("SELECT pg_advisory_xact_lock($1)", [.int(key)])
-                try c.executeScript("""
-                    CREATE SCHEMA IF NOT EXISTS \(quoted);
-                    CREATE TABLE IF NOT EXISTS \(table) (
-                        version bigint PRIMARY KEY,
-                        name text NOT NULL,
-                        applied_at timestamptz NOT NULL DEFAULT now()
-                    )
-                    """)
+                if try c.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [.text(schema)]).isEmpty {
+                    try c.executeScript("CREATE SCHEMA IF NOT EXISTS \(quoted)")
+                }
+                try Self.actAsOwner(of: schema, on: c)
+                let tablePresent = try c.query("""
+                    SELECT 1 FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace
+                    WHERE n.nspname = $1 AND t.relname = 'schema_migrations'
+                    """, [.text(schema)])
+                if tablePresent.isEmpty {
+                    try c.executeScript("""
+                        CREATE TABLE IF NOT EXISTS \(table) (
+                            version bigint PRIMARY KEY,
+                            name text NOT NULL,
+                            applied_at timestamptz NOT NULL DEFAULT now()
+                        )
+                        """)
+                }
             }
             var applied: [Int] = []
             for migration in sorted {
@@ -58,11 +75,18 @@ public enum Migrations {
                     try c.execute("SELECT pg_advisory_xact_lock($1)", [.int(key)])
                     let present = try c.query("SELECT 1 FROM \(table) WHERE version = $1", [.int(Int64(migration.version))])
                     if !present.isEmpty { return false }
+                    try Self.actAsOwner(of: schema, on: c)
                     do throws(PostgresError) {
                         try c.executeScript("SET LOCAL search_path TO \(quoted), public")
                         try c.executeScript(migration.sql)
                     } catch {
-                        throw error.wrapped(.migration, "migration \(migration.version) (\(migration.name)) of schema \(schema)")
+                        let what = "migration \(migration.version) (\(migration.name)) of schema \(schema)"
+                        // 42501 insufficient_privilege: typically a service's role meeting a schema it
+                        // only reads (the blob store's), whose migrations its owner applies.
+                        let hint = error.sqlState == "42501"
+                            ? " (this role may not change the schema: apply its migrations as its owner or an administrator, `framecast migrate`)"
+                            : ""
+                        throw error.wrapped(.migration, what + hint)
                     }
                     try c.execute(
                         "INSERT INTO \(table) (version, name) VALUES ($1, $2)",
@@ -78,6 +102,16 @@ public enum Migrations {
             }
             return applied
         }
+    }
+
+    /// For the rest of the transaction open on `c`, acts as the owner of `schema` (`SET LOCAL
+    /// ROLE`, reset at commit or rollback) when the connected role is not that owner but may
+    /// act as it; otherwise changes nothing.
+    static func actAsOwner(of schema: String, on c: PostgresConnection) throws {
+        _ = try c.query("""
+            SELECT set_config('role', r.rolname, true) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
+            WHERE n.nspname = $1 AND r.rolname <> current_user AND pg_has_role(current_user, r.oid, 'MEMBER')
+            """, [.text(schema)])
     }
 
     /// Throws `.invalidArgument` unless `schema` is `[a-z_][a-z0-9_]*` and at most 63 bytes.

@@ -42,9 +42,16 @@ public final class PostgresConnection {
         let timeout = configuration.connectTimeout.components
         let timeoutSeconds = max(1, timeout.seconds + (timeout.attoseconds > 0 ? 1 : 0))
         // Earlier keywords are overridden by what the conninfo string (dbname, expanded) says;
-        // client_encoding comes last because the decoders need UTF-8.
-        let keywords = ["connect_timeout", "application_name", "dbname", "client_encoding"]
-        let values = [String(timeoutSeconds), configuration.applicationName, configuration.connInfo, "UTF8"]
+        // later ones override it: the configured user, and client_encoding because the
+        // decoders need UTF-8.
+        var keywords = ["connect_timeout", "application_name", "dbname"]
+        var values = [String(timeoutSeconds), configuration.applicationName, configuration.connInfo]
+        if let user = configuration.user {
+            keywords.append("user")
+            values.append(user)
+        }
+        keywords.append("client_encoding")
+        values.append("UTF8")
         let conn = withCStringArray(keywords) { k in
             withCStringArray(values) { v in PQconnectdbParams(k, v, 1) }
         }

@@ -14,12 +14,17 @@ public struct PostgresConfiguration: Sendable {
     public var connectTimeout: Duration
     /// `application_name` shown in `pg_stat_activity`. Default `framecast`.
     public var applicationName: String
+    /// The role to log in as, instead of the conninfo's `user` (which this wins over; libpq
+    /// finds its password in `PGPASSFILE` as usual). Default nil: the conninfo's.
+    /// `framecast all` gives each service its own role this way, on one server and database.
+    public var user: String?
 
-    public init(connInfo: String, maxConnections: Int = 4) {
+    public init(connInfo: String, maxConnections: Int = 4, user: String? = nil) {
         self.connInfo = connInfo
         self.maxConnections = maxConnections
         self.connectTimeout = .seconds(5)
         self.applicationName = "framecast"
+        self.user = user
     }
 }
 

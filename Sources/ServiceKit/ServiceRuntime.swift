@@ -5,7 +5,8 @@ import ServiceLifecycle
 
 /// What a service needs to run: a NATS connection (with JetStream), a PostgreSQL pool, a
 /// logger. `framecast all` builds one per role, each on its own NATS connection (the role's
-/// NATS user) and all on one pool; tests build one and hand it to every service.
+/// NATS user) and its own pool (the role's PostgreSQL user, FRAMECAST_POSTGRES_<ROLE>_USER);
+/// tests build one and hand it to every service.
 public struct ServiceRuntime: Sendable {
     public let nats: NATSConnection
     public let jetStream: JetStream

@@ -31,7 +31,11 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .customLong("nats"), help: "NATS server URLs, comma separated (env FRAMECAST_NATS_URL).")
     var natsURL: String = env("FRAMECAST_NATS_URL") ?? "nats://127.0.0.1:4222"
 
-    @Option(name: .customLong("postgres"), help: "libpq conninfo (env FRAMECAST_POSTGRES).")
+    @Option(name: .customLong("postgres"), help: """
+        libpq conninfo, without the password: libpq reads PGPASSFILE or PGPASSWORD (env FRAMECAST_POSTGRES). \
+        `all` with FRAMECAST_POSTGRES_<ROLE>_USER set for every role connects each role as that user instead \
+        (a pool of its own, on the same server and database).
+        """)
     var postgres: String = env("FRAMECAST_POSTGRES") ?? "host=127.0.0.1 port=5432 user=postgres dbname=framecast"
 
     @Option(help: "trace, debug, info, notice, warning, error, critical (env FRAMECAST_LOG_LEVEL).")
@@ -93,6 +97,25 @@ struct CommonOptions: ParsableArguments {
     }
 
     var postgresConfiguration: PostgresConfiguration { PostgresConfiguration(connInfo: postgres) }
+
+    /// `framecast all`: each role's PostgreSQL user from FRAMECAST_POSTGRES_<ROLE>_USER (the
+    /// roles deploy/postgres/roles.sql creates are framecast_<role>), or nil when none of them is
+    /// set (the roles then share one pool as ``postgres``'s user). Throws when only some are, as
+    /// ``perRoleNATSConfigurations(_:)`` does.
+    func perRolePostgresUsers(_ roles: [ServiceRole]) throws -> [ServiceRole: String]? {
+        if roles.allSatisfy({ env($0.postgresUserVariable) == nil }) { return nil }
+        var users: [ServiceRole: String] = [:]
+        for role in roles {
+            guard let user = env(role.postgresUserVariable) else {
+                throw ValidationError("""
+                    \(role.postgresUserVariable) is not set: set FRAMECAST_POSTGRES_<ROLE>_USER for every role \
+                    (\(roles.map(\.rawValue).joined(separator: ", "))) or for none
+                    """)
+            }
+            users[role] = user
+        }
+        return users
+    }
 }
 
 /// Logs to standard error at `level` (a swift-log level name; info when unknown), once per process.
@@ -117,6 +140,9 @@ enum ServiceRole: String, CaseIterable, Sendable {
 
     /// The role's NATS password for `framecast all`; the NATS servers read the same variable.
     var natsPasswordVariable: String { "FRAMECAST_NATS_\(rawValue.uppercased())_PASSWORD" }
+
+    /// The role's PostgreSQL user for `framecast all` (its password comes from libpq: PGPASSFILE).
+    var postgresUserVariable: String { "FRAMECAST_POSTGRES_\(rawValue.uppercased())_USER" }
 
     /// Whether the role publishes or consumes events, so makes sure the EVENTS stream exists.
     var usesEvents: Bool { self != .gateway }
@@ -320,18 +346,61 @@ struct MediaOptions: ParsableArguments {
     }
 }
 
-/// The ServiceRuntime of each role a process runs: all on one PostgreSQL pool; on NATS either
-/// one shared connection, or one connection per role as the role's own user.
+/// The PostgreSQL pool of each role a process runs: one pool shared by all, as the user of
+/// FRAMECAST_POSTGRES; or, for `framecast all` with FRAMECAST_POSTGRES_<ROLE>_USER set for every
+/// role, a pool per role as that role's own user (deploy/postgres/roles.sql: each may use its
+/// own schema only), like the per-role NATS connections.
+struct RolePools: Sendable {
+    let byRole: [ServiceRole: PostgresPool]
+    /// Who the roles are on PostgreSQL, for the start-up log ("-": FRAMECAST_POSTGRES's user).
+    let users: [String]
+
+    /// Creates the pools (they connect lazily). Throws when only some per-role users are set.
+    static func make(_ roles: [ServiceRole], userPerRole: Bool, options: CommonOptions, logger: Logger) throws -> RolePools {
+        if userPerRole, let users = try options.perRolePostgresUsers(roles) {
+            var byRole: [ServiceRole: PostgresPool] = [:]
+            for role in roles {
+                var configuration = options.postgresConfiguration
+                configuration.user = users[role]
+                configuration.applicationName = "framecast-\(role.rawValue)"
+                byRole[role] = PostgresPool(configuration: configuration, logger: logger)
+            }
+            return RolePools(byRole: byRole, users: roles.compactMap { users[$0] })
+        }
+        let shared = PostgresPool(configuration: options.postgresConfiguration, logger: logger)
+        var byRole: [ServiceRole: PostgresPool] = [:]
+        for role in roles { byRole[role] = shared }
+        return RolePools(byRole: byRole, users: ["-"])
+    }
+
+    /// The pool of `role`, one of the roles the pools were made for.
+    func pool(_ role: ServiceRole) throws -> PostgresPool {
+        guard let pool = byRole[role] else { throw ValidationError("the \(role.rawValue) role has no PostgreSQL pool") }
+        return pool
+    }
+
+    /// Closes every pool (once each).
+    func close() async {
+        var seen = Set<ObjectIdentifier>()
+        for pool in byRole.values where seen.insert(ObjectIdentifier(pool)).inserted {
+            await pool.close()
+        }
+    }
+}
+
+/// The ServiceRuntime of each role a process runs: on PostgreSQL the role's pool (``RolePools``);
+/// on NATS either one shared connection, or one connection per role as the role's own user.
 struct RoleRuntimes: Sendable {
     let byRole: [ServiceRole: ServiceRuntime]
-    let postgres: PostgresPool
+    let postgres: RolePools
     /// Who the roles are on NATS, for the start-up log.
     let natsUsers: [String]
 
     /// Connects `roles`. With `userPerRole` and every FRAMECAST_NATS_<ROLE>_PASSWORD set, each
     /// role gets its own connection as user `<role>`; otherwise they share one connection with
     /// the process's NATS identity (FRAMECAST_NATS_USER / FRAMECAST_NATS_PASSWORD, or none).
-    static func connect(_ roles: [ServiceRole], userPerRole: Bool, options: CommonOptions, postgres: PostgresPool,
+    /// Either way each role's runtime has that role's PostgreSQL pool.
+    static func connect(_ roles: [ServiceRole], userPerRole: Bool, options: CommonOptions, postgres: RolePools,
                         logger: Logger) async throws -> RoleRuntimes {
         var byRole: [ServiceRole: ServiceRuntime] = [:]
         var users: [String] = []
@@ -340,14 +409,18 @@ struct RoleRuntimes: Sendable {
                 for (role, configuration) in configurations {
                     users.append(role.rawValue)
                     byRole[role] = try await ServiceRuntime.connect(
-                        nats: configuration, postgres: postgres, streamReplicas: options.streamReplicas,
+                        nats: configuration, postgres: postgres.pool(role), streamReplicas: options.streamReplicas,
                         ensureStream: role.usesEvents, logger: logger)
                 }
             } else {
+                guard let first = roles.first else { throw ValidationError("no role to run") }
                 let shared = try await ServiceRuntime.connect(
-                    nats: options.natsConfiguration, postgres: postgres, streamReplicas: options.streamReplicas,
+                    nats: options.natsConfiguration, postgres: postgres.pool(first), streamReplicas: options.streamReplicas,
                     ensureStream: roles.contains(where: \.usesEvents), logger: logger)
-                for role in roles { byRole[role] = shared }
+                for role in roles {
+                    byRole[role] = try ServiceRuntime(nats: shared.nats, jetStream: shared.jetStream,
+                                                      postgres: postgres.pool(role), logger: logger)
+                }
                 users.append(options.natsUser ?? "-")
             }
         } catch {
@@ -363,7 +436,7 @@ struct RoleRuntimes: Sendable {
         return runtime
     }
 
-    /// Closes the pool, then drains every NATS connection (once each).
+    /// Closes the pools, then drains every NATS connection (once each).
     func close() async {
         await postgres.close()
         for connection in Self.connections(byRole) { try? await connection.drain() }
@@ -380,7 +453,7 @@ struct RoleRuntimes: Sendable {
 func runRoles(_ options: CommonOptions, _ roles: [ServiceRole], userPerRole: Bool = false,
               _ build: (RoleRuntimes) async throws -> [any Service]) async throws {
     let logger = options.bootstrapLogging()
-    let postgres = PostgresPool(configuration: options.postgresConfiguration, logger: logger)
+    let postgres = try RolePools.make(roles, userPerRole: userPerRole, options: options, logger: logger)
     let runtimes: RoleRuntimes
     do {
         runtimes = try await RoleRuntimes.connect(roles, userPerRole: userPerRole, options: options, postgres: postgres, logger: logger)
@@ -396,7 +469,8 @@ func runRoles(_ options: CommonOptions, _ roles: [ServiceRole], userPerRole: Boo
         throw error
     }
     logger.info("framecast is up", metadata: [
-        "nats.url": "\(options.natsURL)", "nats.users": "\(runtimes.natsUsers.joined(separator: ","))", "services": "\(services.count)",
+        "nats.url": "\(options.natsURL)", "nats.users": "\(runtimes.natsUsers.joined(separator: ","))",
+        "postgres.users": "\(runtimes.postgres.users.joined(separator: ","))", "services": "\(services.count)",
     ])
     let group = ServiceGroup(configuration: .init(
         services: services.map { .init(service: $0) },
@@ -472,7 +546,10 @@ struct Frame: AsyncParsableCommand {
     }
 }
 
-/// Applies every service schema's migrations and exits.
+/// Applies every service schema's migrations and exits. It connects as FRAMECAST_POSTGRES's
+/// user: with a role per service (deploy/postgres/roles.sql), an administrator, who applies
+/// each schema's migrations as the schema's owner (``Migrations/apply(schema:_:on:logger:)``),
+/// the blob store's (`blobs`, which no service may change) included.
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Apply database migrations and exit.")
     @OptionGroup var options: CommonOptions

@@ -192,16 +192,27 @@ as_pg() {
   if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi
 }
 
+# The services' PostgreSQL roles (deploy/postgres/roles.sql): framecast_<role>, each with its
+# own password, `secret pg-<role>`, and rights on its own schema only.
+FRAMECAST_PG_ROLES=(gateway storage album media)
+
 # start_postgres NAME → sets PG_PORT, PG_DIR, PG_CONNINFO (database "framecast"), PGPASSFILE
 # Every connection needs a password (scram-sha-256, the local socket included): the superuser
 # postgres has `secret postgres`, which libpq clients (framecast, psql, the tests) read from
 # $FRAMECAST_RUN_DIR/pgpass (0600, exported as PGPASSFILE), so PG_CONNINFO carries none.
 # A persistent data folder made before passwords were required (pg_hba.conf trusting every
 # connection) gets the password and scram-sha-256 on its next start (pg_require_passwords).
+# The database gets a role per service (pg_service_roles), whose passwords are in the same
+# pgpass file: PG_CONNINFO is the administrator's; pg_role_conninfo ROLE / pg_role_users give
+# a service's.
 start_postgres() {
   local name=$1
   local bin; bin=$(pg_bin); [ -n "$bin" ] || die "PostgreSQL server binaries not found"
   local password; password=$(secret postgres) || die "could not read or create the secret postgres"
+  local role role_lines=""
+  for role in "${FRAMECAST_PG_ROLES[@]}"; do
+    secret "pg-$role" >/dev/null || die "could not read or create the secret pg-$role"
+  done
   local temporary=1
   if [ "${FRAMECAST_PERSISTENT:-0}" = 1 ]; then
     PG_DIR="$FRAMECAST_RUN_DIR/$name"; temporary=0; mkdir -p "$PG_DIR"
@@ -220,9 +231,14 @@ start_postgres() {
     rm -f "$pwfile"
     [ $status -eq 0 ] || { cat "$FRAMECAST_RUN_DIR/$name-initdb.log" >&2; die "initdb failed"; }
   fi
-  # For TCP on loopback and for the server's socket folder (psql -h "$PG_DIR").
-  ( umask 077; printf '127.0.0.1:*:*:postgres:%s\n%s:*:*:postgres:%s\n' "$password" "${PG_DIR//:/\\:}" "$password" \
-      > "$FRAMECAST_RUN_DIR/pgpass" )
+  # For TCP on loopback and for the server's socket folder (psql -h "$PG_DIR"): the superuser
+  # and each service's role.
+  for role in "${FRAMECAST_PG_ROLES[@]}"; do
+    role_lines+=$(printf '127.0.0.1:*:*:framecast_%s:%s\n%s:*:*:framecast_%s:%s' "$role" "$(secret "pg-$role")" \
+      "${PG_DIR//:/\\:}" "$role" "$(secret "pg-$role")")$'\n'
+  done
+  ( umask 077; printf '127.0.0.1:*:*:postgres:%s\n%s:*:*:postgres:%s\n%s' "$password" "${PG_DIR//:/\\:}" "$password" \
+      "$role_lines" > "$FRAMECAST_RUN_DIR/pgpass" )
   export PGPASSFILE="$FRAMECAST_RUN_DIR/pgpass"
   local trusting=0
   grep -Eq '^[[:space:]]*[^#[:space:]].*[[:space:]]trust[[:space:]]*$' "$PG_DIR/data/pg_hba.conf" && trusting=1
@@ -241,12 +257,42 @@ start_postgres() {
         || { cat "$FRAMECAST_RUN_DIR/$name-psql.log" >&2
              die "PostgreSQL refused the password in $FRAMECAST_RUN_DIR/secrets/postgres (a data folder from another run folder? delete $PG_DIR to start afresh)"; }
       [ "$exists" = 1 ] || "$bin/createdb" -w -h 127.0.0.1 -p "$PG_PORT" -U postgres framecast || die "createdb failed"
+      pg_service_roles "$bin" "$PG_PORT"
       PG_CONNINFO="host=127.0.0.1 port=$PG_PORT user=postgres dbname=framecast"
-      log "postgres $name: $PG_CONNINFO (pid $pid, data $PG_DIR; password in $FRAMECAST_RUN_DIR/secrets/postgres, PGPASSFILE=$PGPASSFILE)"
+      log "postgres $name: $PG_CONNINFO (pid $pid, data $PG_DIR; password in $FRAMECAST_RUN_DIR/secrets/postgres, PGPASSFILE=$PGPASSFILE; a role per service, framecast_<role>, passwords in secrets/pg-<role>)"
       return 0
     fi
   done
   cat "$PG_DIR/server.log" >&2; die "PostgreSQL did not start"
+}
+
+# pg_service_roles BIN PORT — runs deploy/postgres/roles.sql as the superuser on the database
+# framecast: a role per service (framecast_<role>, password `secret pg-<role>`) owning its
+# schema, nothing else for it; the blob store's schema owned by framecast_blobs (no login).
+# Idempotent; converts a database made before the roles (its schemas and tables change owner).
+# The passwords reach psql through its environment only (never a command line).
+pg_service_roles() {
+  local bin=$1 port=$2 top role
+  top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  (
+    for role in "${FRAMECAST_PG_ROLES[@]}"; do
+      export "FRAMECAST_POSTGRES_${role^^}_PASSWORD=$(secret "pg-$role")"
+    done
+    "$bin/psql" -X -w -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d framecast \
+      -f "$top/deploy/postgres/roles.sql" >"$FRAMECAST_RUN_DIR/postgres-roles.log" 2>&1
+  ) || { cat "$FRAMECAST_RUN_DIR/postgres-roles.log" >&2; die "could not create the services' PostgreSQL roles (deploy/postgres/roles.sql)"; }
+}
+
+# pg_role_conninfo ROLE → the conninfo of the service ROLE's own PostgreSQL user
+# (framecast_ROLE; libpq reads its password from PGPASSFILE), after start_postgres.
+pg_role_conninfo() { echo "host=127.0.0.1 port=$PG_PORT user=framecast_$1 dbname=framecast"; }
+
+# pg_role_users → exports FRAMECAST_POSTGRES_<ROLE>_USER=framecast_<role> for every role:
+# `framecast all` then gives each role a pool of its own as that user (FRAMECAST_POSTGRES
+# otherwise, for host, port and database).
+pg_role_users() {
+  local role
+  for role in "${FRAMECAST_PG_ROLES[@]}"; do export "FRAMECAST_POSTGRES_${role^^}_USER=framecast_$role"; done
 }
 
 # write_ops_env NATS_URLS → $FRAMECAST_RUN_DIR/ops.env (0600): the NATS user ops and the
