@@ -23,6 +23,7 @@ import base64
 import hashlib
 import json
 import os
+import pwd
 import sys
 
 ITERATIONS = 101  # what mosquitto_ctrl uses for PBKDF2-SHA512
@@ -106,16 +107,24 @@ def main() -> int:
             {"rolename": "framecast-bridge", "acls":
                 [acl("subscribePattern", t) for t in down] + [acl("publishClientReceive", t) for t in down]
                 + [acl("publishClientSend", t) for t in up]},
-            {"rolename": "framecast-tester", "acls": [
-                acl("publishClientSend", "#"), acl("subscribePattern", "#"), acl("publishClientReceive", "#")]},
         ],
         "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False,
                              "subscribe": False, "unsubscribe": True},
     }
+    if tester:
+        # Only in the test suite's brokers: every topic.
+        state["roles"].append({"rolename": "framecast-tester", "acls": [
+            acl("publishClientSend", "#"), acl("subscribePattern", "#"), acl("publishClientReceive", "#")]})
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(state, f, indent=1)
+    if os.geteuid() == 0:
+        # The broker drops to its own user, which must read the file and write it back.
+        try:
+            os.chown(tmp, pwd.getpwnam("mosquitto").pw_uid, -1)
+        except KeyError:
+            pass
     os.replace(tmp, path)
     return 0
 
