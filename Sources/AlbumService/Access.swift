@@ -4,61 +4,6 @@ import ServiceKit
 import Wire
 
 extension AlbumService {
-    // MARK: ListAlbumScreens (for media)
-
-    /// The screens of the frames showing the albums a photo is, or is about to be, in. The
-    /// upload rule is the one ``fileUploaded(_:_:)`` applies: `album_id` when `user_id` may add
-    /// there (nothing when they may not), else that user's default album (when it exists);
-    /// plus, with `file_id`, every album holding the file.
-    func listAlbumScreens(_ request: ListAlbumScreensRequest) async throws -> ListAlbumScreensReply {
-        var wanted: String?
-        if !request.albumID.isEmpty {
-            guard let id = try Self.id(request.albumID, "album_id") else { return ListAlbumScreensReply() }
-            wanted = id
-        }
-        var fileID: String?
-        if !request.fileID.isEmpty {
-            guard let id = try Self.id(request.fileID, "file_id") else { throw Self.noFile }
-            fileID = id
-        }
-        let file = fileID
-        let user = request.userID
-        let (schema, album) = (self.schema, wanted)
-        let (albums, rows): ([String], [PostgresRow]) = try await runtime.postgres.withConnection { c in
-            var albums: [String] = []
-            if let album {
-                if user.isEmpty {
-                    if try !c.query("SELECT 1 FROM \(schema).albums WHERE album_id = $1::uuid", [.text(album)]).isEmpty { albums.append(album) }
-                } else if let role = try Self.role(user, album, schema, c), role == "owner" || role == "contributor" {
-                    albums.append(album)
-                }
-            } else if !user.isEmpty, let id: String = try c.query(
-                "SELECT album_id::text AS id FROM \(schema).albums WHERE owner_id = $1 AND is_default", [.text(user)]).first?.decode("id") {
-                albums.append(id)
-            }
-            if let file {
-                for row in try c.query("SELECT album_id::text AS id FROM \(schema).album_photos WHERE file_id = $1::uuid ORDER BY album_id",
-                                       [.text(file)]) {
-                    let id: String = try row.decode("id")
-                    if !albums.contains(id) { albums.append(id) }
-                }
-            }
-            let rows = try c.query("""
-                SELECT DISTINCT f.frame_id::text AS frame_id, f.width, f.height, f.config FROM \(schema).frames f
-                JOIN \(schema).frame_albums fa ON fa.frame_id = f.frame_id
-                WHERE fa.album_id::text = ANY(string_to_array($1, ',')) ORDER BY frame_id
-                """, [.text(albums.joined(separator: ","))])
-            return (albums, rows)
-        }
-        let screens = try rows.map { row in
-            let config: [UInt8] = try row.decode("config")
-            let format = (config.isEmpty ? nil : try? FrameConfig(wireBytes: config))?.preferredFormat ?? ""
-            return FrameScreen(frameID: try row.decode("frame_id"), width: try row.decode("width"), height: try row.decode("height"),
-                               format: format.isEmpty ? "jpeg" : format)
-        }
-        return ListAlbumScreensReply(screens: screens, albumIDs: albums)
-    }
-
     // MARK: CanViewPhoto, CanViewAlbum (for the gateway)
 
     /// A user may see their own files and the files of albums they belong to (role: their

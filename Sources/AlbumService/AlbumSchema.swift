@@ -145,5 +145,24 @@ enum AlbumSchema {
             );
             CREATE INDEX deleted_files_by_age ON deleted_files (deleted_at);
             """),
+        // Media keeps its own copy of album's state from events (MediaState.swift): revisions
+        // that order the events of one album (members), one frame (albums, screen) and one
+        // (album, photo) pair, and the steps of republishing the whole state once for a
+        // database that already held data when media started keeping its copy (a new one has
+        // nothing to republish; Republisher deletes each step when done).
+        Migration(version: 103, name: "state_for_media", sql: """
+            ALTER TABLE albums ADD COLUMN members_revision bigint NOT NULL DEFAULT 0;
+            ALTER TABLE frames ADD COLUMN albums_revision bigint NOT NULL DEFAULT 0;
+            CREATE SEQUENCE photo_revisions;
+            CREATE TABLE republish (
+                step      text PRIMARY KEY CHECK (step IN ('members', 'photos', 'frames')),
+                -- the last row republished (album id, album id/file id, frame id as text)
+                after_key text NOT NULL DEFAULT '',
+                queued_at timestamptz NOT NULL DEFAULT clock_timestamp()
+            );
+            INSERT INTO republish (step) SELECT 'members' WHERE EXISTS (SELECT 1 FROM albums);
+            INSERT INTO republish (step) SELECT 'photos' WHERE EXISTS (SELECT 1 FROM album_photos);
+            INSERT INTO republish (step) SELECT 'frames' WHERE EXISTS (SELECT 1 FROM frames);
+            """),
     ]
 }

@@ -22,12 +22,12 @@ public struct AlbumConfiguration: Sendable {
     }
     /// The first frame broker (the only one on a single machine).
     public var frameMQTTHost: String {
-        get { frameBrokers[0].host }
-        set { frameBrokers = [FrameBroker(host: newValue, port: frameBrokers[0].port)] }
+        get { frameBrokers.first?.host ?? "" }
+        set { frameBrokers = [FrameBroker(host: newValue, port: frameMQTTPort)] }
     }
     public var frameMQTTPort: Int {
-        get { frameBrokers[0].port }
-        set { frameBrokers = [FrameBroker(host: frameBrokers[0].host, port: newValue)] }
+        get { frameBrokers.first?.port ?? 1883 }
+        set { frameBrokers = [FrameBroker(host: frameMQTTHost, port: newValue)] }
     }
     /// Albums / photos per page when a request asks for none, and the most a page holds.
     public var defaultPageSize = 50
@@ -43,9 +43,9 @@ public struct AlbumConfiguration: Sendable {
         self.frameBrokers = [FrameBroker(host: frameMQTTHost, port: frameMQTTPort)]
     }
 
-    /// Frames spread over `frameBrokers` (at least one).
-    public init(mqtt: MQTTConfiguration, publicGatewayURL: String, frameBrokers: [FrameBroker]) {
-        precondition(!frameBrokers.isEmpty, "AlbumConfiguration: at least one frame broker")
+    /// Frames spread over `frameBrokers`; an empty list is refused (``Invalid``), at start.
+    public init(mqtt: MQTTConfiguration, publicGatewayURL: String, frameBrokers: [FrameBroker]) throws {
+        guard !frameBrokers.isEmpty else { throw Invalid(description: "at least one frame broker is needed") }
         self.mqtt = mqtt
         self.publicGatewayURL = publicGatewayURL
         self.frameBrokers = frameBrokers
@@ -55,8 +55,18 @@ public struct AlbumConfiguration: Sendable {
     /// of the frame id over `frameBrokers`. Stable for a frame while the list is unchanged,
     /// even across replicas and restarts (no shared state); frames spread evenly; adding or
     /// removing a broker moves only the frames that must move (about 1/n of them).
-    public func frameBroker(for frameID: String) -> FrameBroker {
-        FrameBroker.pick(for: frameID, among: frameBrokers)
+    /// Throws `internal` (failing one registration) only if the list were empty, which the
+    /// initialisers and the setter never allow.
+    public func frameBroker(for frameID: String) throws -> FrameBroker {
+        guard let broker = FrameBroker.pick(for: frameID, among: frameBrokers) else {
+            throw ServiceError.internal("no frame broker configured")
+        }
+        return broker
+    }
+
+    /// A configuration that cannot work.
+    public struct Invalid: Error, CustomStringConvertible, Sendable {
+        public let description: String
     }
 
     func mediaURL(_ fileID: String) -> String {
@@ -72,9 +82,12 @@ public struct AlbumConfiguration: Sendable {
 /// Consumes `file.uploaded.with_ai` (adds uploads to albums), `media.cache_ready` (announces
 /// photos on `albums/{id}/photo_added`, exactly once per album and photo), `file.deleted` and
 /// `media.schedule_changed` (the frame's rotation schedule, merged into its retained config);
-/// produces `album.created`, `album.photo_added`, `album.photo_removed`, `device.deleted`,
-/// `device.albums_changed` (a frame's screen and photos, for media's renders) and
-/// `device.cache_reported` (photos a frame reported cached).
+/// produces `album.created`, `album.members_changed` (an album's members, for media's access
+/// checks), `album.deleted`, `album.photo_added`, `album.photo_removed`, `device.deleted`,
+/// `device.albums_changed` (a frame's owner, screen, albums and photos, for media's access
+/// checks and renders) and `device.cache_reported` (photos a frame reported cached). Media
+/// keeps its own copy of that state and never asks album (MediaState.swift; `Republisher`
+/// publishes it once for data that existed before).
 public final class AlbumService: Sendable {
     public static let name = AlbumAPI.service
     /// The PostgreSQL schema the service owns, and its migrations (after ServiceKit's).
@@ -113,6 +126,7 @@ public final class AlbumService: Sendable {
         // their publishes before the MQTT connection closes.
         services.insert(publisher, at: 0)
         services.insert(admin, at: 0)
+        services.append(Republisher(postgres: runtime.postgres, schema: schema, relay: relay, logger: logger))
         return services
     }
 
@@ -140,7 +154,6 @@ public final class AlbumService: Sendable {
             Endpoint(AlbumAPI.syncFrame) { [self] r, _ in try await syncFrame(r) },
             Endpoint(AlbumAPI.sendFrameCommand) { [self] r, _ in try await sendFrameCommand(r) },
             Endpoint(AlbumAPI.setFrameConfig) { [self] r, _ in try await setFrameConfig(r) },
-            Endpoint(AlbumAPI.listAlbumScreens) { [self] r, _ in try await listAlbumScreens(r) },
             Endpoint(AlbumAPI.canViewPhoto) { [self] r, _ in try await canViewPhoto(r) },
             Endpoint(AlbumAPI.canViewAlbum) { [self] r, _ in try await canViewAlbum(r) },
         ]
@@ -164,7 +177,7 @@ public final class AlbumService: Sendable {
         let schema = self.schema
         let album: Album = try await runtime.postgres.withTransaction { c in
             let id = try Self.insertAlbum(owner: user, name: name, description: description, isDefault: false, schema, c)
-            return try Self.album(id, user: user, schema, c)!
+            return try Self.readBack(Self.album(id, user: user, schema, c), else: .internal("the album just created was not found"))
         }
         relay.wake()
         return AlbumReply(album: album)
@@ -180,7 +193,8 @@ public final class AlbumService: Sendable {
             """, [.text(id), .text(owner), .text(name), .text(description), .bool(isDefault), .bytea(AlbumSettings().wireBytes())])
         _ = try c.execute("INSERT INTO \(schema).album_members (album_id, user_id, role) VALUES ($1::uuid, $2, 'owner')",
                           [.text(id), .text(owner)])
-        let album = try Self.album(id, user: owner, schema, c)!
+        try enqueueMembersChanged(album: id, by: owner, schema, c)
+        let album = try readBack(Self.album(id, user: owner, schema, c), else: .internal("the album just inserted was not found"))
         try Outbox.enqueue(AlbumCreated(eventID: Self.newID(), occurredAt: EventTime.now(), userID: owner, album: album),
                            schema: schema, on: c)
         return id
@@ -233,7 +247,7 @@ public final class AlbumService: Sendable {
                 WHERE album_id = $1::uuid
                 """, [.text(id), name.map(PostgresValue.text) ?? .null, description.map(PostgresValue.text) ?? .null,
                       newCover.map(PostgresValue.text) ?? .null])
-            return try Self.album(id, user: user, schema, c)!
+            return try Self.readBack(Self.album(id, user: user, schema, c), else: Self.noAlbum)
         }
         return AlbumReply(album: album)
     }
@@ -249,7 +263,7 @@ public final class AlbumService: Sendable {
             try Self.requireRole(user, id, ["owner"], schema, c)
             _ = try c.execute("UPDATE \(schema).albums SET settings = $2, updated_at = clock_timestamp() WHERE album_id = $1::uuid",
                               [.text(id), .bytea(settings.wireBytes())])
-            return try Self.album(id, user: user, schema, c)!
+            return try Self.readBack(Self.album(id, user: user, schema, c), else: Self.noAlbum)
         }
         let message = AlbumConfigMessage(albumID: id, intervalSeconds: settings.intervalSeconds, shuffle: settings.shuffle,
                                          transition: settings.transition, showCaptions: settings.showCaptions)
@@ -267,13 +281,21 @@ public final class AlbumService: Sendable {
                 .map { try $0.decode("id", as: String.self) }
             let files = try c.query("SELECT file_id::text AS id FROM \(schema).album_photos WHERE album_id = $1::uuid", [.text(id)])
                 .map { try $0.decode("id", as: String.self) }
-            for file in files {
-                try Outbox.enqueue(AlbumPhotoRemoved(eventID: Self.newID(), occurredAt: EventTime.now(), userID: user,
-                                                     albumID: id, fileID: file, reason: "album_deleted"), schema: schema, on: c)
-            }
             _ = try c.execute("DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid", [.text(id)])
             _ = try c.execute("DELETE FROM \(schema).albums WHERE album_id = $1::uuid", [.text(id)])
-            for frame in frames { try Self.bumpSync(frame, schema, c) }
+            // After the delete (its rows are locked): revisions above any change of these photos.
+            for file in files {
+                try Outbox.enqueue(AlbumPhotoRemoved(eventID: Self.newID(), occurredAt: EventTime.now(), userID: user,
+                                                     albumID: id, fileID: file, reason: "album_deleted",
+                                                     revision: try Self.photoRevision(schema, c)), schema: schema, on: c)
+            }
+            try Outbox.enqueue(AlbumDeleted(eventID: Self.newID(), occurredAt: EventTime.now(), userID: user, albumID: id),
+                               schema: schema, on: c)
+            for frame in frames {
+                try Self.bumpSync(frame, schema, c)
+                // The frame shows one album less (media's copy of the frame follows).
+                try Self.enqueueAlbumsChanged(frame: frame, schema, c)
+            }
             return frames
         }
         relay.wake()
@@ -307,8 +329,11 @@ public final class AlbumService: Sendable {
                 ON CONFLICT (album_id, user_id) DO UPDATE SET role = EXCLUDED.role, email = EXCLUDED.email, name = EXCLUDED.name
                 RETURNING \(Self.memberColumns)
                 """, [.text(id), .text(member), .text(email), .text(name), .text(role)])
-            return try Self.member(rows[0])
+            guard let added = rows.first else { throw ServiceError.internal("the member just added was not returned") }
+            try Self.enqueueMembersChanged(album: id, by: user, schema, c)
+            return try Self.member(added)
         }
+        relay.wake()
         return MemberReply(member: row)
     }
 
@@ -328,6 +353,7 @@ public final class AlbumService: Sendable {
             let n = try c.execute("DELETE FROM \(schema).album_members WHERE album_id = $1::uuid AND user_id = $2 AND role <> 'owner'",
                                   [.text(id), .text(member)])
             if n == 0 { throw ServiceError.notFound("no such member") }
+            try Self.enqueueMembersChanged(album: id, by: user, schema, c)
             // The member's frames stop showing the album (their broker role loses it before
             // their next sync is published).
             let frames = try c.query("""
@@ -382,7 +408,8 @@ public final class AlbumService: Sendable {
                 """, [.text(file), .text(user)]).isEmpty
             guard visible else { throw Self.noFile }
             let added = try Self.insertAlbumPhoto(album: id, file: file, by: user, configuration, schema, c)
-            return (try Self.albumPhoto(album: id, file: file, schema, c)!, added)
+            return (try Self.readBack(Self.albumPhoto(album: id, file: file, schema, c),
+                                      else: .internal("the album photo just added was not found")), added)
         }
         if added {
             relay.wake()
@@ -433,9 +460,9 @@ public final class AlbumService: Sendable {
             ON CONFLICT DO NOTHING
             """, [.text(album), .text(file), .text(user)]) == 1
         guard inserted else { return false }
-        let photo = try albumPhoto(album: album, file: file, schema, c)!
-        try Outbox.enqueue(AlbumPhotoAdded(eventID: newID(), occurredAt: EventTime.now(), userID: user, photo: photo),
-                           schema: schema, on: c)
+        let photo = try readBack(albumPhoto(album: album, file: file, schema, c), else: .internal("the album photo just inserted was not found"))
+        try Outbox.enqueue(AlbumPhotoAdded(eventID: newID(), occurredAt: EventTime.now(), userID: user, photo: photo,
+                                           revision: try photoRevision(schema, c)), schema: schema, on: c)
         _ = try c.execute("DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = 'removed'",
                           [.text(album), .text(file)])
         try queueAddedPushes(file: file, albums: [album], configuration, schema, c)
@@ -472,7 +499,8 @@ public final class AlbumService: Sendable {
                                     [.text(album), .text(file)]) == 1
         guard removed else { return false }
         try Outbox.enqueue(AlbumPhotoRemoved(eventID: newID(), occurredAt: EventTime.now(), userID: user, albumID: album,
-                                             fileID: file, reason: reason), schema: schema, on: c)
+                                             fileID: file, reason: reason, revision: try photoRevision(schema, c)),
+                           schema: schema, on: c)
         // Frames heard of the photo if its photo_added went out or may be going out right now.
         let announced = try c.query("""
             DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = 'added'
@@ -526,6 +554,14 @@ public final class AlbumService: Sendable {
 
     static let noAlbum = ServiceError.notFound("no such album")
     static let noFile = ServiceError.notFound("no such photo")
+
+    /// A row read back in the transaction that wrote or checked it. Missing only when the
+    /// database lost a race (an album deleted while its update waited for the delete's lock) or
+    /// did not keep what was written: `error` fails this one request or event, never the process.
+    static func readBack<Row>(_ row: Row?, else error: ServiceError) throws -> Row {
+        guard let row else { throw error }
+        return row
+    }
 
     static func role(_ user: String, _ album: String, _ schema: String, _ c: PostgresConnection) throws -> String? {
         try c.query("SELECT role FROM \(schema).album_members WHERE album_id = $1::uuid AND user_id = $2", [.text(album), .text(user)])

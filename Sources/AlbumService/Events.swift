@@ -6,8 +6,10 @@ import Wire
 
 extension AlbumService {
     /// `file.uploaded.with_ai`: the photo goes to `metadata.album_id` when the uploader may add
-    /// photos there (owner or contributor); an album_id they may not add to is logged and the
-    /// photo is added nowhere (never to someone else's album); no album_id: the uploader's
+    /// photos there (owner or contributor). The gateway refuses an upload naming an album the
+    /// uploader may not add to (403/404, nothing stored), so here that only happens when the
+    /// membership changed since: it is logged and the photo is added nowhere (never to someone
+    /// else's album); no album_id: the uploader's
     /// default album, created on first need. A file already deleted (its tombstone, read under
     /// the file's lock) is added nowhere: the event came late or again.
     func fileUploaded(_ event: FileUploadedWithAI, _ delivery: EventDelivery) async throws {

@@ -42,12 +42,12 @@ public struct FrameBroker: Sendable, Hashable, CustomStringConvertible {
         return brokers
     }
 
-    /// Rendezvous hashing: the broker with the highest hash of (broker, frame id) wins.
-    static func pick(for frameID: String, among brokers: [FrameBroker]) -> FrameBroker {
-        precondition(!brokers.isEmpty, "no frame broker configured")
-        if brokers.count == 1 { return brokers[0] }
+    /// Rendezvous hashing: the broker with the highest hash of (broker, frame id) wins; nil
+    /// for an empty list.
+    static func pick(for frameID: String, among brokers: [FrameBroker]) -> FrameBroker? {
+        guard var best = brokers.first else { return nil }
+        if brokers.count == 1 { return best }
         let key = frameID.lowercased()
-        var best = brokers[0]
         var bestWeight: UInt64 = 0
         for (index, broker) in brokers.enumerated() {
             let weight = mix(fnv1a("\(broker.host):\(broker.port)\u{0}\(key)"))

@@ -45,7 +45,7 @@ extension AlbumService {
         // Media learns of the new screen only once the frame exists for good.
         try await runtime.postgres.withTransaction { c in try Self.enqueueAlbumsChanged(frame: id, schema, c) }
         relay.wake()
-        let broker = configuration.frameBroker(for: id)
+        let broker = try configuration.frameBroker(for: id)
         logger.info("frame registered", metadata: ["frame.id": "\(id)", "mqtt.broker": "\(broker)"])
         return RegisterFrameReply(frame: frame, mqtt: MqttCredentials(
             host: broker.host, port: Int32(broker.port), username: username, password: password))
@@ -65,7 +65,7 @@ extension AlbumService {
         }
         let password = Self.randomSecret()
         try await admin.setPassword(id, password: password, albums: albums)
-        let broker = configuration.frameBroker(for: id)
+        let broker = try configuration.frameBroker(for: id)
         logger.info("frame credentials rotated", metadata: ["frame.id": "\(id)"])
         return RegisterFrameReply(frame: frame, mqtt: MqttCredentials(
             host: broker.host, port: Int32(broker.port), username: BrokerAdmin.username(frame: id), password: password))
@@ -303,13 +303,17 @@ extension AlbumService {
     /// when a frame asks for them).
     static let maxAnnouncedPhotos = 10_000
 
-    /// Enqueues `device.albums_changed` in the caller's transaction: the frame's screen,
-    /// preferred format, albums and their photos newest first, so media renders the frame's
-    /// `frame:{W}x{H}` version of each one that lacks it. Called on registration, album
-    /// changes, resize and config changes.
+    /// Enqueues `device.albums_changed` in the caller's transaction: the frame's owner, screen,
+    /// preferred format, albums and their photos newest first, so media knows which albums the
+    /// frame may read and renders its `frame:{W}x{H}` version of each photo that lacks it.
+    /// Called on registration, album changes (the frame's, a member leaving, an album deleted),
+    /// resize and config changes. The frame's row is locked first (its revision grows), so the
+    /// event with the higher revision lists the later state.
     static func enqueueAlbumsChanged(frame: String, _ schema: String, _ c: PostgresConnection) throws {
-        guard let row = try c.query("SELECT owner_id, width, height, config FROM \(schema).frames WHERE frame_id = $1::uuid",
-                                    [.text(frame)]).first else { return }
+        guard let row = try c.query("""
+            UPDATE \(schema).frames SET albums_revision = albums_revision + 1 WHERE frame_id = $1::uuid
+            RETURNING owner_id, width, height, config, albums_revision
+            """, [.text(frame)]).first else { return }
         let config: [UInt8] = try row.decode("config")
         let format = (config.isEmpty ? nil : try? FrameConfig(wireBytes: config))?.preferredFormat ?? ""
         let albums = try c.query("SELECT album_id::text AS id FROM \(schema).frame_albums WHERE frame_id = $1::uuid ORDER BY album_id",
@@ -321,7 +325,7 @@ extension AlbumService {
         try Outbox.enqueue(DeviceAlbumsChanged(
             eventID: newID(), occurredAt: EventTime.now(), userID: try row.decode("owner_id"), frameID: frame,
             width: try row.decode("width"), height: try row.decode("height"), format: format.isEmpty ? "jpeg" : format,
-            albumIDs: albums, fileIDs: files), schema: schema, on: c)
+            albumIDs: albums, fileIDs: files, revision: try row.decode("albums_revision")), schema: schema, on: c)
     }
 
     static func screen(_ width: Int32, _ height: Int32) throws {

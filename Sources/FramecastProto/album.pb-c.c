@@ -1858,51 +1858,6 @@ void   framecast__v1__set_frame_config_request__free_unpacked
   assert(message->base.descriptor == &framecast__v1__set_frame_config_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-void   framecast__v1__list_album_screens_request__init
-                     (Framecast__V1__ListAlbumScreensRequest         *message)
-{
-  static const Framecast__V1__ListAlbumScreensRequest init_value = FRAMECAST__V1__LIST_ALBUM_SCREENS_REQUEST__INIT;
-  *message = init_value;
-}
-size_t framecast__v1__list_album_screens_request__get_packed_size
-                     (const Framecast__V1__ListAlbumScreensRequest *message)
-{
-  assert(message->base.descriptor == &framecast__v1__list_album_screens_request__descriptor);
-  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
-}
-size_t framecast__v1__list_album_screens_request__pack
-                     (const Framecast__V1__ListAlbumScreensRequest *message,
-                      uint8_t       *out)
-{
-  assert(message->base.descriptor == &framecast__v1__list_album_screens_request__descriptor);
-  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
-}
-size_t framecast__v1__list_album_screens_request__pack_to_buffer
-                     (const Framecast__V1__ListAlbumScreensRequest *message,
-                      ProtobufCBuffer *buffer)
-{
-  assert(message->base.descriptor == &framecast__v1__list_album_screens_request__descriptor);
-  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
-}
-Framecast__V1__ListAlbumScreensRequest *
-       framecast__v1__list_album_screens_request__unpack
-                     (ProtobufCAllocator  *allocator,
-                      size_t               len,
-                      const uint8_t       *data)
-{
-  return (Framecast__V1__ListAlbumScreensRequest *)
-     protobuf_c_message_unpack (&framecast__v1__list_album_screens_request__descriptor,
-                                allocator, len, data);
-}
-void   framecast__v1__list_album_screens_request__free_unpacked
-                     (Framecast__V1__ListAlbumScreensRequest *message,
-                      ProtobufCAllocator *allocator)
-{
-  if(!message)
-    return;
-  assert(message->base.descriptor == &framecast__v1__list_album_screens_request__descriptor);
-  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
-}
 void   framecast__v1__frame_screen__init
                      (Framecast__V1__FrameScreen         *message)
 {
@@ -1946,51 +1901,6 @@ void   framecast__v1__frame_screen__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &framecast__v1__frame_screen__descriptor);
-  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
-}
-void   framecast__v1__list_album_screens_reply__init
-                     (Framecast__V1__ListAlbumScreensReply         *message)
-{
-  static const Framecast__V1__ListAlbumScreensReply init_value = FRAMECAST__V1__LIST_ALBUM_SCREENS_REPLY__INIT;
-  *message = init_value;
-}
-size_t framecast__v1__list_album_screens_reply__get_packed_size
-                     (const Framecast__V1__ListAlbumScreensReply *message)
-{
-  assert(message->base.descriptor == &framecast__v1__list_album_screens_reply__descriptor);
-  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
-}
-size_t framecast__v1__list_album_screens_reply__pack
-                     (const Framecast__V1__ListAlbumScreensReply *message,
-                      uint8_t       *out)
-{
-  assert(message->base.descriptor == &framecast__v1__list_album_screens_reply__descriptor);
-  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
-}
-size_t framecast__v1__list_album_screens_reply__pack_to_buffer
-                     (const Framecast__V1__ListAlbumScreensReply *message,
-                      ProtobufCBuffer *buffer)
-{
-  assert(message->base.descriptor == &framecast__v1__list_album_screens_reply__descriptor);
-  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
-}
-Framecast__V1__ListAlbumScreensReply *
-       framecast__v1__list_album_screens_reply__unpack
-                     (ProtobufCAllocator  *allocator,
-                      size_t               len,
-                      const uint8_t       *data)
-{
-  return (Framecast__V1__ListAlbumScreensReply *)
-     protobuf_c_message_unpack (&framecast__v1__list_album_screens_reply__descriptor,
-                                allocator, len, data);
-}
-void   framecast__v1__list_album_screens_reply__free_unpacked
-                     (Framecast__V1__ListAlbumScreensReply *message,
-                      ProtobufCAllocator *allocator)
-{
-  if(!message)
-    return;
-  assert(message->base.descriptor == &framecast__v1__list_album_screens_reply__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   framecast__v1__can_view_photo_request__init
@@ -2261,6 +2171,141 @@ void   framecast__v1__album_photo_removed__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &framecast__v1__album_photo_removed__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__album_member_role__init
+                     (Framecast__V1__AlbumMemberRole         *message)
+{
+  static const Framecast__V1__AlbumMemberRole init_value = FRAMECAST__V1__ALBUM_MEMBER_ROLE__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__album_member_role__get_packed_size
+                     (const Framecast__V1__AlbumMemberRole *message)
+{
+  assert(message->base.descriptor == &framecast__v1__album_member_role__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__album_member_role__pack
+                     (const Framecast__V1__AlbumMemberRole *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__album_member_role__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__album_member_role__pack_to_buffer
+                     (const Framecast__V1__AlbumMemberRole *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__album_member_role__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__AlbumMemberRole *
+       framecast__v1__album_member_role__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__AlbumMemberRole *)
+     protobuf_c_message_unpack (&framecast__v1__album_member_role__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__album_member_role__free_unpacked
+                     (Framecast__V1__AlbumMemberRole *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__album_member_role__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__album_members_changed__init
+                     (Framecast__V1__AlbumMembersChanged         *message)
+{
+  static const Framecast__V1__AlbumMembersChanged init_value = FRAMECAST__V1__ALBUM_MEMBERS_CHANGED__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__album_members_changed__get_packed_size
+                     (const Framecast__V1__AlbumMembersChanged *message)
+{
+  assert(message->base.descriptor == &framecast__v1__album_members_changed__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__album_members_changed__pack
+                     (const Framecast__V1__AlbumMembersChanged *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__album_members_changed__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__album_members_changed__pack_to_buffer
+                     (const Framecast__V1__AlbumMembersChanged *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__album_members_changed__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__AlbumMembersChanged *
+       framecast__v1__album_members_changed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__AlbumMembersChanged *)
+     protobuf_c_message_unpack (&framecast__v1__album_members_changed__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__album_members_changed__free_unpacked
+                     (Framecast__V1__AlbumMembersChanged *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__album_members_changed__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__album_deleted__init
+                     (Framecast__V1__AlbumDeleted         *message)
+{
+  static const Framecast__V1__AlbumDeleted init_value = FRAMECAST__V1__ALBUM_DELETED__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__album_deleted__get_packed_size
+                     (const Framecast__V1__AlbumDeleted *message)
+{
+  assert(message->base.descriptor == &framecast__v1__album_deleted__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__album_deleted__pack
+                     (const Framecast__V1__AlbumDeleted *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__album_deleted__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__album_deleted__pack_to_buffer
+                     (const Framecast__V1__AlbumDeleted *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__album_deleted__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__AlbumDeleted *
+       framecast__v1__album_deleted__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__AlbumDeleted *)
+     protobuf_c_message_unpack (&framecast__v1__album_deleted__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__album_deleted__free_unpacked
+                     (Framecast__V1__AlbumDeleted *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__album_deleted__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   framecast__v1__device_deleted__init
@@ -5372,70 +5417,6 @@ const ProtobufCMessageDescriptor framecast__v1__set_frame_config_request__descri
   (ProtobufCMessageInit) framecast__v1__set_frame_config_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor framecast__v1__list_album_screens_request__field_descriptors[3] =
-{
-  {
-    "album_id",
-    1,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Framecast__V1__ListAlbumScreensRequest, album_id),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "file_id",
-    2,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Framecast__V1__ListAlbumScreensRequest, file_id),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "user_id",
-    3,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Framecast__V1__ListAlbumScreensRequest, user_id),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-};
-static const unsigned framecast__v1__list_album_screens_request__field_indices_by_name[] = {
-  0,   /* field[0] = album_id */
-  1,   /* field[1] = file_id */
-  2,   /* field[2] = user_id */
-};
-static const ProtobufCIntRange framecast__v1__list_album_screens_request__number_ranges[1 + 1] =
-{
-  { 1, 0 },
-  { 0, 3 }
-};
-const ProtobufCMessageDescriptor framecast__v1__list_album_screens_request__descriptor =
-{
-  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "framecast.v1.ListAlbumScreensRequest",
-  "ListAlbumScreensRequest",
-  "Framecast__V1__ListAlbumScreensRequest",
-  "framecast.v1",
-  sizeof(Framecast__V1__ListAlbumScreensRequest),
-  3,
-  framecast__v1__list_album_screens_request__field_descriptors,
-  framecast__v1__list_album_screens_request__field_indices_by_name,
-  1,  framecast__v1__list_album_screens_request__number_ranges,
-  (ProtobufCMessageInit) framecast__v1__list_album_screens_request__init,
-  NULL,NULL,NULL    /* reserved[123] */
-};
 static const ProtobufCFieldDescriptor framecast__v1__frame_screen__field_descriptors[4] =
 {
   {
@@ -5511,57 +5492,6 @@ const ProtobufCMessageDescriptor framecast__v1__frame_screen__descriptor =
   framecast__v1__frame_screen__field_indices_by_name,
   1,  framecast__v1__frame_screen__number_ranges,
   (ProtobufCMessageInit) framecast__v1__frame_screen__init,
-  NULL,NULL,NULL    /* reserved[123] */
-};
-static const ProtobufCFieldDescriptor framecast__v1__list_album_screens_reply__field_descriptors[2] =
-{
-  {
-    "screens",
-    1,
-    PROTOBUF_C_LABEL_REPEATED,
-    PROTOBUF_C_TYPE_MESSAGE,
-    offsetof(Framecast__V1__ListAlbumScreensReply, n_screens),
-    offsetof(Framecast__V1__ListAlbumScreensReply, screens),
-    &framecast__v1__frame_screen__descriptor,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "album_ids",
-    2,
-    PROTOBUF_C_LABEL_REPEATED,
-    PROTOBUF_C_TYPE_STRING,
-    offsetof(Framecast__V1__ListAlbumScreensReply, n_album_ids),
-    offsetof(Framecast__V1__ListAlbumScreensReply, album_ids),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-};
-static const unsigned framecast__v1__list_album_screens_reply__field_indices_by_name[] = {
-  1,   /* field[1] = album_ids */
-  0,   /* field[0] = screens */
-};
-static const ProtobufCIntRange framecast__v1__list_album_screens_reply__number_ranges[1 + 1] =
-{
-  { 1, 0 },
-  { 0, 2 }
-};
-const ProtobufCMessageDescriptor framecast__v1__list_album_screens_reply__descriptor =
-{
-  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "framecast.v1.ListAlbumScreensReply",
-  "ListAlbumScreensReply",
-  "Framecast__V1__ListAlbumScreensReply",
-  "framecast.v1",
-  sizeof(Framecast__V1__ListAlbumScreensReply),
-  2,
-  framecast__v1__list_album_screens_reply__field_descriptors,
-  framecast__v1__list_album_screens_reply__field_indices_by_name,
-  1,  framecast__v1__list_album_screens_reply__number_ranges,
-  (ProtobufCMessageInit) framecast__v1__list_album_screens_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor framecast__v1__can_view_photo_request__field_descriptors[2] =
@@ -5794,7 +5724,7 @@ const ProtobufCMessageDescriptor framecast__v1__album_created__descriptor =
   (ProtobufCMessageInit) framecast__v1__album_created__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor framecast__v1__album_photo_added__field_descriptors[4] =
+static const ProtobufCFieldDescriptor framecast__v1__album_photo_added__field_descriptors[5] =
 {
   {
     "event_id",
@@ -5844,17 +5774,30 @@ static const ProtobufCFieldDescriptor framecast__v1__album_photo_added__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "revision",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumPhotoAdded, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned framecast__v1__album_photo_added__field_indices_by_name[] = {
   0,   /* field[0] = event_id */
   1,   /* field[1] = occurred_at */
   3,   /* field[3] = photo */
+  4,   /* field[4] = revision */
   2,   /* field[2] = user_id */
 };
 static const ProtobufCIntRange framecast__v1__album_photo_added__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor framecast__v1__album_photo_added__descriptor =
 {
@@ -5864,14 +5807,14 @@ const ProtobufCMessageDescriptor framecast__v1__album_photo_added__descriptor =
   "Framecast__V1__AlbumPhotoAdded",
   "framecast.v1",
   sizeof(Framecast__V1__AlbumPhotoAdded),
-  4,
+  5,
   framecast__v1__album_photo_added__field_descriptors,
   framecast__v1__album_photo_added__field_indices_by_name,
   1,  framecast__v1__album_photo_added__number_ranges,
   (ProtobufCMessageInit) framecast__v1__album_photo_added__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor framecast__v1__album_photo_removed__field_descriptors[6] =
+static const ProtobufCFieldDescriptor framecast__v1__album_photo_removed__field_descriptors[7] =
 {
   {
     "event_id",
@@ -5945,6 +5888,18 @@ static const ProtobufCFieldDescriptor framecast__v1__album_photo_removed__field_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "revision",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumPhotoRemoved, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned framecast__v1__album_photo_removed__field_indices_by_name[] = {
   3,   /* field[3] = album_id */
@@ -5952,12 +5907,13 @@ static const unsigned framecast__v1__album_photo_removed__field_indices_by_name[
   4,   /* field[4] = file_id */
   1,   /* field[1] = occurred_at */
   5,   /* field[5] = reason */
+  6,   /* field[6] = revision */
   2,   /* field[2] = user_id */
 };
 static const ProtobufCIntRange framecast__v1__album_photo_removed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor framecast__v1__album_photo_removed__descriptor =
 {
@@ -5967,11 +5923,255 @@ const ProtobufCMessageDescriptor framecast__v1__album_photo_removed__descriptor 
   "Framecast__V1__AlbumPhotoRemoved",
   "framecast.v1",
   sizeof(Framecast__V1__AlbumPhotoRemoved),
-  6,
+  7,
   framecast__v1__album_photo_removed__field_descriptors,
   framecast__v1__album_photo_removed__field_indices_by_name,
   1,  framecast__v1__album_photo_removed__number_ranges,
   (ProtobufCMessageInit) framecast__v1__album_photo_removed__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__album_member_role__field_descriptors[2] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumMemberRole, user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "role",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumMemberRole, role),
+    &framecast__v1__role__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__album_member_role__field_indices_by_name[] = {
+  1,   /* field[1] = role */
+  0,   /* field[0] = user_id */
+};
+static const ProtobufCIntRange framecast__v1__album_member_role__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor framecast__v1__album_member_role__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.AlbumMemberRole",
+  "AlbumMemberRole",
+  "Framecast__V1__AlbumMemberRole",
+  "framecast.v1",
+  sizeof(Framecast__V1__AlbumMemberRole),
+  2,
+  framecast__v1__album_member_role__field_descriptors,
+  framecast__v1__album_member_role__field_indices_by_name,
+  1,  framecast__v1__album_member_role__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__album_member_role__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__album_members_changed__field_descriptors[7] =
+{
+  {
+    "event_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumMembersChanged, event_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "occurred_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumMembersChanged, occurred_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumMembersChanged, user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "album_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumMembersChanged, album_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "owner_id",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumMembersChanged, owner_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "members",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Framecast__V1__AlbumMembersChanged, n_members),
+    offsetof(Framecast__V1__AlbumMembersChanged, members),
+    &framecast__v1__album_member_role__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumMembersChanged, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__album_members_changed__field_indices_by_name[] = {
+  3,   /* field[3] = album_id */
+  0,   /* field[0] = event_id */
+  5,   /* field[5] = members */
+  1,   /* field[1] = occurred_at */
+  4,   /* field[4] = owner_id */
+  6,   /* field[6] = revision */
+  2,   /* field[2] = user_id */
+};
+static const ProtobufCIntRange framecast__v1__album_members_changed__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor framecast__v1__album_members_changed__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.AlbumMembersChanged",
+  "AlbumMembersChanged",
+  "Framecast__V1__AlbumMembersChanged",
+  "framecast.v1",
+  sizeof(Framecast__V1__AlbumMembersChanged),
+  7,
+  framecast__v1__album_members_changed__field_descriptors,
+  framecast__v1__album_members_changed__field_indices_by_name,
+  1,  framecast__v1__album_members_changed__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__album_members_changed__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__album_deleted__field_descriptors[4] =
+{
+  {
+    "event_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumDeleted, event_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "occurred_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumDeleted, occurred_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumDeleted, user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "album_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__AlbumDeleted, album_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__album_deleted__field_indices_by_name[] = {
+  3,   /* field[3] = album_id */
+  0,   /* field[0] = event_id */
+  1,   /* field[1] = occurred_at */
+  2,   /* field[2] = user_id */
+};
+static const ProtobufCIntRange framecast__v1__album_deleted__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor framecast__v1__album_deleted__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.AlbumDeleted",
+  "AlbumDeleted",
+  "Framecast__V1__AlbumDeleted",
+  "framecast.v1",
+  sizeof(Framecast__V1__AlbumDeleted),
+  4,
+  framecast__v1__album_deleted__field_descriptors,
+  framecast__v1__album_deleted__field_indices_by_name,
+  1,  framecast__v1__album_deleted__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__album_deleted__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor framecast__v1__device_deleted__field_descriptors[6] =
@@ -6077,7 +6277,7 @@ const ProtobufCMessageDescriptor framecast__v1__device_deleted__descriptor =
   (ProtobufCMessageInit) framecast__v1__device_deleted__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor framecast__v1__device_albums_changed__field_descriptors[9] =
+static const ProtobufCFieldDescriptor framecast__v1__device_albums_changed__field_descriptors[10] =
 {
   {
     "event_id",
@@ -6187,6 +6387,18 @@ static const ProtobufCFieldDescriptor framecast__v1__device_albums_changed__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "revision",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeviceAlbumsChanged, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned framecast__v1__device_albums_changed__field_indices_by_name[] = {
   7,   /* field[7] = album_ids */
@@ -6196,13 +6408,14 @@ static const unsigned framecast__v1__device_albums_changed__field_indices_by_nam
   3,   /* field[3] = frame_id */
   5,   /* field[5] = height */
   1,   /* field[1] = occurred_at */
+  9,   /* field[9] = revision */
   2,   /* field[2] = user_id */
   4,   /* field[4] = width */
 };
 static const ProtobufCIntRange framecast__v1__device_albums_changed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor framecast__v1__device_albums_changed__descriptor =
 {
@@ -6212,7 +6425,7 @@ const ProtobufCMessageDescriptor framecast__v1__device_albums_changed__descripto
   "Framecast__V1__DeviceAlbumsChanged",
   "framecast.v1",
   sizeof(Framecast__V1__DeviceAlbumsChanged),
-  9,
+  10,
   framecast__v1__device_albums_changed__field_descriptors,
   framecast__v1__device_albums_changed__field_indices_by_name,
   1,  framecast__v1__device_albums_changed__number_ranges,
@@ -6339,7 +6552,7 @@ const ProtobufCEnumDescriptor framecast__v1__screen_orientation__descriptor =
   framecast__v1__screen_orientation__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor framecast__v1__album_service__method_descriptors[25] =
+static const ProtobufCMethodDescriptor framecast__v1__album_service__method_descriptors[24] =
 {
   { "CreateAlbum", &framecast__v1__create_album_request__descriptor, &framecast__v1__album_reply__descriptor },
   { "GetAlbum", &framecast__v1__get_album_request__descriptor, &framecast__v1__album_reply__descriptor },
@@ -6363,22 +6576,20 @@ static const ProtobufCMethodDescriptor framecast__v1__album_service__method_desc
   { "SyncFrame", &framecast__v1__sync_frame_request__descriptor, &framecast__v1__sync_frame_reply__descriptor },
   { "SendFrameCommand", &framecast__v1__send_frame_command_request__descriptor, &framecast__v1__send_frame_command_reply__descriptor },
   { "SetFrameConfig", &framecast__v1__set_frame_config_request__descriptor, &framecast__v1__frame_reply__descriptor },
-  { "ListAlbumScreens", &framecast__v1__list_album_screens_request__descriptor, &framecast__v1__list_album_screens_reply__descriptor },
   { "CanViewPhoto", &framecast__v1__can_view_photo_request__descriptor, &framecast__v1__access_reply__descriptor },
   { "CanViewAlbum", &framecast__v1__can_view_album_request__descriptor, &framecast__v1__access_reply__descriptor },
 };
 const unsigned framecast__v1__album_service__method_indices_by_name[] = {
   9,        /* AddAlbumPhoto */
   6,        /* AddMember */
-  24,        /* CanViewAlbum */
-  23,        /* CanViewPhoto */
+  23,        /* CanViewAlbum */
+  22,        /* CanViewPhoto */
   0,        /* CreateAlbum */
   4,        /* DeleteAlbum */
   16,        /* DeleteFrame */
   1,        /* GetAlbum */
   14,        /* GetFrame */
   11,        /* ListAlbumPhotos */
-  22,        /* ListAlbumScreens */
   2,        /* ListAlbums */
   13,        /* ListFrames */
   8,        /* ListMembers */
@@ -6401,7 +6612,7 @@ const ProtobufCServiceDescriptor framecast__v1__album_service__descriptor =
   "AlbumService",
   "Framecast__V1__AlbumService",
   "framecast.v1",
-  25,
+  24,
   framecast__v1__album_service__method_descriptors,
   framecast__v1__album_service__method_indices_by_name
 };
@@ -6581,21 +6792,13 @@ void framecast__v1__album_service__set_frame_config(ProtobufCService *service,
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
   service->invoke(service, 21, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
-void framecast__v1__album_service__list_album_screens(ProtobufCService *service,
-                                                      const Framecast__V1__ListAlbumScreensRequest *input,
-                                                      Framecast__V1__ListAlbumScreensReply_Closure closure,
-                                                      void *closure_data)
-{
-  assert(service->descriptor == &framecast__v1__album_service__descriptor);
-  service->invoke(service, 22, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
-}
 void framecast__v1__album_service__can_view_photo(ProtobufCService *service,
                                                   const Framecast__V1__CanViewPhotoRequest *input,
                                                   Framecast__V1__AccessReply_Closure closure,
                                                   void *closure_data)
 {
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
-  service->invoke(service, 23, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 22, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void framecast__v1__album_service__can_view_album(ProtobufCService *service,
                                                   const Framecast__V1__CanViewAlbumRequest *input,
@@ -6603,7 +6806,7 @@ void framecast__v1__album_service__can_view_album(ProtobufCService *service,
                                                   void *closure_data)
 {
   assert(service->descriptor == &framecast__v1__album_service__descriptor);
-  service->invoke(service, 24, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 23, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void framecast__v1__album_service__init (Framecast__V1__AlbumService_Service *service,
                                          Framecast__V1__AlbumService_ServiceDestroy destroy)

@@ -4,7 +4,7 @@ import ServiceKit
 import Wire
 
 // Playlists and frames' rotation schedules: the media service owns both and decides who may
-// see what (it asks album about albums, photos and frame ownership); the gateway authenticates
+// see what (from its own copy of album's albums, members, photos and frames); the gateway authenticates
 // and maps JSON to the wire messages.
 
 struct PlaylistJSON: Encodable, Sendable {

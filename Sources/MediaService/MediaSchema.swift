@@ -134,5 +134,44 @@ enum MediaSchema {
             );
             CREATE INDEX deleted_files_by_age ON deleted_files (deleted_at);
             """),
+        // Media's own copy of album's state (AlbumState.swift), kept from album's events so
+        // that access checks and renders never ask album: each album's owner and members
+        // (album.members_changed; a deleted album stays as a tombstone so a late event does
+        // not bring it back), which albums hold each photo (album.photo_added / photo_removed;
+        // a removal stays as a row with present = false, so an older add arriving later changes
+        // nothing), and each frame's revision (device.albums_changed; frame_screens already
+        // holds its owner, screen and albums). cache_ready_due: the photo's media.cache_ready
+        // is still to be sent (no album was known for it yet, or its albums' frame versions are
+        // being rendered).
+        Migration(version: 105, name: "album_state", sql: """
+            CREATE TABLE albums (
+                album_id text PRIMARY KEY,
+                owner_id text NOT NULL DEFAULT '',
+                -- revision of the members applied (album.members_changed)
+                revision bigint NOT NULL DEFAULT 0,
+                deleted  boolean NOT NULL DEFAULT false
+            );
+            CREATE TABLE album_members (
+                album_id text NOT NULL REFERENCES albums ON DELETE CASCADE,
+                user_id  text NOT NULL,
+                role     text NOT NULL CHECK (role IN ('owner', 'contributor', 'viewer')),
+                PRIMARY KEY (album_id, user_id)
+            );
+            CREATE INDEX album_members_by_user ON album_members (user_id);
+            CREATE TABLE album_photos (
+                album_id text NOT NULL,
+                file_id  text NOT NULL,
+                present  boolean NOT NULL,
+                revision bigint NOT NULL,
+                -- when it was added, ms (newest first in playlists)
+                added_at bigint NOT NULL DEFAULT 0,
+                PRIMARY KEY (album_id, file_id)
+            );
+            CREATE INDEX album_photos_by_file ON album_photos (file_id) WHERE present;
+            CREATE INDEX album_photos_newest ON album_photos (album_id, added_at DESC, file_id DESC) WHERE present;
+            ALTER TABLE frame_screens ADD COLUMN revision bigint NOT NULL DEFAULT 0;
+            CREATE INDEX frame_screens_by_album ON frame_screens USING gin (album_ids) WHERE NOT deleted;
+            ALTER TABLE photo_metadata ADD COLUMN cache_ready_due boolean NOT NULL DEFAULT false;
+            """),
     ]
 }

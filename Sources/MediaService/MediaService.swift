@@ -17,9 +17,17 @@ public struct MediaConfiguration: Sendable {
     public var blobRoot: String
     /// The gateway's public URL: base of the download URLs (`{url}/api/v1/files/download/…`).
     public var publicGatewayURL: String
-    /// How long rendering waits for album's `ListAlbumScreens` before rendering thumbnail and
-    /// hd only.
-    public var albumTimeout: Duration = .seconds(3)
+    /// How long an upload's render waits for media to learn which album holds the photo
+    /// (`album.photo_added`, usually a few milliseconds behind the upload event) when it knows
+    /// none yet, so the album's frames' versions come from the same decode. Past it (album
+    /// stopped, or the photo goes into no album) thumbnail and hd are rendered now and the
+    /// frame versions when the album is known. Media never asks album.
+    public var placementWait: Duration = .seconds(2)
+    /// Access is checked against media's own copy of album's state, which follows album's
+    /// events a few milliseconds behind: a denial is confirmed by checking again for up to this
+    /// long, so a grant album has just committed (a new member, a frame's new album, a new
+    /// frame) is honoured at once. Zero: deny at once.
+    public var accessGrace: Duration = .seconds(1)
     /// Largest rendered version stored, in bytes.
     public var maxVersionBytes = 64 << 20
     /// Photos the background queue (versions for new screens) renders at once; each is one job
@@ -36,15 +44,21 @@ public struct MediaConfiguration: Sendable {
 
 /// The media service (`svc.media.v1.*`, NATS name "media", schema "media").
 ///
-/// * On `file.uploaded.with_ai` it asks album for the distinct screens of the frames that
-///   will show the photo, renders `thumbnail` (fit 300×300), `hd` (fit 1920×1080) and one
-///   `frame:{W}x{H}` (cover) per screen from ONE decode on Imaging's bounded pool, stores
-///   each as a content-addressed blob and, in one transaction, its rows and the events
-///   `media.version_created` (per version) and `media.cache_ready`. A damaged or over-limit
-///   image gives `media.version_failed` instead (acked, never retried).
+/// * It never calls album: it keeps its own copy of album's state from album's events
+///   (AlbumState.swift): each album's members (`album.members_changed`, `album.deleted`), the
+///   albums holding each photo (`album.photo_added`, `album.photo_removed`) and each frame's
+///   owner, screen and albums (`device.albums_changed`, `device.deleted`).
+/// * On `file.uploaded.with_ai` it renders `thumbnail` (fit 300×300), `hd` (fit 1920×1080)
+///   and one `frame:{W}x{H}` (cover) per distinct screen of the frames showing the albums that
+///   hold the photo (waiting up to ``MediaConfiguration/placementWait`` to learn them) from ONE
+///   decode on Imaging's bounded pool, stores each as a content-addressed blob and, in one
+///   transaction, its rows, `media.version_created` (per version) and — once an album holding
+///   the photo is known and its frames' versions exist — `media.cache_ready` (else it is sent
+///   by whatever completes that: ``announceIfDue(_:_:_:)``). A damaged or over-limit image
+///   gives `media.version_failed` instead (acked, never retried).
 /// * `GetPhotoMetadata` / `GetVersion` answer for a principal carried in the
-///   ``principalHeader`` header: the file's owner, or whoever album's `CanViewPhoto` allows;
-///   anyone else gets not_found.
+///   ``principalHeader`` header: the file's owner, a member of an album holding it, or a frame
+///   showing such an album now (``mayView(_:_:grace:)``); anyone else gets not_found.
 /// * On `file.deleted` it records a tombstone (`deleted_files`), deletes the file's rows and
 ///   the version blobs nobody references. A delete is a delete: whatever arrives for the file
 ///   afterwards — a late or redelivered `file.uploaded.with_ai`, a queued or on-demand render —
@@ -97,7 +111,6 @@ public final class MediaService: Sendable {
     /// Blob writes (fsync, rename): blocking I/O off the cooperative pool. (Removals run in
     /// BlobReferences, on the PostgreSQL pool's threads, under the blob's lock.)
     let blobIO: BlockingPool
-    let album: ServiceClient
     let relay: OutboxRelay
     let logger: Logger
     let schema = MediaSchema.name
@@ -115,7 +128,6 @@ public final class MediaService: Sendable {
         self.blobs = blobs
         self.imaging = imaging
         self.blobIO = BlockingPool(name: "media-blobs", threadCount: 2)
-        self.album = ServiceClient(service: AlbumAPI.service, nats: runtime.nats, timeout: configuration.albumTimeout)
         self.relay = runtime.outboxRelay(schema: MediaSchema.name)
         var logger = runtime.logger
         logger[metadataKey: "service.name"] = "\(Self.name)"
@@ -127,8 +139,9 @@ public final class MediaService: Sendable {
 
     /// Migrates the blob store's `blobs` schema and the `media` schema, and returns the request
     /// server, the outbox relay, the event consumers (`file.uploaded.with_ai`, `file.deleted`,
-    /// `device.deleted`, `device.albums_changed`, `device.cache_reported`, `album.photo_added`)
-    /// and the background render queue.
+    /// `device.deleted`, `device.albums_changed`, `device.cache_reported`, `album.photo_added`,
+    /// `album.photo_removed`, `album.members_changed`, `album.deleted`) and the background
+    /// render queue.
     public func services() async throws -> [any Service] {
         try await BlobReferences.migrate(on: runtime.postgres, logger: logger)
         var services = try await runtime.services(
@@ -163,6 +176,9 @@ public final class MediaService: Sendable {
             EventHandler(DeviceAlbumsChanged.self) { [self] event, delivery in try await albumsChanged(event, delivery) },
             EventHandler(DeviceCacheReported.self) { [self] event, delivery in try await cacheReported(event, delivery) },
             EventHandler(AlbumPhotoAdded.self) { [self] event, delivery in try await photoAdded(event, delivery) },
+            EventHandler(AlbumPhotoRemoved.self) { [self] event, delivery in try await photoRemoved(event, delivery) },
+            EventHandler(AlbumMembersChanged.self) { [self] event, delivery in try await membersChanged(event, delivery) },
+            EventHandler(AlbumDeleted.self) { [self] event, delivery in try await albumDeleted(event, delivery) },
         ]
     }
 
@@ -256,15 +272,14 @@ public final class MediaService: Sendable {
             return
         }
 
-        var screens: [FrameScreen] = [], albumIDs: [String] = []
-        do {
-            let reply = try await album.call(AlbumAPI.listAlbumScreens, ListAlbumScreensRequest(
-                albumID: file.metadata["album_id"] ?? "", fileID: fileID, userID: owner))
-            screens = reply.screens
-            albumIDs = reply.albumIDs
-        } catch {
-            logger.warning("album did not list the screens; rendering thumbnail and hd only",
-                           metadata: ["file.id": "\(fileID)", "error": "\(error)"])
+        // The albums holding the photo (album places it: album.photo_added) and their frames'
+        // screens, from media's own copy; none known after the wait: thumbnail and hd now,
+        // the frames' versions once the album is known (photoAdded).
+        let albumIDs = try await awaitPlacement(fileID)
+        let screens = try await self.screens(showing: albumIDs)
+        if albumIDs.isEmpty {
+            logger.info("no album known for the photo yet; rendering thumbnail and hd, frame versions once it is",
+                        metadata: ["file.id": "\(fileID)"])
         }
         let wanted = Self.wantedVersions(screens: screens)
 
@@ -285,12 +300,11 @@ public final class MediaService: Sendable {
 
         let now = EventTime.now()
         let versions = try await store(rendered, wanted, fileID: fileID, at: now)
-        let frameIDs = Array(Set(screens.map(\.frameID).filter { !$0.isEmpty })).sorted()
         let metadataParameters: [PostgresValue] = [
             .text(fileID), .text(owner), .text(file.fileName), .text(file.contentType), .text(file.blobKey),
             .int(file.size), .bytea(file.aiMetadata?.wireBytes() ?? []), .bytea(file.analysis?.wireBytes() ?? []),
         ]
-        let (schema, snapshot, albums, references) = (self.schema, versions, albumIDs, self.references)
+        let (schema, snapshot, references) = (self.schema, versions, self.references)
         let committed: UploadCommit? = try await delivery.transaction { connection in
             try Self.lockFile(fileID, connection)
             // Deleted while rendering: keep nothing (the blobs are removed below).
@@ -320,12 +334,17 @@ public final class MediaService: Sendable {
             // Each version's reference to its blob, under the blobs' locks. A blob removed since
             // it was written is refused: nothing commits and the redelivered event renders again.
             try references.add(added, owner: .media, on: connection)
-            try Outbox.enqueue(MediaCacheReady(eventID: Self.newID(), occurredAt: now, userID: owner, fileID: fileID,
-                                               versions: snapshot, frameIDs: frameIDs, albumIDs: albums),
-                               schema: schema, on: connection)
+            // media.cache_ready now if the albums holding the photo are known (read again under
+            // the file's lock: album.photo_added may have landed while rendering) and their
+            // frames' versions all exist; else it is due, sent by whatever completes that.
+            _ = try Self.queueFrameVersions(file: fileID, albums: Self.albumsHolding(fileID, schema, connection), schema, connection)
+            try connection.execute("UPDATE \(schema).photo_metadata SET cache_ready_due = true WHERE file_id = $1", [.text(fileID)])
+            _ = try Self.announceIfDue(fileID, schema, connection)
             return .stored
         }
         let outcome = committed ?? .duplicate
+        // Frame versions queued at the commit (an album's screens it learned of meanwhile).
+        if outcome == .stored { renderWake.signal() }
         if outcome != .stored {
             // This file's versions were stored by an earlier delivery, or the file was deleted
             // meanwhile: what was rendered here and is referenced by nobody goes.
@@ -397,6 +416,7 @@ public final class MediaService: Sendable {
             try connection.execute("DELETE FROM \(schema).photo_metadata WHERE file_id = $1", [.text(fileID)])
             try connection.execute("DELETE FROM \(schema).photo_cache WHERE file_id = $1", [.text(fileID)])
             try connection.execute("DELETE FROM \(schema).render_jobs WHERE file_id = $1", [.text(fileID)])
+            try connection.execute("DELETE FROM \(schema).album_photos WHERE file_id = $1", [.text(Self.uuid(fileID) ?? fileID)])
             return (rows.count, try Self.releaseVersions(rows, references, connection))
         }
         let removed = await removeUnreferenced(outcome?.unreferenced ?? [], delivery.logger)
@@ -526,13 +546,7 @@ public final class MediaService: Sendable {
             analysis: analysis.isEmpty ? nil : try PhotoAnalysis(wireBytes: analysis),
             createdAt: try row.decode("created_ms"), updatedAt: try row.decode("updated_ms"))
         if principal.kind == .user && principal.id == photo.owner { return photo }
-        let access: AccessReply
-        do {
-            access = try await album.call(AlbumAPI.canViewPhoto, CanViewPhotoRequest(principal: principal, fileID: fileID))
-        } catch let error as ServiceError where error.status == .notFound {
-            throw ServiceError.notFound("no such photo")
-        }
-        guard access.allowed else {
+        guard try await mayView(fileID, principal, grace: true) else {
             context.logger.info("photo access refused", metadata: ["file.id": "\(fileID)"])
             throw ServiceError.notFound("no such photo")
         }
@@ -540,7 +554,13 @@ public final class MediaService: Sendable {
     }
 
     func storedVersions(_ fileID: String) async throws -> [PhotoVersion] {
-        let rows = try await runtime.postgres.query("""
+        let schema = self.schema
+        return try await runtime.postgres.withConnection { c in try Self.storedVersions(fileID, schema, c) }
+    }
+
+    /// The file's stored versions, smallest first.
+    static func storedVersions(_ fileID: String, _ schema: String, _ c: PostgresConnection) throws -> [PhotoVersion] {
+        let rows = try c.query("""
             SELECT size, width, height, bytes, format, content_type, blob_key,
                    (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
             FROM \(schema).photo_versions WHERE file_id = $1 ORDER BY bytes, size, format

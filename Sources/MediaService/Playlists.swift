@@ -4,9 +4,9 @@ import ServiceKit
 import Wire
 
 // Playlists: a user's named selection of albums and photos chosen one by one, played newest
-// first, oldest first or shuffled. Visibility is album's call (CanViewAlbum, CanViewPhoto,
-// ListAlbumPhotos on behalf of the owner), checked when a playlist is written and again when it
-// is resolved, so a photo or album the owner lost access to drops out.
+// first, oldest first or shuffled. Visibility follows album's rules, checked against media's
+// own copy of album's state (AlbumState.swift: members, albums' photos) when a playlist is
+// written and again when it is resolved, so a photo or album the owner lost access to drops out.
 
 extension MediaService {
     static let noPlaylist = ServiceError.notFound("no such playlist")
@@ -35,7 +35,10 @@ extension MediaService {
                 VALUES ($1::uuid, $2, $3, $4, $5, string_to_array($6, ','), string_to_array($7, ','))
                 """, [.text(id), .text(user), .text(name), .text(description), .text(order),
                       .text(albums.joined(separator: ",")), .text(files.joined(separator: ","))])
-            return try Self.playlist(id, owner: user, schema, c)!
+            guard let playlist = try Self.playlist(id, owner: user, schema, c) else {
+                throw ServiceError.internal("the playlist just created was not found")
+            }
+            return playlist
         }
         logger.info("playlist created", metadata: ["playlist.id": "\(id)"])
         return PlaylistReply(playlist: playlist)
@@ -118,11 +121,10 @@ extension MediaService {
     func requireVisible(albums: [String], files: [String], user: String) async throws {
         let asker = Principal(kind: .user, id: user)
         for id in albums {
-            let access = try await album.call(AlbumAPI.canViewAlbum, CanViewAlbumRequest(principal: asker, albumID: id))
-            guard access.allowed else { throw ServiceError.notFound("no such album") }
+            guard try await isMember(user, of: id, grace: true) else { throw ServiceError.notFound("no such album") }
         }
         for id in try await notOwned(files, user: user) {
-            guard try await canView(id, asker) else { throw ServiceError.notFound("no such photo") }
+            guard try await mayView(id, asker, grace: true) else { throw ServiceError.notFound("no such photo") }
         }
     }
 
@@ -135,14 +137,6 @@ extension MediaService {
         return files.filter { !owned.contains($0) }
     }
 
-    func canView(_ file: String, _ asker: Principal) async throws -> Bool {
-        do {
-            return try await album.call(AlbumAPI.canViewPhoto, CanViewPhotoRequest(principal: asker, fileID: file)).allowed
-        } catch let error as ServiceError where error.status == .notFound {
-            return false
-        }
-    }
-
     /// The photos the playlist plays now: its albums' photos (as the owner sees them) and its
     /// chosen photos the owner can still see, each once, that media has rendered; ordered by
     /// taken-at (upload time when unknown), newest or oldest first, or shuffled; at most
@@ -151,27 +145,26 @@ extension MediaService {
         var candidates: [String] = []
         var seen = Set<String>()
         let scanLimit = Self.maxPlaylistPhotos * 4
-        albums: for id in playlist.albumIDs {
-            var token = ""
-            repeat {
-                let page: ListAlbumPhotosReply
-                do {
-                    page = try await album.call(AlbumAPI.listAlbumPhotos, ListAlbumPhotosRequest(
-                        userID: user, albumID: id, pageSize: Int32(Self.maxPageSize), pageToken: token))
-                } catch let error as ServiceError where error.status == .notFound {
-                    continue albums  // deleted, or the owner left it
-                }
-                for photo in page.photos where seen.insert(photo.fileID.lowercased()).inserted {
-                    candidates.append(photo.fileID.lowercased())
-                }
-                token = page.nextPageToken
-            } while !token.isEmpty && candidates.count < scanLimit
+        let schema = self.schema
+        for id in playlist.albumIDs where candidates.count < scanLimit {
+            // The album's photos, newest first, while the owner is a member (none when the
+            // album was deleted or they left it).
+            let rows = try await runtime.postgres.query("""
+                SELECT ap.file_id FROM \(schema).album_photos ap
+                WHERE ap.album_id = $1 AND ap.present
+                    AND EXISTS (SELECT 1 FROM \(schema).album_members m WHERE m.album_id = ap.album_id AND m.user_id = $2)
+                ORDER BY ap.added_at DESC, ap.file_id DESC LIMIT $3
+                """, [.text(id), .text(user), .int(Int64(scanLimit - candidates.count))])
+            for row in rows {
+                let file: String = try row.decode("file_id")
+                if seen.insert(file).inserted { candidates.append(file) }
+            }
         }
         let asker = Principal(kind: .user, id: user)
         let hidden = Set(try await notOwned(playlist.fileIDs, user: user))
         for id in playlist.fileIDs where !seen.contains(id) {
             if hidden.contains(id) {
-                guard try await canView(id, asker) else { continue }
+                guard try await mayView(id, asker, grace: false) else { continue }
             }
             seen.insert(id)
             candidates.append(id)

@@ -215,6 +215,8 @@ extension MediaService {
                 }
                 // Each new version's reference to its blob, under the blobs' locks.
                 try references.add(added, owner: .media, on: c)
+                // The last of the photo's queued versions its media.cache_ready waited for.
+                _ = try Self.announceIfDue(fileID, schema, c)
                 return (created, unused)
             }
         } catch let error as BlobStoreError where error.code == .notFound {
@@ -303,6 +305,7 @@ extension MediaService {
             Counter(label: "media_renders_total", dimensions: [("outcome", "failed")]).increment()
         }
         try await runtime.postgres.withTransaction { c in
+            try Self.lockFile(fileID, c)
             let owner: String = try c.query("SELECT user_id FROM \(schema).photo_metadata WHERE file_id = $1", [.text(fileID)])
                 .first?.decode("user_id") ?? ""
             for item in wanted {
@@ -315,16 +318,20 @@ extension MediaService {
                                        schema: schema, on: c)
                 }
             }
+            // A version that will not be rendered does not hold the photo's announcement back.
+            if failure != nil { _ = try Self.announceIfDue(fileID, schema, c) }
         }
         relay.wake()
     }
 
     // MARK: device.albums_changed
 
-    /// `device.albums_changed`: remembers the frame's screen (an older event, or one about a
-    /// deleted frame, changes nothing) and queues `frame:{W}x{H}` for the listed photos media
-    /// has that lack it, newest photo first. A resized frame's old screen versions that no
-    /// other frame needs go. A redelivery queues nothing new.
+    /// `device.albums_changed`: remembers the frame's owner, screen and albums (what it may
+    /// read: ``mayView(_:_:grace:)``; an older event — lower revision, or for events without one
+    /// an earlier time — or one about a deleted frame changes nothing) and queues
+    /// `frame:{W}x{H}` for the listed photos media has that lack it, newest photo first. A
+    /// resized frame's old screen versions that no other frame needs go. A redelivery queues
+    /// nothing new.
     func albumsChanged(_ event: DeviceAlbumsChanged, _ delivery: EventDelivery) async throws {
         guard let frame = Self.uuid(event.frameID) else {
             delivery.logger.error("device.albums_changed with an invalid frame id; skipped")
@@ -345,14 +352,17 @@ extension MediaService {
             let before = try c.query("SELECT width, height, format FROM \(schema).frame_screens WHERE frame_id = $1 AND NOT deleted FOR UPDATE",
                                      [.text(frame)]).first
             let applied = try c.query("""
-                INSERT INTO \(schema).frame_screens (frame_id, owner_id, width, height, format, album_ids, changed_at)
-                VALUES ($1, $2, $3, $4, $5, string_to_array($6, ','), $7)
+                INSERT INTO \(schema).frame_screens (frame_id, owner_id, width, height, format, album_ids, changed_at, revision)
+                VALUES ($1, $2, $3, $4, $5, string_to_array($6, ','), $7, $8)
                 ON CONFLICT (frame_id) DO UPDATE SET owner_id = EXCLUDED.owner_id, width = EXCLUDED.width,
-                    height = EXCLUDED.height, format = EXCLUDED.format, album_ids = EXCLUDED.album_ids, changed_at = EXCLUDED.changed_at
-                    WHERE NOT \(schema).frame_screens.deleted AND \(schema).frame_screens.changed_at <= EXCLUDED.changed_at
+                    height = EXCLUDED.height, format = EXCLUDED.format, album_ids = EXCLUDED.album_ids, changed_at = EXCLUDED.changed_at,
+                    revision = EXCLUDED.revision
+                    WHERE NOT \(schema).frame_screens.deleted AND CASE WHEN EXCLUDED.revision > 0
+                        THEN \(schema).frame_screens.revision <= EXCLUDED.revision
+                        ELSE \(schema).frame_screens.revision = 0 AND \(schema).frame_screens.changed_at <= EXCLUDED.changed_at END
                 RETURNING 1
                 """, [.text(frame), .text(event.userID), .int(Int64(width)), .int(Int64(height)), .text(format),
-                      .text(albums.joined(separator: ",")), .int(event.occurredAt)])
+                      .text(albums.joined(separator: ",")), .int(event.occurredAt), .int(event.revision)])
             guard !applied.isEmpty else { return (0, 0, []) }
             // A resized (or reformatted) frame leaves its old screen: drop what nobody else needs.
             var dropped: [PostgresRow] = []
@@ -381,38 +391,6 @@ extension MediaService {
             "frame.id": "\(frame)", "screen": "\(width)x\(height)", "format": "\(format)",
             "renders.queued": "\(outcome?.queued ?? 0)", "versions.dropped": "\(outcome?.dropped ?? 0)", "blobs.removed": "\(removed)"])
         if let queued = outcome?.queued, queued > 0 { renderWake.signal() }
-    }
-
-    // MARK: album.photo_added
-
-    /// `album.photo_added`: a photo media has rendered already (e.g. added to one more album)
-    /// gets the `frame:` versions of the screens showing that album that it lacks, queued. A
-    /// new upload is not rendered yet here (file.uploaded.with_ai renders it, screens included).
-    func photoAdded(_ event: AlbumPhotoAdded, _ delivery: EventDelivery) async throws {
-        guard let photo = event.photo, let album = Self.uuid(photo.albumID), let file = Self.uuid(photo.fileID) else {
-            delivery.logger.error("album.photo_added without a valid album or file id; skipped")
-            return
-        }
-        let (schema, sides) = (self.schema, Self.frameSides)
-        let queued: Int? = try await delivery.transaction { c in
-            try c.execute("""
-                INSERT INTO \(schema).render_jobs (file_id, size, format, width, height, priority)
-                SELECT DISTINCT m.file_id, 'frame:' || s.width || 'x' || s.height, s.format, s.width, s.height,
-                    (extract(epoch FROM m.created_at) * 1000)::bigint
-                FROM \(schema).photo_metadata m
-                JOIN \(schema).frame_screens s ON NOT s.deleted AND $2 = ANY(s.album_ids)
-                    AND s.width BETWEEN $3 AND $4 AND s.height BETWEEN $3 AND $4
-                WHERE m.file_id = $1 AND NOT EXISTS (
-                    SELECT 1 FROM \(schema).photo_versions v
-                    WHERE v.file_id = m.file_id AND v.size = 'frame:' || s.width || 'x' || s.height AND v.format = s.format)
-                ON CONFLICT (file_id, size, format) DO NOTHING
-                """, [.text(file), .text(album), .int(Int64(sides.lowerBound)), .int(Int64(sides.upperBound))])
-        }
-        if let queued, queued > 0 {
-            delivery.logger.info("frame versions queued for a photo added to an album", metadata: [
-                "file.id": "\(file)", "album.id": "\(album)", "renders.queued": "\(queued)"])
-            renderWake.signal()
-        }
     }
 
     // MARK: device.cache_reported

@@ -6,9 +6,9 @@ import Wire
 
 // Rotation schedules: per frame, slots of what to show when (days, active hours, interval,
 // a playlist or an album or the frame's own albums). Only the frame's owner reads or writes
-// one (album's GetFrame answers not_found to anyone else). Every change commits, in the same
-// transaction, `media.schedule_changed` with a new revision; album merges it into the frame's
-// retained `frames/{id}/config`.
+// one (media knows frames' owners from device.albums_changed; anyone else: not_found). Every
+// change commits, in the same transaction, `media.schedule_changed` with a new revision; album
+// merges it into the frame's retained `frames/{id}/config`.
 
 extension MediaService {
     static let noSchedule = ServiceError.notFound("the frame has no schedule")
@@ -32,10 +32,8 @@ extension MediaService {
         }
         let entries = try request.entries.map(Self.validate)
         let frame = try await ownedFrame(request.frameID, user: user)
-        let asker = Principal(kind: .user, id: user)
         for id in Set(entries.map(\.albumID).filter { !$0.isEmpty }) {
-            let access = try await album.call(AlbumAPI.canViewAlbum, CanViewAlbumRequest(principal: asker, albumID: id))
-            guard access.allowed else { throw ServiceError.notFound("no such album") }
+            guard try await isMember(user, of: id, grace: true) else { throw ServiceError.notFound("no such album") }
         }
         let schema = self.schema
         let schedule: RotationSchedule = try await runtime.postgres.withTransaction { c in
@@ -104,10 +102,12 @@ extension MediaService {
             "frame.id": "\(frame)", "versions.deleted": "\(outcome?.versions ?? 0)", "blobs.removed": "\(removed)"])
     }
 
-    /// The frame's id (lower case) when `user` owns it; album's not_found / invalid otherwise.
+    /// The frame's id (lower case) when `user` owns it (media's copy of album's frames);
+    /// not_found otherwise.
     func ownedFrame(_ frameID: String, user: String) async throws -> String {
-        let reply = try await album.call(AlbumAPI.getFrame, GetFrameRequest(userID: user, frameID: frameID))
-        guard let frame = reply.frame, let id = Self.uuid(frame.frameID) else { throw ServiceError.notFound("no such frame") }
+        guard let id = Self.uuid(frameID), try await ownsFrame(id, user: user, grace: true) else {
+            throw ServiceError.notFound("no such frame")
+        }
         return id
     }
 

@@ -460,8 +460,8 @@ extension AlbumServiceSuite {
 
 extension AlbumServiceSuite {
     @Suite struct AccessAndDeletionTests {
-        /// CanViewPhoto / CanViewAlbum for users and frames; ListAlbumScreens gives media the
-        /// screens of the frames showing the album (with their preferred format).
+        /// CanViewPhoto / CanViewAlbum for users and frames; the events media keeps its own copy
+        /// from (members with roles, the frame's screen, format and albums, album photos).
         @Test func accessChecksAndScreens() async throws {
             let h = try await AlbumHarness.make()
             defer { Task { await h.close() } }
@@ -499,13 +499,28 @@ extension AlbumServiceSuite {
                 #expect(try await albumAccess(.frame, shown).allowed)
                 #expect(try await albumAccess(.frame, idle).allowed == false)
 
-                let screens = try await h.client.call(AlbumAPI.listAlbumScreens, ListAlbumScreensRequest(albumID: album, userID: owner))
-                #expect(screens.albumIDs == [album])
-                #expect(screens.screens == [FrameScreen(frameID: shown, width: 1280, height: 800, format: "webp")])
-                let byFile = try await h.client.call(AlbumAPI.listAlbumScreens, ListAlbumScreensRequest(fileID: file))
-                #expect(byFile.screens.map(\.frameID) == [shown])
-                let refused = try await h.client.call(AlbumAPI.listAlbumScreens, ListAlbumScreensRequest(albumID: album, userID: viewer))
-                #expect(refused.albumIDs.isEmpty && refused.screens.isEmpty)
+                // What media learns instead of asking: the members with their roles, the frame's
+                // screen, format and albums, the album holding the photo.
+                var members: [AlbumMembersChanged] = []
+                #expect(try await eventually {
+                    members = try await eventsInStream(AlbumMembersChanged.self, jetStream: h.runtime.jetStream).filter { $0.albumID == album }
+                    return members.count == 2
+                })
+                let latest = try #require(members.max { $0.revision < $1.revision })
+                #expect(latest.ownerID == owner)
+                #expect(latest.members == [AlbumMemberRole(userID: owner, role: .owner), AlbumMemberRole(userID: viewer, role: .viewer)])
+                var frames: [DeviceAlbumsChanged] = []
+                #expect(try await eventually {
+                    frames = try await eventsInStream(DeviceAlbumsChanged.self, jetStream: h.runtime.jetStream).filter { $0.frameID == shown }
+                    return frames.count == 3
+                })
+                let screen = try #require(frames.max { $0.revision < $1.revision })
+                #expect((screen.width, screen.height, screen.format, screen.albumIDs) == (1280, 800, "webp", [album]))
+                #expect(Set(frames.map(\.revision)).count == 3, "each change has its own revision")
+                #expect(try await eventually {
+                    try await eventsInStream(AlbumPhotoAdded.self, jetStream: h.runtime.jetStream)
+                        .contains { $0.photo?.fileID == file && $0.photo?.albumID == album && $0.revision > 0 }
+                })
             }
         }
 

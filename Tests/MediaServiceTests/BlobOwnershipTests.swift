@@ -80,13 +80,13 @@ extension MediaServiceTests {
         let files = ServiceClient(service: "storage", nats: h.backend.nats, timeout: .seconds(30))
         let photo = try Photos.bytes(try Photos.plasma("FallenLeaf"))
         let owner = user(), viewer = user()
-        let screen = FrameScreen(frameID: "frame-landscape", width: 1024, height: 600, format: "jpeg")
+        let screen = FrameScreen(frameID: landscapeFrame, width: 1024, height: 600, format: "jpeg")
         func register(_ key: BlobKey, size: Int, as user: String) async throws -> FileRecord {
             try #require(try await files.call(StorageAPI.registerUpload, RegisterUploadRequest(
                 userID: user, blobKey: key.hex, sha256: key.hex, size: Int64(size), fileName: "photo.jpg",
                 contentType: "image/jpeg")).file)
         }
-        try await h.running(album: AlbumAnswers(screens: [screen], viewers: [viewer])) {
+        try await h.running(album: AlbumState(screens: [screen], viewers: [viewer])) {
             try await withServices(try await storage.services(), logger: quietLogger) {
                 let up = try await eventually {
                     (try? await h.backend.nats.request("$SRV.PING.storage", payload: [], timeout: .seconds(1))) != nil
@@ -95,6 +95,9 @@ extension MediaServiceTests {
 
                 let original = try h.put(photo)
                 let mine = try await register(original, size: photo.count, as: owner)
+                // Album puts it into the album the frame shows (early enough for the upload's
+                // render or not: either way cache_ready follows the frame's version).
+                try await h.place(mine.fileID, by: owner)
                 _ = try #require(try await h.waitCacheReady(mine.fileID))
                 let versions = try await h.versionRows(mine.fileID)
                 #expect(Set(versions.map(\.size)) == ["thumbnail", "hd", "frame:1024x600"])
@@ -107,6 +110,7 @@ extension MediaServiceTests {
                     let bytes = try Photos.bytes(h.blobs.path(for: key))
                     #expect(try h.put(bytes) == key, "the same bytes are the same blob")
                     let copy = try await register(key, size: bytes.count, as: viewer)
+                    try await h.place(copy.fileID, by: viewer)
                     #expect(copy.blobKey == key.hex)
                     _ = try #require(try await h.waitCacheReady(copy.fileID))
                     let shared = try await h.references(key)

@@ -31,7 +31,7 @@ extension MediaServiceTests {
         let h = try await MediaHarness.make()
         let photo = try Photos.bytes(try Photos.plasma("Kite"))
         let owner = user()
-        try await h.running(album: AlbumAnswers(screens: twoScreens)) {
+        try await h.running(album: AlbumState(screens: twoScreens)) {
             let fileID = UUID().uuidString.lowercased()
             try await h.deliver(FileDeleted(eventID: UUID().uuidString.lowercased(), occurredAt: 3, userID: owner,
                                             fileID: fileID, ownerID: owner))
@@ -71,7 +71,7 @@ extension MediaServiceTests {
         let h = try await MediaHarness.make()
         let photo = try Photos.bytes(try Photos.plasma("ColorfulCups"))
         let owner = user()
-        try await h.running(album: AlbumAnswers(screens: twoScreens)) {
+        try await h.running(album: AlbumState(screens: twoScreens)) {
             let upload = try await h.upload(photo, user: owner)
             let file = try #require(upload.file)
             _ = try #require(try await h.waitCacheReady(file.fileID))

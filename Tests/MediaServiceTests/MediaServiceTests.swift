@@ -11,17 +11,19 @@ import Wire
 
 let sharedImaging = Imaging(threads: 2, logger: quietLogger)
 
-/// What the album responder answers: it stands in for the album service on
-/// `svc.album.v1.ListAlbumScreens` and `svc.album.v1.CanViewPhoto` with real wire replies.
-struct AlbumAnswers: Sendable {
+/// What the album service would have published about its state before a test: media never
+/// asks album anything, so no album service runs in these tests at all; the harness publishes
+/// album's events instead (album.members_changed, device.albums_changed, album.photo_added).
+struct AlbumState: Sendable {
+    /// Frames showing the harness's album (device.albums_changed each).
     var screens: [FrameScreen] = []
-    var albumIDs: [String] = ["album-1"]
-    /// Principal ids CanViewPhoto allows (for every file).
-    var viewers: Set<String> = []
+    /// Members of the harness's album besides the photos' owners (viewers).
+    var viewers: [String] = []
 }
 
 /// The media service against a private nats-server (JetStream), a fresh PostgreSQL database
-/// and a scratch blob store; storage is played by publishing its events into the stream.
+/// and a scratch blob store; storage and album are played by publishing their events into the
+/// stream.
 struct MediaHarness {
     static let gateway = "http://gateway.test:8080"
 
@@ -30,6 +32,8 @@ struct MediaHarness {
     let blobs: BlobStore
     let service: MediaService
     let client: ServiceClient
+    /// The album uploads go into (album.photo_added) unless a test says otherwise.
+    let album: String
 
     static func make(imaging: Imaging = sharedImaging) async throws -> MediaHarness {
         let backend = try await IsolatedBackend.make()
@@ -37,48 +41,33 @@ struct MediaHarness {
                                      postgres: backend.postgres, logger: quietLogger)
         try await EventStream.ensure(on: runtime.jetStream)
         let root = try TestServers.scratchDirectory("media-blobs")
-        let service = MediaService(runtime: runtime, configuration: MediaConfiguration(
-            blobRoot: root.path, publicGatewayURL: gateway), imaging: imaging)
+        var configuration = MediaConfiguration(blobRoot: root.path, publicGatewayURL: gateway)
+        // The harness publishes a photo's placement before its upload event; tests of a late
+        // placement or a refused access need not wait long.
+        configuration.placementWait = .milliseconds(300)
+        configuration.accessGrace = .milliseconds(300)
+        let service = MediaService(runtime: runtime, configuration: configuration, imaging: imaging)
         return MediaHarness(backend: backend, runtime: runtime, blobs: BlobStore(root: root), service: service,
-                            client: ServiceClient(service: "media", nats: backend.nats, timeout: .seconds(20)))
+                            client: ServiceClient(service: "media", nats: backend.nats, timeout: .seconds(20)),
+                            album: UUID().uuidString.lowercased())
     }
 
-    /// Runs the media service (and, when `album` is given, the album responder) while `body` runs.
-    func running<T: Sendable>(album: AlbumAnswers?, _ body: () async throws -> T) async throws -> T {
+    /// Runs the media service while `body` runs, once it answers and, first, the album state
+    /// album would have published (`album`) is applied. No album service runs.
+    func running<T: Sendable>(album state: AlbumState = AlbumState(), _ body: () async throws -> T) async throws -> T {
         let nats = backend.nats
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            if let album {
-                group.addTask {
-                    try await nats.subscribe(AlbumAPI.listAlbumScreens.subject) { requests in
-                        for try await message in requests {
-                            _ = try ListAlbumScreensRequest(wireBytes: message.payload)
-                            try nats.respond(to: message, payload: Reply.ok(ListAlbumScreensReply(
-                                screens: album.screens, albumIDs: album.albumIDs)).wireBytes())
-                        }
-                    }
-                }
-                group.addTask {
-                    try await nats.subscribe(AlbumAPI.canViewPhoto.subject) { requests in
-                        for try await message in requests {
-                            let request = try CanViewPhotoRequest(wireBytes: message.payload)
-                            let allowed = album.viewers.contains(request.principal?.id ?? "")
-                            try nats.respond(to: message, payload: Reply.ok(AccessReply(allowed: allowed)).wireBytes())
-                        }
-                    }
-                }
-                let up = try await eventually {
-                    (try? await nats.request(AlbumAPI.listAlbumScreens.subject,
-                                             payload: ListAlbumScreensRequest().wireBytes(), timeout: .seconds(1))) != nil
-                }
-                guard up else { throw NotReady() }
+        return try await withServices(try await service.services(), logger: quietLogger) {
+            let up = try await eventually { (try? await nats.request("$SRV.PING.media", payload: [], timeout: .seconds(1))) != nil }
+            guard up else { throw NotReady() }
+            if !state.viewers.isEmpty {
+                try await members(album, owner: "album-owner", viewers: state.viewers)
             }
-            let result = try await withServices(try await service.services(), logger: quietLogger) {
-                let up = try await eventually { (try? await nats.request("$SRV.PING.media", payload: [], timeout: .seconds(1))) != nil }
-                guard up else { throw NotReady() }
-                return try await body()
+            for screen in state.screens {
+                try await deliver(DeviceAlbumsChanged(
+                    eventID: UUID().uuidString.lowercased(), occurredAt: EventTime.now(), userID: "frame-owner", frameID: screen.frameID,
+                    width: screen.width, height: screen.height, format: screen.format, albumIDs: [album]))
             }
-            group.cancelAll()
-            return result
+            return try await body()
         }
     }
 
@@ -92,19 +81,48 @@ struct MediaHarness {
     }
 
     /// Publishes storage's `file.uploaded.with_ai` for `bytes` (stored first); returns the event.
+    /// Unless `placed` is false, album's `album.photo_added` of the file into `albumID` (the
+    /// harness's album when nil) is applied first, as album usually publishes it before media
+    /// gets to render.
     @discardableResult
     func upload(_ bytes: [UInt8], user: String, fileID: String = UUID().uuidString.lowercased(),
-                albumID: String? = "album-1") async throws -> FileUploadedWithAI {
+                albumID: String? = nil, placed: Bool = true) async throws -> FileUploadedWithAI {
         let key = try put(bytes)
-        var metadata: [String: String] = [:]
-        if let albumID { metadata["album_id"] = albumID }
+        let target = albumID ?? album
+        if placed { try await place(fileID, in: target, by: user) }
         let file = FileRecord(fileID: fileID, userID: user, blobKey: key.hex, sha256: key.hex, size: Int64(bytes.count),
                               fileName: "IMG_0001.jpg", contentType: "image/jpeg", declaredContentType: "image/jpeg",
-                              metadata: metadata, analysis: PhotoAnalysis(format: "jpeg", width: 2560, height: 1600, orientation: 1),
+                              metadata: ["album_id": target], analysis: PhotoAnalysis(format: "jpeg", width: 2560, height: 1600, orientation: 1),
                               aiMetadata: AIMetadata(labels: ["leaf", "autumn"], analyser: "test"), createdAt: 1, storagePath: "")
         let event = FileUploadedWithAI(eventID: UUID().uuidString.lowercased(), occurredAt: 1, userID: user, file: file)
         try await publish(event)
         return event
+    }
+
+    // MARK: Playing album
+
+    /// Album's `album.photo_added` (applied when this returns).
+    @discardableResult
+    func place(_ fileID: String, in albumID: String? = nil, by user: String, revision: Int64 = 0) async throws -> AlbumPhotoAdded {
+        let event = AlbumPhotoAdded(eventID: UUID().uuidString.lowercased(), occurredAt: EventTime.now(), userID: user,
+                                    photo: AlbumPhoto(albumID: albumID ?? album, fileID: fileID, addedBy: user, addedAt: EventTime.now()),
+                                    revision: revision)
+        try await deliver(event)
+        return event
+    }
+
+    /// Album's `album.photo_removed` (applied when this returns).
+    func unplace(_ fileID: String, from albumID: String? = nil, by user: String, revision: Int64 = 0) async throws {
+        try await deliver(AlbumPhotoRemoved(eventID: UUID().uuidString.lowercased(), occurredAt: EventTime.now(), userID: user,
+                                            albumID: albumID ?? album, fileID: fileID, reason: "removed", revision: revision))
+    }
+
+    /// Album's `album.members_changed`: `owner` and `viewers` are the members now.
+    func members(_ albumID: String, owner: String, viewers: [String], revision: Int64 = 0) async throws {
+        try await deliver(AlbumMembersChanged(
+            eventID: UUID().uuidString.lowercased(), occurredAt: EventTime.now(), userID: owner, albumID: albumID, ownerID: owner,
+            members: [AlbumMemberRole(userID: owner, role: .owner)] + viewers.map { AlbumMemberRole(userID: $0, role: .viewer) },
+            revision: revision))
     }
 
     func publish<E: WireEvent>(_ event: E, messageID: String? = nil) async throws {
@@ -150,11 +168,16 @@ struct NotReady: Error {}
 
 func user() -> String { "user-\(UUID().uuidString.prefix(8))" }
 
+/// Frame ids (media takes only UUIDs), in sorted order.
+let landscapeFrame = "1a000000-0000-4000-8000-000000000001"
+let landscapeFrame2 = "1a000000-0000-4000-8000-000000000002"
+let portraitFrame = "1a000000-0000-4000-8000-000000000003"
+
 let twoScreens = [
-    FrameScreen(frameID: "frame-landscape", width: 1024, height: 600, format: "jpeg"),
-    FrameScreen(frameID: "frame-portrait", width: 1080, height: 1920, format: "jpeg"),
+    FrameScreen(frameID: landscapeFrame, width: 1024, height: 600, format: "jpeg"),
+    FrameScreen(frameID: portraitFrame, width: 1080, height: 1920, format: "jpeg"),
     // A second frame with the landscape screen: rendered once.
-    FrameScreen(frameID: "frame-landscape-2", width: 1024, height: 600, format: "jpeg"),
+    FrameScreen(frameID: landscapeFrame2, width: 1024, height: 600, format: "jpeg"),
 ]
 
 /// Every media test starts its own nats-server and renders real photos: one at a time, as
@@ -164,7 +187,7 @@ let twoScreens = [
         let h = try await MediaHarness.make()
         let photo = try Photos.bytes(try Photos.plasma("FallenLeaf"))
         let owner = user()
-        try await h.running(album: AlbumAnswers(screens: twoScreens)) {
+        try await h.running(album: AlbumState(screens: twoScreens)) {
             let event = try await h.upload(photo, user: owner)
             let fileID = event.file!.fileID
             let ready = try #require(try await h.waitCacheReady(fileID))
@@ -186,8 +209,8 @@ let twoScreens = [
 
             #expect(Set(ready.versions.map(\.size)) == Set(expected.keys))
             #expect(ready.userID == owner)
-            #expect(ready.frameIDs == ["frame-landscape", "frame-landscape-2", "frame-portrait"])
-            #expect(ready.albumIDs == ["album-1"])
+            #expect(ready.frameIDs == [landscapeFrame, landscapeFrame2, portraitFrame])
+            #expect(ready.albumIDs == [h.album])
             let created = try await h.events(MediaVersionCreated.self).filter { $0.version?.fileID == fileID }
             #expect(created.count == 4)
             #expect(Set(created.compactMap { $0.version?.size }) == Set(expected.keys))
@@ -199,7 +222,7 @@ let twoScreens = [
     @Test func theSameFileAnnouncedTwiceIsRenderedOnce() async throws {
         let h = try await MediaHarness.make()
         let photo = try Photos.bytes(try Photos.plasma("BytheWater"))
-        try await h.running(album: AlbumAnswers(screens: twoScreens)) {
+        try await h.running(album: AlbumState(screens: twoScreens)) {
             let event = try await h.upload(photo, user: user())
             let fileID = event.file!.fileID
             // The same event again under another message id (JetStream would drop a republish
@@ -229,7 +252,7 @@ let twoScreens = [
         let h = try await MediaHarness.make()
         let photo = try Photos.bytes(try Photos.plasma("Kite"))
         let owner = user()
-        try await h.running(album: AlbumAnswers(screens: twoScreens)) {
+        try await h.running(album: AlbumState(screens: twoScreens)) {
             let broken = try await h.upload(Array(photo.prefix(photo.count / 2)), user: owner)
             let fileID = broken.file!.fileID
             var failed: [MediaVersionFailed] = []
@@ -258,7 +281,7 @@ let twoScreens = [
         defer { small.shutdown() }
         let h = try await MediaHarness.make(imaging: small)
         let photo = try Photos.bytes(try Photos.plasma("FallenLeaf"))
-        try await h.running(album: AlbumAnswers()) {
+        try await h.running() {
             let event = try await h.upload(photo, user: user())
             let fileID = event.file!.fileID
             var failed: [MediaVersionFailed] = []
@@ -277,8 +300,8 @@ let twoScreens = [
     @Test func aWebPScreenGetsAWebPVersion() async throws {
         let h = try await MediaHarness.make()
         let photo = try Photos.bytes(try Photos.plasma("BytheWater"))
-        let screens = [FrameScreen(frameID: "frame-webp", width: 800, height: 480, format: "webp")]
-        try await h.running(album: AlbumAnswers(screens: screens)) {
+        let screens = [FrameScreen(frameID: UUID().uuidString.lowercased(), width: 800, height: 480, format: "webp")]
+        try await h.running(album: AlbumState(screens: screens)) {
             let event = try await h.upload(photo, user: user())
             let ready = try #require(try await h.waitCacheReady(event.file!.fileID))
             let frame = try #require(ready.versions.first { $0.size == "frame:800x480" })
@@ -291,14 +314,16 @@ let twoScreens = [
         await h.close()
     }
 
-    @Test func withoutAlbumOnlyThumbnailAndHDAreRendered() async throws {
+    /// The photo's album has no frame: thumbnail and hd only, announced at once.
+    @Test func withoutFramesOnlyThumbnailAndHDAreRendered() async throws {
         let h = try await MediaHarness.make()
         let photo = try Photos.bytes(try Photos.plasma("ColorfulCups"))
-        try await h.running(album: nil) {
+        try await h.running() {
             let event = try await h.upload(photo, user: user())
             let ready = try #require(try await h.waitCacheReady(event.file!.fileID))
             #expect(Set(ready.versions.map(\.size)) == ["thumbnail", "hd"])
             #expect(ready.frameIDs.isEmpty)
+            #expect(ready.albumIDs == [h.album])
         }
         await h.close()
     }
@@ -307,7 +332,7 @@ let twoScreens = [
         let h = try await MediaHarness.make()
         let photo = try Photos.bytes(try Photos.plasma("FallenLeaf"))
         let owner = user(), member = user(), stranger = user()
-        try await h.running(album: AlbumAnswers(screens: twoScreens, viewers: [member, "frame-landscape"])) {
+        try await h.running(album: AlbumState(screens: twoScreens, viewers: [member])) {
             let event = try await h.upload(photo, user: owner)
             let fileID = event.file!.fileID
             _ = try await h.waitCacheReady(fileID)
@@ -329,11 +354,11 @@ let twoScreens = [
             #expect(MediaService.downloadURL(gateway: MediaHarness.gateway + "/", fileID: fileID, size: "frame:1024x600")
                     == "http://gateway.test:8080/api/v1/files/download/\(fileID)?size=frame:1024x600")
 
-            // A member of the album (album says yes) and a subscribed frame see it too.
+            // A member of the album and a frame showing it see it too (media's copy of album's state).
             #expect(try await h.status(MediaAPI.getPhotoMetadata, GetPhotoMetadataRequest(fileID: fileID),
                                        as: Principal(kind: .user, id: member)) == .ok)
             #expect(try await h.status(MediaAPI.getPhotoMetadata, GetPhotoMetadataRequest(fileID: fileID),
-                                       as: Principal(kind: .frame, id: "frame-landscape")) == .ok)
+                                       as: Principal(kind: .frame, id: landscapeFrame)) == .ok)
             // A stranger, a frame named like the owner, and nobody do not.
             #expect(try await h.status(MediaAPI.getPhotoMetadata, GetPhotoMetadataRequest(fileID: fileID),
                                        as: Principal(kind: .user, id: stranger)) == .notFound)
@@ -346,7 +371,7 @@ let twoScreens = [
             // GetVersion: the stored blob of the version, with the same access rule.
             let version = try #require(try await h.client.call(
                 MediaAPI.getVersion, GetVersionRequest(fileID: fileID, size: "frame:1080x1920"),
-                headers: MediaService.headers(for: Principal(kind: .frame, id: "frame-landscape"))).version)
+                headers: MediaService.headers(for: Principal(kind: .frame, id: landscapeFrame))).version)
             #expect(version.contentType == "image/jpeg")
             let key = try #require(BlobKey(version.blobKey))
             #expect(h.blobs.size(of: key) == version.byteSize)
@@ -372,7 +397,7 @@ let twoScreens = [
     @Test func deletingAFileRemovesItsRowsAndTheBlobsNobodyElseUses() async throws {
         let h = try await MediaHarness.make()
         let photo = try Photos.bytes(try Photos.plasma("Kite"))
-        try await h.running(album: AlbumAnswers(screens: twoScreens)) {
+        try await h.running(album: AlbumState(screens: twoScreens)) {
             // Two users upload the same bytes: identical, shared version blobs.
             let first = try await h.upload(photo, user: user())
             let second = try await h.upload(photo, user: user())

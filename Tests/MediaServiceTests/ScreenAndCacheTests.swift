@@ -63,7 +63,7 @@ extension MediaServiceTests {
     @Test func newScreensGetTheirVersionsInTheBackgroundNewestFirst() async throws {
         let h = try await MediaHarness.make()
         let owner = user()
-        try await h.running(album: AlbumAnswers()) {
+        try await h.running() {
             let files = try await h.uploadAll(["FallenLeaf", "BytheWater", "Kite"], user: owner)
             #expect(h.service.renderCount.current == 3)
             // Until the frame versions exist the metadata has hd (a frame always has something).
@@ -114,7 +114,7 @@ extension MediaServiceTests {
     @Test func concurrentOnDemandRequestsRenderOnce() async throws {
         let h = try await MediaHarness.make()
         let owner = user()
-        try await h.running(album: AlbumAnswers()) {
+        try await h.running() {
             let file = try await h.uploadAll(["ColorfulCups"], user: owner)[0]
             #expect(h.service.renderCount.current == 1)
             let headers = MediaService.headers(for: Principal(kind: .user, id: owner))
@@ -155,7 +155,7 @@ extension MediaServiceTests {
     @Test func invalidSizesAreRefused() async throws {
         let h = try await MediaHarness.make()
         let owner = user()
-        try await h.running(album: AlbumAnswers()) {
+        try await h.running() {
             let file = try await h.uploadAll(["Kite"], user: owner)[0]
             let asOwner = Principal(kind: .user, id: owner)
             for size in ["frame:0x0", "frame:99999x10", "frame:8193x600", "frame:15x600", "frame:abc", "frame:800x", "frame:-800x480",
@@ -185,7 +185,7 @@ extension MediaServiceTests {
     @Test func cacheReportsAndFrameDeletion() async throws {
         let h = try await MediaHarness.make()
         let owner = user()
-        try await h.running(album: AlbumAnswers()) {
+        try await h.running() {
             let files = try await h.uploadAll(["FallenLeaf", "BytheWater"], user: owner)
             let (a, b, c) = (frameID(), frameID(), frameID())
             // a and c share the 1024×600 screen; b alone has 800×480.
@@ -262,7 +262,7 @@ extension MediaServiceTests {
     @Test func aResizedFrameLeavesItsOldScreenAndAddedPhotosGetItsSize() async throws {
         let h = try await MediaHarness.make()
         let owner = user()
-        try await h.running(album: AlbumAnswers()) {
+        try await h.running() {
             let rendered = try await h.uploadAll(["Kite", "ColorfulCups"], user: owner)
             let files = [rendered[0]]
             let (frame, album) = (frameID(), frameID())
@@ -295,7 +295,7 @@ extension MediaServiceTests {
     @Test func queuedRendersSurviveARestartAndReplicasRenderOnce() async throws {
         let h = try await MediaHarness.make()
         let owner = user()
-        let file = try await h.running(album: AlbumAnswers()) { try await h.uploadAll(["BytheWater"], user: owner)[0] }
+        let file = try await h.running() { try await h.uploadAll(["BytheWater"], user: owner)[0] }
         // Stopped. Left behind: a claim whose replica died (lease expired) and a job never claimed.
         _ = try await h.runtime.postgres.execute("""
             INSERT INTO media.render_jobs (file_id, size, format, width, height, priority, attempts, lease_until) VALUES

@@ -72,6 +72,7 @@ import Wire
         let design = [
             "file.uploaded", "file.uploaded.with_ai", "file.deleted",
             "album.created", "album.photo_added", "album.photo_removed",
+            "album.members_changed", "album.deleted",  // album → media: its copy of members (issue 12 item 3)
             "media.version_created", "media.version_failed", "media.cache_ready",
             "media.schedule_changed",  // media → album: a frame's rotation schedule (issue 5 item 6)
             "device.deleted",

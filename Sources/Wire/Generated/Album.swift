@@ -2166,60 +2166,8 @@ extension SetFrameConfigRequest: CMessage {
     }
 }
 
-/// svc.album.v1.ListAlbumScreens: the distinct screens of the frames that show the albums a
-/// photo is (or is about to be) in. The albums are the union of
-/// * `album_id`, when set and (with `user_id`) the user may add photos there; else, with
-/// `user_id`, that user's default album (the rule album applies to uploads, so media may ask
-/// before album has handled file.uploaded.with_ai);
-/// * with `file_id`, every album already holding the file.
-public struct ListAlbumScreensRequest: WireMessage, Hashable {
-    public var albumID: String
-    public var fileID: String
-    /// The uploader.
-    public var userID: String
-
-    public init(
-        albumID: String = "",
-        fileID: String = "",
-        userID: String = ""
-    ) {
-        self.albumID = albumID
-        self.fileID = fileID
-        self.userID = userID
-    }
-
-    public init(wireBytes: some Collection<UInt8>) throws {
-        self = try wireDecode(Self.self, wireBytes)
-    }
-
-    public func wireBytes() -> [UInt8] { wireEncode(self) }
-}
-
-extension ListAlbumScreensRequest: CMessage {
-    typealias CStruct = Framecast__V1__ListAlbumScreensRequest
-    static let wireName = "framecast.v1.ListAlbumScreensRequest"
-    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__list_album_screens_request__init(m) }
-    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__list_album_screens_request__get_packed_size(m) }
-    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__list_album_screens_request__pack(m, out) }
-    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__list_album_screens_request__unpack(nil, count, data) }
-    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__list_album_screens_request__free_unpacked(m, nil) }
-
-    init(c m: UnsafePointer<CStruct>) {
-        let c = m.pointee
-        self.init(
-            albumID: cString(c.album_id),
-            fileID: cString(c.file_id),
-            userID: cString(c.user_id)
-        )
-    }
-
-    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
-        m.pointee.album_id = arena.string(self.albumID)
-        m.pointee.file_id = arena.string(self.fileID)
-        m.pointee.user_id = arena.string(self.userID)
-    }
-}
-
+/// A frame's screen: media renders a `frame:{W}x{H}` version (in `format`) for each distinct
+/// one (MediaService.renderVersions). Media knows frames' screens from device.albums_changed.
 public struct FrameScreen: WireMessage, Hashable {
     public var frameID: String
     public var width: Int32
@@ -2273,55 +2221,10 @@ extension FrameScreen: CMessage {
     }
 }
 
-public struct ListAlbumScreensReply: WireMessage, Hashable {
-    /// One per frame (frames may share a size: render each distinct width×height×format once).
-    public var screens: [FrameScreen]
-    /// The albums considered.
-    public var albumIDs: [String]
-
-    public init(
-        screens: [FrameScreen] = [],
-        albumIDs: [String] = []
-    ) {
-        self.screens = screens
-        self.albumIDs = albumIDs
-    }
-
-    public init(wireBytes: some Collection<UInt8>) throws {
-        self = try wireDecode(Self.self, wireBytes)
-    }
-
-    public func wireBytes() -> [UInt8] { wireEncode(self) }
-}
-
-extension ListAlbumScreensReply: CMessage {
-    typealias CStruct = Framecast__V1__ListAlbumScreensReply
-    static let wireName = "framecast.v1.ListAlbumScreensReply"
-    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__list_album_screens_reply__init(m) }
-    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__list_album_screens_reply__get_packed_size(m) }
-    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__list_album_screens_reply__pack(m, out) }
-    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__list_album_screens_reply__unpack(nil, count, data) }
-    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__list_album_screens_reply__free_unpacked(m, nil) }
-
-    init(c m: UnsafePointer<CStruct>) {
-        let c = m.pointee
-        self.init(
-            screens: cArray(c.screens, c.n_screens) { FrameScreen(c: $0!) },
-            albumIDs: cArray(c.album_ids, c.n_album_ids) { cString($0) }
-        )
-    }
-
-    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
-        m.pointee.n_screens = self.screens.count
-        m.pointee.screens = arena.array(self.screens) { Optional(arena.message($0)) }
-        m.pointee.n_album_ids = self.albumIDs.count
-        m.pointee.album_ids = arena.array(self.albumIDs) { arena.string($0) }
-    }
-}
-
-/// svc.album.v1.CanViewPhoto: may this user or frame see this file (metadata, downloads)?
-/// A user may see their own files and files of albums they belong to; a frame those of the
-/// albums it is subscribed to.
+/// svc.album.v1.CanViewPhoto: may this user or frame see this file? A user may see their own
+/// files and files of albums they belong to; a frame those of the albums it is subscribed to.
+/// (media answers the same question for its metadata and versions from its own copy of album's
+/// state, kept from album.* and device.* events, without asking album.)
 public struct CanViewPhotoRequest: WireMessage, Hashable {
     public var principal: Principal?
     public var fileID: String
@@ -2503,23 +2406,31 @@ extension AlbumCreated: CMessage {
     }
 }
 
+/// The photo is in the album now. media keeps which albums each photo is in from this and
+/// album.photo_removed (its access checks and the screens it renders for).
 public struct AlbumPhotoAdded: WireEvent, Hashable {
     public static let subject = Subjects.albumPhotoAdded
     public var eventID: String
     public var occurredAt: Int64
     public var userID: String
     public var photo: AlbumPhoto?
+    /// Orders the album.photo_added / album.photo_removed of one (album, photo), which arrive on
+    /// separate consumers: apply one only when its revision is not below the last one applied
+    /// for that pair. Grows with every change (of any pair); 0: unknown (an older album).
+    public var revision: Int64
 
     public init(
         eventID: String = "",
         occurredAt: Int64 = 0,
         userID: String = "",
-        photo: AlbumPhoto? = nil
+        photo: AlbumPhoto? = nil,
+        revision: Int64 = 0
     ) {
         self.eventID = eventID
         self.occurredAt = occurredAt
         self.userID = userID
         self.photo = photo
+        self.revision = revision
     }
 
     public init(wireBytes: some Collection<UInt8>) throws {
@@ -2544,7 +2455,8 @@ extension AlbumPhotoAdded: CMessage {
             eventID: cString(c.event_id),
             occurredAt: c.occurred_at,
             userID: cString(c.user_id),
-            photo: c.photo.map { AlbumPhoto(c: $0) }
+            photo: c.photo.map { AlbumPhoto(c: $0) },
+            revision: c.revision
         )
     }
 
@@ -2553,6 +2465,7 @@ extension AlbumPhotoAdded: CMessage {
         m.pointee.occurred_at = self.occurredAt
         m.pointee.user_id = arena.string(self.userID)
         if let value = self.photo { m.pointee.photo = arena.message(value) }
+        m.pointee.revision = self.revision
     }
 }
 
@@ -2565,6 +2478,8 @@ public struct AlbumPhotoRemoved: WireEvent, Hashable {
     public var fileID: String
     /// "removed" (by a user), "file_deleted", "album_deleted".
     public var reason: String
+    /// As AlbumPhotoAdded.revision (the same sequence).
+    public var revision: Int64
 
     public init(
         eventID: String = "",
@@ -2572,7 +2487,8 @@ public struct AlbumPhotoRemoved: WireEvent, Hashable {
         userID: String = "",
         albumID: String = "",
         fileID: String = "",
-        reason: String = ""
+        reason: String = "",
+        revision: Int64 = 0
     ) {
         self.eventID = eventID
         self.occurredAt = occurredAt
@@ -2580,6 +2496,7 @@ public struct AlbumPhotoRemoved: WireEvent, Hashable {
         self.albumID = albumID
         self.fileID = fileID
         self.reason = reason
+        self.revision = revision
     }
 
     public init(wireBytes: some Collection<UInt8>) throws {
@@ -2606,7 +2523,8 @@ extension AlbumPhotoRemoved: CMessage {
             userID: cString(c.user_id),
             albumID: cString(c.album_id),
             fileID: cString(c.file_id),
-            reason: cString(c.reason)
+            reason: cString(c.reason),
+            revision: c.revision
         )
     }
 
@@ -2617,6 +2535,181 @@ extension AlbumPhotoRemoved: CMessage {
         m.pointee.album_id = arena.string(self.albumID)
         m.pointee.file_id = arena.string(self.fileID)
         m.pointee.reason = arena.string(self.reason)
+        m.pointee.revision = self.revision
+    }
+}
+
+/// One member of an album and their role (the owner included, with role owner).
+public struct AlbumMemberRole: WireMessage, Hashable {
+    public var userID: String
+    public var role: Role
+
+    public init(
+        userID: String = "",
+        role: Role = .unspecified
+    ) {
+        self.userID = userID
+        self.role = role
+    }
+
+    public init(wireBytes: some Collection<UInt8>) throws {
+        self = try wireDecode(Self.self, wireBytes)
+    }
+
+    public func wireBytes() -> [UInt8] { wireEncode(self) }
+}
+
+extension AlbumMemberRole: CMessage {
+    typealias CStruct = Framecast__V1__AlbumMemberRole
+    static let wireName = "framecast.v1.AlbumMemberRole"
+    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__album_member_role__init(m) }
+    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__album_member_role__get_packed_size(m) }
+    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__album_member_role__pack(m, out) }
+    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__album_member_role__unpack(nil, count, data) }
+    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__album_member_role__free_unpacked(m, nil) }
+
+    init(c m: UnsafePointer<CStruct>) {
+        let c = m.pointee
+        self.init(
+            userID: cString(c.user_id),
+            role: Role(wireValue: Int32(truncatingIfNeeded: c.role.rawValue))
+        )
+    }
+
+    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
+        m.pointee.user_id = arena.string(self.userID)
+        m.pointee.role = .init(rawValue: .init(truncatingIfNeeded: self.role.wireValue))
+    }
+}
+
+/// An album was created, or a member was added, removed, left or had their role changed: the
+/// full member list now. media keeps it to decide, without asking album, who may see the
+/// photos of the album (GetPhotoMetadata, versions, playlists, schedules).
+public struct AlbumMembersChanged: WireEvent, Hashable {
+    public static let subject = Subjects.albumMembersChanged
+    public var eventID: String
+    public var occurredAt: Int64
+    public var userID: String
+    public var albumID: String
+    public var ownerID: String
+    /// Every member, the owner first.
+    public var members: [AlbumMemberRole]
+    /// Grows with every change of the album's members: apply only a revision above the last one
+    /// applied for the album, so a late or repeated event changes nothing.
+    public var revision: Int64
+
+    public init(
+        eventID: String = "",
+        occurredAt: Int64 = 0,
+        userID: String = "",
+        albumID: String = "",
+        ownerID: String = "",
+        members: [AlbumMemberRole] = [],
+        revision: Int64 = 0
+    ) {
+        self.eventID = eventID
+        self.occurredAt = occurredAt
+        self.userID = userID
+        self.albumID = albumID
+        self.ownerID = ownerID
+        self.members = members
+        self.revision = revision
+    }
+
+    public init(wireBytes: some Collection<UInt8>) throws {
+        self = try wireDecode(Self.self, wireBytes)
+    }
+
+    public func wireBytes() -> [UInt8] { wireEncode(self) }
+}
+
+extension AlbumMembersChanged: CMessage {
+    typealias CStruct = Framecast__V1__AlbumMembersChanged
+    static let wireName = "framecast.v1.AlbumMembersChanged"
+    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__album_members_changed__init(m) }
+    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__album_members_changed__get_packed_size(m) }
+    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__album_members_changed__pack(m, out) }
+    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__album_members_changed__unpack(nil, count, data) }
+    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__album_members_changed__free_unpacked(m, nil) }
+
+    init(c m: UnsafePointer<CStruct>) {
+        let c = m.pointee
+        self.init(
+            eventID: cString(c.event_id),
+            occurredAt: c.occurred_at,
+            userID: cString(c.user_id),
+            albumID: cString(c.album_id),
+            ownerID: cString(c.owner_id),
+            members: cArray(c.members, c.n_members) { AlbumMemberRole(c: $0!) },
+            revision: c.revision
+        )
+    }
+
+    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
+        m.pointee.event_id = arena.string(self.eventID)
+        m.pointee.occurred_at = self.occurredAt
+        m.pointee.user_id = arena.string(self.userID)
+        m.pointee.album_id = arena.string(self.albumID)
+        m.pointee.owner_id = arena.string(self.ownerID)
+        m.pointee.n_members = self.members.count
+        m.pointee.members = arena.array(self.members) { Optional(arena.message($0)) }
+        m.pointee.revision = self.revision
+    }
+}
+
+/// The album is gone with its members and photos (album.photo_removed "album_deleted" is
+/// published for each photo too). A consumer forgets the album for good: a late
+/// album.members_changed or album.photo_added about it changes nothing.
+public struct AlbumDeleted: WireEvent, Hashable {
+    public static let subject = Subjects.albumDeleted
+    public var eventID: String
+    public var occurredAt: Int64
+    public var userID: String
+    public var albumID: String
+
+    public init(
+        eventID: String = "",
+        occurredAt: Int64 = 0,
+        userID: String = "",
+        albumID: String = ""
+    ) {
+        self.eventID = eventID
+        self.occurredAt = occurredAt
+        self.userID = userID
+        self.albumID = albumID
+    }
+
+    public init(wireBytes: some Collection<UInt8>) throws {
+        self = try wireDecode(Self.self, wireBytes)
+    }
+
+    public func wireBytes() -> [UInt8] { wireEncode(self) }
+}
+
+extension AlbumDeleted: CMessage {
+    typealias CStruct = Framecast__V1__AlbumDeleted
+    static let wireName = "framecast.v1.AlbumDeleted"
+    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__album_deleted__init(m) }
+    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__album_deleted__get_packed_size(m) }
+    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__album_deleted__pack(m, out) }
+    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__album_deleted__unpack(nil, count, data) }
+    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__album_deleted__free_unpacked(m, nil) }
+
+    init(c m: UnsafePointer<CStruct>) {
+        let c = m.pointee
+        self.init(
+            eventID: cString(c.event_id),
+            occurredAt: c.occurred_at,
+            userID: cString(c.user_id),
+            albumID: cString(c.album_id)
+        )
+    }
+
+    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
+        m.pointee.event_id = arena.string(self.eventID)
+        m.pointee.occurred_at = self.occurredAt
+        m.pointee.user_id = arena.string(self.userID)
+        m.pointee.album_id = arena.string(self.albumID)
     }
 }
 
@@ -2684,9 +2777,10 @@ extension DeviceDeleted: CMessage {
     }
 }
 
-/// A frame was registered, or its albums, screen size or preferred format changed. media
-/// remembers the frame's screen and renders `frame:{W}x{H}` (in `format`) in the background
-/// for the listed photos that have none yet, newest first.
+/// A frame was registered, or its albums, screen size or preferred format changed (or album
+/// republished its state). media remembers the frame's owner, screen and albums (a frame may
+/// read the photos of the albums it shows now) and renders `frame:{W}x{H}` (in `format`) in
+/// the background for the listed photos that have none yet, newest first.
 public struct DeviceAlbumsChanged: WireEvent, Hashable {
     public static let subject = Subjects.deviceAlbumsChanged
     public var eventID: String
@@ -2703,6 +2797,9 @@ public struct DeviceAlbumsChanged: WireEvent, Hashable {
     /// The photos of those albums, newest first, each once (at most 10,000: older ones are
     /// rendered on demand).
     public var fileIDs: [String]
+    /// Grows with every change of the frame: apply only a revision above the last one applied
+    /// for the frame. 0: unknown (an older album): then occurred_at orders them.
+    public var revision: Int64
 
     public init(
         eventID: String = "",
@@ -2713,7 +2810,8 @@ public struct DeviceAlbumsChanged: WireEvent, Hashable {
         height: Int32 = 0,
         format: String = "",
         albumIDs: [String] = [],
-        fileIDs: [String] = []
+        fileIDs: [String] = [],
+        revision: Int64 = 0
     ) {
         self.eventID = eventID
         self.occurredAt = occurredAt
@@ -2724,6 +2822,7 @@ public struct DeviceAlbumsChanged: WireEvent, Hashable {
         self.format = format
         self.albumIDs = albumIDs
         self.fileIDs = fileIDs
+        self.revision = revision
     }
 
     public init(wireBytes: some Collection<UInt8>) throws {
@@ -2753,7 +2852,8 @@ extension DeviceAlbumsChanged: CMessage {
             height: c.height,
             format: cString(c.format),
             albumIDs: cArray(c.album_ids, c.n_album_ids) { cString($0) },
-            fileIDs: cArray(c.file_ids, c.n_file_ids) { cString($0) }
+            fileIDs: cArray(c.file_ids, c.n_file_ids) { cString($0) },
+            revision: c.revision
         )
     }
 
@@ -2769,6 +2869,7 @@ extension DeviceAlbumsChanged: CMessage {
         m.pointee.album_ids = arena.array(self.albumIDs) { arena.string($0) }
         m.pointee.n_file_ids = self.fileIDs.count
         m.pointee.file_ids = arena.array(self.fileIDs) { arena.string($0) }
+        m.pointee.revision = self.revision
     }
 }
 

@@ -205,7 +205,9 @@ extension PhotoMetadata: CMessage {
     }
 }
 
-/// svc.media.v1.GetPhotoMetadata. The gateway checks access (album CanViewPhoto) first.
+/// svc.media.v1.GetPhotoMetadata, for the principal of the `Framecast-Principal` header: its
+/// owner, a member of an album holding the photo, or a frame showing such an album now (media
+/// checks it against its own copy of album's state; anyone else: not_found).
 public struct GetPhotoMetadataRequest: WireMessage, Hashable {
     public var fileID: String
 
@@ -1318,7 +1320,10 @@ extension MediaVersionFailed: CMessage {
     }
 }
 
-/// Every version the photo's albums' frames need is stored; album now notifies frames.
+/// Every version the photo's albums' frames need is stored; album now notifies frames. Sent
+/// once media knows at least one album holding the photo (album.photo_added) and has rendered
+/// the screens of the frames showing those albums: with the upload's versions when the album
+/// was known by then, else when the album's frame versions are rendered.
 public struct MediaCacheReady: WireEvent, Hashable {
     public static let subject = Subjects.mediaCacheReady
     public var eventID: String
@@ -1328,7 +1333,7 @@ public struct MediaCacheReady: WireEvent, Hashable {
     public var versions: [PhotoVersion]
     /// Frames whose screens have a version.
     public var frameIDs: [String]
-    /// The albums the versions were rendered for (from ListAlbumScreens), when known.
+    /// The albums the versions were rendered for (as media knows them from album.photo_added).
     public var albumIDs: [String]
 
     public init(

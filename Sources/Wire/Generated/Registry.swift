@@ -3,6 +3,10 @@
 extension Subjects {
     /// Event `album.created`: `AlbumCreated`.
     public static let albumCreated = "album.created"
+    /// Event `album.deleted`: `AlbumDeleted`.
+    public static let albumDeleted = "album.deleted"
+    /// Event `album.members_changed`: `AlbumMembersChanged`.
+    public static let albumMembersChanged = "album.members_changed"
     /// Event `album.photo_added`: `AlbumPhotoAdded`.
     public static let albumPhotoAdded = "album.photo_added"
     /// Event `album.photo_removed`: `AlbumPhotoRemoved`.
@@ -31,6 +35,8 @@ extension Subjects {
     /// Every event subject of the contract.
     public static let allEvents: [String] = [
         albumCreated,
+        albumDeleted,
+        albumMembersChanged,
         albumPhotoAdded,
         albumPhotoRemoved,
         deviceAlbumsChanged,
@@ -97,15 +103,16 @@ public enum WireMessages {
         SendFrameCommandRequest.self,
         SendFrameCommandReply.self,
         SetFrameConfigRequest.self,
-        ListAlbumScreensRequest.self,
         FrameScreen.self,
-        ListAlbumScreensReply.self,
         CanViewPhotoRequest.self,
         CanViewAlbumRequest.self,
         AccessReply.self,
         AlbumCreated.self,
         AlbumPhotoAdded.self,
         AlbumPhotoRemoved.self,
+        AlbumMemberRole.self,
+        AlbumMembersChanged.self,
+        AlbumDeleted.self,
         DeviceDeleted.self,
         DeviceAlbumsChanged.self,
         DeviceCacheReported.self,
@@ -157,6 +164,8 @@ public enum WireMessages {
 public enum WireEvents {
     public static let all: [any WireEvent.Type] = [
         AlbumCreated.self,
+        AlbumDeleted.self,
+        AlbumMembersChanged.self,
         AlbumPhotoAdded.self,
         AlbumPhotoRemoved.self,
         DeviceAlbumsChanged.self,
@@ -175,6 +184,8 @@ public enum WireEvents {
     public static func type(forSubject subject: String) -> (any WireEvent.Type)? {
         switch subject {
         case Subjects.albumCreated: return AlbumCreated.self
+        case Subjects.albumDeleted: return AlbumDeleted.self
+        case Subjects.albumMembersChanged: return AlbumMembersChanged.self
         case Subjects.albumPhotoAdded: return AlbumPhotoAdded.self
         case Subjects.albumPhotoRemoved: return AlbumPhotoRemoved.self
         case Subjects.deviceAlbumsChanged: return DeviceAlbumsChanged.self
@@ -240,8 +251,6 @@ public enum AlbumAPI {
     public static let sendFrameCommand = WireMethod<SendFrameCommandRequest, SendFrameCommandReply>(service: service, method: "SendFrameCommand")
     /// svc.album.v1.SetFrameConfig
     public static let setFrameConfig = WireMethod<SetFrameConfigRequest, FrameReply>(service: service, method: "SetFrameConfig")
-    /// The screens of the frames that show an album (media renders a version for each).
-    public static let listAlbumScreens = WireMethod<ListAlbumScreensRequest, ListAlbumScreensReply>(service: service, method: "ListAlbumScreens")
     /// svc.album.v1.CanViewPhoto
     public static let canViewPhoto = WireMethod<CanViewPhotoRequest, AccessReply>(service: service, method: "CanViewPhoto")
     /// svc.album.v1.CanViewAlbum
@@ -271,7 +280,6 @@ public enum AlbumAPI {
         syncFrame.subject,
         sendFrameCommand.subject,
         setFrameConfig.subject,
-        listAlbumScreens.subject,
         canViewPhoto.subject,
         canViewAlbum.subject,
     ]

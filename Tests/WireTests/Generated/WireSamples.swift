@@ -1781,27 +1781,6 @@ config {
 """#
         ),
         WireSample(
-            name: "ListAlbumScreensRequest/default",
-            protoName: "framecast.v1.ListAlbumScreensRequest",
-            message: ListAlbumScreensRequest(),
-            text: #"""
-"""#
-        ),
-        WireSample(
-            name: "ListAlbumScreensRequest/full",
-            protoName: "framecast.v1.ListAlbumScreensRequest",
-            message: ListAlbumScreensRequest(
-                albumID: "日本語 album_id 319",
-                fileID: "file_id-320",
-                userID: "ünïcødé ✓ 📷 user_id 321"
-            ),
-            text: #"""
-album_id: "\346\227\245\346\234\254\350\252\236 album_id 319"
-file_id: "file_id-320"
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 321"
-"""#
-        ),
-        WireSample(
             name: "FrameScreen/default",
             protoName: "framecast.v1.FrameScreen",
             message: FrameScreen(),
@@ -1812,48 +1791,16 @@ user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user
             name: "FrameScreen/full",
             protoName: "framecast.v1.FrameScreen",
             message: FrameScreen(
-                frameID: "quote \" back \\ slash frame_id 322",
-                width: -323007,
-                height: 324007,
-                format: "ünïcødé ✓ 📷 format 325"
+                frameID: "日本語 frame_id 319",
+                width: 320007,
+                height: -321007,
+                format: "quote \" back \\ slash format 322"
             ),
             text: #"""
-frame_id: "quote \" back \\ slash frame_id 322"
-width: -323007
-height: 324007
-format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 325"
-"""#
-        ),
-        WireSample(
-            name: "ListAlbumScreensReply/default",
-            protoName: "framecast.v1.ListAlbumScreensReply",
-            message: ListAlbumScreensReply(),
-            text: #"""
-"""#
-        ),
-        WireSample(
-            name: "ListAlbumScreensReply/full",
-            protoName: "framecast.v1.ListAlbumScreensReply",
-            message: ListAlbumScreensReply(
-                screens: [FrameScreen(
-                    frameID: "quote \" back \\ slash frame_id 326",
-                    width: -327007,
-                    height: 328007,
-                    format: "ünïcødé ✓ 📷 format 329"
-                ), FrameScreen()],
-                albumIDs: ["quote \" back \\ slash album_ids 330", ""]
-            ),
-            text: #"""
-screens {
-  frame_id: "quote \" back \\ slash frame_id 326"
-  width: -327007
-  height: 328007
-  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 329"
-}
-screens {
-}
-album_ids: "quote \" back \\ slash album_ids 330"
-album_ids: ""
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 319"
+width: 320007
+height: -321007
+format: "quote \" back \\ slash format 322"
 """#
         ),
         WireSample(
@@ -1869,16 +1816,16 @@ album_ids: ""
             message: CanViewPhotoRequest(
                 principal: Principal(
                     kind: .frame,
-                    id: "日本語 id 331"
+                    id: "日本語 id 323"
                 ),
-                fileID: "file_id-332"
+                fileID: "file_id-324"
             ),
             text: #"""
 principal {
   kind: PRINCIPAL_KIND_FRAME
-  id: "\346\227\245\346\234\254\350\252\236 id 331"
+  id: "\346\227\245\346\234\254\350\252\236 id 323"
 }
-file_id: "file_id-332"
+file_id: "file_id-324"
 """#
         ),
         WireSample(
@@ -1905,16 +1852,16 @@ principal {
             message: CanViewAlbumRequest(
                 principal: Principal(
                     kind: .frame,
-                    id: "ünïcødé ✓ 📷 id 333"
+                    id: "ünïcødé ✓ 📷 id 325"
                 ),
-                albumID: "quote \" back \\ slash album_id 334"
+                albumID: "quote \" back \\ slash album_id 326"
             ),
             text: #"""
 principal {
   kind: PRINCIPAL_KIND_FRAME
-  id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 id 333"
+  id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 id 325"
 }
-album_id: "quote \" back \\ slash album_id 334"
+album_id: "quote \" back \\ slash album_id 326"
 """#
         ),
         WireSample(
@@ -1958,49 +1905,49 @@ role: ROLE_VIEWER
             name: "AlbumCreated/full",
             protoName: "framecast.v1.AlbumCreated",
             message: AlbumCreated(
-                eventID: "event_id-336",
-                occurredAt: -1099511628113,
-                userID: "quote \" back \\ slash user_id 338",
+                eventID: "event_id-328",
+                occurredAt: -1099511628105,
+                userID: "quote \" back \\ slash user_id 330",
                 album: Album(
-                    albumID: "日本語 album_id 339",
-                    ownerID: "owner_id-340",
-                    name: "ünïcødé ✓ 📷 name 341",
-                    description: "quote \" back \\ slash description 342",
+                    albumID: "日本語 album_id 331",
+                    ownerID: "owner_id-332",
+                    name: "ünïcødé ✓ 📷 name 333",
+                    description: "quote \" back \\ slash description 334",
                     isDefault: true,
-                    photoCount: 344007,
+                    photoCount: 336007,
                     role: .viewer,
-                    coverFileID: "ünïcødé ✓ 📷 cover_file_id 345",
+                    coverFileID: "ünïcødé ✓ 📷 cover_file_id 337",
                     settings: AlbumSettings(
-                        intervalSeconds: 346007,
+                        intervalSeconds: 338007,
                         shuffle: true,
-                        transition: "transition-348",
+                        transition: "transition-340",
                         showCaptions: true
                     ),
-                    createdAt: 1700000000350,
-                    updatedAt: -1099511628127
+                    createdAt: 1700000000342,
+                    updatedAt: -1099511628119
                 )
             ),
             text: #"""
-event_id: "event_id-336"
-occurred_at: -1099511628113
-user_id: "quote \" back \\ slash user_id 338"
+event_id: "event_id-328"
+occurred_at: -1099511628105
+user_id: "quote \" back \\ slash user_id 330"
 album {
-  album_id: "\346\227\245\346\234\254\350\252\236 album_id 339"
-  owner_id: "owner_id-340"
-  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 341"
-  description: "quote \" back \\ slash description 342"
+  album_id: "\346\227\245\346\234\254\350\252\236 album_id 331"
+  owner_id: "owner_id-332"
+  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 333"
+  description: "quote \" back \\ slash description 334"
   is_default: true
-  photo_count: 344007
+  photo_count: 336007
   role: ROLE_VIEWER
-  cover_file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 cover_file_id 345"
+  cover_file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 cover_file_id 337"
   settings {
-    interval_seconds: 346007
+    interval_seconds: 338007
     shuffle: true
-    transition: "transition-348"
+    transition: "transition-340"
     show_captions: true
   }
-  created_at: 1700000000350
-  updated_at: -1099511628127
+  created_at: 1700000000342
+  updated_at: -1099511628119
 }
 """#
         ),
@@ -2030,37 +1977,39 @@ album {
             name: "AlbumPhotoAdded/full",
             protoName: "framecast.v1.AlbumPhotoAdded",
             message: AlbumPhotoAdded(
-                eventID: "event_id-352",
-                occurredAt: -1099511628129,
-                userID: "quote \" back \\ slash user_id 354",
+                eventID: "event_id-344",
+                occurredAt: -1099511628121,
+                userID: "quote \" back \\ slash user_id 346",
                 photo: AlbumPhoto(
-                    albumID: "日本語 album_id 355",
-                    fileID: "file_id-356",
-                    addedBy: "ünïcødé ✓ 📷 added_by 357",
-                    addedAt: 1700000000358,
-                    fileName: "日本語 file_name 359",
-                    contentType: "content_type-360",
-                    takenAt: -1099511628137,
-                    aiLabels: ["quote \" back \\ slash ai_labels 362", ""]
-                )
+                    albumID: "日本語 album_id 347",
+                    fileID: "file_id-348",
+                    addedBy: "ünïcødé ✓ 📷 added_by 349",
+                    addedAt: 1700000000350,
+                    fileName: "日本語 file_name 351",
+                    contentType: "content_type-352",
+                    takenAt: -1099511628129,
+                    aiLabels: ["quote \" back \\ slash ai_labels 354", ""]
+                ),
+                revision: -1099511628131
             ),
             text: #"""
-event_id: "event_id-352"
-occurred_at: -1099511628129
-user_id: "quote \" back \\ slash user_id 354"
+event_id: "event_id-344"
+occurred_at: -1099511628121
+user_id: "quote \" back \\ slash user_id 346"
 photo {
-  album_id: "\346\227\245\346\234\254\350\252\236 album_id 355"
-  file_id: "file_id-356"
-  added_by: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 added_by 357"
-  added_at: 1700000000358
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 359"
-  content_type: "content_type-360"
+  album_id: "\346\227\245\346\234\254\350\252\236 album_id 347"
+  file_id: "file_id-348"
+  added_by: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 added_by 349"
+  added_at: 1700000000350
+  file_name: "\346\227\245\346\234\254\350\252\236 file_name 351"
+  content_type: "content_type-352"
   taken_at {
-    value: -1099511628137
+    value: -1099511628129
   }
-  ai_labels: "quote \" back \\ slash ai_labels 362"
+  ai_labels: "quote \" back \\ slash ai_labels 354"
   ai_labels: ""
 }
+revision: -1099511628131
 """#
         ),
         WireSample(
@@ -2089,20 +2038,101 @@ photo {
             name: "AlbumPhotoRemoved/full",
             protoName: "framecast.v1.AlbumPhotoRemoved",
             message: AlbumPhotoRemoved(
-                eventID: "日本語 event_id 363",
-                occurredAt: 1700000000364,
-                userID: "ünïcødé ✓ 📷 user_id 365",
-                albumID: "quote \" back \\ slash album_id 366",
-                fileID: "日本語 file_id 367",
-                reason: "reason-368"
+                eventID: "event_id-356",
+                occurredAt: -1099511628133,
+                userID: "quote \" back \\ slash user_id 358",
+                albumID: "日本語 album_id 359",
+                fileID: "file_id-360",
+                reason: "ünïcødé ✓ 📷 reason 361",
+                revision: 1700000000362
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 363"
-occurred_at: 1700000000364
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 365"
-album_id: "quote \" back \\ slash album_id 366"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 367"
-reason: "reason-368"
+event_id: "event_id-356"
+occurred_at: -1099511628133
+user_id: "quote \" back \\ slash user_id 358"
+album_id: "\346\227\245\346\234\254\350\252\236 album_id 359"
+file_id: "file_id-360"
+reason: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 reason 361"
+revision: 1700000000362
+"""#
+        ),
+        WireSample(
+            name: "AlbumMemberRole/default",
+            protoName: "framecast.v1.AlbumMemberRole",
+            message: AlbumMemberRole(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "AlbumMemberRole/full",
+            protoName: "framecast.v1.AlbumMemberRole",
+            message: AlbumMemberRole(
+                userID: "日本語 user_id 363",
+                role: .viewer
+            ),
+            text: #"""
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 363"
+role: ROLE_VIEWER
+"""#
+        ),
+        WireSample(
+            name: "AlbumMembersChanged/default",
+            protoName: "framecast.v1.AlbumMembersChanged",
+            message: AlbumMembersChanged(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "AlbumMembersChanged/full",
+            protoName: "framecast.v1.AlbumMembersChanged",
+            message: AlbumMembersChanged(
+                eventID: "event_id-364",
+                occurredAt: -1099511628141,
+                userID: "quote \" back \\ slash user_id 366",
+                albumID: "日本語 album_id 367",
+                ownerID: "owner_id-368",
+                members: [AlbumMemberRole(
+                    userID: "ünïcødé ✓ 📷 user_id 369",
+                    role: .viewer
+                ), AlbumMemberRole()],
+                revision: 1700000000370
+            ),
+            text: #"""
+event_id: "event_id-364"
+occurred_at: -1099511628141
+user_id: "quote \" back \\ slash user_id 366"
+album_id: "\346\227\245\346\234\254\350\252\236 album_id 367"
+owner_id: "owner_id-368"
+members {
+  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 369"
+  role: ROLE_VIEWER
+}
+members {
+}
+revision: 1700000000370
+"""#
+        ),
+        WireSample(
+            name: "AlbumDeleted/default",
+            protoName: "framecast.v1.AlbumDeleted",
+            message: AlbumDeleted(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "AlbumDeleted/full",
+            protoName: "framecast.v1.AlbumDeleted",
+            message: AlbumDeleted(
+                eventID: "日本語 event_id 371",
+                occurredAt: 1700000000372,
+                userID: "ünïcødé ✓ 📷 user_id 373",
+                albumID: "quote \" back \\ slash album_id 374"
+            ),
+            text: #"""
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 371"
+occurred_at: 1700000000372
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 373"
+album_id: "quote \" back \\ slash album_id 374"
 """#
         ),
         WireSample(
@@ -2116,20 +2146,20 @@ reason: "reason-368"
             name: "DeviceDeleted/full",
             protoName: "framecast.v1.DeviceDeleted",
             message: DeviceDeleted(
-                eventID: "ünïcødé ✓ 📷 event_id 369",
-                occurredAt: 1700000000370,
-                userID: "日本語 user_id 371",
-                frameID: "frame_id-372",
-                width: -373007,
-                height: 374007
+                eventID: "日本語 event_id 375",
+                occurredAt: 1700000000376,
+                userID: "ünïcødé ✓ 📷 user_id 377",
+                frameID: "quote \" back \\ slash frame_id 378",
+                width: -379007,
+                height: 380007
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 369"
-occurred_at: 1700000000370
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 371"
-frame_id: "frame_id-372"
-width: -373007
-height: 374007
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 375"
+occurred_at: 1700000000376
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 377"
+frame_id: "quote \" back \\ slash frame_id 378"
+width: -379007
+height: 380007
 """#
         ),
         WireSample(
@@ -2143,28 +2173,30 @@ height: 374007
             name: "DeviceAlbumsChanged/full",
             protoName: "framecast.v1.DeviceAlbumsChanged",
             message: DeviceAlbumsChanged(
-                eventID: "日本語 event_id 375",
-                occurredAt: 1700000000376,
-                userID: "ünïcødé ✓ 📷 user_id 377",
-                frameID: "quote \" back \\ slash frame_id 378",
-                width: -379007,
-                height: 380007,
-                format: "ünïcødé ✓ 📷 format 381",
-                albumIDs: ["quote \" back \\ slash album_ids 382", ""],
-                fileIDs: ["日本語 file_ids 383", ""]
+                eventID: "ünïcødé ✓ 📷 event_id 381",
+                occurredAt: 1700000000382,
+                userID: "日本語 user_id 383",
+                frameID: "frame_id-384",
+                width: -385007,
+                height: 386007,
+                format: "日本語 format 387",
+                albumIDs: ["album_ids-388", ""],
+                fileIDs: ["ünïcødé ✓ 📷 file_ids 389", ""],
+                revision: 1700000000390
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 375"
-occurred_at: 1700000000376
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 377"
-frame_id: "quote \" back \\ slash frame_id 378"
-width: -379007
-height: 380007
-format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 381"
-album_ids: "quote \" back \\ slash album_ids 382"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 381"
+occurred_at: 1700000000382
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 383"
+frame_id: "frame_id-384"
+width: -385007
+height: 386007
+format: "\346\227\245\346\234\254\350\252\236 format 387"
+album_ids: "album_ids-388"
 album_ids: ""
-file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 383"
+file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 389"
 file_ids: ""
+revision: 1700000000390
 """#
         ),
         WireSample(
@@ -2178,18 +2210,18 @@ file_ids: ""
             name: "DeviceCacheReported/full",
             protoName: "framecast.v1.DeviceCacheReported",
             message: DeviceCacheReported(
-                eventID: "event_id-384",
-                occurredAt: -1099511628161,
-                userID: "quote \" back \\ slash user_id 386",
-                frameID: "日本語 frame_id 387",
-                fileIDs: ["file_ids-388", ""]
+                eventID: "日本語 event_id 391",
+                occurredAt: 1700000000392,
+                userID: "ünïcødé ✓ 📷 user_id 393",
+                frameID: "quote \" back \\ slash frame_id 394",
+                fileIDs: ["日本語 file_ids 395", ""]
             ),
             text: #"""
-event_id: "event_id-384"
-occurred_at: -1099511628161
-user_id: "quote \" back \\ slash user_id 386"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 387"
-file_ids: "file_ids-388"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 391"
+occurred_at: 1700000000392
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 393"
+frame_id: "quote \" back \\ slash frame_id 394"
+file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 395"
 file_ids: ""
 """#
         ),
@@ -2204,140 +2236,140 @@ file_ids: ""
             name: "ConformanceSample/full",
             protoName: "framecast.v1.ConformanceSample",
             message: ConformanceSample(
-                aString: "ünïcødé ✓ 📷 a_string 389",
-                aBytes: [0, 255, 134, 10, 128],
+                aString: "a_string-396",
+                aBytes: [0, 255, 141, 10, 128],
                 aBool: true,
-                anInt32: 392007,
-                anInt64: -1099511628169,
-                aUint32: 4000000394,
-                aUint64: 9223372036859652083,
-                aDouble: 396.5,
-                aFloat: 397.25,
-                aSint32: 398007,
-                aSint64: -1099511628175,
-                aFixed32: 4000000400,
-                aFixed64: 9223372036859726153,
-                anSfixed32: 402007,
-                anSfixed64: -1099511628179,
+                anInt32: -399007,
+                anInt64: 1700000000400,
+                aUint32: 4000000401,
+                aUint64: 9223372036859738498,
+                aDouble: -403.5,
+                aFloat: 404.25,
+                aSint32: -405007,
+                aSint64: 1700000000406,
+                aFixed32: 4000000407,
+                aFixed64: 9223372036859812568,
+                anSfixed32: -409007,
+                anSfixed64: 1700000000410,
                 anEnum: .viewer,
                 aMessage: Face(
-                    x: 404007,
-                    y: -405007,
-                    width: 406007,
-                    height: -407007,
-                    confidence: 408.25
+                    x: -411007,
+                    y: 412007,
+                    width: -413007,
+                    height: 414007,
+                    confidence: 415.25
                 ),
-                aMap: ["": "empty key", "album_id": "alb-ü-409", "k409": ""],
-                strings: ["quote \" back \\ slash strings 410", ""],
-                bytesList: [[0, 255, 155, 10, 128], []],
+                aMap: ["": "empty key", "album_id": "alb-ü-416", "k416": ""],
+                strings: ["ünïcødé ✓ 📷 strings 417", ""],
+                bytesList: [[0, 255, 162, 10, 128], []],
                 bools: [true, false],
-                int32s: [-413007, 0],
-                int64s: [1700000000414, 0],
-                uint32s: [4000000415, 0],
-                uint64s: [9223372036859911328, 0],
-                doubles: [-417.5, 0.0],
-                floats: [418.25, 0.0],
-                sint64s: [-1099511628195, 0],
-                fixed64s: [9223372036859960708, 0],
+                int32s: [420007, 0],
+                int64s: [-1099511628197, 0],
+                uint32s: [4000000422, 0],
+                uint64s: [9223372036859997743, 0],
+                doubles: [424.5, 0.0],
+                floats: [425.25, 0.0],
+                sint64s: [1700000000426, 0],
+                fixed64s: [9223372036860047123, 0],
                 enums: [.viewer, .unspecified],
                 messages: [Face(
-                    x: -421007,
-                    y: 422007,
-                    width: -423007,
-                    height: 424007,
-                    confidence: 425.25
+                    x: 428007,
+                    y: -429007,
+                    width: 430007,
+                    height: -431007,
+                    confidence: 432.25
                 ), Face()],
-                optionalString: "quote \" back \\ slash optional_string 426",
-                optionalInt64: -1099511628203,
-                optionalInt32: 428007,
-                optionalUint32: 4000000429,
+                optionalString: "ünïcødé ✓ 📷 optional_string 433",
+                optionalInt64: 1700000000434,
+                optionalInt32: -435007,
+                optionalUint32: 4000000436,
                 optionalBool: true,
-                optionalDouble: -431.5
+                optionalDouble: 438.5
             ),
             text: #"""
-a_string: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 a_string 389"
-a_bytes: "\000\377\206\n\200"
+a_string: "a_string-396"
+a_bytes: "\000\377\215\n\200"
 a_bool: true
-an_int32: 392007
-an_int64: -1099511628169
-a_uint32: 4000000394
-a_uint64: 9223372036859652083
-a_double: 396.5
-a_float: 397.25
-a_sint32: 398007
-a_sint64: -1099511628175
-a_fixed32: 4000000400
-a_fixed64: 9223372036859726153
-an_sfixed32: 402007
-an_sfixed64: -1099511628179
+an_int32: -399007
+an_int64: 1700000000400
+a_uint32: 4000000401
+a_uint64: 9223372036859738498
+a_double: -403.5
+a_float: 404.25
+a_sint32: -405007
+a_sint64: 1700000000406
+a_fixed32: 4000000407
+a_fixed64: 9223372036859812568
+an_sfixed32: -409007
+an_sfixed64: 1700000000410
 an_enum: ROLE_VIEWER
 a_message {
-  x: 404007
-  y: -405007
-  width: 406007
-  height: -407007
-  confidence: 408.25
+  x: -411007
+  y: 412007
+  width: -413007
+  height: 414007
+  confidence: 415.25
 }
 a_map {
   value: "empty key"
 }
 a_map {
   key: "album_id"
-  value: "alb-\303\274-409"
+  value: "alb-\303\274-416"
 }
 a_map {
-  key: "k409"
+  key: "k416"
 }
-strings: "quote \" back \\ slash strings 410"
+strings: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 strings 417"
 strings: ""
-bytes_list: "\000\377\233\n\200"
+bytes_list: "\000\377\242\n\200"
 bytes_list: ""
 bools: true
 bools: false
-int32s: -413007
+int32s: 420007
 int32s: 0
-int64s: 1700000000414
+int64s: -1099511628197
 int64s: 0
-uint32s: 4000000415
+uint32s: 4000000422
 uint32s: 0
-uint64s: 9223372036859911328
+uint64s: 9223372036859997743
 uint64s: 0
-doubles: -417.5
+doubles: 424.5
 doubles: 0
-floats: 418.25
+floats: 425.25
 floats: 0
-sint64s: -1099511628195
+sint64s: 1700000000426
 sint64s: 0
-fixed64s: 9223372036859960708
+fixed64s: 9223372036860047123
 fixed64s: 0
 enums: ROLE_VIEWER
 enums: ROLE_UNSPECIFIED
 messages {
-  x: -421007
-  y: 422007
-  width: -423007
-  height: 424007
-  confidence: 425.25
+  x: 428007
+  y: -429007
+  width: 430007
+  height: -431007
+  confidence: 432.25
 }
 messages {
 }
 optional_string {
-  value: "quote \" back \\ slash optional_string 426"
+  value: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 optional_string 433"
 }
 optional_int64 {
-  value: -1099511628203
+  value: 1700000000434
 }
 optional_int32 {
-  value: 428007
+  value: -435007
 }
 optional_uint32 {
-  value: 4000000429
+  value: 4000000436
 }
 optional_bool {
   value: true
 }
 optional_double {
-  value: -431.5
+  value: 438.5
 }
 """#
         ),
@@ -2381,28 +2413,28 @@ optional_double {
             name: "PhotoVersion/full",
             protoName: "framecast.v1.PhotoVersion",
             message: PhotoVersion(
-                fileID: "file_id-432",
-                size: "ünïcødé ✓ 📷 size 433",
-                width: 434007,
-                height: -435007,
-                format: "format-436",
-                contentType: "ünïcødé ✓ 📷 content_type 437",
-                blobKey: "quote \" back \\ slash blob_key 438",
-                byteSize: -1099511628215,
-                sha256: "sha256-440",
-                createdAt: -1099511628217
+                fileID: "日本語 file_id 439",
+                size: "size-440",
+                width: -441007,
+                height: 442007,
+                format: "日本語 format 443",
+                contentType: "content_type-444",
+                blobKey: "ünïcødé ✓ 📷 blob_key 445",
+                byteSize: 1700000000446,
+                sha256: "日本語 sha256 447",
+                createdAt: 1700000000448
             ),
             text: #"""
-file_id: "file_id-432"
-size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 433"
-width: 434007
-height: -435007
-format: "format-436"
-content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 437"
-blob_key: "quote \" back \\ slash blob_key 438"
-byte_size: -1099511628215
-sha256: "sha256-440"
-created_at: -1099511628217
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 439"
+size: "size-440"
+width: -441007
+height: 442007
+format: "\346\227\245\346\234\254\350\252\236 format 443"
+content_type: "content_type-444"
+blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 445"
+byte_size: 1700000000446
+sha256: "\346\227\245\346\234\254\350\252\236 sha256 447"
+created_at: 1700000000448
 """#
         ),
         WireSample(
@@ -2416,114 +2448,114 @@ created_at: -1099511628217
             name: "PhotoMetadata/full",
             protoName: "framecast.v1.PhotoMetadata",
             message: PhotoMetadata(
-                fileID: "quote \" back \\ slash file_id 442",
-                ownerID: "日本語 owner_id 443",
-                fileName: "file_name-444",
-                contentType: "ünïcødé ✓ 📷 content_type 445",
+                fileID: "ünïcødé ✓ 📷 file_id 449",
+                ownerID: "quote \" back \\ slash owner_id 450",
+                fileName: "日本語 file_name 451",
+                contentType: "content_type-452",
                 versions: [PhotoVersion(
-                    fileID: "quote \" back \\ slash file_id 446",
-                    size: "日本語 size 447",
-                    width: 448007,
-                    height: -449007,
-                    format: "quote \" back \\ slash format 450",
-                    contentType: "日本語 content_type 451",
-                    blobKey: "blob_key-452",
-                    byteSize: -1099511628229,
-                    sha256: "quote \" back \\ slash sha256 454",
-                    createdAt: -1099511628231
+                    fileID: "ünïcødé ✓ 📷 file_id 453",
+                    size: "quote \" back \\ slash size 454",
+                    width: -455007,
+                    height: 456007,
+                    format: "ünïcødé ✓ 📷 format 457",
+                    contentType: "quote \" back \\ slash content_type 458",
+                    blobKey: "日本語 blob_key 459",
+                    byteSize: 1700000000460,
+                    sha256: "ünïcødé ✓ 📷 sha256 461",
+                    createdAt: 1700000000462
                 ), PhotoVersion()],
                 aiMetadata: AIMetadata(
-                    labels: ["labels-456", ""],
+                    labels: ["日本語 labels 463", ""],
                     faces: [Face(
-                        x: -457007,
-                        y: 458007,
-                        width: -459007,
-                        height: 460007,
-                        confidence: 461.25
+                        x: 464007,
+                        y: -465007,
+                        width: 466007,
+                        height: -467007,
+                        confidence: 468.25
                     ), Face()],
-                    objects: ["quote \" back \\ slash objects 462", ""],
-                    analyser: "日本語 analyser 463"
+                    objects: ["ünïcødé ✓ 📷 objects 469", ""],
+                    analyser: "quote \" back \\ slash analyser 470"
                 ),
                 analysis: PhotoAnalysis(
-                    format: "format-464",
-                    width: -465007,
-                    height: 466007,
-                    orientation: -467007,
-                    takenAt: 1700000000468,
-                    cameraMake: "ünïcødé ✓ 📷 camera_make 469",
-                    cameraModel: "quote \" back \\ slash camera_model 470",
+                    format: "日本語 format 471",
+                    width: 472007,
+                    height: -473007,
+                    orientation: 474007,
+                    takenAt: -1099511628251,
+                    cameraMake: "camera_make-476",
+                    cameraModel: "ünïcødé ✓ 📷 camera_model 477",
                     gps: GeoPoint(
-                        latitude: -471.5,
-                        longitude: 472.5,
-                        altitude: -473.5
+                        latitude: 478.5,
+                        longitude: -479.5,
+                        altitude: 480.5
                     ),
-                    dominantColors: ["quote \" back \\ slash dominant_colors 474", ""],
-                    perceptualHash: 9223372036860639683
+                    dominantColors: ["ünïcødé ✓ 📷 dominant_colors 481", ""],
+                    perceptualHash: 9223372036860726098
                 ),
-                cachedForFrames: ["cached_for_frames-476", ""],
-                createdAt: -1099511628253,
-                updatedAt: 1700000000478
+                cachedForFrames: ["日本語 cached_for_frames 483", ""],
+                createdAt: 1700000000484,
+                updatedAt: -1099511628261
             ),
             text: #"""
-file_id: "quote \" back \\ slash file_id 442"
-owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 443"
-file_name: "file_name-444"
-content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 445"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 449"
+owner_id: "quote \" back \\ slash owner_id 450"
+file_name: "\346\227\245\346\234\254\350\252\236 file_name 451"
+content_type: "content_type-452"
 versions {
-  file_id: "quote \" back \\ slash file_id 446"
-  size: "\346\227\245\346\234\254\350\252\236 size 447"
-  width: 448007
-  height: -449007
-  format: "quote \" back \\ slash format 450"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 451"
-  blob_key: "blob_key-452"
-  byte_size: -1099511628229
-  sha256: "quote \" back \\ slash sha256 454"
-  created_at: -1099511628231
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 453"
+  size: "quote \" back \\ slash size 454"
+  width: -455007
+  height: 456007
+  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 457"
+  content_type: "quote \" back \\ slash content_type 458"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 459"
+  byte_size: 1700000000460
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 461"
+  created_at: 1700000000462
 }
 versions {
 }
 ai_metadata {
-  labels: "labels-456"
+  labels: "\346\227\245\346\234\254\350\252\236 labels 463"
   labels: ""
   faces {
-    x: -457007
-    y: 458007
-    width: -459007
-    height: 460007
-    confidence: 461.25
+    x: 464007
+    y: -465007
+    width: 466007
+    height: -467007
+    confidence: 468.25
   }
   faces {
   }
-  objects: "quote \" back \\ slash objects 462"
+  objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 469"
   objects: ""
-  analyser: "\346\227\245\346\234\254\350\252\236 analyser 463"
+  analyser: "quote \" back \\ slash analyser 470"
 }
 analysis {
-  format: "format-464"
-  width: -465007
-  height: 466007
-  orientation: -467007
+  format: "\346\227\245\346\234\254\350\252\236 format 471"
+  width: 472007
+  height: -473007
+  orientation: 474007
   taken_at {
-    value: 1700000000468
+    value: -1099511628251
   }
-  camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 469"
-  camera_model: "quote \" back \\ slash camera_model 470"
+  camera_make: "camera_make-476"
+  camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 477"
   gps {
-    latitude: -471.5
-    longitude: 472.5
+    latitude: 478.5
+    longitude: -479.5
     altitude {
-      value: -473.5
+      value: 480.5
     }
   }
-  dominant_colors: "quote \" back \\ slash dominant_colors 474"
+  dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 481"
   dominant_colors: ""
-  perceptual_hash: 9223372036860639683
+  perceptual_hash: 9223372036860726098
 }
-cached_for_frames: "cached_for_frames-476"
+cached_for_frames: "\346\227\245\346\234\254\350\252\236 cached_for_frames 483"
 cached_for_frames: ""
-created_at: -1099511628253
-updated_at: 1700000000478
+created_at: 1700000000484
+updated_at: -1099511628261
 """#
         ),
         WireSample(
@@ -2562,10 +2594,10 @@ analysis {
             name: "GetPhotoMetadataRequest/full",
             protoName: "framecast.v1.GetPhotoMetadataRequest",
             message: GetPhotoMetadataRequest(
-                fileID: "日本語 file_id 479"
+                fileID: "quote \" back \\ slash file_id 486"
             ),
             text: #"""
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 479"
+file_id: "quote \" back \\ slash file_id 486"
 """#
         ),
         WireSample(
@@ -2580,116 +2612,116 @@ file_id: "\346\227\245\346\234\254\350\252\236 file_id 479"
             protoName: "framecast.v1.PhotoMetadataReply",
             message: PhotoMetadataReply(
                 metadata: PhotoMetadata(
-                    fileID: "file_id-480",
-                    ownerID: "ünïcødé ✓ 📷 owner_id 481",
-                    fileName: "quote \" back \\ slash file_name 482",
-                    contentType: "日本語 content_type 483",
+                    fileID: "日本語 file_id 487",
+                    ownerID: "owner_id-488",
+                    fileName: "ünïcødé ✓ 📷 file_name 489",
+                    contentType: "quote \" back \\ slash content_type 490",
                     versions: [PhotoVersion(
-                        fileID: "file_id-484",
-                        size: "ünïcødé ✓ 📷 size 485",
-                        width: 486007,
-                        height: -487007,
-                        format: "format-488",
-                        contentType: "ünïcødé ✓ 📷 content_type 489",
-                        blobKey: "quote \" back \\ slash blob_key 490",
-                        byteSize: -1099511628267,
-                        sha256: "sha256-492",
-                        createdAt: -1099511628269
+                        fileID: "日本語 file_id 491",
+                        size: "size-492",
+                        width: -493007,
+                        height: 494007,
+                        format: "日本語 format 495",
+                        contentType: "content_type-496",
+                        blobKey: "ünïcødé ✓ 📷 blob_key 497",
+                        byteSize: 1700000000498,
+                        sha256: "日本語 sha256 499",
+                        createdAt: 1700000000500
                     ), PhotoVersion()],
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 494", ""],
+                        labels: ["ünïcødé ✓ 📷 labels 501", ""],
                         faces: [Face(
-                            x: -495007,
-                            y: 496007,
-                            width: -497007,
-                            height: 498007,
-                            confidence: 499.25
+                            x: 502007,
+                            y: -503007,
+                            width: 504007,
+                            height: -505007,
+                            confidence: 506.25
                         ), Face()],
-                        objects: ["objects-500", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 501"
+                        objects: ["日本語 objects 507", ""],
+                        analyser: "analyser-508"
                     ),
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 502",
-                        width: -503007,
-                        height: 504007,
-                        orientation: -505007,
-                        takenAt: 1700000000506,
-                        cameraMake: "日本語 camera_make 507",
-                        cameraModel: "camera_model-508",
+                        format: "ünïcødé ✓ 📷 format 509",
+                        width: 510007,
+                        height: -511007,
+                        orientation: 512007,
+                        takenAt: -1099511628289,
+                        cameraMake: "quote \" back \\ slash camera_make 514",
+                        cameraModel: "日本語 camera_model 515",
                         gps: GeoPoint(
-                            latitude: -509.5,
-                            longitude: 510.5,
-                            altitude: -511.5
+                            latitude: 516.5,
+                            longitude: -517.5,
+                            altitude: 518.5
                         ),
-                        dominantColors: ["dominant_colors-512", ""],
-                        perceptualHash: 9223372036861108793
+                        dominantColors: ["日本語 dominant_colors 519", ""],
+                        perceptualHash: 9223372036861195208
                     ),
-                    cachedForFrames: ["quote \" back \\ slash cached_for_frames 514", ""],
-                    createdAt: -1099511628291,
-                    updatedAt: 1700000000516
+                    cachedForFrames: ["ünïcødé ✓ 📷 cached_for_frames 521", ""],
+                    createdAt: 1700000000522,
+                    updatedAt: -1099511628299
                 )
             ),
             text: #"""
 metadata {
-  file_id: "file_id-480"
-  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 481"
-  file_name: "quote \" back \\ slash file_name 482"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 483"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 487"
+  owner_id: "owner_id-488"
+  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 489"
+  content_type: "quote \" back \\ slash content_type 490"
   versions {
-    file_id: "file_id-484"
-    size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 485"
-    width: 486007
-    height: -487007
-    format: "format-488"
-    content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 489"
-    blob_key: "quote \" back \\ slash blob_key 490"
-    byte_size: -1099511628267
-    sha256: "sha256-492"
-    created_at: -1099511628269
+    file_id: "\346\227\245\346\234\254\350\252\236 file_id 491"
+    size: "size-492"
+    width: -493007
+    height: 494007
+    format: "\346\227\245\346\234\254\350\252\236 format 495"
+    content_type: "content_type-496"
+    blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 497"
+    byte_size: 1700000000498
+    sha256: "\346\227\245\346\234\254\350\252\236 sha256 499"
+    created_at: 1700000000500
   }
   versions {
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 494"
+    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 501"
     labels: ""
     faces {
-      x: -495007
-      y: 496007
-      width: -497007
-      height: 498007
-      confidence: 499.25
+      x: 502007
+      y: -503007
+      width: 504007
+      height: -505007
+      confidence: 506.25
     }
     faces {
     }
-    objects: "objects-500"
+    objects: "\346\227\245\346\234\254\350\252\236 objects 507"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 501"
+    analyser: "analyser-508"
   }
   analysis {
-    format: "quote \" back \\ slash format 502"
-    width: -503007
-    height: 504007
-    orientation: -505007
+    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 509"
+    width: 510007
+    height: -511007
+    orientation: 512007
     taken_at {
-      value: 1700000000506
+      value: -1099511628289
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 507"
-    camera_model: "camera_model-508"
+    camera_make: "quote \" back \\ slash camera_make 514"
+    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 515"
     gps {
-      latitude: -509.5
-      longitude: 510.5
+      latitude: 516.5
+      longitude: -517.5
       altitude {
-        value: -511.5
+        value: 518.5
       }
     }
-    dominant_colors: "dominant_colors-512"
+    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 519"
     dominant_colors: ""
-    perceptual_hash: 9223372036861108793
+    perceptual_hash: 9223372036861195208
   }
-  cached_for_frames: "quote \" back \\ slash cached_for_frames 514"
+  cached_for_frames: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 cached_for_frames 521"
   cached_for_frames: ""
-  created_at: -1099511628291
-  updated_at: 1700000000516
+  created_at: 1700000000522
+  updated_at: -1099511628299
 }
 """#
         ),
@@ -2733,14 +2765,14 @@ metadata {
             name: "GetVersionRequest/full",
             protoName: "framecast.v1.GetVersionRequest",
             message: GetVersionRequest(
-                fileID: "ünïcødé ✓ 📷 file_id 517",
-                size: "quote \" back \\ slash size 518",
-                format: "日本語 format 519"
+                fileID: "file_id-524",
+                size: "ünïcødé ✓ 📷 size 525",
+                format: "quote \" back \\ slash format 526"
             ),
             text: #"""
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 517"
-size: "quote \" back \\ slash size 518"
-format: "\346\227\245\346\234\254\350\252\236 format 519"
+file_id: "file_id-524"
+size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 525"
+format: "quote \" back \\ slash format 526"
 """#
         ),
         WireSample(
@@ -2755,30 +2787,30 @@ format: "\346\227\245\346\234\254\350\252\236 format 519"
             protoName: "framecast.v1.VersionReply",
             message: VersionReply(
                 version: PhotoVersion(
-                    fileID: "file_id-520",
-                    size: "ünïcødé ✓ 📷 size 521",
-                    width: 522007,
-                    height: -523007,
-                    format: "format-524",
-                    contentType: "ünïcødé ✓ 📷 content_type 525",
-                    blobKey: "quote \" back \\ slash blob_key 526",
-                    byteSize: -1099511628303,
-                    sha256: "sha256-528",
-                    createdAt: -1099511628305
+                    fileID: "日本語 file_id 527",
+                    size: "size-528",
+                    width: -529007,
+                    height: 530007,
+                    format: "日本語 format 531",
+                    contentType: "content_type-532",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 533",
+                    byteSize: 1700000000534,
+                    sha256: "日本語 sha256 535",
+                    createdAt: 1700000000536
                 )
             ),
             text: #"""
 version {
-  file_id: "file_id-520"
-  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 521"
-  width: 522007
-  height: -523007
-  format: "format-524"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 525"
-  blob_key: "quote \" back \\ slash blob_key 526"
-  byte_size: -1099511628303
-  sha256: "sha256-528"
-  created_at: -1099511628305
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 527"
+  size: "size-528"
+  width: -529007
+  height: 530007
+  format: "\346\227\245\346\234\254\350\252\236 format 531"
+  content_type: "content_type-532"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 533"
+  byte_size: 1700000000534
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 535"
+  created_at: 1700000000536
 }
 """#
         ),
@@ -2804,30 +2836,30 @@ version {
             name: "Playlist/full",
             protoName: "framecast.v1.Playlist",
             message: Playlist(
-                playlistID: "quote \" back \\ slash playlist_id 530",
-                ownerID: "日本語 owner_id 531",
-                name: "name-532",
-                description: "ünïcødé ✓ 📷 description 533",
-                fileIDs: ["quote \" back \\ slash file_ids 534", ""],
-                createdAt: -1099511628311,
-                updatedAt: 1700000000536,
-                albumIDs: ["ünïcødé ✓ 📷 album_ids 537", ""],
+                playlistID: "ünïcødé ✓ 📷 playlist_id 537",
+                ownerID: "quote \" back \\ slash owner_id 538",
+                name: "日本語 name 539",
+                description: "description-540",
+                fileIDs: ["ünïcødé ✓ 📷 file_ids 541", ""],
+                createdAt: 1700000000542,
+                updatedAt: -1099511628319,
+                albumIDs: ["album_ids-544", ""],
                 order: .shuffle,
-                photoIDs: ["quote \" back \\ slash photo_ids 538", ""]
+                photoIDs: ["ünïcødé ✓ 📷 photo_ids 545", ""]
             ),
             text: #"""
-playlist_id: "quote \" back \\ slash playlist_id 530"
-owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 531"
-name: "name-532"
-description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 533"
-file_ids: "quote \" back \\ slash file_ids 534"
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 537"
+owner_id: "quote \" back \\ slash owner_id 538"
+name: "\346\227\245\346\234\254\350\252\236 name 539"
+description: "description-540"
+file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 541"
 file_ids: ""
-created_at: -1099511628311
-updated_at: 1700000000536
-album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 537"
+created_at: 1700000000542
+updated_at: -1099511628319
+album_ids: "album_ids-544"
 album_ids: ""
 order: PLAYLIST_ORDER_SHUFFLE
-photo_ids: "quote \" back \\ slash photo_ids 538"
+photo_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 photo_ids 545"
 photo_ids: ""
 """#
         ),
@@ -2843,32 +2875,32 @@ photo_ids: ""
             protoName: "framecast.v1.PlaylistReply",
             message: PlaylistReply(
                 playlist: Playlist(
-                    playlistID: "日本語 playlist_id 539",
-                    ownerID: "owner_id-540",
-                    name: "ünïcødé ✓ 📷 name 541",
-                    description: "quote \" back \\ slash description 542",
-                    fileIDs: ["日本語 file_ids 543", ""],
-                    createdAt: 1700000000544,
-                    updatedAt: -1099511628321,
-                    albumIDs: ["quote \" back \\ slash album_ids 546", ""],
+                    playlistID: "quote \" back \\ slash playlist_id 546",
+                    ownerID: "日本語 owner_id 547",
+                    name: "name-548",
+                    description: "ünïcødé ✓ 📷 description 549",
+                    fileIDs: ["quote \" back \\ slash file_ids 550", ""],
+                    createdAt: -1099511628327,
+                    updatedAt: 1700000000552,
+                    albumIDs: ["ünïcødé ✓ 📷 album_ids 553", ""],
                     order: .shuffle,
-                    photoIDs: ["日本語 photo_ids 547", ""]
+                    photoIDs: ["quote \" back \\ slash photo_ids 554", ""]
                 )
             ),
             text: #"""
 playlist {
-  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 539"
-  owner_id: "owner_id-540"
-  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 541"
-  description: "quote \" back \\ slash description 542"
-  file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 543"
+  playlist_id: "quote \" back \\ slash playlist_id 546"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 547"
+  name: "name-548"
+  description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 549"
+  file_ids: "quote \" back \\ slash file_ids 550"
   file_ids: ""
-  created_at: 1700000000544
-  updated_at: -1099511628321
-  album_ids: "quote \" back \\ slash album_ids 546"
+  created_at: -1099511628327
+  updated_at: 1700000000552
+  album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 553"
   album_ids: ""
   order: PLAYLIST_ORDER_SHUFFLE
-  photo_ids: "\346\227\245\346\234\254\350\252\236 photo_ids 547"
+  photo_ids: "quote \" back \\ slash photo_ids 554"
   photo_ids: ""
 }
 """#
@@ -2895,20 +2927,20 @@ playlist {
             name: "CreatePlaylistRequest/full",
             protoName: "framecast.v1.CreatePlaylistRequest",
             message: CreatePlaylistRequest(
-                userID: "user_id-548",
-                name: "ünïcødé ✓ 📷 name 549",
-                description: "quote \" back \\ slash description 550",
-                fileIDs: ["日本語 file_ids 551", ""],
-                albumIDs: ["album_ids-552", ""],
+                userID: "日本語 user_id 555",
+                name: "name-556",
+                description: "ünïcødé ✓ 📷 description 557",
+                fileIDs: ["quote \" back \\ slash file_ids 558", ""],
+                albumIDs: ["日本語 album_ids 559", ""],
                 order: .shuffle
             ),
             text: #"""
-user_id: "user_id-548"
-name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 549"
-description: "quote \" back \\ slash description 550"
-file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 551"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 555"
+name: "name-556"
+description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 557"
+file_ids: "quote \" back \\ slash file_ids 558"
 file_ids: ""
-album_ids: "album_ids-552"
+album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 559"
 album_ids: ""
 order: PLAYLIST_ORDER_SHUFFLE
 """#
@@ -2924,12 +2956,12 @@ order: PLAYLIST_ORDER_SHUFFLE
             name: "GetPlaylistRequest/full",
             protoName: "framecast.v1.GetPlaylistRequest",
             message: GetPlaylistRequest(
-                userID: "ünïcødé ✓ 📷 user_id 553",
-                playlistID: "quote \" back \\ slash playlist_id 554"
+                userID: "user_id-560",
+                playlistID: "ünïcødé ✓ 📷 playlist_id 561"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 553"
-playlist_id: "quote \" back \\ slash playlist_id 554"
+user_id: "user_id-560"
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 561"
 """#
         ),
         WireSample(
@@ -2943,14 +2975,14 @@ playlist_id: "quote \" back \\ slash playlist_id 554"
             name: "ListPlaylistsRequest/full",
             protoName: "framecast.v1.ListPlaylistsRequest",
             message: ListPlaylistsRequest(
-                userID: "日本語 user_id 555",
-                pageSize: 556007,
-                pageToken: "ünïcødé ✓ 📷 page_token 557"
+                userID: "quote \" back \\ slash user_id 562",
+                pageSize: -563007,
+                pageToken: "page_token-564"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 555"
-page_size: 556007
-page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 page_token 557"
+user_id: "quote \" back \\ slash user_id 562"
+page_size: -563007
+page_token: "page_token-564"
 """#
         ),
         WireSample(
@@ -2965,38 +2997,38 @@ page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 p
             protoName: "framecast.v1.ListPlaylistsReply",
             message: ListPlaylistsReply(
                 playlists: [Playlist(
-                    playlistID: "quote \" back \\ slash playlist_id 558",
-                    ownerID: "日本語 owner_id 559",
-                    name: "name-560",
-                    description: "ünïcødé ✓ 📷 description 561",
-                    fileIDs: ["quote \" back \\ slash file_ids 562", ""],
-                    createdAt: -1099511628339,
-                    updatedAt: 1700000000564,
-                    albumIDs: ["ünïcødé ✓ 📷 album_ids 565", ""],
+                    playlistID: "ünïcødé ✓ 📷 playlist_id 565",
+                    ownerID: "quote \" back \\ slash owner_id 566",
+                    name: "日本語 name 567",
+                    description: "description-568",
+                    fileIDs: ["ünïcødé ✓ 📷 file_ids 569", ""],
+                    createdAt: 1700000000570,
+                    updatedAt: -1099511628347,
+                    albumIDs: ["album_ids-572", ""],
                     order: .shuffle,
-                    photoIDs: ["quote \" back \\ slash photo_ids 566", ""]
+                    photoIDs: ["ünïcødé ✓ 📷 photo_ids 573", ""]
                 ), Playlist()],
-                nextPageToken: "日本語 next_page_token 567"
+                nextPageToken: "quote \" back \\ slash next_page_token 574"
             ),
             text: #"""
 playlists {
-  playlist_id: "quote \" back \\ slash playlist_id 558"
-  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 559"
-  name: "name-560"
-  description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 561"
-  file_ids: "quote \" back \\ slash file_ids 562"
+  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 565"
+  owner_id: "quote \" back \\ slash owner_id 566"
+  name: "\346\227\245\346\234\254\350\252\236 name 567"
+  description: "description-568"
+  file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 569"
   file_ids: ""
-  created_at: -1099511628339
-  updated_at: 1700000000564
-  album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 565"
+  created_at: 1700000000570
+  updated_at: -1099511628347
+  album_ids: "album_ids-572"
   album_ids: ""
   order: PLAYLIST_ORDER_SHUFFLE
-  photo_ids: "quote \" back \\ slash photo_ids 566"
+  photo_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 photo_ids 573"
   photo_ids: ""
 }
 playlists {
 }
-next_page_token: "\346\227\245\346\234\254\350\252\236 next_page_token 567"
+next_page_token: "quote \" back \\ slash next_page_token 574"
 """#
         ),
         WireSample(
@@ -3010,30 +3042,30 @@ next_page_token: "\346\227\245\346\234\254\350\252\236 next_page_token 567"
             name: "UpdatePlaylistRequest/full",
             protoName: "framecast.v1.UpdatePlaylistRequest",
             message: UpdatePlaylistRequest(
-                userID: "user_id-568",
-                playlistID: "ünïcødé ✓ 📷 playlist_id 569",
-                name: "quote \" back \\ slash name 570",
-                description: "日本語 description 571",
+                userID: "日本語 user_id 575",
+                playlistID: "playlist_id-576",
+                name: "ünïcødé ✓ 📷 name 577",
+                description: "quote \" back \\ slash description 578",
                 replaceFileIDs: true,
-                fileIDs: ["ünïcødé ✓ 📷 file_ids 573", ""],
+                fileIDs: ["file_ids-580", ""],
                 replaceAlbumIDs: true,
-                albumIDs: ["日本語 album_ids 575", ""],
+                albumIDs: ["quote \" back \\ slash album_ids 582", ""],
                 order: .shuffle
             ),
             text: #"""
-user_id: "user_id-568"
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 569"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 575"
+playlist_id: "playlist_id-576"
 name {
-  value: "quote \" back \\ slash name 570"
+  value: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 577"
 }
 description {
-  value: "\346\227\245\346\234\254\350\252\236 description 571"
+  value: "quote \" back \\ slash description 578"
 }
 replace_file_ids: true
-file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 573"
+file_ids: "file_ids-580"
 file_ids: ""
 replace_album_ids: true
-album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 575"
+album_ids: "quote \" back \\ slash album_ids 582"
 album_ids: ""
 order: PLAYLIST_ORDER_SHUFFLE
 """#
@@ -3063,12 +3095,12 @@ description {
             name: "DeletePlaylistRequest/full",
             protoName: "framecast.v1.DeletePlaylistRequest",
             message: DeletePlaylistRequest(
-                userID: "user_id-576",
-                playlistID: "ünïcødé ✓ 📷 playlist_id 577"
+                userID: "日本語 user_id 583",
+                playlistID: "playlist_id-584"
             ),
             text: #"""
-user_id: "user_id-576"
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 577"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 583"
+playlist_id: "playlist_id-584"
 """#
         ),
         WireSample(
@@ -3082,22 +3114,22 @@ playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 
             name: "ScheduleEntry/full",
             protoName: "framecast.v1.ScheduleEntry",
             message: ScheduleEntry(
-                playlistID: "quote \" back \\ slash playlist_id 578",
-                albumID: "日本語 album_id 579",
-                daysOfWeek: [580007, 0],
-                startTime: "ünïcødé ✓ 📷 start_time 581",
-                endTime: "quote \" back \\ slash end_time 582",
-                intervalSeconds: -583007,
+                playlistID: "ünïcødé ✓ 📷 playlist_id 585",
+                albumID: "quote \" back \\ slash album_id 586",
+                daysOfWeek: [-587007, 0],
+                startTime: "start_time-588",
+                endTime: "ünïcødé ✓ 📷 end_time 589",
+                intervalSeconds: 590007,
                 shuffle: true
             ),
             text: #"""
-playlist_id: "quote \" back \\ slash playlist_id 578"
-album_id: "\346\227\245\346\234\254\350\252\236 album_id 579"
-days_of_week: 580007
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 585"
+album_id: "quote \" back \\ slash album_id 586"
+days_of_week: -587007
 days_of_week: 0
-start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 581"
-end_time: "quote \" back \\ slash end_time 582"
-interval_seconds: -583007
+start_time: "start_time-588"
+end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 589"
+interval_seconds: 590007
 shuffle: true
 """#
         ),
@@ -3112,35 +3144,35 @@ shuffle: true
             name: "RotationSchedule/full",
             protoName: "framecast.v1.RotationSchedule",
             message: RotationSchedule(
-                frameID: "ünïcødé ✓ 📷 frame_id 585",
-                ownerID: "quote \" back \\ slash owner_id 586",
+                frameID: "frame_id-592",
+                ownerID: "ünïcødé ✓ 📷 owner_id 593",
                 entries: [ScheduleEntry(
-                    playlistID: "日本語 playlist_id 587",
-                    albumID: "album_id-588",
-                    daysOfWeek: [-589007, 0],
-                    startTime: "quote \" back \\ slash start_time 590",
-                    endTime: "日本語 end_time 591",
-                    intervalSeconds: 592007,
+                    playlistID: "quote \" back \\ slash playlist_id 594",
+                    albumID: "日本語 album_id 595",
+                    daysOfWeek: [596007, 0],
+                    startTime: "ünïcødé ✓ 📷 start_time 597",
+                    endTime: "quote \" back \\ slash end_time 598",
+                    intervalSeconds: -599007,
                     shuffle: true
                 ), ScheduleEntry()],
-                updatedAt: 1700000000594
+                updatedAt: -1099511628377
             ),
             text: #"""
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 585"
-owner_id: "quote \" back \\ slash owner_id 586"
+frame_id: "frame_id-592"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 593"
 entries {
-  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 587"
-  album_id: "album_id-588"
-  days_of_week: -589007
+  playlist_id: "quote \" back \\ slash playlist_id 594"
+  album_id: "\346\227\245\346\234\254\350\252\236 album_id 595"
+  days_of_week: 596007
   days_of_week: 0
-  start_time: "quote \" back \\ slash start_time 590"
-  end_time: "\346\227\245\346\234\254\350\252\236 end_time 591"
-  interval_seconds: 592007
+  start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 597"
+  end_time: "quote \" back \\ slash end_time 598"
+  interval_seconds: -599007
   shuffle: true
 }
 entries {
 }
-updated_at: 1700000000594
+updated_at: -1099511628377
 """#
         ),
         WireSample(
@@ -3155,37 +3187,37 @@ updated_at: 1700000000594
             protoName: "framecast.v1.ScheduleReply",
             message: ScheduleReply(
                 schedule: RotationSchedule(
-                    frameID: "日本語 frame_id 595",
-                    ownerID: "owner_id-596",
+                    frameID: "quote \" back \\ slash frame_id 602",
+                    ownerID: "日本語 owner_id 603",
                     entries: [ScheduleEntry(
-                        playlistID: "ünïcødé ✓ 📷 playlist_id 597",
-                        albumID: "quote \" back \\ slash album_id 598",
-                        daysOfWeek: [-599007, 0],
-                        startTime: "start_time-600",
-                        endTime: "ünïcødé ✓ 📷 end_time 601",
-                        intervalSeconds: 602007,
+                        playlistID: "playlist_id-604",
+                        albumID: "ünïcødé ✓ 📷 album_id 605",
+                        daysOfWeek: [606007, 0],
+                        startTime: "日本語 start_time 607",
+                        endTime: "end_time-608",
+                        intervalSeconds: -609007,
                         shuffle: true
                     ), ScheduleEntry()],
-                    updatedAt: 1700000000604
+                    updatedAt: -1099511628387
                 )
             ),
             text: #"""
 schedule {
-  frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 595"
-  owner_id: "owner_id-596"
+  frame_id: "quote \" back \\ slash frame_id 602"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 603"
   entries {
-    playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 597"
-    album_id: "quote \" back \\ slash album_id 598"
-    days_of_week: -599007
+    playlist_id: "playlist_id-604"
+    album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 605"
+    days_of_week: 606007
     days_of_week: 0
-    start_time: "start_time-600"
-    end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 601"
-    interval_seconds: 602007
+    start_time: "\346\227\245\346\234\254\350\252\236 start_time 607"
+    end_time: "end_time-608"
+    interval_seconds: -609007
     shuffle: true
   }
   entries {
   }
-  updated_at: 1700000000604
+  updated_at: -1099511628387
 }
 """#
         ),
@@ -3211,12 +3243,12 @@ schedule {
             name: "GetScheduleRequest/full",
             protoName: "framecast.v1.GetScheduleRequest",
             message: GetScheduleRequest(
-                userID: "ünïcødé ✓ 📷 user_id 605",
-                frameID: "quote \" back \\ slash frame_id 606"
+                userID: "user_id-612",
+                frameID: "ünïcødé ✓ 📷 frame_id 613"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 605"
-frame_id: "quote \" back \\ slash frame_id 606"
+user_id: "user_id-612"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 613"
 """#
         ),
         WireSample(
@@ -3230,29 +3262,29 @@ frame_id: "quote \" back \\ slash frame_id 606"
             name: "SetScheduleRequest/full",
             protoName: "framecast.v1.SetScheduleRequest",
             message: SetScheduleRequest(
-                userID: "日本語 user_id 607",
-                frameID: "frame_id-608",
+                userID: "quote \" back \\ slash user_id 614",
+                frameID: "日本語 frame_id 615",
                 entries: [ScheduleEntry(
-                    playlistID: "ünïcødé ✓ 📷 playlist_id 609",
-                    albumID: "quote \" back \\ slash album_id 610",
-                    daysOfWeek: [-611007, 0],
-                    startTime: "start_time-612",
-                    endTime: "ünïcødé ✓ 📷 end_time 613",
-                    intervalSeconds: 614007,
+                    playlistID: "playlist_id-616",
+                    albumID: "ünïcødé ✓ 📷 album_id 617",
+                    daysOfWeek: [618007, 0],
+                    startTime: "日本語 start_time 619",
+                    endTime: "end_time-620",
+                    intervalSeconds: -621007,
                     shuffle: true
                 ), ScheduleEntry()]
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 607"
-frame_id: "frame_id-608"
+user_id: "quote \" back \\ slash user_id 614"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 615"
 entries {
-  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 609"
-  album_id: "quote \" back \\ slash album_id 610"
-  days_of_week: -611007
+  playlist_id: "playlist_id-616"
+  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 617"
+  days_of_week: 618007
   days_of_week: 0
-  start_time: "start_time-612"
-  end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 613"
-  interval_seconds: 614007
+  start_time: "\346\227\245\346\234\254\350\252\236 start_time 619"
+  end_time: "end_time-620"
+  interval_seconds: -621007
   shuffle: true
 }
 entries {
@@ -3270,12 +3302,12 @@ entries {
             name: "DeleteScheduleRequest/full",
             protoName: "framecast.v1.DeleteScheduleRequest",
             message: DeleteScheduleRequest(
-                userID: "user_id-616",
-                frameID: "ünïcødé ✓ 📷 frame_id 617"
+                userID: "日本語 user_id 623",
+                frameID: "frame_id-624"
             ),
             text: #"""
-user_id: "user_id-616"
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 617"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 623"
+frame_id: "frame_id-624"
 """#
         ),
         WireSample(
@@ -3289,49 +3321,49 @@ frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 fra
             name: "MediaScheduleChanged/full",
             protoName: "framecast.v1.MediaScheduleChanged",
             message: MediaScheduleChanged(
-                eventID: "quote \" back \\ slash event_id 618",
-                occurredAt: -1099511628395,
-                userID: "user_id-620",
-                frameID: "ünïcødé ✓ 📷 frame_id 621",
+                eventID: "ünïcødé ✓ 📷 event_id 625",
+                occurredAt: 1700000000626,
+                userID: "日本語 user_id 627",
+                frameID: "frame_id-628",
                 schedule: RotationSchedule(
-                    frameID: "quote \" back \\ slash frame_id 622",
-                    ownerID: "日本語 owner_id 623",
+                    frameID: "ünïcødé ✓ 📷 frame_id 629",
+                    ownerID: "quote \" back \\ slash owner_id 630",
                     entries: [ScheduleEntry(
-                        playlistID: "playlist_id-624",
-                        albumID: "ünïcødé ✓ 📷 album_id 625",
-                        daysOfWeek: [626007, 0],
-                        startTime: "日本語 start_time 627",
-                        endTime: "end_time-628",
-                        intervalSeconds: -629007,
+                        playlistID: "日本語 playlist_id 631",
+                        albumID: "album_id-632",
+                        daysOfWeek: [-633007, 0],
+                        startTime: "quote \" back \\ slash start_time 634",
+                        endTime: "日本語 end_time 635",
+                        intervalSeconds: 636007,
                         shuffle: true
                     ), ScheduleEntry()],
-                    updatedAt: -1099511628407
+                    updatedAt: 1700000000638
                 ),
-                revision: 1700000000632
+                revision: -1099511628415
             ),
             text: #"""
-event_id: "quote \" back \\ slash event_id 618"
-occurred_at: -1099511628395
-user_id: "user_id-620"
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 621"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 625"
+occurred_at: 1700000000626
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 627"
+frame_id: "frame_id-628"
 schedule {
-  frame_id: "quote \" back \\ slash frame_id 622"
-  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 623"
+  frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 629"
+  owner_id: "quote \" back \\ slash owner_id 630"
   entries {
-    playlist_id: "playlist_id-624"
-    album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 625"
-    days_of_week: 626007
+    playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 631"
+    album_id: "album_id-632"
+    days_of_week: -633007
     days_of_week: 0
-    start_time: "\346\227\245\346\234\254\350\252\236 start_time 627"
-    end_time: "end_time-628"
-    interval_seconds: -629007
+    start_time: "quote \" back \\ slash start_time 634"
+    end_time: "\346\227\245\346\234\254\350\252\236 end_time 635"
+    interval_seconds: 636007
     shuffle: true
   }
   entries {
   }
-  updated_at: -1099511628407
+  updated_at: 1700000000638
 }
-revision: 1700000000632
+revision: -1099511628415
 """#
         ),
         WireSample(
@@ -3356,37 +3388,37 @@ schedule {
             name: "MediaVersionCreated/full",
             protoName: "framecast.v1.MediaVersionCreated",
             message: MediaVersionCreated(
-                eventID: "ünïcødé ✓ 📷 event_id 633",
-                occurredAt: 1700000000634,
-                userID: "日本語 user_id 635",
+                eventID: "event_id-640",
+                occurredAt: -1099511628417,
+                userID: "quote \" back \\ slash user_id 642",
                 version: PhotoVersion(
-                    fileID: "file_id-636",
-                    size: "ünïcødé ✓ 📷 size 637",
-                    width: 638007,
-                    height: -639007,
-                    format: "format-640",
-                    contentType: "ünïcødé ✓ 📷 content_type 641",
-                    blobKey: "quote \" back \\ slash blob_key 642",
-                    byteSize: -1099511628419,
-                    sha256: "sha256-644",
-                    createdAt: -1099511628421
+                    fileID: "日本語 file_id 643",
+                    size: "size-644",
+                    width: -645007,
+                    height: 646007,
+                    format: "日本語 format 647",
+                    contentType: "content_type-648",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 649",
+                    byteSize: 1700000000650,
+                    sha256: "日本語 sha256 651",
+                    createdAt: 1700000000652
                 )
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 633"
-occurred_at: 1700000000634
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 635"
+event_id: "event_id-640"
+occurred_at: -1099511628417
+user_id: "quote \" back \\ slash user_id 642"
 version {
-  file_id: "file_id-636"
-  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 637"
-  width: 638007
-  height: -639007
-  format: "format-640"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 641"
-  blob_key: "quote \" back \\ slash blob_key 642"
-  byte_size: -1099511628419
-  sha256: "sha256-644"
-  created_at: -1099511628421
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 643"
+  size: "size-644"
+  width: -645007
+  height: 646007
+  format: "\346\227\245\346\234\254\350\252\236 format 647"
+  content_type: "content_type-648"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 649"
+  byte_size: 1700000000650
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 651"
+  created_at: 1700000000652
 }
 """#
         ),
@@ -3412,22 +3444,22 @@ version {
             name: "MediaVersionFailed/full",
             protoName: "framecast.v1.MediaVersionFailed",
             message: MediaVersionFailed(
-                eventID: "quote \" back \\ slash event_id 646",
-                occurredAt: -1099511628423,
-                userID: "user_id-648",
-                fileID: "ünïcødé ✓ 📷 file_id 649",
-                size: "quote \" back \\ slash size 650",
-                format: "日本語 format 651",
-                error: "error-652"
+                eventID: "ünïcødé ✓ 📷 event_id 653",
+                occurredAt: 1700000000654,
+                userID: "日本語 user_id 655",
+                fileID: "file_id-656",
+                size: "ünïcødé ✓ 📷 size 657",
+                format: "quote \" back \\ slash format 658",
+                error: "日本語 error 659"
             ),
             text: #"""
-event_id: "quote \" back \\ slash event_id 646"
-occurred_at: -1099511628423
-user_id: "user_id-648"
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 649"
-size: "quote \" back \\ slash size 650"
-format: "\346\227\245\346\234\254\350\252\236 format 651"
-error: "error-652"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 653"
+occurred_at: 1700000000654
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 655"
+file_id: "file_id-656"
+size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 657"
+format: "quote \" back \\ slash format 658"
+error: "\346\227\245\346\234\254\350\252\236 error 659"
 """#
         ),
         WireSample(
@@ -3441,47 +3473,47 @@ error: "error-652"
             name: "MediaCacheReady/full",
             protoName: "framecast.v1.MediaCacheReady",
             message: MediaCacheReady(
-                eventID: "ünïcødé ✓ 📷 event_id 653",
-                occurredAt: 1700000000654,
-                userID: "日本語 user_id 655",
-                fileID: "file_id-656",
+                eventID: "event_id-660",
+                occurredAt: -1099511628437,
+                userID: "quote \" back \\ slash user_id 662",
+                fileID: "日本語 file_id 663",
                 versions: [PhotoVersion(
-                    fileID: "ünïcødé ✓ 📷 file_id 657",
-                    size: "quote \" back \\ slash size 658",
-                    width: -659007,
-                    height: 660007,
-                    format: "ünïcødé ✓ 📷 format 661",
-                    contentType: "quote \" back \\ slash content_type 662",
-                    blobKey: "日本語 blob_key 663",
-                    byteSize: 1700000000664,
-                    sha256: "ünïcødé ✓ 📷 sha256 665",
-                    createdAt: 1700000000666
+                    fileID: "file_id-664",
+                    size: "ünïcødé ✓ 📷 size 665",
+                    width: 666007,
+                    height: -667007,
+                    format: "format-668",
+                    contentType: "ünïcødé ✓ 📷 content_type 669",
+                    blobKey: "quote \" back \\ slash blob_key 670",
+                    byteSize: -1099511628447,
+                    sha256: "sha256-672",
+                    createdAt: -1099511628449
                 ), PhotoVersion()],
-                frameIDs: ["日本語 frame_ids 667", ""],
-                albumIDs: ["album_ids-668", ""]
+                frameIDs: ["quote \" back \\ slash frame_ids 674", ""],
+                albumIDs: ["日本語 album_ids 675", ""]
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 653"
-occurred_at: 1700000000654
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 655"
-file_id: "file_id-656"
+event_id: "event_id-660"
+occurred_at: -1099511628437
+user_id: "quote \" back \\ slash user_id 662"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 663"
 versions {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 657"
-  size: "quote \" back \\ slash size 658"
-  width: -659007
-  height: 660007
-  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 661"
-  content_type: "quote \" back \\ slash content_type 662"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 663"
-  byte_size: 1700000000664
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 665"
-  created_at: 1700000000666
+  file_id: "file_id-664"
+  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 665"
+  width: 666007
+  height: -667007
+  format: "format-668"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 669"
+  blob_key: "quote \" back \\ slash blob_key 670"
+  byte_size: -1099511628447
+  sha256: "sha256-672"
+  created_at: -1099511628449
 }
 versions {
 }
-frame_ids: "\346\227\245\346\234\254\350\252\236 frame_ids 667"
+frame_ids: "quote \" back \\ slash frame_ids 674"
 frame_ids: ""
-album_ids: "album_ids-668"
+album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 675"
 album_ids: ""
 """#
         ),
@@ -3496,104 +3528,104 @@ album_ids: ""
             name: "FileRecord/full",
             protoName: "framecast.v1.FileRecord",
             message: FileRecord(
-                fileID: "ünïcødé ✓ 📷 file_id 669",
-                userID: "quote \" back \\ slash user_id 670",
-                blobKey: "日本語 blob_key 671",
-                sha256: "sha256-672",
-                size: -1099511628449,
-                fileName: "quote \" back \\ slash file_name 674",
-                contentType: "日本語 content_type 675",
-                declaredContentType: "declared_content_type-676",
-                metadata: ["": "empty key", "album_id": "alb-ü-677", "k677": ""],
+                fileID: "file_id-676",
+                userID: "ünïcødé ✓ 📷 user_id 677",
+                blobKey: "quote \" back \\ slash blob_key 678",
+                sha256: "日本語 sha256 679",
+                size: 1700000000680,
+                fileName: "ünïcødé ✓ 📷 file_name 681",
+                contentType: "quote \" back \\ slash content_type 682",
+                declaredContentType: "日本語 declared_content_type 683",
+                metadata: ["": "empty key", "album_id": "alb-ü-684", "k684": ""],
                 analysis: PhotoAnalysis(
-                    format: "quote \" back \\ slash format 678",
-                    width: -679007,
-                    height: 680007,
-                    orientation: -681007,
-                    takenAt: 1700000000682,
-                    cameraMake: "日本語 camera_make 683",
-                    cameraModel: "camera_model-684",
+                    format: "ünïcødé ✓ 📷 format 685",
+                    width: 686007,
+                    height: -687007,
+                    orientation: 688007,
+                    takenAt: -1099511628465,
+                    cameraMake: "quote \" back \\ slash camera_make 690",
+                    cameraModel: "日本語 camera_model 691",
                     gps: GeoPoint(
-                        latitude: -685.5,
-                        longitude: 686.5,
-                        altitude: -687.5
+                        latitude: 692.5,
+                        longitude: -693.5,
+                        altitude: 694.5
                     ),
-                    dominantColors: ["dominant_colors-688", ""],
-                    perceptualHash: 9223372036863281513
+                    dominantColors: ["日本語 dominant_colors 695", ""],
+                    perceptualHash: 9223372036863367928
                 ),
                 aiMetadata: AIMetadata(
-                    labels: ["quote \" back \\ slash labels 690", ""],
+                    labels: ["ünïcødé ✓ 📷 labels 697", ""],
                     faces: [Face(
-                        x: -691007,
-                        y: 692007,
-                        width: -693007,
-                        height: 694007,
-                        confidence: 695.25
+                        x: 698007,
+                        y: -699007,
+                        width: 700007,
+                        height: -701007,
+                        confidence: 702.25
                     ), Face()],
-                    objects: ["objects-696", ""],
-                    analyser: "ünïcødé ✓ 📷 analyser 697"
+                    objects: ["日本語 objects 703", ""],
+                    analyser: "analyser-704"
                 ),
-                createdAt: 1700000000698,
-                storagePath: "日本語 storage_path 699"
+                createdAt: -1099511628481,
+                storagePath: "quote \" back \\ slash storage_path 706"
             ),
             text: #"""
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 669"
-user_id: "quote \" back \\ slash user_id 670"
-blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 671"
-sha256: "sha256-672"
-size: -1099511628449
-file_name: "quote \" back \\ slash file_name 674"
-content_type: "\346\227\245\346\234\254\350\252\236 content_type 675"
-declared_content_type: "declared_content_type-676"
+file_id: "file_id-676"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 677"
+blob_key: "quote \" back \\ slash blob_key 678"
+sha256: "\346\227\245\346\234\254\350\252\236 sha256 679"
+size: 1700000000680
+file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 681"
+content_type: "quote \" back \\ slash content_type 682"
+declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 683"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-677"
+  value: "alb-\303\274-684"
 }
 metadata {
-  key: "k677"
+  key: "k684"
 }
 analysis {
-  format: "quote \" back \\ slash format 678"
-  width: -679007
-  height: 680007
-  orientation: -681007
+  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 685"
+  width: 686007
+  height: -687007
+  orientation: 688007
   taken_at {
-    value: 1700000000682
+    value: -1099511628465
   }
-  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 683"
-  camera_model: "camera_model-684"
+  camera_make: "quote \" back \\ slash camera_make 690"
+  camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 691"
   gps {
-    latitude: -685.5
-    longitude: 686.5
+    latitude: 692.5
+    longitude: -693.5
     altitude {
-      value: -687.5
+      value: 694.5
     }
   }
-  dominant_colors: "dominant_colors-688"
+  dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 695"
   dominant_colors: ""
-  perceptual_hash: 9223372036863281513
+  perceptual_hash: 9223372036863367928
 }
 ai_metadata {
-  labels: "quote \" back \\ slash labels 690"
+  labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 697"
   labels: ""
   faces {
-    x: -691007
-    y: 692007
-    width: -693007
-    height: 694007
-    confidence: 695.25
+    x: 698007
+    y: -699007
+    width: 700007
+    height: -701007
+    confidence: 702.25
   }
   faces {
   }
-  objects: "objects-696"
+  objects: "\346\227\245\346\234\254\350\252\236 objects 703"
   objects: ""
-  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 697"
+  analyser: "analyser-704"
 }
-created_at: 1700000000698
-storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 699"
+created_at: -1099511628481
+storage_path: "quote \" back \\ slash storage_path 706"
 """#
         ),
         WireSample(
@@ -3632,30 +3664,30 @@ ai_metadata {
             name: "RegisterUploadRequest/full",
             protoName: "framecast.v1.RegisterUploadRequest",
             message: RegisterUploadRequest(
-                userID: "user_id-700",
-                blobKey: "ünïcødé ✓ 📷 blob_key 701",
-                sha256: "quote \" back \\ slash sha256 702",
-                size: -1099511628479,
-                fileName: "file_name-704",
-                contentType: "ünïcødé ✓ 📷 content_type 705",
-                metadata: ["": "empty key", "album_id": "alb-ü-706", "k706": ""]
+                userID: "日本語 user_id 707",
+                blobKey: "blob_key-708",
+                sha256: "ünïcødé ✓ 📷 sha256 709",
+                size: 1700000000710,
+                fileName: "日本語 file_name 711",
+                contentType: "content_type-712",
+                metadata: ["": "empty key", "album_id": "alb-ü-713", "k713": ""]
             ),
             text: #"""
-user_id: "user_id-700"
-blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 701"
-sha256: "quote \" back \\ slash sha256 702"
-size: -1099511628479
-file_name: "file_name-704"
-content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 705"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 707"
+blob_key: "blob_key-708"
+sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 709"
+size: 1700000000710
+file_name: "\346\227\245\346\234\254\350\252\236 file_name 711"
+content_type: "content_type-712"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-706"
+  value: "alb-\303\274-713"
 }
 metadata {
-  key: "k706"
+  key: "k713"
 }
 """#
         ),
@@ -3671,107 +3703,107 @@ metadata {
             protoName: "framecast.v1.RegisterUploadReply",
             message: RegisterUploadReply(
                 file: FileRecord(
-                    fileID: "日本語 file_id 707",
-                    userID: "user_id-708",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 709",
-                    sha256: "quote \" back \\ slash sha256 710",
-                    size: -1099511628487,
-                    fileName: "file_name-712",
-                    contentType: "ünïcødé ✓ 📷 content_type 713",
-                    declaredContentType: "quote \" back \\ slash declared_content_type 714",
-                    metadata: ["": "empty key", "album_id": "alb-ü-715", "k715": ""],
+                    fileID: "quote \" back \\ slash file_id 714",
+                    userID: "日本語 user_id 715",
+                    blobKey: "blob_key-716",
+                    sha256: "ünïcødé ✓ 📷 sha256 717",
+                    size: 1700000000718,
+                    fileName: "日本語 file_name 719",
+                    contentType: "content_type-720",
+                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 721",
+                    metadata: ["": "empty key", "album_id": "alb-ü-722", "k722": ""],
                     analysis: PhotoAnalysis(
-                        format: "format-716",
-                        width: -717007,
-                        height: 718007,
-                        orientation: -719007,
-                        takenAt: 1700000000720,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 721",
-                        cameraModel: "quote \" back \\ slash camera_model 722",
+                        format: "日本語 format 723",
+                        width: 724007,
+                        height: -725007,
+                        orientation: 726007,
+                        takenAt: -1099511628503,
+                        cameraMake: "camera_make-728",
+                        cameraModel: "ünïcødé ✓ 📷 camera_model 729",
                         gps: GeoPoint(
-                            latitude: -723.5,
-                            longitude: 724.5,
-                            altitude: -725.5
+                            latitude: 730.5,
+                            longitude: -731.5,
+                            altitude: 732.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 726", ""],
-                        perceptualHash: 9223372036863750623
+                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 733", ""],
+                        perceptualHash: 9223372036863837038
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["labels-728", ""],
+                        labels: ["日本語 labels 735", ""],
                         faces: [Face(
-                            x: -729007,
-                            y: 730007,
-                            width: -731007,
-                            height: 732007,
-                            confidence: 733.25
+                            x: 736007,
+                            y: -737007,
+                            width: 738007,
+                            height: -739007,
+                            confidence: 740.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 734", ""],
-                        analyser: "日本語 analyser 735"
+                        objects: ["ünïcødé ✓ 📷 objects 741", ""],
+                        analyser: "quote \" back \\ slash analyser 742"
                     ),
-                    createdAt: 1700000000736,
-                    storagePath: "ünïcødé ✓ 📷 storage_path 737"
+                    createdAt: -1099511628519,
+                    storagePath: "storage_path-744"
                 ),
                 duplicate: true
             ),
             text: #"""
 file {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 707"
-  user_id: "user_id-708"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 709"
-  sha256: "quote \" back \\ slash sha256 710"
-  size: -1099511628487
-  file_name: "file_name-712"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 713"
-  declared_content_type: "quote \" back \\ slash declared_content_type 714"
+  file_id: "quote \" back \\ slash file_id 714"
+  user_id: "\346\227\245\346\234\254\350\252\236 user_id 715"
+  blob_key: "blob_key-716"
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 717"
+  size: 1700000000718
+  file_name: "\346\227\245\346\234\254\350\252\236 file_name 719"
+  content_type: "content_type-720"
+  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 721"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-715"
+    value: "alb-\303\274-722"
   }
   metadata {
-    key: "k715"
+    key: "k722"
   }
   analysis {
-    format: "format-716"
-    width: -717007
-    height: 718007
-    orientation: -719007
+    format: "\346\227\245\346\234\254\350\252\236 format 723"
+    width: 724007
+    height: -725007
+    orientation: 726007
     taken_at {
-      value: 1700000000720
+      value: -1099511628503
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 721"
-    camera_model: "quote \" back \\ slash camera_model 722"
+    camera_make: "camera_make-728"
+    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 729"
     gps {
-      latitude: -723.5
-      longitude: 724.5
+      latitude: 730.5
+      longitude: -731.5
       altitude {
-        value: -725.5
+        value: 732.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 726"
+    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 733"
     dominant_colors: ""
-    perceptual_hash: 9223372036863750623
+    perceptual_hash: 9223372036863837038
   }
   ai_metadata {
-    labels: "labels-728"
+    labels: "\346\227\245\346\234\254\350\252\236 labels 735"
     labels: ""
     faces {
-      x: -729007
-      y: 730007
-      width: -731007
-      height: 732007
-      confidence: 733.25
+      x: 736007
+      y: -737007
+      width: 738007
+      height: -739007
+      confidence: 740.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 734"
+    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 741"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 735"
+    analyser: "quote \" back \\ slash analyser 742"
   }
-  created_at: 1700000000736
-  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 737"
+  created_at: -1099511628519
+  storage_path: "storage_path-744"
 }
 duplicate: true
 """#
@@ -3816,12 +3848,12 @@ file {
             name: "GetFileRequest/full",
             protoName: "framecast.v1.GetFileRequest",
             message: GetFileRequest(
-                userID: "日本語 user_id 739",
-                fileID: "file_id-740"
+                userID: "quote \" back \\ slash user_id 746",
+                fileID: "日本語 file_id 747"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 739"
-file_id: "file_id-740"
+user_id: "quote \" back \\ slash user_id 746"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 747"
 """#
         ),
         WireSample(
@@ -3836,106 +3868,106 @@ file_id: "file_id-740"
             protoName: "framecast.v1.GetFileReply",
             message: GetFileReply(
                 file: FileRecord(
-                    fileID: "ünïcødé ✓ 📷 file_id 741",
-                    userID: "quote \" back \\ slash user_id 742",
-                    blobKey: "日本語 blob_key 743",
-                    sha256: "sha256-744",
-                    size: -1099511628521,
-                    fileName: "quote \" back \\ slash file_name 746",
-                    contentType: "日本語 content_type 747",
-                    declaredContentType: "declared_content_type-748",
-                    metadata: ["": "empty key", "album_id": "alb-ü-749", "k749": ""],
+                    fileID: "file_id-748",
+                    userID: "ünïcødé ✓ 📷 user_id 749",
+                    blobKey: "quote \" back \\ slash blob_key 750",
+                    sha256: "日本語 sha256 751",
+                    size: 1700000000752,
+                    fileName: "ünïcødé ✓ 📷 file_name 753",
+                    contentType: "quote \" back \\ slash content_type 754",
+                    declaredContentType: "日本語 declared_content_type 755",
+                    metadata: ["": "empty key", "album_id": "alb-ü-756", "k756": ""],
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 750",
-                        width: -751007,
-                        height: 752007,
-                        orientation: -753007,
-                        takenAt: 1700000000754,
-                        cameraMake: "日本語 camera_make 755",
-                        cameraModel: "camera_model-756",
+                        format: "ünïcødé ✓ 📷 format 757",
+                        width: 758007,
+                        height: -759007,
+                        orientation: 760007,
+                        takenAt: -1099511628537,
+                        cameraMake: "quote \" back \\ slash camera_make 762",
+                        cameraModel: "日本語 camera_model 763",
                         gps: GeoPoint(
-                            latitude: -757.5,
-                            longitude: 758.5,
-                            altitude: -759.5
+                            latitude: 764.5,
+                            longitude: -765.5,
+                            altitude: 766.5
                         ),
-                        dominantColors: ["dominant_colors-760", ""],
-                        perceptualHash: 9223372036864170353
+                        dominantColors: ["日本語 dominant_colors 767", ""],
+                        perceptualHash: 9223372036864256768
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 762", ""],
+                        labels: ["ünïcødé ✓ 📷 labels 769", ""],
                         faces: [Face(
-                            x: -763007,
-                            y: 764007,
-                            width: -765007,
-                            height: 766007,
-                            confidence: 767.25
+                            x: 770007,
+                            y: -771007,
+                            width: 772007,
+                            height: -773007,
+                            confidence: 774.25
                         ), Face()],
-                        objects: ["objects-768", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 769"
+                        objects: ["日本語 objects 775", ""],
+                        analyser: "analyser-776"
                     ),
-                    createdAt: 1700000000770,
-                    storagePath: "日本語 storage_path 771"
+                    createdAt: -1099511628553,
+                    storagePath: "quote \" back \\ slash storage_path 778"
                 )
             ),
             text: #"""
 file {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 741"
-  user_id: "quote \" back \\ slash user_id 742"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 743"
-  sha256: "sha256-744"
-  size: -1099511628521
-  file_name: "quote \" back \\ slash file_name 746"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 747"
-  declared_content_type: "declared_content_type-748"
+  file_id: "file_id-748"
+  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 749"
+  blob_key: "quote \" back \\ slash blob_key 750"
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 751"
+  size: 1700000000752
+  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 753"
+  content_type: "quote \" back \\ slash content_type 754"
+  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 755"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-749"
+    value: "alb-\303\274-756"
   }
   metadata {
-    key: "k749"
+    key: "k756"
   }
   analysis {
-    format: "quote \" back \\ slash format 750"
-    width: -751007
-    height: 752007
-    orientation: -753007
+    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 757"
+    width: 758007
+    height: -759007
+    orientation: 760007
     taken_at {
-      value: 1700000000754
+      value: -1099511628537
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 755"
-    camera_model: "camera_model-756"
+    camera_make: "quote \" back \\ slash camera_make 762"
+    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 763"
     gps {
-      latitude: -757.5
-      longitude: 758.5
+      latitude: 764.5
+      longitude: -765.5
       altitude {
-        value: -759.5
+        value: 766.5
       }
     }
-    dominant_colors: "dominant_colors-760"
+    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 767"
     dominant_colors: ""
-    perceptual_hash: 9223372036864170353
+    perceptual_hash: 9223372036864256768
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 762"
+    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 769"
     labels: ""
     faces {
-      x: -763007
-      y: 764007
-      width: -765007
-      height: 766007
-      confidence: 767.25
+      x: 770007
+      y: -771007
+      width: 772007
+      height: -773007
+      confidence: 774.25
     }
     faces {
     }
-    objects: "objects-768"
+    objects: "\346\227\245\346\234\254\350\252\236 objects 775"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 769"
+    analyser: "analyser-776"
   }
-  created_at: 1700000000770
-  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 771"
+  created_at: -1099511628553
+  storage_path: "quote \" back \\ slash storage_path 778"
 }
 """#
         ),
@@ -3979,14 +4011,14 @@ file {
             name: "ListFilesRequest/full",
             protoName: "framecast.v1.ListFilesRequest",
             message: ListFilesRequest(
-                userID: "user_id-772",
-                pageSize: -773007,
-                pageToken: "quote \" back \\ slash page_token 774"
+                userID: "日本語 user_id 779",
+                pageSize: 780007,
+                pageToken: "ünïcødé ✓ 📷 page_token 781"
             ),
             text: #"""
-user_id: "user_id-772"
-page_size: -773007
-page_token: "quote \" back \\ slash page_token 774"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 779"
+page_size: 780007
+page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 page_token 781"
 """#
         ),
         WireSample(
@@ -4001,45 +4033,45 @@ page_token: "quote \" back \\ slash page_token 774"
             protoName: "framecast.v1.ListFilesReply",
             message: ListFilesReply(
                 files: [FileRecord(
-                    fileID: "日本語 file_id 775",
-                    userID: "user_id-776",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 777",
-                    sha256: "quote \" back \\ slash sha256 778",
-                    size: -1099511628555,
-                    fileName: "file_name-780",
-                    contentType: "ünïcødé ✓ 📷 content_type 781",
-                    declaredContentType: "quote \" back \\ slash declared_content_type 782",
-                    metadata: ["": "empty key", "album_id": "alb-ü-783", "k783": ""],
+                    fileID: "quote \" back \\ slash file_id 782",
+                    userID: "日本語 user_id 783",
+                    blobKey: "blob_key-784",
+                    sha256: "ünïcødé ✓ 📷 sha256 785",
+                    size: 1700000000786,
+                    fileName: "日本語 file_name 787",
+                    contentType: "content_type-788",
+                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 789",
+                    metadata: ["": "empty key", "album_id": "alb-ü-790", "k790": ""],
                     analysis: PhotoAnalysis(
-                        format: "format-784",
-                        width: -785007,
-                        height: 786007,
-                        orientation: -787007,
-                        takenAt: 1700000000788,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 789",
-                        cameraModel: "quote \" back \\ slash camera_model 790",
+                        format: "日本語 format 791",
+                        width: 792007,
+                        height: -793007,
+                        orientation: 794007,
+                        takenAt: -1099511628571,
+                        cameraMake: "camera_make-796",
+                        cameraModel: "ünïcødé ✓ 📷 camera_model 797",
                         gps: GeoPoint(
-                            latitude: -791.5,
-                            longitude: 792.5,
-                            altitude: -793.5
+                            latitude: 798.5,
+                            longitude: -799.5,
+                            altitude: 800.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 794", ""],
-                        perceptualHash: 9223372036864590083
+                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 801", ""],
+                        perceptualHash: 9223372036864676498
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["labels-796", ""],
+                        labels: ["日本語 labels 803", ""],
                         faces: [Face(
-                            x: -797007,
-                            y: 798007,
-                            width: -799007,
-                            height: 800007,
-                            confidence: 801.25
+                            x: 804007,
+                            y: -805007,
+                            width: 806007,
+                            height: -807007,
+                            confidence: 808.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 802", ""],
-                        analyser: "日本語 analyser 803"
+                        objects: ["ünïcødé ✓ 📷 objects 809", ""],
+                        analyser: "quote \" back \\ slash analyser 810"
                     ),
-                    createdAt: 1700000000804,
-                    storagePath: "ünïcødé ✓ 📷 storage_path 805"
+                    createdAt: -1099511628587,
+                    storagePath: "storage_path-812"
                 ), FileRecord(
                     analysis: PhotoAnalysis(
                         takenAt: 0,
@@ -4049,67 +4081,67 @@ page_token: "quote \" back \\ slash page_token 774"
                     ),
                     aiMetadata: AIMetadata()
                 )],
-                nextPageToken: "quote \" back \\ slash next_page_token 806"
+                nextPageToken: "ünïcødé ✓ 📷 next_page_token 813"
             ),
             text: #"""
 files {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 775"
-  user_id: "user_id-776"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 777"
-  sha256: "quote \" back \\ slash sha256 778"
-  size: -1099511628555
-  file_name: "file_name-780"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 781"
-  declared_content_type: "quote \" back \\ slash declared_content_type 782"
+  file_id: "quote \" back \\ slash file_id 782"
+  user_id: "\346\227\245\346\234\254\350\252\236 user_id 783"
+  blob_key: "blob_key-784"
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 785"
+  size: 1700000000786
+  file_name: "\346\227\245\346\234\254\350\252\236 file_name 787"
+  content_type: "content_type-788"
+  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 789"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-783"
+    value: "alb-\303\274-790"
   }
   metadata {
-    key: "k783"
+    key: "k790"
   }
   analysis {
-    format: "format-784"
-    width: -785007
-    height: 786007
-    orientation: -787007
+    format: "\346\227\245\346\234\254\350\252\236 format 791"
+    width: 792007
+    height: -793007
+    orientation: 794007
     taken_at {
-      value: 1700000000788
+      value: -1099511628571
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 789"
-    camera_model: "quote \" back \\ slash camera_model 790"
+    camera_make: "camera_make-796"
+    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 797"
     gps {
-      latitude: -791.5
-      longitude: 792.5
+      latitude: 798.5
+      longitude: -799.5
       altitude {
-        value: -793.5
+        value: 800.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 794"
+    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 801"
     dominant_colors: ""
-    perceptual_hash: 9223372036864590083
+    perceptual_hash: 9223372036864676498
   }
   ai_metadata {
-    labels: "labels-796"
+    labels: "\346\227\245\346\234\254\350\252\236 labels 803"
     labels: ""
     faces {
-      x: -797007
-      y: 798007
-      width: -799007
-      height: 800007
-      confidence: 801.25
+      x: 804007
+      y: -805007
+      width: 806007
+      height: -807007
+      confidence: 808.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 802"
+    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 809"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 803"
+    analyser: "quote \" back \\ slash analyser 810"
   }
-  created_at: 1700000000804
-  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 805"
+  created_at: -1099511628587
+  storage_path: "storage_path-812"
 }
 files {
   analysis {
@@ -4123,7 +4155,7 @@ files {
   ai_metadata {
   }
 }
-next_page_token: "quote \" back \\ slash next_page_token 806"
+next_page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 next_page_token 813"
 """#
         ),
         WireSample(
@@ -4137,12 +4169,12 @@ next_page_token: "quote \" back \\ slash next_page_token 806"
             name: "DeleteFileRequest/full",
             protoName: "framecast.v1.DeleteFileRequest",
             message: DeleteFileRequest(
-                userID: "日本語 user_id 807",
-                fileID: "file_id-808"
+                userID: "quote \" back \\ slash user_id 814",
+                fileID: "日本語 file_id 815"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 807"
-file_id: "file_id-808"
+user_id: "quote \" back \\ slash user_id 814"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 815"
 """#
         ),
         WireSample(
@@ -4156,113 +4188,113 @@ file_id: "file_id-808"
             name: "FileUploaded/full",
             protoName: "framecast.v1.FileUploaded",
             message: FileUploaded(
-                eventID: "ünïcødé ✓ 📷 event_id 809",
-                occurredAt: 1700000000810,
-                userID: "日本語 user_id 811",
+                eventID: "event_id-816",
+                occurredAt: -1099511628593,
+                userID: "quote \" back \\ slash user_id 818",
                 file: FileRecord(
-                    fileID: "file_id-812",
-                    userID: "ünïcødé ✓ 📷 user_id 813",
-                    blobKey: "quote \" back \\ slash blob_key 814",
-                    sha256: "日本語 sha256 815",
-                    size: 1700000000816,
-                    fileName: "ünïcødé ✓ 📷 file_name 817",
-                    contentType: "quote \" back \\ slash content_type 818",
-                    declaredContentType: "日本語 declared_content_type 819",
-                    metadata: ["": "empty key", "album_id": "alb-ü-820", "k820": ""],
+                    fileID: "日本語 file_id 819",
+                    userID: "user_id-820",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 821",
+                    sha256: "quote \" back \\ slash sha256 822",
+                    size: -1099511628599,
+                    fileName: "file_name-824",
+                    contentType: "ünïcødé ✓ 📷 content_type 825",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 826",
+                    metadata: ["": "empty key", "album_id": "alb-ü-827", "k827": ""],
                     analysis: PhotoAnalysis(
-                        format: "ünïcødé ✓ 📷 format 821",
-                        width: 822007,
-                        height: -823007,
-                        orientation: 824007,
-                        takenAt: -1099511628601,
-                        cameraMake: "quote \" back \\ slash camera_make 826",
-                        cameraModel: "日本語 camera_model 827",
+                        format: "format-828",
+                        width: -829007,
+                        height: 830007,
+                        orientation: -831007,
+                        takenAt: 1700000000832,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 833",
+                        cameraModel: "quote \" back \\ slash camera_model 834",
                         gps: GeoPoint(
-                            latitude: 828.5,
-                            longitude: -829.5,
-                            altitude: 830.5
+                            latitude: -835.5,
+                            longitude: 836.5,
+                            altitude: -837.5
                         ),
-                        dominantColors: ["日本語 dominant_colors 831", ""],
-                        perceptualHash: 9223372036865046848
+                        dominantColors: ["quote \" back \\ slash dominant_colors 838", ""],
+                        perceptualHash: 9223372036865133263
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["ünïcødé ✓ 📷 labels 833", ""],
+                        labels: ["labels-840", ""],
                         faces: [Face(
-                            x: 834007,
-                            y: -835007,
-                            width: 836007,
-                            height: -837007,
-                            confidence: 838.25
+                            x: -841007,
+                            y: 842007,
+                            width: -843007,
+                            height: 844007,
+                            confidence: 845.25
                         ), Face()],
-                        objects: ["日本語 objects 839", ""],
-                        analyser: "analyser-840"
+                        objects: ["quote \" back \\ slash objects 846", ""],
+                        analyser: "日本語 analyser 847"
                     ),
-                    createdAt: -1099511628617,
-                    storagePath: "quote \" back \\ slash storage_path 842"
+                    createdAt: 1700000000848,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 849"
                 )
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 809"
-occurred_at: 1700000000810
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 811"
+event_id: "event_id-816"
+occurred_at: -1099511628593
+user_id: "quote \" back \\ slash user_id 818"
 file {
-  file_id: "file_id-812"
-  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 813"
-  blob_key: "quote \" back \\ slash blob_key 814"
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 815"
-  size: 1700000000816
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 817"
-  content_type: "quote \" back \\ slash content_type 818"
-  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 819"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 819"
+  user_id: "user_id-820"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 821"
+  sha256: "quote \" back \\ slash sha256 822"
+  size: -1099511628599
+  file_name: "file_name-824"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 825"
+  declared_content_type: "quote \" back \\ slash declared_content_type 826"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-820"
+    value: "alb-\303\274-827"
   }
   metadata {
-    key: "k820"
+    key: "k827"
   }
   analysis {
-    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 821"
-    width: 822007
-    height: -823007
-    orientation: 824007
+    format: "format-828"
+    width: -829007
+    height: 830007
+    orientation: -831007
     taken_at {
-      value: -1099511628601
+      value: 1700000000832
     }
-    camera_make: "quote \" back \\ slash camera_make 826"
-    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 827"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 833"
+    camera_model: "quote \" back \\ slash camera_model 834"
     gps {
-      latitude: 828.5
-      longitude: -829.5
+      latitude: -835.5
+      longitude: 836.5
       altitude {
-        value: 830.5
+        value: -837.5
       }
     }
-    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 831"
+    dominant_colors: "quote \" back \\ slash dominant_colors 838"
     dominant_colors: ""
-    perceptual_hash: 9223372036865046848
+    perceptual_hash: 9223372036865133263
   }
   ai_metadata {
-    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 833"
+    labels: "labels-840"
     labels: ""
     faces {
-      x: 834007
-      y: -835007
-      width: 836007
-      height: -837007
-      confidence: 838.25
+      x: -841007
+      y: 842007
+      width: -843007
+      height: 844007
+      confidence: 845.25
     }
     faces {
     }
-    objects: "\346\227\245\346\234\254\350\252\236 objects 839"
+    objects: "quote \" back \\ slash objects 846"
     objects: ""
-    analyser: "analyser-840"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 847"
   }
-  created_at: -1099511628617
-  storage_path: "quote \" back \\ slash storage_path 842"
+  created_at: 1700000000848
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 849"
 }
 """#
         ),
@@ -4306,113 +4338,113 @@ file {
             name: "FileUploadedWithAI/full",
             protoName: "framecast.v1.FileUploadedWithAI",
             message: FileUploadedWithAI(
-                eventID: "日本語 event_id 843",
-                occurredAt: 1700000000844,
-                userID: "ünïcødé ✓ 📷 user_id 845",
+                eventID: "quote \" back \\ slash event_id 850",
+                occurredAt: -1099511628627,
+                userID: "user_id-852",
                 file: FileRecord(
-                    fileID: "quote \" back \\ slash file_id 846",
-                    userID: "日本語 user_id 847",
-                    blobKey: "blob_key-848",
-                    sha256: "ünïcødé ✓ 📷 sha256 849",
-                    size: 1700000000850,
-                    fileName: "日本語 file_name 851",
-                    contentType: "content_type-852",
-                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 853",
-                    metadata: ["": "empty key", "album_id": "alb-ü-854", "k854": ""],
+                    fileID: "ünïcødé ✓ 📷 file_id 853",
+                    userID: "quote \" back \\ slash user_id 854",
+                    blobKey: "日本語 blob_key 855",
+                    sha256: "sha256-856",
+                    size: -1099511628633,
+                    fileName: "quote \" back \\ slash file_name 858",
+                    contentType: "日本語 content_type 859",
+                    declaredContentType: "declared_content_type-860",
+                    metadata: ["": "empty key", "album_id": "alb-ü-861", "k861": ""],
                     analysis: PhotoAnalysis(
-                        format: "日本語 format 855",
-                        width: 856007,
-                        height: -857007,
-                        orientation: 858007,
-                        takenAt: -1099511628635,
-                        cameraMake: "camera_make-860",
-                        cameraModel: "ünïcødé ✓ 📷 camera_model 861",
+                        format: "quote \" back \\ slash format 862",
+                        width: -863007,
+                        height: 864007,
+                        orientation: -865007,
+                        takenAt: 1700000000866,
+                        cameraMake: "日本語 camera_make 867",
+                        cameraModel: "camera_model-868",
                         gps: GeoPoint(
-                            latitude: 862.5,
-                            longitude: -863.5,
-                            altitude: 864.5
+                            latitude: -869.5,
+                            longitude: 870.5,
+                            altitude: -871.5
                         ),
-                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 865", ""],
-                        perceptualHash: 9223372036865466578
+                        dominantColors: ["dominant_colors-872", ""],
+                        perceptualHash: 9223372036865552993
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["日本語 labels 867", ""],
+                        labels: ["quote \" back \\ slash labels 874", ""],
                         faces: [Face(
-                            x: 868007,
-                            y: -869007,
-                            width: 870007,
-                            height: -871007,
-                            confidence: 872.25
+                            x: -875007,
+                            y: 876007,
+                            width: -877007,
+                            height: 878007,
+                            confidence: 879.25
                         ), Face()],
-                        objects: ["ünïcødé ✓ 📷 objects 873", ""],
-                        analyser: "quote \" back \\ slash analyser 874"
+                        objects: ["objects-880", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 881"
                     ),
-                    createdAt: -1099511628651,
-                    storagePath: "storage_path-876"
+                    createdAt: 1700000000882,
+                    storagePath: "日本語 storage_path 883"
                 )
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 843"
-occurred_at: 1700000000844
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 845"
+event_id: "quote \" back \\ slash event_id 850"
+occurred_at: -1099511628627
+user_id: "user_id-852"
 file {
-  file_id: "quote \" back \\ slash file_id 846"
-  user_id: "\346\227\245\346\234\254\350\252\236 user_id 847"
-  blob_key: "blob_key-848"
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 849"
-  size: 1700000000850
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 851"
-  content_type: "content_type-852"
-  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 853"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 853"
+  user_id: "quote \" back \\ slash user_id 854"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 855"
+  sha256: "sha256-856"
+  size: -1099511628633
+  file_name: "quote \" back \\ slash file_name 858"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 859"
+  declared_content_type: "declared_content_type-860"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-854"
+    value: "alb-\303\274-861"
   }
   metadata {
-    key: "k854"
+    key: "k861"
   }
   analysis {
-    format: "\346\227\245\346\234\254\350\252\236 format 855"
-    width: 856007
-    height: -857007
-    orientation: 858007
+    format: "quote \" back \\ slash format 862"
+    width: -863007
+    height: 864007
+    orientation: -865007
     taken_at {
-      value: -1099511628635
+      value: 1700000000866
     }
-    camera_make: "camera_make-860"
-    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 861"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 867"
+    camera_model: "camera_model-868"
     gps {
-      latitude: 862.5
-      longitude: -863.5
+      latitude: -869.5
+      longitude: 870.5
       altitude {
-        value: 864.5
+        value: -871.5
       }
     }
-    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 865"
+    dominant_colors: "dominant_colors-872"
     dominant_colors: ""
-    perceptual_hash: 9223372036865466578
+    perceptual_hash: 9223372036865552993
   }
   ai_metadata {
-    labels: "\346\227\245\346\234\254\350\252\236 labels 867"
+    labels: "quote \" back \\ slash labels 874"
     labels: ""
     faces {
-      x: 868007
-      y: -869007
-      width: 870007
-      height: -871007
-      confidence: 872.25
+      x: -875007
+      y: 876007
+      width: -877007
+      height: 878007
+      confidence: 879.25
     }
     faces {
     }
-    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 873"
+    objects: "objects-880"
     objects: ""
-    analyser: "quote \" back \\ slash analyser 874"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 881"
   }
-  created_at: -1099511628651
-  storage_path: "storage_path-876"
+  created_at: 1700000000882
+  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 883"
 }
 """#
         ),
@@ -4456,22 +4488,22 @@ file {
             name: "FileDeleted/full",
             protoName: "framecast.v1.FileDeleted",
             message: FileDeleted(
-                eventID: "ünïcødé ✓ 📷 event_id 877",
-                occurredAt: 1700000000878,
-                userID: "日本語 user_id 879",
-                fileID: "file_id-880",
-                ownerID: "ünïcødé ✓ 📷 owner_id 881",
-                blobKey: "quote \" back \\ slash blob_key 882",
-                sha256: "日本語 sha256 883"
+                eventID: "event_id-884",
+                occurredAt: -1099511628661,
+                userID: "quote \" back \\ slash user_id 886",
+                fileID: "日本語 file_id 887",
+                ownerID: "owner_id-888",
+                blobKey: "ünïcødé ✓ 📷 blob_key 889",
+                sha256: "quote \" back \\ slash sha256 890"
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 877"
-occurred_at: 1700000000878
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 879"
-file_id: "file_id-880"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 881"
-blob_key: "quote \" back \\ slash blob_key 882"
-sha256: "\346\227\245\346\234\254\350\252\236 sha256 883"
+event_id: "event_id-884"
+occurred_at: -1099511628661
+user_id: "quote \" back \\ slash user_id 886"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 887"
+owner_id: "owner_id-888"
+blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 889"
+sha256: "quote \" back \\ slash sha256 890"
 """#
         ),
     ]

@@ -58,15 +58,16 @@ typedef struct Framecast__V1__SendFrameCommandRequest Framecast__V1__SendFrameCo
 typedef struct Framecast__V1__SendFrameCommandRequest__ArgsEntry Framecast__V1__SendFrameCommandRequest__ArgsEntry;
 typedef struct Framecast__V1__SendFrameCommandReply Framecast__V1__SendFrameCommandReply;
 typedef struct Framecast__V1__SetFrameConfigRequest Framecast__V1__SetFrameConfigRequest;
-typedef struct Framecast__V1__ListAlbumScreensRequest Framecast__V1__ListAlbumScreensRequest;
 typedef struct Framecast__V1__FrameScreen Framecast__V1__FrameScreen;
-typedef struct Framecast__V1__ListAlbumScreensReply Framecast__V1__ListAlbumScreensReply;
 typedef struct Framecast__V1__CanViewPhotoRequest Framecast__V1__CanViewPhotoRequest;
 typedef struct Framecast__V1__CanViewAlbumRequest Framecast__V1__CanViewAlbumRequest;
 typedef struct Framecast__V1__AccessReply Framecast__V1__AccessReply;
 typedef struct Framecast__V1__AlbumCreated Framecast__V1__AlbumCreated;
 typedef struct Framecast__V1__AlbumPhotoAdded Framecast__V1__AlbumPhotoAdded;
 typedef struct Framecast__V1__AlbumPhotoRemoved Framecast__V1__AlbumPhotoRemoved;
+typedef struct Framecast__V1__AlbumMemberRole Framecast__V1__AlbumMemberRole;
+typedef struct Framecast__V1__AlbumMembersChanged Framecast__V1__AlbumMembersChanged;
+typedef struct Framecast__V1__AlbumDeleted Framecast__V1__AlbumDeleted;
 typedef struct Framecast__V1__DeviceDeleted Framecast__V1__DeviceDeleted;
 typedef struct Framecast__V1__DeviceAlbumsChanged Framecast__V1__DeviceAlbumsChanged;
 typedef struct Framecast__V1__DeviceCacheReported Framecast__V1__DeviceCacheReported;
@@ -745,28 +746,9 @@ struct  Framecast__V1__SetFrameConfigRequest
 
 
 /*
- * svc.album.v1.ListAlbumScreens: the distinct screens of the frames that show the albums a
- * photo is (or is about to be) in. The albums are the union of
- * * `album_id`, when set and (with `user_id`) the user may add photos there; else, with
- *   `user_id`, that user's default album (the rule album applies to uploads, so media may ask
- *   before album has handled file.uploaded.with_ai);
- * * with `file_id`, every album already holding the file.
+ * A frame's screen: media renders a `frame:{W}x{H}` version (in `format`) for each distinct
+ * one (MediaService.renderVersions). Media knows frames' screens from device.albums_changed.
  */
-struct  Framecast__V1__ListAlbumScreensRequest
-{
-  ProtobufCMessage base;
-  char *album_id;
-  char *file_id;
-  /*
-   * The uploader.
-   */
-  char *user_id;
-};
-#define FRAMECAST__V1__LIST_ALBUM_SCREENS_REQUEST__INIT \
- { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__list_album_screens_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
-
-
 struct  Framecast__V1__FrameScreen
 {
   ProtobufCMessage base;
@@ -783,29 +765,11 @@ struct  Framecast__V1__FrameScreen
     , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
-struct  Framecast__V1__ListAlbumScreensReply
-{
-  ProtobufCMessage base;
-  /*
-   * One per frame (frames may share a size: render each distinct width×height×format once).
-   */
-  size_t n_screens;
-  Framecast__V1__FrameScreen **screens;
-  /*
-   * The albums considered.
-   */
-  size_t n_album_ids;
-  char **album_ids;
-};
-#define FRAMECAST__V1__LIST_ALBUM_SCREENS_REPLY__INIT \
- { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__list_album_screens_reply__descriptor) \
-    , 0,NULL, 0,NULL }
-
-
 /*
- * svc.album.v1.CanViewPhoto: may this user or frame see this file (metadata, downloads)?
- * A user may see their own files and files of albums they belong to; a frame those of the
- * albums it is subscribed to.
+ * svc.album.v1.CanViewPhoto: may this user or frame see this file? A user may see their own
+ * files and files of albums they belong to; a frame those of the albums it is subscribed to.
+ * (media answers the same question for its metadata and versions from its own copy of album's
+ * state, kept from album.* and device.* events, without asking album.)
  */
 struct  Framecast__V1__CanViewPhotoRequest
 {
@@ -864,6 +828,8 @@ struct  Framecast__V1__AlbumCreated
 
 /*
  * Subject: album.photo_added
+ * The photo is in the album now. media keeps which albums each photo is in from this and
+ * album.photo_removed (its access checks and the screens it renders for).
  */
 struct  Framecast__V1__AlbumPhotoAdded
 {
@@ -872,10 +838,16 @@ struct  Framecast__V1__AlbumPhotoAdded
   int64_t occurred_at;
   char *user_id;
   Framecast__V1__AlbumPhoto *photo;
+  /*
+   * Orders the album.photo_added / album.photo_removed of one (album, photo), which arrive on
+   * separate consumers: apply one only when its revision is not below the last one applied
+   * for that pair. Grows with every change (of any pair); 0: unknown (an older album).
+   */
+  int64_t revision;
 };
 #define FRAMECAST__V1__ALBUM_PHOTO_ADDED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__album_photo_added__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, NULL }
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, NULL, 0 }
 
 
 /*
@@ -893,10 +865,77 @@ struct  Framecast__V1__AlbumPhotoRemoved
    * "removed" (by a user), "file_deleted", "album_deleted".
    */
   char *reason;
+  /*
+   * As AlbumPhotoAdded.revision (the same sequence).
+   */
+  int64_t revision;
 };
 #define FRAMECAST__V1__ALBUM_PHOTO_REMOVED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__album_photo_removed__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * One member of an album and their role (the owner included, with role owner).
+ */
+struct  Framecast__V1__AlbumMemberRole
+{
+  ProtobufCMessage base;
+  char *user_id;
+  Framecast__V1__Role role;
+};
+#define FRAMECAST__V1__ALBUM_MEMBER_ROLE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__album_member_role__descriptor) \
+    , (char *)protobuf_c_empty_string, FRAMECAST__V1__ROLE__ROLE_UNSPECIFIED }
+
+
+/*
+ * Subject: album.members_changed
+ * An album was created, or a member was added, removed, left or had their role changed: the
+ * full member list now. media keeps it to decide, without asking album, who may see the
+ * photos of the album (GetPhotoMetadata, versions, playlists, schedules).
+ */
+struct  Framecast__V1__AlbumMembersChanged
+{
+  ProtobufCMessage base;
+  char *event_id;
+  int64_t occurred_at;
+  char *user_id;
+  char *album_id;
+  char *owner_id;
+  /*
+   * Every member, the owner first.
+   */
+  size_t n_members;
+  Framecast__V1__AlbumMemberRole **members;
+  /*
+   * Grows with every change of the album's members: apply only a revision above the last one
+   * applied for the album, so a late or repeated event changes nothing.
+   */
+  int64_t revision;
+};
+#define FRAMECAST__V1__ALBUM_MEMBERS_CHANGED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__album_members_changed__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0 }
+
+
+/*
+ * Subject: album.deleted
+ * The album is gone with its members and photos (album.photo_removed "album_deleted" is
+ * published for each photo too). A consumer forgets the album for good: a late
+ * album.members_changed or album.photo_added about it changes nothing.
+ */
+struct  Framecast__V1__AlbumDeleted
+{
+  ProtobufCMessage base;
+  char *event_id;
+  int64_t occurred_at;
+  char *user_id;
+  char *album_id;
+};
+#define FRAMECAST__V1__ALBUM_DELETED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__album_deleted__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -920,9 +959,10 @@ struct  Framecast__V1__DeviceDeleted
 
 /*
  * Subject: device.albums_changed
- * A frame was registered, or its albums, screen size or preferred format changed. media
- * remembers the frame's screen and renders `frame:{W}x{H}` (in `format`) in the background
- * for the listed photos that have none yet, newest first.
+ * A frame was registered, or its albums, screen size or preferred format changed (or album
+ * republished its state). media remembers the frame's owner, screen and albums (a frame may
+ * read the photos of the albums it shows now) and renders `frame:{W}x{H}` (in `format`) in
+ * the background for the listed photos that have none yet, newest first.
  */
 struct  Framecast__V1__DeviceAlbumsChanged
 {
@@ -951,10 +991,15 @@ struct  Framecast__V1__DeviceAlbumsChanged
    */
   size_t n_file_ids;
   char **file_ids;
+  /*
+   * Grows with every change of the frame: apply only a revision above the last one applied
+   * for the frame. 0: unknown (an older album): then occurred_at orders them.
+   */
+  int64_t revision;
 };
 #define FRAMECAST__V1__DEVICE_ALBUMS_CHANGED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__device_albums_changed__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL }
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0 }
 
 
 /*
@@ -1763,25 +1808,6 @@ Framecast__V1__SetFrameConfigRequest *
 void   framecast__v1__set_frame_config_request__free_unpacked
                      (Framecast__V1__SetFrameConfigRequest *message,
                       ProtobufCAllocator *allocator);
-/* Framecast__V1__ListAlbumScreensRequest methods */
-void   framecast__v1__list_album_screens_request__init
-                     (Framecast__V1__ListAlbumScreensRequest         *message);
-size_t framecast__v1__list_album_screens_request__get_packed_size
-                     (const Framecast__V1__ListAlbumScreensRequest   *message);
-size_t framecast__v1__list_album_screens_request__pack
-                     (const Framecast__V1__ListAlbumScreensRequest   *message,
-                      uint8_t             *out);
-size_t framecast__v1__list_album_screens_request__pack_to_buffer
-                     (const Framecast__V1__ListAlbumScreensRequest   *message,
-                      ProtobufCBuffer     *buffer);
-Framecast__V1__ListAlbumScreensRequest *
-       framecast__v1__list_album_screens_request__unpack
-                     (ProtobufCAllocator  *allocator,
-                      size_t               len,
-                      const uint8_t       *data);
-void   framecast__v1__list_album_screens_request__free_unpacked
-                     (Framecast__V1__ListAlbumScreensRequest *message,
-                      ProtobufCAllocator *allocator);
 /* Framecast__V1__FrameScreen methods */
 void   framecast__v1__frame_screen__init
                      (Framecast__V1__FrameScreen         *message);
@@ -1800,25 +1826,6 @@ Framecast__V1__FrameScreen *
                       const uint8_t       *data);
 void   framecast__v1__frame_screen__free_unpacked
                      (Framecast__V1__FrameScreen *message,
-                      ProtobufCAllocator *allocator);
-/* Framecast__V1__ListAlbumScreensReply methods */
-void   framecast__v1__list_album_screens_reply__init
-                     (Framecast__V1__ListAlbumScreensReply         *message);
-size_t framecast__v1__list_album_screens_reply__get_packed_size
-                     (const Framecast__V1__ListAlbumScreensReply   *message);
-size_t framecast__v1__list_album_screens_reply__pack
-                     (const Framecast__V1__ListAlbumScreensReply   *message,
-                      uint8_t             *out);
-size_t framecast__v1__list_album_screens_reply__pack_to_buffer
-                     (const Framecast__V1__ListAlbumScreensReply   *message,
-                      ProtobufCBuffer     *buffer);
-Framecast__V1__ListAlbumScreensReply *
-       framecast__v1__list_album_screens_reply__unpack
-                     (ProtobufCAllocator  *allocator,
-                      size_t               len,
-                      const uint8_t       *data);
-void   framecast__v1__list_album_screens_reply__free_unpacked
-                     (Framecast__V1__ListAlbumScreensReply *message,
                       ProtobufCAllocator *allocator);
 /* Framecast__V1__CanViewPhotoRequest methods */
 void   framecast__v1__can_view_photo_request__init
@@ -1933,6 +1940,63 @@ Framecast__V1__AlbumPhotoRemoved *
                       const uint8_t       *data);
 void   framecast__v1__album_photo_removed__free_unpacked
                      (Framecast__V1__AlbumPhotoRemoved *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__AlbumMemberRole methods */
+void   framecast__v1__album_member_role__init
+                     (Framecast__V1__AlbumMemberRole         *message);
+size_t framecast__v1__album_member_role__get_packed_size
+                     (const Framecast__V1__AlbumMemberRole   *message);
+size_t framecast__v1__album_member_role__pack
+                     (const Framecast__V1__AlbumMemberRole   *message,
+                      uint8_t             *out);
+size_t framecast__v1__album_member_role__pack_to_buffer
+                     (const Framecast__V1__AlbumMemberRole   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__AlbumMemberRole *
+       framecast__v1__album_member_role__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__album_member_role__free_unpacked
+                     (Framecast__V1__AlbumMemberRole *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__AlbumMembersChanged methods */
+void   framecast__v1__album_members_changed__init
+                     (Framecast__V1__AlbumMembersChanged         *message);
+size_t framecast__v1__album_members_changed__get_packed_size
+                     (const Framecast__V1__AlbumMembersChanged   *message);
+size_t framecast__v1__album_members_changed__pack
+                     (const Framecast__V1__AlbumMembersChanged   *message,
+                      uint8_t             *out);
+size_t framecast__v1__album_members_changed__pack_to_buffer
+                     (const Framecast__V1__AlbumMembersChanged   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__AlbumMembersChanged *
+       framecast__v1__album_members_changed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__album_members_changed__free_unpacked
+                     (Framecast__V1__AlbumMembersChanged *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__AlbumDeleted methods */
+void   framecast__v1__album_deleted__init
+                     (Framecast__V1__AlbumDeleted         *message);
+size_t framecast__v1__album_deleted__get_packed_size
+                     (const Framecast__V1__AlbumDeleted   *message);
+size_t framecast__v1__album_deleted__pack
+                     (const Framecast__V1__AlbumDeleted   *message,
+                      uint8_t             *out);
+size_t framecast__v1__album_deleted__pack_to_buffer
+                     (const Framecast__V1__AlbumDeleted   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__AlbumDeleted *
+       framecast__v1__album_deleted__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__album_deleted__free_unpacked
+                     (Framecast__V1__AlbumDeleted *message,
                       ProtobufCAllocator *allocator);
 /* Framecast__V1__DeviceDeleted methods */
 void   framecast__v1__device_deleted__init
@@ -2119,14 +2183,8 @@ typedef void (*Framecast__V1__SendFrameCommandReply_Closure)
 typedef void (*Framecast__V1__SetFrameConfigRequest_Closure)
                  (const Framecast__V1__SetFrameConfigRequest *message,
                   void *closure_data);
-typedef void (*Framecast__V1__ListAlbumScreensRequest_Closure)
-                 (const Framecast__V1__ListAlbumScreensRequest *message,
-                  void *closure_data);
 typedef void (*Framecast__V1__FrameScreen_Closure)
                  (const Framecast__V1__FrameScreen *message,
-                  void *closure_data);
-typedef void (*Framecast__V1__ListAlbumScreensReply_Closure)
-                 (const Framecast__V1__ListAlbumScreensReply *message,
                   void *closure_data);
 typedef void (*Framecast__V1__CanViewPhotoRequest_Closure)
                  (const Framecast__V1__CanViewPhotoRequest *message,
@@ -2145,6 +2203,15 @@ typedef void (*Framecast__V1__AlbumPhotoAdded_Closure)
                   void *closure_data);
 typedef void (*Framecast__V1__AlbumPhotoRemoved_Closure)
                  (const Framecast__V1__AlbumPhotoRemoved *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__AlbumMemberRole_Closure)
+                 (const Framecast__V1__AlbumMemberRole *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__AlbumMembersChanged_Closure)
+                 (const Framecast__V1__AlbumMembersChanged *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__AlbumDeleted_Closure)
+                 (const Framecast__V1__AlbumDeleted *message,
                   void *closure_data);
 typedef void (*Framecast__V1__DeviceDeleted_Closure)
                  (const Framecast__V1__DeviceDeleted *message,
@@ -2250,10 +2317,6 @@ struct Framecast__V1__AlbumService_Service
                            const Framecast__V1__SetFrameConfigRequest *input,
                            Framecast__V1__FrameReply_Closure closure,
                            void *closure_data);
-  void (*list_album_screens)(Framecast__V1__AlbumService_Service *service,
-                             const Framecast__V1__ListAlbumScreensRequest *input,
-                             Framecast__V1__ListAlbumScreensReply_Closure closure,
-                             void *closure_data);
   void (*can_view_photo)(Framecast__V1__AlbumService_Service *service,
                          const Framecast__V1__CanViewPhotoRequest *input,
                          Framecast__V1__AccessReply_Closure closure,
@@ -2292,7 +2355,6 @@ void framecast__v1__album_service__init (Framecast__V1__AlbumService_Service *se
       function_prefix__ ## sync_frame,\
       function_prefix__ ## send_frame_command,\
       function_prefix__ ## set_frame_config,\
-      function_prefix__ ## list_album_screens,\
       function_prefix__ ## can_view_photo,\
       function_prefix__ ## can_view_album  }
 void framecast__v1__album_service__create_album(ProtobufCService *service,
@@ -2383,10 +2445,6 @@ void framecast__v1__album_service__set_frame_config(ProtobufCService *service,
                                                     const Framecast__V1__SetFrameConfigRequest *input,
                                                     Framecast__V1__FrameReply_Closure closure,
                                                     void *closure_data);
-void framecast__v1__album_service__list_album_screens(ProtobufCService *service,
-                                                      const Framecast__V1__ListAlbumScreensRequest *input,
-                                                      Framecast__V1__ListAlbumScreensReply_Closure closure,
-                                                      void *closure_data);
 void framecast__v1__album_service__can_view_photo(ProtobufCService *service,
                                                   const Framecast__V1__CanViewPhotoRequest *input,
                                                   Framecast__V1__AccessReply_Closure closure,
@@ -2441,15 +2499,16 @@ extern const ProtobufCMessageDescriptor framecast__v1__send_frame_command_reques
 extern const ProtobufCMessageDescriptor framecast__v1__send_frame_command_request__args_entry__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__send_frame_command_reply__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__set_frame_config_request__descriptor;
-extern const ProtobufCMessageDescriptor framecast__v1__list_album_screens_request__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__frame_screen__descriptor;
-extern const ProtobufCMessageDescriptor framecast__v1__list_album_screens_reply__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__can_view_photo_request__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__can_view_album_request__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__access_reply__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__album_created__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__album_photo_added__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__album_photo_removed__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__album_member_role__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__album_members_changed__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__album_deleted__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__device_deleted__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__device_albums_changed__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__device_cache_reported__descriptor;

@@ -116,7 +116,9 @@ struct  Framecast__V1__PhotoMetadata
 
 
 /*
- * svc.media.v1.GetPhotoMetadata. The gateway checks access (album CanViewPhoto) first.
+ * svc.media.v1.GetPhotoMetadata, for the principal of the `Framecast-Principal` header: its
+ * owner, a member of an album holding the photo, or a frame showing such an album now (media
+ * checks it against its own copy of album's state; anyone else: not_found).
  */
 struct  Framecast__V1__GetPhotoMetadataRequest
 {
@@ -487,7 +489,10 @@ struct  Framecast__V1__MediaVersionFailed
 
 /*
  * Subject: media.cache_ready
- * Every version the photo's albums' frames need is stored; album now notifies frames.
+ * Every version the photo's albums' frames need is stored; album now notifies frames. Sent
+ * once media knows at least one album holding the photo (album.photo_added) and has rendered
+ * the screens of the frames showing those albums: with the upload's versions when the album
+ * was known by then, else when the album's frame versions are rendered.
  */
 struct  Framecast__V1__MediaCacheReady
 {
@@ -504,7 +509,7 @@ struct  Framecast__V1__MediaCacheReady
   size_t n_frame_ids;
   char **frame_ids;
   /*
-   * The albums the versions were rendered for (from ListAlbumScreens), when known.
+   * The albums the versions were rendered for (as media knows them from album.photo_added).
    */
   size_t n_album_ids;
   char **album_ids;
