@@ -30,7 +30,7 @@ public final class BlobWriter {
 
     /// Appends bytes. Throws `tooLarge` (and removes the temp file) past the limit.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        precondition(!finished, "write after commit/abort")
+        guard !finished else { throw BlobStoreError(.io, "write after the blob was committed or aborted") }
         guard size + bytes.count <= limit else {
             abort()
             throw BlobStoreError(.tooLarge, "more than \(limit) bytes")
@@ -58,7 +58,7 @@ public final class BlobWriter {
     /// identical blob already existed (the new copy is dropped, the stored one kept and its
     /// modification time set to now).
     public func commit() throws -> (key: BlobKey, size: Int, created: Bool) {
-        precondition(!finished, "commit after commit/abort")
+        guard !finished else { throw BlobStoreError(.io, "commit after the blob was committed or aborted") }
         finished = true
         defer { if fd >= 0 { close(fd); fd = -1 } }
         guard fsync(fd) == 0 else {
@@ -66,7 +66,10 @@ public final class BlobWriter {
             unlink(tempPath)
             throw BlobStoreError(.io, "fsync of the blob failed: \(reason)")
         }
-        let key = BlobKey(hasher.finalizeHex())!
+        guard let key = BlobKey(hasher.finalizeHex()) else {
+            unlink(tempPath)
+            throw BlobStoreError(.invalidKey, "the blob's SHA-256 is not 64 hex digits")
+        }
         let path = store.path(for: key)
         let directory = (path as NSString).deletingLastPathComponent
         do {

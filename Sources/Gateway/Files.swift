@@ -119,6 +119,8 @@ extension Gateway {
         var prefix: [UInt8] = []
         var metadataBytes: [UInt8] = []
         var fileParts = 0
+        /// The album the upload names, once album said the uploader may add photos to it.
+        var checkedAlbum: String?
         defer { writer?.abort() }
 
         // A pause of `readTimeout` closes the connection (the server's idle timeout); this bounds
@@ -152,6 +154,13 @@ extension Gateway {
                             guard metadataBytes.count <= 64 * 1024 else { throw APIError.badRequest("metadata is larger than 64 KiB") }
                         }
                     case .partEnd:
+                        // The metadata before the file: an album the uploader may not add to
+                        // is refused before a byte of the photo is stored.
+                        if current == "metadata", writer == nil,
+                           let wanted = Self.requestedAlbum(try Self.parseMetadata(metadataBytes)) {
+                            try await requireMayAddPhotos(to: wanted, user: user, context)
+                            checkedAlbum = wanted
+                        }
                         current = nil
                     }
                 }
@@ -167,6 +176,11 @@ extension Gateway {
         let metadata = try Self.parseMetadata(metadataBytes)
         guard ImageSniffer.contentType(of: prefix) != nil else {
             throw APIError.unsupportedMedia("not a supported image (JPEG, PNG, WebP, HEIC/HEIF, AVIF, GIF or TIFF)")
+        }
+        // The metadata after the file (or a second metadata part): checked before the blob is
+        // committed, so a refused upload leaves only its temp file, which `abort()` removes.
+        if let wanted = Self.requestedAlbum(metadata), wanted != checkedAlbum {
+            try await requireMayAddPhotos(to: wanted, user: user, context)
         }
         let handoff = WriterHandoff(writer: writer)
         let committed = try await files.run { try handoff.writer.commit() }
@@ -188,6 +202,33 @@ extension Gateway {
                 _ = try? await references.removeIfUnreferenced(committed.key)
             }
             throw APIError(error)
+        }
+    }
+
+    /// The album an upload's metadata names (`album_id`, trimmed, as album reads it), nil
+    /// for none (the photo goes to the uploader's default album).
+    static func requestedAlbum(_ metadata: [String: String]) -> String? {
+        guard let text = metadata["album_id"]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return nil }
+        return text
+    }
+
+    /// No silent orphans: an upload naming an album is accepted only when the uploader may add
+    /// photos to it (owner or contributor), answered as `POST /api/v1/albums/{id}/photos`
+    /// answers — 404 for an album that does not exist, was deleted, is not a UUID or is not
+    /// theirs (its existence is not revealed), 403 for a viewer, 400 for an id that could not
+    /// be one (`/`, `+`, `#`, too long). Album is asked at accept time; a membership changed
+    /// between this answer and album's handling of the upload is album's to log and drop.
+    func requireMayAddPhotos(to albumID: String, user: String, _ context: GatewayContext) async throws {
+        let access = try await album.call(AlbumAPI.canViewAlbum, CanViewAlbumRequest(
+            principal: Wire.Principal(kind: .user, id: user), albumID: albumID), headers: headers(context))
+        guard access.allowed else { throw APIError.notFound("no such album") }
+        switch access.role {
+        case .owner, .contributor:
+            return
+        case .viewer:
+            throw APIError.forbidden("a viewer of this album may not do this")
+        default:
+            throw APIError.forbidden("you may not add photos to this album")
         }
     }
 

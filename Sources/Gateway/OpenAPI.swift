@@ -195,12 +195,14 @@ enum OpenAPI {
                   required: [file]
                   properties:
                     file: {type: string, format: binary}
-                    metadata: {type: string, description: 'JSON object, e.g. {"album_id": "..."}'}
+                    metadata: {type: string, description: 'JSON object, e.g. {"album_id": "..."}; an album_id must name an album you may add photos to (owner or contributor): else 404, or 403 for a viewer, and nothing is stored'}
           responses:
             '201': {description: stored, content: {application/json: {schema: {$ref: '#/components/schemas/File'}}}}
             '200': {description: 'the same bytes again: the existing file, duplicate true', content: {application/json: {schema: {$ref: '#/components/schemas/File'}}}}
             '400': {$ref: '#/components/responses/Error'}
             '401': {$ref: '#/components/responses/Error'}
+            '403': {$ref: '#/components/responses/Error'}
+            '404': {$ref: '#/components/responses/Error'}
             '408': {$ref: '#/components/responses/Error'}
             '413': {$ref: '#/components/responses/Error'}
             '415': {$ref: '#/components/responses/Error'}

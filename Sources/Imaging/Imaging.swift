@@ -226,7 +226,11 @@ public final class Imaging: Sendable {
         guard image.bands == 3, image.width == width, image.height == height else {
             throw ImagingError(.processingFailed, "decoded \(image.width)x\(image.height)x\(image.bands), wanted \(width)x\(height)x3")
         }
-        return Pixels(width: width, height: height, rgb: try image.pixelBytes())
+        let rgb = try image.pixelBytes()
+        guard rgb.count == width * height * 3 else {
+            throw ImagingError(.processingFailed, "decoded \(rgb.count) bytes of pixels, wanted \(width * height * 3)")
+        }
+        return Pixels(width: width, height: height, rgb: rgb)
     }
 
     // MARK: Implementation (pool threads only)

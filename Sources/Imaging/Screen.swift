@@ -37,7 +37,11 @@ extension Imaging {
                 guard output.bands == 3, output.width == width, output.height == height else {
                     throw ImagingError(.processingFailed, "the screen came out \(output.width)x\(output.height)x\(output.bands), wanted \(width)x\(height)x3")
                 }
-                let pixels = Pixels(width: width, height: height, rgb: try output.pixelBytes())
+                let rgb = try output.pixelBytes()
+                guard rgb.count == width * height * 3 else {
+                    throw ImagingError(.processingFailed, "the screen's pixels are \(rgb.count) bytes, wanted \(width * height * 3)")
+                }
+                let pixels = Pixels(width: width, height: height, rgb: rgb)
                 let encoded = png ? try output.save("encoding the screen as PNG") { fc_pngsave_buffer($0, $1, $2, 1) } : []
                 return ScreenImage(pixels: pixels, png: encoded)
             }

@@ -94,9 +94,10 @@ final class ClientLoop: @unchecked Sendable {
         while true {
             if lock.withLock({ stopRequested }) {
                 let now = ContinuousClock.now
-                if stopSince == nil { stopSince = now }
+                let since = stopSince ?? now
+                stopSince = since
                 // Leave once DISCONNECT is written (socket closed) or after 2 s.
-                if mosquitto_socket(mosq) < 0 || !mosquitto_want_write(mosq) || now - stopSince! > .seconds(2) { break }
+                if mosquitto_socket(mosq) < 0 || !mosquitto_want_write(mosq) || now - since > .seconds(2) { break }
             }
             let fd = mosquitto_socket(mosq)
             if fd < 0 {

@@ -120,15 +120,16 @@ public final class MQTTClient: Sendable {
             ClientCore.from(obj).complete(mid: mid, .done)
         }
         mosquitto_subscribe_callback_set(mosq) { _, obj, mid, count, granted in
-            let values = (0..<Int(count)).map { granted![$0] }
+            // No array (never for a SUBACK libmosquitto parsed): no grant, which reads as refused.
+            let values = granted.map { codes in (0..<Int(max(count, 0))).map { codes[$0] } } ?? []
             ClientCore.from(obj).complete(mid: mid, .granted(values))
         }
         mosquitto_unsubscribe_callback_set(mosq) { _, obj, mid in
             ClientCore.from(obj).complete(mid: mid, .done)
         }
         mosquitto_message_callback_set(mosq) { _, obj, message in
-            guard let m = message?.pointee else { return }
-            let topic = String(cString: m.topic)
+            guard let m = message?.pointee, let topicPointer = m.topic else { return }
+            let topic = String(cString: topicPointer)
             let payload = m.payloadlen > 0 && m.payload != nil
                 ? [UInt8](UnsafeRawBufferPointer(start: m.payload, count: Int(m.payloadlen))) : []
             ClientCore.from(obj).deliver(MQTTMessage(topic: topic, payload: payload, qos: MQTTQoS(rawValue: Int(m.qos)) ?? .atMostOnce, retain: m.retain))

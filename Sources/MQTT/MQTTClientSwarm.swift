@@ -381,11 +381,11 @@ final class SwarmLoop: @unchecked Sendable {
         }
         mosquitto_message_callback_set(mosq) { _, obj, message in
             let now = ContinuousClock.now
-            guard let m = message?.pointee else { return }
+            guard let m = message?.pointee, let topic = m.topic else { return }
             let slot = SwarmSlot.from(obj)
             let payload = m.payloadlen > 0 && m.payload != nil
                 ? [UInt8](UnsafeRawBufferPointer(start: m.payload, count: Int(m.payloadlen))) : []
-            let msg = MQTTMessage(topic: String(cString: m.topic), payload: payload,
+            let msg = MQTTMessage(topic: String(cString: topic), payload: payload,
                                   qos: MQTTQoS(rawValue: Int(m.qos)) ?? .atMostOnce, retain: m.retain)
             slot.loop.shared.update { $0.messages += 1 }
             slot.loop.onMessage(MQTTSwarmDelivery(client: slot.index, message: msg, receivedAt: now))

@@ -92,7 +92,8 @@ public final class JetStream: Sendable {
             var error = jsErrCode(0)
             try NATSError.check(js_GetStreamInfo(&info, context.pointer, name, nil, &error), "stream info '\(name)'", jsErrorCode: error)
             defer { jsStreamInfo_Destroy(info) }
-            let state = info!.pointee.State
+            guard let info else { throw NATSError(.other, "stream info '\(name)': nats.c reported success but returned no info") }
+            let state = info.pointee.State
             return StreamState(messages: state.Msgs, bytes: state.Bytes, firstSequence: state.FirstSeq,
                                lastSequence: state.LastSeq, consumers: Int(state.Consumers))
         }
@@ -180,7 +181,8 @@ public final class JetStream: Sendable {
             try NATSError.check(js_PullSubscribe(&sub, context.pointer, configuration.filterSubject, durable, nil, &options, &error),
                                 "bind \(what)", jsErrorCode: error)
             withExtendedLifetime(strings) {}
-            return SubscriptionHandle(sub!, connection: context.connection)
+            guard let sub else { throw NATSError(.other, "bind \(what): nats.c reported success but returned no subscription") }
+            return SubscriptionHandle(sub, connection: context.connection)
         }
         return PullConsumer(jetStream: self, stream: stream, durable: durable, subscription: sub)
     }

@@ -35,7 +35,7 @@ public struct NATSHeaders: Sendable, Equatable, ExpressibleByDictionaryLiteral, 
     public var isEmpty: Bool { storage.isEmpty }
 
     public var description: String {
-        "[" + names.map { "\($0): \(storage[$0]!.joined(separator: ", "))" }.joined(separator: "; ") + "]"
+        "[" + storage.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.joined(separator: ", "))" }.joined(separator: "; ") + "]"
     }
 }
 

@@ -168,9 +168,12 @@ public final class PostgresPool: Sendable {
 
     /// On a pool thread: take a connection slot, connect if needed, run `body`, give it back.
     private func runOnThread<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
-        // There are as many slots as threads, and a thread holds at most one: never empty.
-        guard let slot = state.withLock({ s in s.idle.popLast() }) else {
-            preconditionFailure("PostgresPool: no free connection slot on a pool thread")
+        // There are as many slots as threads, and a thread holds at most one: never empty while
+        // the pool is open (closing empties it). Empty: this one call fails, not the process.
+        let (taken, closed) = state.withLock { s in (s.idle.popLast(), s.closed) }
+        guard let slot = taken else {
+            throw PostgresError(code: closed ? .poolClosed : .connectionFailed,
+                                message: closed ? "the pool is closed" : "no free connection slot on a pool thread")
         }
         let connection: PostgresConnection
         if let slot {

@@ -17,8 +17,10 @@ public enum Secrets {
     /// `count` cryptographically random bytes.
     public static func randomBytes(_ count: Int) -> [UInt8] {
         ensureReady()
-        var bytes = [UInt8](repeating: 0, count: count)
-        bytes.withUnsafeMutableBytes { randombytes_buf($0.baseAddress!, count) }
+        var bytes = [UInt8](repeating: 0, count: max(count, 0))
+        bytes.withUnsafeMutableBytes { buffer in
+            if let base = buffer.baseAddress { randombytes_buf(base, buffer.count) }
+        }
         return bytes
     }
 
@@ -38,7 +40,12 @@ public enum Secrets {
     public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
         ensureReady()
-        return a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in sodium_memcmp(pa.baseAddress!, pb.baseAddress!, a.count) == 0 } }
+        return a.withUnsafeBytes { pa in
+            b.withUnsafeBytes { pb in
+                guard let x = pa.baseAddress, let y = pb.baseAddress else { return a.isEmpty }
+                return sodium_memcmp(x, y, a.count) == 0
+            }
+        }
     }
 
     public static func base64URL(_ bytes: [UInt8]) -> String {
@@ -107,23 +114,17 @@ public struct PasswordHasher: Sendable {
     /// A new salted Argon2id hash of `password` (e.g. `$argon2id$v=19$m=65536,t=2,p=1$…`).
     public func hash(_ password: String) throws -> String {
         var out = [CChar](repeating: 0, count: Int(crypto_pwhash_STRBYTES))
-        let bytes = Array(password.utf8)
-        let status = bytes.withUnsafeBufferPointer { p in
-            p.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(bytes.count, 1)) {
-                crypto_pwhash_str(&out, $0, UInt64(bytes.count), strength.operations, strength.memoryBytes)
-            }
-        }
+        // withCString: the UTF-8 bytes (a NUL inside included, as the length says) at an
+        // address that always exists, the empty password too.
+        let length = UInt64(password.utf8.count)
+        let status = password.withCString { crypto_pwhash_str(&out, $0, length, strength.operations, strength.memoryBytes) }
         guard status == 0 else { throw Failure(description: "password hashing failed (out of memory)") }
         return String(cString: out)
     }
 
     /// Whether `password` matches `hash` (any parameters libsodium understands).
     public func verify(_ password: String, against hash: String) -> Bool {
-        let bytes = Array(password.utf8)
-        return bytes.withUnsafeBufferPointer { p in
-            p.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(bytes.count, 1)) {
-                crypto_pwhash_str_verify(hash, $0, UInt64(bytes.count)) == 0
-            }
-        }
+        let length = UInt64(password.utf8.count)
+        return password.withCString { crypto_pwhash_str_verify(hash, $0, length) == 0 }
     }
 }

@@ -137,12 +137,14 @@ public final class RequestService: Service, Sendable {
         let nanos = elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
         let failed = reply.status != .ok
         stats.withLock { all in
-            all[endpoint.method, default: EndpointStats()].requests += 1
-            all[endpoint.method]!.processingNanoseconds += nanos
+            var entry = all[endpoint.method] ?? EndpointStats()
+            entry.requests += 1
+            entry.processingNanoseconds += nanos
             if failed {
-                all[endpoint.method]!.errors += 1
-                all[endpoint.method]!.lastError = "\(reply.status): \(reply.message)"
+                entry.errors += 1
+                entry.lastError = "\(reply.status): \(reply.message)"
             }
+            all[endpoint.method] = entry
         }
         let dimensions = [("service", identity.name), ("method", endpoint.method), ("status", "\(reply.status)")]
         Counter(label: "rpc_server_requests_total", dimensions: dimensions).increment()
@@ -293,7 +295,8 @@ public struct ServiceClient: Sendable {
     public func call<Request: WireMessage, Response: WireMessage>(
         _ method: WireMethod<Request, Response>, _ request: Request, headers: NATSHeaders = NATSHeaders()
     ) async throws -> Response {
-        precondition(method.service == service, "\(method) is not a method of \(service)")
+        // A method of another service's client is a programming error: it fails this call.
+        guard method.service == service else { throw ServiceError.internal("\(method) is not a method of \(service)") }
         return try await call(method.method, request, as: Response.self, headers: headers)
     }
 

@@ -235,12 +235,21 @@ struct Storage: AsyncParsableCommand {
     }
 }
 
+/// A thread count of 0 or less is refused when the options are read (Imaging traps on it).
+func validateImagingThreads(_ threads: Int) throws {
+    guard threads > 0 else { throw ValidationError("--imaging-threads / FRAMECAST_IMAGING_THREADS must be at least 1, not \(threads)") }
+}
+
 struct StorageOptions: ParsableArguments {
     @Option(help: "Blob store directory shared with the gateway (env FRAMECAST_BLOB_DIR).")
     var blobDir: String = env("FRAMECAST_BLOB_DIR") ?? ".run/blobs"
 
     @Option(help: "Threads for image analysis (env FRAMECAST_IMAGING_THREADS; default: cores).")
     var imagingThreads: Int = env("FRAMECAST_IMAGING_THREADS").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
+
+    func validate() throws {
+        try validateImagingThreads(imagingThreads)
+    }
 
     func makeServices(_ runtime: ServiceRuntime) async throws -> [any Service] {
         try FileManager.default.createDirectory(atPath: blobDir, withIntermediateDirectories: true)
@@ -319,6 +328,10 @@ struct Media: AsyncParsableCommand {
     var imagingThreads: Int = env("FRAMECAST_IMAGING_THREADS").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
 
     @OptionGroup var ops: OpsOptions
+
+    func validate() throws {
+        try validateImagingThreads(imagingThreads)
+    }
 
     func run() async throws {
         try await runRoles(options, [.media]) { runtimes in

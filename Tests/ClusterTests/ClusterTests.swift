@@ -425,10 +425,23 @@ import Glibc
             for row in sizes {
                 log("version \(try row.decode("size", as: String.self)): \(try row.decode("n", as: Int64.self)) rendered, mean \(try row.decode("mean", as: Int64.self)) bytes, largest \(try row.decode("largest", as: Int64.self)) bytes")
             }
-            var backlog = 0
-            for schema in ["storage", "album", "media"] {
-                backlog += Int(try await postgres.query("SELECT count(*)::bigint AS n FROM \(schema).outbox WHERE published_at IS NULL")[0].decode("n", as: Int64.self))
+            // Events committed with the last photos (version_created, cache reports) may still be
+            // on their way through a relay, and a relay SIGKILLed holding a claim leaves its rows
+            // until the claim's 30 s lease ends: the outbox must drain, not be empty at this instant.
+            func outboxBacklog() async throws -> Int {
+                var backlog = 0
+                for schema in ["storage", "album", "media"] {
+                    backlog += Int(try await postgres.query("SELECT count(*)::bigint AS n FROM \(schema).outbox WHERE published_at IS NULL")[0].decode("n", as: Int64.self))
+                }
+                return backlog
             }
+            var backlog = try await outboxBacklog()
+            let drainStart = ContinuousClock.now
+            while backlog > 0 && ContinuousClock.now < drainStart + .seconds(45) {
+                try await Task.sleep(for: .milliseconds(250))
+                backlog = try await outboxBacklog()
+            }
+            log("outbox drained \(String(format: "%.1f", Double((ContinuousClock.now - drainStart).components.seconds))) s after the check began")
             let published = Int(try pushes.decode("published", as: Int64.self)), total = Int(try pushes.decode("total", as: Int64.self))
             log("PostgreSQL: storage.files \(storedIDs.count) (blobs missing: \(missingBlobs)); album.album_photos \(albumPhotos.count); photo_added pushes published \(published)/\(total); media.photo_versions \(versions.count) rows, \(fullyRendered) photos with all \(2 + screens) versions (version blobs missing: \(missingVersionBlobs)); unpublished outbox events: \(backlog)")
             #expect(storedIDs == files)

@@ -88,13 +88,13 @@ import Wire
         let heic = try await testImaging.convert(try Photos.bytes(try Photos.plasma("BytheWater")), to: .heif(quality: 50))
         try await h.run { client in
             let (_, token) = try await client.signUp()
-            let (response, file) = try await client.upload(jpeg, token: token, name: "FallenLeaf.jpg", metadata: #"{"album_id": "family"}"#)
+            let (response, file) = try await client.upload(jpeg, token: token, name: "FallenLeaf.jpg", metadata: #"{"place": "family"}"#)
             #expect(response.status == .created)
             #expect(file["content_type"] as? String == "image/jpeg")
             #expect(file["width"] as? Int == 2560 && file["height"] as? Int == 1600)
             #expect(file["taken_at"] as? String == "2015-10-29T15:44:44.000Z")
             #expect((file["camera"] as? [String: Any])?["model"] as? String == "Canon EOS 70D")
-            #expect((file["metadata"] as? [String: String]) == ["album_id": "family"])
+            #expect((file["metadata"] as? [String: String]) == ["place": "family"])
             #expect(file["size"] as? Int == jpeg.count)
             #expect(file["duplicate"] as? Bool == false)
 

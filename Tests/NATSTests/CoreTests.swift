@@ -90,7 +90,9 @@ import NATS
         }
         let elapsed = clock.now - start
         #expect(elapsed >= .milliseconds(300))
-        #expect(elapsed < .seconds(5))
+        // A hang guard, not a speed check: the whole scope (two connections, a subscription)
+        // took 5.9 s once on this 2-core machine under the full suite's load.
+        #expect(elapsed < .seconds(30))
     }
 
     @Test func noRespondersFailsFastNotByTimeout() async throws {

@@ -55,6 +55,20 @@ import Testing
         #expect(BlobKey(String(repeating: "A", count: 64))?.hex == String(repeating: "a", count: 64))
     }
 
+    @Test func aWriterUsedAfterItFinishedThrowsInsteadOfTrapping() throws {
+        let store = try store()
+        let committed = try BlobWriter(store: store, limit: 10)
+        try committed.write([1, 2, 3])
+        _ = try committed.commit()
+        #expect(throws: BlobStoreError.self) { try committed.write([4]) }
+        #expect(throws: BlobStoreError.self) { try committed.commit() }
+        let aborted = try BlobWriter(store: store, limit: 10)
+        aborted.abort()
+        #expect(throws: BlobStoreError.self) { try aborted.write([1]) }
+        #expect(throws: BlobStoreError.self) { try aborted.commit() }
+        #expect(files(store).count == 1, "only the committed blob: \(files(store))")
+    }
+
     @Test func sweepRemovesOnlyAbandonedTempFiles() throws {
         let store = try store()
         let tmp = store.root.appendingPathComponent("tmp")
