@@ -164,5 +164,10 @@ enum AlbumSchema {
             INSERT INTO republish (step) SELECT 'photos' WHERE EXISTS (SELECT 1 FROM album_photos);
             INSERT INTO republish (step) SELECT 'frames' WHERE EXISTS (SELECT 1 FROM frames);
             """),
+        // album_pushes is a ServiceKit LeasedQueue (FramePublisher.pushQueue): a notification
+        // whose publish failed is not claimed again before not_before (exponential back-off).
+        Migration(version: 104, name: "album_pushes_back_off", sql: """
+            ALTER TABLE album_pushes ADD COLUMN not_before timestamptz;
+            """),
     ]
 }

@@ -36,6 +36,9 @@ public struct AlbumConfiguration: Sendable {
     public var defaultAlbumName = "My photos"
     /// How often the MQTT publisher retries pending notifications and syncs.
     public var retryInterval: Duration = .seconds(1)
+    /// How long a photo notification whose publish failed waits before it is tried again,
+    /// after its `n`th attempt: `min(cap, base · 2^n)`.
+    public var pushBackOff = LeasedQueue.BackOff(base: .milliseconds(250), cap: .seconds(30))
 
     public init(mqtt: MQTTConfiguration, publicGatewayURL: String, frameMQTTHost: String, frameMQTTPort: Int) {
         self.mqtt = mqtt
@@ -511,7 +514,7 @@ public final class AlbumService: Sendable {
             _ = try c.execute("""
                 INSERT INTO \(schema).album_pushes (album_id, file_id, kind, payload) VALUES ($1::uuid, $2::uuid, 'removed', $3)
                 ON CONFLICT (album_id, file_id, kind) DO UPDATE SET state = 'pending', payload = EXCLUDED.payload,
-                    published_at = NULL, claimed_until = NULL
+                    published_at = NULL, claimed_until = NULL, not_before = NULL
                 """, [.text(album), .text(file), .bytea(FrameTopics.encode(message))])
         }
         return true

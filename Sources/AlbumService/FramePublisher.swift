@@ -14,8 +14,9 @@ import Wire
 ///   cached/displayed reports into `frame_photos` and `album_sync_status`, and newly cached
 ///   photos of the frame's albums to media as `device.cache_reported`); a malformed
 ///   payload is logged and dropped;
-/// * publishes pending `album_pushes` rows (QoS 1, waiting for PUBACK, then marks them
-///   published, so each goes out once; rows left pending by a failure or a restart are retried)
+/// * publishes pending `album_pushes` rows, a ``LeasedQueue`` (QoS 1, waiting for PUBACK, then
+///   marks them published, so each goes out once; rows left pending by a failure or a restart
+///   are retried, a failed one after a back-off),
 ///   due frame syncs (`frames.sync_seq > sync_published_seq`) and due retained configs
 ///   (`frames.config_seq > config_published_seq`);
 /// * on graceful shutdown stops both loops and disconnects cleanly.
@@ -34,6 +35,8 @@ final class FramePublisher: Service, Sendable {
     let relay: OutboxRelay
     /// Frames' topic rights: updated before a frame's sync is published.
     let admin: BrokerAdmin
+    /// The pending `album_pushes` rows (``pushQueue(schema:backOff:postgres:)``).
+    let pushes: LeasedQueue
 
     init(configuration: AlbumConfiguration, postgres: PostgresPool, schema: String, relay: OutboxRelay, admin: BrokerAdmin,
          logger: Logger) throws {
@@ -44,6 +47,7 @@ final class FramePublisher: Service, Sendable {
         self.postgres = postgres
         self.schema = schema
         self.logger = logger
+        self.pushes = FramePublisher.pushQueue(schema: schema, backOff: configuration.pushBackOff, postgres: postgres)
     }
 
     /// Tells the push loop that rows are waiting.
@@ -214,80 +218,74 @@ final class FramePublisher: Service, Sendable {
         }
     }
 
-    struct Push: Sendable {
-        let album: String
-        let file: String
-        let kind: String
-        let payload: [UInt8]
-        /// Tells this row from a later one for the same (album, file, kind).
-        let created: String
-        /// The claim's end as the database wrote it: while it is unchanged the row is ours.
-        let lease: String
+    /// `album_pushes` as a ``LeasedQueue``: pending rows, oldest first; done = published.
+    static func pushQueue(schema: String, backOff: LeasedQueue.BackOff, postgres: PostgresPool) -> LeasedQueue {
+        var queue = LeasedQueue.Configuration(schema: schema, table: "album_pushes", key: ["album_id", "file_id", "kind"],
+                                              order: "created_at")
+        queue.pending = "state = 'pending'"
+        queue.completion = .update("state = 'published', published_at = clock_timestamp()")
+        queue.lease = .seconds(30)
+        queue.backOff = backOff
+        return LeasedQueue(queue, postgres: postgres)
     }
 
-    /// Claims a batch of pending pushes (a lease, so replicas share them), publishes each with
-    /// QoS 1 and marks the acknowledged ones published. Frames of the albums concerned get a
-    /// new sync. Returns the number published.
+    /// Claims a batch of pending pushes (``pushes``, a leased queue, so replicas share them),
+    /// publishes each with QoS 1 and marks the acknowledged ones published. Frames of the
+    /// albums concerned get a new sync. Returns the number published.
     ///
     /// The batch is published one row at a time, and a slow broker could make that outlast the
     /// batch's lease; another replica would then claim and publish the same rows. So right
     /// before each publish the row's lease is renewed, on condition that it is still the one
-    /// this call took (the claim's end time serves as a fencing token); a row whose lease is no
-    /// longer ours is skipped. What is left is the one window no database can close: a replica
-    /// that dies after the broker took the message and before the row is marked leaves the row
-    /// to be published again when its lease ends (frames ignore a `file_id` they already have).
+    /// this call took (the queue's fencing token); a row whose lease is no longer ours is
+    /// skipped, and a row is marked published only under the renewed lease. A failed publish
+    /// gives the row back with a back-off (``AlbumConfiguration/pushBackOff``). What is left is
+    /// the one window no database can close: a replica that dies after the broker took the
+    /// message and before the row is marked leaves the row to be published again when its
+    /// lease ends (frames ignore a `file_id` they already have).
     func publishPendingPushes() async throws -> Int {
         guard client.isConnected else { return 0 }
-        let schema = self.schema
-        let pushes: [Push] = try await postgres.withTransaction { c in
-            try c.query("""
-                UPDATE \(schema).album_pushes SET claimed_until = now() + interval '30 seconds', attempts = attempts + 1
-                WHERE (album_id, file_id, kind) IN (
-                    SELECT album_id, file_id, kind FROM \(schema).album_pushes
-                    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until < now())
-                    ORDER BY created_at LIMIT 50 FOR UPDATE SKIP LOCKED)
-                RETURNING album_id::text AS album_id, file_id::text AS file_id, kind, payload, created_at::text AS created,
-                    (extract(epoch FROM created_at) * 1000000)::bigint AS created_us, claimed_until::text AS lease
-                """).sorted { (try? $0.decode("created_us", as: Int64.self)) ?? 0 < (try? $1.decode("created_us", as: Int64.self)) ?? 0 }
-                .map { Push(album: try $0.decode("album_id"), file: try $0.decode("file_id"), kind: try $0.decode("kind"),
-                            payload: try $0.decode("payload"), created: try $0.decode("created"), lease: try $0.decode("lease")) }
-        }
-        guard !pushes.isEmpty else { return 0 }
+        let claims = try await pushes.claim(limit: 50, returning: "album_id::text AS album_id, file_id::text AS file_id, kind, payload")
+        guard !claims.isEmpty else { return 0 }
         var published = 0
         var albums = Set<String>()
-        for push in pushes {
-            let topic = push.kind == "added" ? FrameTopics.photoAdded(album: push.album) : FrameTopics.photoRemoved(album: push.album)
+        for claimed in claims {
+            let push: (album: String, file: String, kind: String, payload: [UInt8])
+            do {
+                push = (try claimed.row.decode("album_id"), try claimed.row.decode("file_id"), try claimed.row.decode("kind"),
+                        try claimed.row.decode("payload"))
+            } catch {
+                logger.error("a photo notification cannot be read; will retry", metadata: ["error": "\(error)"])
+                _ = try? await pushes.failed(claimed, error: "\(error)")
+                continue
+            }
+            let (album, file, kind) = (push.album, push.file, push.kind)
+            let topic = kind == "added" ? FrameTopics.photoAdded(album: album) : FrameTopics.photoRemoved(album: album)
             // Still ours? Renew the lease for the time this publish may take.
-            let renewed = try await postgres.query("""
-                UPDATE \(schema).album_pushes SET claimed_until = clock_timestamp() + interval '30 seconds'
-                WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = $3 AND created_at::text = $4
-                    AND state = 'pending' AND claimed_until = $5::timestamptz
-                RETURNING 1
-                """, [.text(push.album), .text(push.file), .text(push.kind), .text(push.created), .text(push.lease)])
-            if renewed.isEmpty {
-                logger.debug("a claimed photo notification is no longer ours; skipped", metadata: ["mqtt.topic": "\(topic)", "file.id": "\(push.file)"])
+            guard let renewed = try await pushes.renew(claimed) else {
+                logger.debug("a claimed photo notification is no longer ours; skipped", metadata: ["mqtt.topic": "\(topic)", "file.id": "\(file)"])
                 Counter(label: "album_photo_notifications_skipped_total").increment()
                 continue
             }
             do {
                 try await client.publish(topic, payload: push.payload, qos: .atLeastOnce, retain: false)
             } catch {
+                let retryAt = try? await pushes.failed(renewed, error: "\(error)")
                 logger.warning("publishing a photo notification failed; will retry", metadata: [
-                    "mqtt.topic": "\(topic)", "file.id": "\(push.file)", "error": "\(error)"])
-                _ = try? await postgres.execute("""
-                    UPDATE \(schema).album_pushes SET claimed_until = NULL, last_error = $4
-                    WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = $3
-                    """, [.text(push.album), .text(push.file), .text(push.kind), .text("\(error)")])
+                    "mqtt.topic": "\(topic)", "file.id": "\(file)", "error": "\(error)", "attempts": "\(renewed.attempts)",
+                    "retry.at": "\(retryAt?.description ?? "-")"])
                 continue
             }
-            _ = try await postgres.execute("""
-                UPDATE \(schema).album_pushes SET state = 'published', published_at = clock_timestamp(), claimed_until = NULL
-                WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = $3 AND created_at::text = $4
-                """, [.text(push.album), .text(push.file), .text(push.kind), .text(push.created)])
+            let marked = try await pushes.done(renewed)
+            if !marked {
+                // The broker has it; the row was replaced or claimed again meanwhile (frames
+                // ignore a notification they already had).
+                logger.debug("a published photo notification was no longer ours to mark", metadata: [
+                    "mqtt.topic": "\(topic)", "file.id": "\(file)"])
+            }
             published += 1
-            albums.insert(push.album)
-            Counter(label: "album_photo_notifications_total", dimensions: [("kind", push.kind)]).increment()
-            logger.debug("photo notification published", metadata: ["mqtt.topic": "\(topic)", "file.id": "\(push.file)"])
+            albums.insert(album)
+            Counter(label: "album_photo_notifications_total", dimensions: [("kind", kind)]).increment()
+            logger.debug("photo notification published", metadata: ["mqtt.topic": "\(topic)", "file.id": "\(file)"])
         }
         if !albums.isEmpty {
             // The frames showing these albums get a full sync with the new contents.

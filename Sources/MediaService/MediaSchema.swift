@@ -173,5 +173,11 @@ enum MediaSchema {
             CREATE INDEX frame_screens_by_album ON frame_screens USING gin (album_ids) WHERE NOT deleted;
             ALTER TABLE photo_metadata ADD COLUMN cache_ready_due boolean NOT NULL DEFAULT false;
             """),
+        // render_jobs is a ServiceKit LeasedQueue (MediaService.renderJobsQueue, its lease in
+        // lease_until): a job whose render failed is not claimed by the background queue
+        // before not_before (exponential back-off), and keeps what the failure said.
+        Migration(version: 106, name: "render_jobs_back_off", sql: """
+            ALTER TABLE render_jobs ADD COLUMN not_before timestamptz, ADD COLUMN last_error text;
+            """),
     ]
 }

@@ -35,6 +35,10 @@ public struct MediaConfiguration: Sendable {
     public var backgroundRenders = 1
     /// How often the background queue looks for work queued by other replicas.
     public var renderPollInterval: Duration = .seconds(2)
+    /// How long a queued render that failed for a reason that may pass (I/O, a busy pool)
+    /// waits before the background queue tries it again, after its `n`th attempt:
+    /// `min(cap, base · 2^n)`.
+    public var renderBackOff = LeasedQueue.BackOff(base: .seconds(5), cap: .seconds(300))
 
     public init(blobRoot: String, publicGatewayURL: String) {
         self.blobRoot = blobRoot
@@ -120,6 +124,8 @@ public final class MediaService: Sendable {
     let inflight = Locked<[String: Task<PhotoVersion?, any Error>]>([:])
     /// Wakes the background render queue when this process queued work.
     let renderWake = WakeSignal()
+    /// The `render_jobs` table as a leased queue (``renderJobsQueue(schema:backOff:postgres:)``).
+    let renderJobs: LeasedQueue
 
     public init(runtime: ServiceRuntime, configuration: MediaConfiguration, imaging: Imaging) {
         self.runtime = runtime
@@ -133,6 +139,8 @@ public final class MediaService: Sendable {
         logger[metadataKey: "service.name"] = "\(Self.name)"
         self.logger = logger
         self.references = BlobReferences(store: blobs, postgres: runtime.postgres, logger: logger)
+        self.renderJobs = MediaService.renderJobsQueue(schema: MediaSchema.name, backOff: configuration.renderBackOff,
+                                                       postgres: runtime.postgres)
     }
 
     deinit { blobIO.shutdown() }
@@ -513,7 +521,7 @@ public final class MediaService: Sendable {
         if let chosen { return VersionReply(version: chosen) }
         guard let requested else { throw ServiceError.notFound("no such version") }
         do {
-            let rendered = try await renderShared(request.fileID, [requested], claimed: false)
+            let rendered = try await renderShared(request.fileID, [requested])
             guard let version = rendered.first else { throw ServiceError.notFound("no such version") }
             Counter(label: "media_on_demand_renders_total").increment()
             return VersionReply(version: version)

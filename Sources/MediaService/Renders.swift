@@ -14,12 +14,15 @@ import Wire
 //
 // * One render per version: in this process a version being rendered is awaited by every
 //   other request for it (`inflight`); across replicas the `render_jobs` row with a lease is
-//   the claim, and whoever finds it leased waits for the version row to appear.
+//   the claim (`render_jobs` is a ServiceKit `LeasedQueue`: ``renderJobsQueue``), and whoever
+//   finds it leased waits for the version row to appear.
 // * One decode per photo: every missing version of a photo claimed together is rendered from
 //   one decode on Imaging's bounded pool; the background queue runs at most
 //   `MediaConfiguration.backgroundRenders` photos at once, newest photo first.
 // * A commit stores the version rows and `media.version_created` (one per new version) and
-//   deletes their jobs, in one transaction.
+//   completes their jobs (fenced: only while the claim is still this worker's), in one
+//   transaction. A background render that fails for a reason that may pass gives its jobs
+//   back with a back-off (``MediaConfiguration/renderBackOff``), up to ``maxRenderAttempts``.
 
 extension MediaService {
     /// Sides a `frame:{W}x{H}` version may have (on request, for new screens and at upload).
@@ -28,6 +31,29 @@ extension MediaService {
     static let renderLease = 60
     /// Background attempts of a version before it is given up (`media.version_failed`).
     static let maxRenderAttempts = 3
+
+    /// `render_jobs` as a ``LeasedQueue``: every row is work, newest photo first, a claim
+    /// takes every due job of the photo (one decode renders them all), done deletes the row.
+    static func renderJobsQueue(schema: String, backOff: LeasedQueue.BackOff, postgres: PostgresPool) -> LeasedQueue {
+        var queue = LeasedQueue.Configuration(schema: schema, table: "render_jobs", key: ["file_id", "size", "format"],
+                                              order: "priority DESC, file_id")
+        queue.group = ["file_id"]
+        queue.lease = .seconds(renderLease)
+        queue.backOff = backOff
+        queue.columns.leasedUntil = "lease_until"
+        return LeasedQueue(queue, postgres: postgres)
+    }
+
+    /// A version this worker holds the `render_jobs` claim of.
+    struct RenderClaim: Sendable {
+        let wanted: Wanted
+        let claimed: LeasedQueue.Claimed
+    }
+
+    /// Whether `a` and `b` name the same version (size and format).
+    static func sameVersion(_ a: Wanted, _ b: Wanted) -> Bool {
+        a.size == b.size && a.spec.encoding.format == b.spec.encoding.format
+    }
 
     // MARK: Sizes
 
@@ -67,17 +93,22 @@ extension MediaService {
 
     /// The versions `wanted` of `fileID`, each rendered at most once: a version this process
     /// is rendering already is awaited; the others are rendered together from one decode.
-    /// `claimed`: the caller holds their `render_jobs` leases (the background queue);
-    /// otherwise they are claimed first, or awaited when another replica holds them.
-    func renderShared(_ fileID: String, _ wanted: [Wanted], claimed: Bool) async throws -> [PhotoVersion] {
+    /// `held`: the caller holds their `render_jobs` claims (the background queue); otherwise
+    /// they are claimed first, or awaited when another replica holds them. A held job whose
+    /// version another task of this process rendered is completed here.
+    func renderShared(_ fileID: String, _ wanted: [Wanted], held: [RenderClaim]? = nil) async throws -> [PhotoVersion] {
         let keys = wanted.map { Self.inflightKey(fileID, $0) }
         // Unstructured tasks, so a version's render outlives a cancelled requester while others
         // wait for it; each is awaited by its requesters and removes itself when done.
-        let tasks: [Task<PhotoVersion?, any Error>] = inflight.withLock { map in
-            var mine: [Wanted] = []
-            for (index, item) in wanted.enumerated() where map[keys[index]] == nil { mine.append(item) }
+        let (tasks, awaited): ([Task<PhotoVersion?, any Error>], [Wanted]) = inflight.withLock { map in
+            var mine: [Wanted] = [], elsewhere: [Wanted] = []
+            for (index, item) in wanted.enumerated() {
+                if map[keys[index]] == nil { mine.append(item) } else { elsewhere.append(item) }
+            }
             if !mine.isEmpty {
-                let batch = Task { try await self.renderMissing(fileID, mine, claimed: claimed) }
+                let claims = held.map { held in held.filter { claim in mine.contains { Self.sameVersion($0, claim.wanted) } } }
+                let batchWanted = mine
+                let batch = Task { [batchWanted, claims] in try await self.renderMissing(fileID, batchWanted, held: claims) }
                 for item in mine {
                     let key = Self.inflightKey(fileID, item)
                     map[key] = Task {
@@ -87,11 +118,18 @@ extension MediaService {
                     }
                 }
             }
-            return keys.compactMap { map[$0] }
+            return (keys.compactMap { map[$0] }, elsewhere)
         }
         var versions: [PhotoVersion] = []
         for task in tasks {
             if let version = try await task.value { versions.append(version) }
+        }
+        if let held, !awaited.isEmpty {
+            let rendered = held.filter { claim in
+                awaited.contains { Self.sameVersion($0, claim.wanted) }
+                    && versions.contains { $0.size == claim.wanted.size && $0.format == claim.wanted.spec.encoding.format.rawValue }
+            }
+            try await completeJobs(fileID, rendered.map(\.claimed))
         }
         return versions
     }
@@ -99,7 +137,8 @@ extension MediaService {
     /// Renders the versions of `fileID` that do not exist yet, from one decode, and commits
     /// them; returns every wanted version that exists afterwards. Throws not_found when the
     /// photo is unknown or was deleted meanwhile, `ImagingError` when it cannot be rendered.
-    func renderMissing(_ fileID: String, _ wanted: [Wanted], claimed: Bool) async throws -> [PhotoVersion] {
+    /// `held`: the claims of `wanted` the caller holds (see ``renderShared(_:_:held:)``).
+    func renderMissing(_ fileID: String, _ wanted: [Wanted], held: [RenderClaim]?) async throws -> [PhotoVersion] {
         let (schema, postgres) = (self.schema, runtime.postgres)
         guard let row = try await postgres.query("""
             SELECT user_id, original_blob_key, (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
@@ -116,25 +155,38 @@ extension MediaService {
         // claimed in turn if its lease runs out first).
         let deadline = ContinuousClock.now + .seconds(Self.renderLease + 5)
         var pending = try await absent(fileID, wanted)
-        if claimed && pending.count < wanted.count {
+        if let held, pending.count < wanted.count {
             // Rendered meanwhile (on request, or at upload): those jobs are done.
-            try await dropJobs(fileID, wanted.filter { item in !pending.contains { $0.size == item.size && $0.spec == item.spec } },
-                               failure: nil)
+            try await completeJobs(fileID, held.filter { claim in !pending.contains { Self.sameVersion($0, claim.wanted) } }.map(\.claimed))
         }
         while !pending.isEmpty {
-            var mine = claimed ? pending : try await claim(fileID, pending, priority: priority)
-            if !claimed && !mine.isEmpty {
-                // Committed by another replica between our look and our claim (its commit
-                // removed its claim): look again now the claim is ours, release what exists.
-                let missing = try await absent(fileID, mine)
-                if missing.count < mine.count {
-                    try await dropJobs(fileID, mine.filter { item in !missing.contains { $0.size == item.size && $0.spec == item.spec } },
-                                       failure: nil)
+            var mine: [RenderClaim]
+            if let held {
+                mine = held.filter { claim in pending.contains { Self.sameVersion($0, claim.wanted) } }
+            } else {
+                mine = try await claim(fileID, pending, priority: priority)
+                if !mine.isEmpty {
+                    // Committed by another replica between our look and our claim (its commit
+                    // completed its claim): look again now the claim is ours, complete what exists.
+                    let missing = try await absent(fileID, mine.map(\.wanted))
+                    if missing.count < mine.count {
+                        try await completeJobs(fileID, mine.filter { claim in !missing.contains { Self.sameVersion($0, claim.wanted) } }
+                            .map(\.claimed))
+                    }
+                    mine = mine.filter { claim in missing.contains { Self.sameVersion($0, claim.wanted) } }
                 }
-                mine = missing
             }
-            if !mine.isEmpty { try await render(fileID, mine, owner: owner, original: originalKey) }
-            if claimed { break }
+            if !mine.isEmpty {
+                do {
+                    try await render(fileID, mine, owner: owner, original: originalKey)
+                } catch {
+                    // Asked for now: give the claims back at once (the background queue, which
+                    // handles its own failures, retries them after a back-off).
+                    if held == nil { await giveBack(mine.map(\.claimed), error: error) }
+                    throw error
+                }
+            }
+            if held != nil { break }
             pending = try await absent(fileID, pending)
             if pending.isEmpty { break }
             guard ContinuousClock.now < deadline else { throw ServiceError.unavailable("the version is still being rendered") }
@@ -152,36 +204,67 @@ extension MediaService {
         return wanted.filter { !stored.contains("\($0.size)|\($0.spec.encoding.format.rawValue)") }
     }
 
-    /// Claims the versions' `render_jobs` rows (new, or with an expired lease: another
-    /// replica's claim otherwise) and returns the claimed ones.
-    func claim(_ fileID: String, _ wanted: [Wanted], priority: Int64) async throws -> [Wanted] {
-        let (schema, lease) = (self.schema, Self.renderLease)
-        let claimed: [Bool] = try await runtime.postgres.withTransaction { c in
-            try wanted.map { item in
-                try !c.query("""
-                    INSERT INTO \(schema).render_jobs (file_id, size, format, width, height, priority, attempts, lease_until)
-                    VALUES ($1, $2, $3, $4, $5, $6, 1, clock_timestamp() + make_interval(secs => $7))
-                    ON CONFLICT (file_id, size, format) DO UPDATE
-                        SET lease_until = EXCLUDED.lease_until, attempts = \(schema).render_jobs.attempts + 1
-                        WHERE \(schema).render_jobs.lease_until IS NULL OR \(schema).render_jobs.lease_until < clock_timestamp()
-                    RETURNING 1
+    /// Queues the versions' `render_jobs` rows (when not queued yet) and claims those no other
+    /// worker holds (a job backing off after a background failure included: this is asked
+    /// for now); returns the claimed ones.
+    func claim(_ fileID: String, _ wanted: [Wanted], priority: Int64) async throws -> [RenderClaim] {
+        let (schema, queue) = (self.schema, renderJobs)
+        let claims: [LeasedQueue.Claimed] = try await runtime.postgres.withTransaction { c in
+            for item in wanted {
+                _ = try c.execute("""
+                    INSERT INTO \(schema).render_jobs (file_id, size, format, width, height, priority)
+                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (file_id, size, format) DO NOTHING
                     """, [.text(fileID), .text(item.size), .text(item.spec.encoding.format.rawValue),
-                          .int(Int64(item.spec.width)), .int(Int64(item.spec.height)), .int(priority), .int(Int64(lease))]).isEmpty
+                          .int(Int64(item.spec.width)), .int(Int64(item.spec.height)), .int(priority)])
             }
+            return try queue.claim(keys: wanted.map { [.text(fileID), .text($0.size), .text($0.spec.encoding.format.rawValue)] },
+                                   evenIfBackingOff: true, returning: "size, format", on: c)
         }
-        return zip(wanted, claimed).filter(\.1).map(\.0)
+        return try claims.compactMap { claimed in
+            let size: String = try claimed.row.decode("size"), format: String = try claimed.row.decode("format")
+            return wanted.first { $0.size == size && $0.spec.encoding.format.rawValue == format }
+                .map { RenderClaim(wanted: $0, claimed: claimed) }
+        }
     }
 
-    /// Decodes the original once, renders `wanted`, stores the blobs, commits the rows, their
-    /// `media.version_created` and the removal of their jobs.
-    func render(_ fileID: String, _ wanted: [Wanted], owner: String, original: BlobKey) async throws {
+    /// Completes jobs this worker holds whose versions exist (rendered by someone else) and, in
+    /// the same transaction under the file's lock, sends the photo's `media.cache_ready` if it
+    /// was waiting for them.
+    func completeJobs(_ fileID: String, _ claims: [LeasedQueue.Claimed]) async throws {
+        guard !claims.isEmpty else { return }
+        let (schema, queue) = (self.schema, renderJobs)
+        let announced: Bool = try await runtime.postgres.withTransaction { c in
+            try Self.lockFile(fileID, c)
+            try queue.done(claims, on: c)
+            return try Self.announceIfDue(fileID, schema, c)
+        }
+        if announced { relay.wake() }
+    }
+
+    /// Gives claims back after a failed render, with the queue's back-off; never throws (the
+    /// claims run out by themselves if this fails).
+    func giveBack(_ claims: [LeasedQueue.Claimed], error: any Error) async {
+        let (queue, message) = (renderJobs, "\(error)")
+        do {
+            _ = try await runtime.postgres.withConnection { c in
+                try claims.map { try queue.failed($0, error: message, on: c) }
+            }
+        } catch {
+            logger.warning("giving failed render jobs back failed; their leases will run out", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Decodes the original once, renders the claimed versions, stores the blobs, commits the
+    /// rows, their `media.version_created` and the completion of their jobs.
+    func render(_ fileID: String, _ claims: [RenderClaim], owner: String, original: BlobKey) async throws {
+        let wanted = claims.map(\.wanted)
         let start = ContinuousClock.now
         renderCount.withLock { $0 += 1 }
         let rendered = try await Self.render(file: blobs.path(for: original), versions: wanted, imaging: imaging)
         let elapsed = ContinuousClock.now - start
         let now = EventTime.now()
         let versions = try await store(rendered, wanted, fileID: fileID, at: now)
-        let (schema, references) = (self.schema, self.references)
+        let (schema, references, queue) = (self.schema, self.references, renderJobs)
         let outcome: (created: Int, unused: [BlobKey])?
         do {
             outcome = try await runtime.postgres.withTransaction { c in
@@ -201,8 +284,11 @@ extension MediaService {
                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (file_id, size, format) DO NOTHING
                         """, [.text(fileID), .text(version.size), .int(Int64(version.width)), .int(Int64(version.height)),
                               .int(version.byteSize), .text(version.format), .text(version.contentType), .text(version.blobKey)])
-                    _ = try c.execute("DELETE FROM \(schema).render_jobs WHERE file_id = $1 AND size = $2 AND format = $3",
-                                      [.text(fileID), .text(version.size), .text(version.format)])
+                    // The version exists (ours or not): its job is done, if it is still ours.
+                    if let claim = claims.first(where: { $0.wanted.size == version.size
+                                                         && $0.wanted.spec.encoding.format.rawValue == version.format }) {
+                        try queue.done(claim.claimed, on: c)
+                    }
                     guard inserted == 1, let key = BlobKey(version.blobKey) else {
                         // Stored by someone else meanwhile: this render's blob may be nobody's.
                         if let key = BlobKey(version.blobKey) { unused.append(key) }
@@ -245,54 +331,55 @@ extension MediaService {
     /// One photo's claimed jobs.
     struct ClaimedJobs: Sendable {
         var fileID: String
-        var wanted: [Wanted]
-        var attempts: Int
+        var claims: [RenderClaim]
+        var wanted: [Wanted] { claims.map(\.wanted) }
+        /// The most times one of them was claimed (this claim included).
+        var attempts: Int { claims.map(\.claimed.attempts).max() ?? 0 }
     }
 
-    /// Claims every due job of the due photo that is newest (lease set), or nil when none is due.
+    /// Claims every due job of the due photo that is newest (``renderJobs``), or nil when none
+    /// is due. A job naming no valid version is dropped.
     func claimNextJobs() async throws -> ClaimedJobs? {
-        let (schema, lease) = (self.schema, Self.renderLease)
-        let rows = try await runtime.postgres.withTransaction { c in
-            try c.query("""
-                WITH top AS (
-                    SELECT file_id FROM \(schema).render_jobs
-                    WHERE lease_until IS NULL OR lease_until < clock_timestamp()
-                    ORDER BY priority DESC, file_id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                UPDATE \(schema).render_jobs j
-                SET lease_until = clock_timestamp() + make_interval(secs => $1), attempts = j.attempts + 1
-                FROM top WHERE j.file_id = top.file_id AND (j.lease_until IS NULL OR j.lease_until < clock_timestamp())
-                RETURNING j.file_id, j.size, j.format, j.width, j.height, j.attempts
-                """, [.int(Int64(lease))])
-        }
-        guard let first = rows.first else { return nil }
-        var jobs = ClaimedJobs(fileID: try first.decode("file_id"), wanted: [], attempts: 0)
-        for row in rows {
-            let (width, height): (Int32, Int32) = (try row.decode("width"), try row.decode("height"))
-            let size: String = try row.decode("size"), format: String = try row.decode("format")
-            jobs.wanted.append(size.hasPrefix("frame:")
-                ? Self.frameVersion(width: Int(width), height: Int(height), format: format)
-                : try Self.requestedVersion(size: size, format: format))
-            jobs.attempts = max(jobs.attempts, Int(try row.decode("attempts", as: Int32.self)))
+        let claims = try await renderJobs.claim(limit: 1, returning: "file_id, size, format, width, height")
+        guard let first = claims.first else { return nil }
+        var jobs = ClaimedJobs(fileID: try first.row.decode("file_id"), claims: [])
+        for claimed in claims {
+            do {
+                let (width, height): (Int32, Int32) = (try claimed.row.decode("width"), try claimed.row.decode("height"))
+                let size: String = try claimed.row.decode("size"), format: String = try claimed.row.decode("format")
+                let wanted = size.hasPrefix("frame:")
+                    ? Self.frameVersion(width: Int(width), height: Int(height), format: format)
+                    : try Self.requestedVersion(size: size, format: format)
+                jobs.claims.append(RenderClaim(wanted: wanted, claimed: claimed))
+            } catch {
+                logger.error("a queued render names no valid version; dropped", metadata: ["file.id": "\(jobs.fileID)", "error": "\(error)"])
+                try await completeJobs(jobs.fileID, [claimed])
+            }
         }
         return jobs
     }
 
     /// Renders one photo's claimed jobs. A photo that cannot be rendered, or whose jobs failed
-    /// ``maxRenderAttempts`` times, gets `media.version_failed` per version and its jobs go.
+    /// ``maxRenderAttempts`` times, gets `media.version_failed` per version and its jobs go;
+    /// after any other failure the jobs are given back and tried again after a back-off.
     func runJobs(_ jobs: ClaimedJobs) async {
         let fileID = jobs.fileID
         do {
-            _ = try await renderShared(fileID, jobs.wanted, claimed: true)
+            _ = try await renderShared(fileID, jobs.wanted, held: jobs.claims)
         } catch let error as ServiceError where error.status == .notFound {
             // The photo is gone (or never reached media): nothing to render.
             try? await dropJobs(fileID, jobs.wanted, failure: nil)
         } catch let error as ImagingError where error.code != .unavailable && error.code != .io {
             try? await dropJobs(fileID, jobs.wanted, failure: "\(error.code): \(error.message)")
         } catch {
-            logger.warning("rendering a queued version failed; will retry", metadata: [
-                "file.id": "\(fileID)", "error": "\(error)", "attempts": "\(jobs.attempts)"])
             if jobs.attempts >= Self.maxRenderAttempts {
+                logger.warning("rendering a queued version failed; giving up", metadata: [
+                    "file.id": "\(fileID)", "error": "\(error)", "attempts": "\(jobs.attempts)"])
                 try? await dropJobs(fileID, jobs.wanted, failure: "gave up after \(jobs.attempts) attempts")
+            } else {
+                logger.warning("rendering a queued version failed; will retry", metadata: [
+                    "file.id": "\(fileID)", "error": "\(error)", "attempts": "\(jobs.attempts)"])
+                await giveBack(jobs.claims.map(\.claimed), error: error)
             }
         }
     }

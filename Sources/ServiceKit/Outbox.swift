@@ -37,7 +37,23 @@ public enum Outbox {
                     PRIMARY KEY (consumer, event_id)
                 );
                 """),
+            // The relay's rows are a LeasedQueue: an event whose publish failed backs off.
+            Migration(version: 2, name: "servicekit_outbox_back_off", sql: """
+                ALTER TABLE \(schema).outbox ADD COLUMN not_before timestamptz;
+                """),
         ]
+    }
+
+    /// The outbox as a ``LeasedQueue``: unpublished rows in `seq` order; done = published
+    /// (the row stays until ``OutboxRelay/Configuration/retention`` has passed).
+    public static func queue(schema: String, lease: Duration, backOff: LeasedQueue.BackOff,
+                             postgres: PostgresPool) -> LeasedQueue {
+        var configuration = LeasedQueue.Configuration(schema: schema, table: "outbox", key: ["seq"], order: "seq")
+        configuration.pending = "published_at IS NULL"
+        configuration.completion = .update("published_at = clock_timestamp()")
+        configuration.lease = lease
+        configuration.backOff = backOff
+        return LeasedQueue(configuration, postgres: postgres)
     }
 
     /// Writes `payload` as event `eventID` on `subject` into the outbox, inside the caller's
@@ -60,17 +76,24 @@ public enum Outbox {
 /// Publishes outbox rows to JetStream in order, with `Nats-Msg-Id` = event id, and marks a
 /// row published only after JetStream acknowledged it.
 ///
-/// Several replicas may run a relay on the same schema: each claims a batch of rows with a
-/// lease (`FOR UPDATE SKIP LOCKED`), so they share the work; if a relay dies after publishing
-/// and before marking, the row is claimed again when the lease ends and republished, and
-/// JetStream drops the copy as a duplicate (within its duplicate window; past it, consumers'
-/// processed-event log still makes the second delivery a no-op).
+/// Several replicas may run a relay on the same schema: the outbox is a ``LeasedQueue``, so
+/// each claims a batch of rows with a lease and they share the work; if a relay dies after
+/// publishing and before marking, the row is claimed again when the lease ends and
+/// republished, and JetStream drops the copy as a duplicate (within its duplicate window; past
+/// it, consumers' processed-event log still makes the second delivery a no-op). A batch is
+/// published in `seq` order and stops at the first failure: that row backs off
+/// (``Configuration/backOff``) and the rest of the batch is given back for the next round.
+/// Order holds within a batch, not across batches (relays run side by side, and a row backing
+/// off is overtaken by later ones): consumers must not rely on it.
 public final class OutboxRelay: Service, Sendable {
     public struct Configuration: Sendable {
         /// Rows claimed per round.
         public var batchSize = 100
         /// How long a claim protects rows from other relays.
         public var lease: Duration = .seconds(30)
+        /// How long an event whose publish failed waits before it is tried again, after its
+        /// `n`th attempt: `min(cap, base · 2^n)`.
+        public var backOff = LeasedQueue.BackOff(base: .milliseconds(100), cap: .seconds(10))
         /// How often the outbox is polled when nothing woke the relay.
         public var pollInterval: Duration = .milliseconds(200)
         /// Published rows older than this are deleted.
@@ -83,6 +106,7 @@ public final class OutboxRelay: Service, Sendable {
     let jetStream: JetStream
     let configuration: Configuration
     let logger: Logger
+    let queue: LeasedQueue
     let wakeSignal = WakeSignal()
 
     public init(schema: String, postgres: PostgresPool, jetStream: JetStream,
@@ -92,17 +116,11 @@ public final class OutboxRelay: Service, Sendable {
         self.jetStream = jetStream
         self.configuration = configuration
         self.logger = logger
+        self.queue = Outbox.queue(schema: schema, lease: configuration.lease, backOff: configuration.backOff, postgres: postgres)
     }
 
     /// Tells the relay new rows were committed, so it publishes without waiting for the next poll.
     public func wake() { wakeSignal.signal() }
-
-    struct Row: Sendable {
-        let seq: Int64
-        let eventID: String
-        let subject: String
-        let payload: [UInt8]
-    }
 
     public func run() async throws {
         logger.info("outbox relay started", metadata: ["db.schema": "\(schema)"])
@@ -133,63 +151,45 @@ public final class OutboxRelay: Service, Sendable {
     /// Returns the number of rows published.
     @discardableResult
     public func relayOnce() async throws -> Int {
-        let schema = self.schema
-        let leaseSeconds = Double(configuration.lease.components.seconds)
-        let batch = configuration.batchSize
-        let rows: [Row] = try await postgres.withTransaction { connection in
-            try connection.query("""
-                UPDATE \(schema).outbox SET claimed_until = now() + make_interval(secs => $1), attempts = attempts + 1
-                WHERE seq IN (
-                    SELECT seq FROM \(schema).outbox
-                    WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
-                    ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
-                RETURNING seq, event_id, subject, payload
-                """, [.double(leaseSeconds), .int(Int64(batch))]
-            ).map { row in
-                Row(seq: try row.decode("seq"), eventID: try row.decode("event_id"),
-                    subject: try row.decode("subject"), payload: try row.decode("payload"))
-            }.sorted { $0.seq < $1.seq }
-        }
-        guard !rows.isEmpty else { return 0 }
+        let claims = try await queue.claim(limit: configuration.batchSize, returning: "event_id, subject, payload")
+        guard !claims.isEmpty else { return 0 }
 
-        var done: [Int64] = []
-        var failure: (Row, Error)?
-        for row in rows {
+        var published: [LeasedQueue.Claimed] = []
+        var failure: (claimed: LeasedQueue.Claimed, eventID: String, subject: String, error: String)?
+        for claimed in claims {
             do {
-                let ack = try await jetStream.publish(row.subject, payload: row.payload, messageID: row.eventID)
+                let eventID: String = try claimed.row.decode("event_id"), subject: String = try claimed.row.decode("subject")
+                let ack = try await jetStream.publish(subject, payload: try claimed.row.decode("payload"), messageID: eventID)
                 if ack.duplicate {
-                    logger.debug("event was already in the stream", metadata: ["event.id": "\(row.eventID)"])
+                    logger.debug("event was already in the stream", metadata: ["event.id": "\(eventID)"])
                 }
-                done.append(row.seq)
+                published.append(claimed)
             } catch {
-                failure = (row, error)
+                failure = (claimed, (try? claimed.row.decode("event_id", as: String.self)) ?? "",
+                           (try? claimed.row.decode("subject", as: String.self)) ?? "", "\(error)")
                 break  // keep the order: the rest waits for the next round
             }
         }
-        let publishedSeqs = done
-        let published = done.map(String.init).joined(separator: ",")
-        let failed = failure.map { (String($0.0.seq), "\($0.1)") }
-        let unclaim = rows.map(\.seq).filter { !done.contains($0) }.map(String.init).joined(separator: ",")
-        try await postgres.withTransaction { connection in
-            if !publishedSeqs.isEmpty {
-                _ = try connection.execute(
-                    "UPDATE \(schema).outbox SET published_at = now(), claimed_until = NULL WHERE seq = ANY(string_to_array($1, ',')::bigint[])",
-                    [.text(published)])
-            }
-            if !unclaim.isEmpty {
-                _ = try connection.execute(
-                    "UPDATE \(schema).outbox SET claimed_until = NULL WHERE seq = ANY(string_to_array($1, ',')::bigint[])",
-                    [.text(unclaim)])
-            }
-            if let failed {
-                _ = try connection.execute("UPDATE \(schema).outbox SET last_error = $2 WHERE seq = $1::bigint",
-                                           [.text(failed.0), .text(failed.1)])
-            }
+        let (queue, done) = (self.queue, published)
+        let untried = Array(claims.dropFirst(done.count + (failure == nil ? 0 : 1)))
+        let failed = failure.map { ($0.claimed, $0.error) }
+        let (marked, retryAt) = try await postgres.withTransaction { connection -> (Int, Date?) in
+            let marked = try queue.done(done, on: connection).filter { $0 }.count
+            let retryAt = try failed.flatMap { try queue.failed($0.0, error: $0.1, on: connection) }
+            try queue.release(untried, on: connection)
+            return (marked, retryAt)
+        }
+        if marked < done.count {
+            // Our lease ran out and another relay claimed the rows: it publishes them again
+            // and JetStream drops the copies.
+            logger.debug("published events were claimed by another relay before they were marked",
+                         metadata: ["db.schema": "\(schema)", "events": "\(done.count - marked)"])
         }
         Counter(label: "outbox_published_total", dimensions: [("schema", schema)]).increment(by: done.count)
         if let failure {
             logger.warning("publishing an event failed; will retry", metadata: [
-                "event.id": "\(failure.0.eventID)", "messaging.destination": "\(failure.0.subject)", "error": "\(failure.1)",
+                "event.id": "\(failure.eventID)", "messaging.destination": "\(failure.subject)", "error": "\(failure.error)",
+                "attempts": "\(failure.claimed.attempts)", "retry.at": "\(retryAt?.description ?? "-")",
             ])
         }
         return done.count
@@ -200,7 +200,7 @@ public final class OutboxRelay: Service, Sendable {
         let schema = self.schema
         return try await postgres.withConnection { connection in
             let rows = try connection.query("SELECT count(*)::bigint AS n FROM \(schema).outbox WHERE published_at IS NULL")
-            return Int(try rows[0].decode("n", as: Int64.self))
+            return Int(try rows.first?.decode("n", as: Int64.self) ?? 0)
         }
     }
 

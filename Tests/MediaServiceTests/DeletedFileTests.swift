@@ -78,6 +78,10 @@ extension MediaServiceTests {
             let versionKeys = try await h.versionRows(file.fileID).compactMap { BlobKey($0.key) }
             #expect(versionKeys.count == 4)
             let original = try #require(BlobKey(file.blobKey))
+            // The render's job, claimed before the delete lands (as a worker already at it would).
+            let claims = try await h.service.claim(file.fileID, [MediaService.frameVersion(width: 800, height: 480, format: "jpeg")],
+                                                   priority: 0)
+            #expect(claims.count == 1)
 
             try await h.deliver(FileDeleted(eventID: UUID().uuidString.lowercased(), occurredAt: 3, userID: owner,
                                             fileID: file.fileID, ownerID: owner, blobKey: file.blobKey, sha256: file.sha256))
@@ -88,8 +92,7 @@ extension MediaServiceTests {
             // What a render that began before the delete does when it reaches its commit.
             let rendersBefore = h.service.renderCount.current
             await #expect(throws: ServiceError.self) {
-                try await h.service.render(file.fileID, [MediaService.frameVersion(width: 800, height: 480, format: "jpeg")],
-                                           owner: owner, original: original)
+                try await h.service.render(file.fileID, claims, owner: owner, original: original)
             }
             #expect(h.service.renderCount.current == rendersBefore + 1, "it did render")
             #expect(try await h.versionRows(file.fileID).isEmpty, "and kept no row")

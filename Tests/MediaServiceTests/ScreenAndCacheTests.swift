@@ -318,8 +318,8 @@ extension MediaServiceTests {
 
             // Two replicas, the same unrendered version, at the same moment.
             let wanted = MediaService.frameVersion(width: 640, height: 400, format: "jpeg")
-            async let first = restarted.renderShared(file, [wanted], claimed: false)
-            async let second = replica.renderShared(file, [wanted], claimed: false)
+            async let first = restarted.renderShared(file, [wanted])
+            async let second = replica.renderShared(file, [wanted])
             let (a, b) = try await (first, second)
             #expect(a.count == 1 && b.count == 1)
             #expect(a.first?.blobKey == b.first?.blobKey)
