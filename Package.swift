@@ -109,7 +109,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], swiftSettings: swiftSettings),
+        ],
+        // The API's OpenAPI document, served at /openapi.yaml: compiled into the binary
+        // (`PackageResources.openapi_yaml`), so the executable needs no resource bundle beside it.
+        resources: [.embedInCode("openapi.yaml")],
+        swiftSettings: swiftSettings),
 
         .target(name: "MediaService", dependencies: [
             "ServiceKit", "NATS", "Postgres", "Wire", "Imaging", "BlobStore", "Threads",

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import Postgres
 import Secrets
 import Threads
@@ -39,12 +40,23 @@ public final class Accounts: Sendable {
     /// A valid hash of nothing anyone knows, verified when an email is unknown so that a wrong
     /// email takes as long as a wrong password.
     let decoyHash: String
+    /// Told about every revocation once it is committed (the gateway's token cache and the
+    /// other replicas); nil when no cache depends on this instance.
+    let revocations: TokenRevocations?
+    /// Token lookups this instance made in PostgreSQL (tests read it: the token cache saves them).
+    let tokenQueries = Locked(0)
+    private let tokenQueriesMetric = Counter(label: "gateway_token_queries_total")
 
-    public init(postgres: PostgresPool, strength: PasswordHasher.Strength = .interactive, hashingThreads: Int = 2) throws {
+    public convenience init(postgres: PostgresPool, strength: PasswordHasher.Strength = .interactive, hashingThreads: Int = 2) throws {
+        try self.init(postgres: postgres, strength: strength, hashingThreads: hashingThreads, revocations: nil)
+    }
+
+    init(postgres: PostgresPool, strength: PasswordHasher.Strength, hashingThreads: Int = 2, revocations: TokenRevocations?) throws {
         self.postgres = postgres
         self.hasher = PasswordHasher(strength: strength)
         self.hashing = BlockingPool(name: "passwords", threadCount: hashingThreads)
         self.decoyHash = try hasher.hash(Secrets.newToken())
+        self.revocations = revocations
     }
 
     deinit { hashing.shutdown() }
@@ -108,16 +120,31 @@ public final class Accounts: Sendable {
         return Session(userID: userID, token: token)
     }
 
-    /// Revokes the token with this hash (logout); later requests with it get 401.
+    /// Revokes the token with this hash (logout); later requests with it get 401, on every
+    /// gateway replica at once (``TokenRevocations``).
     public func revoke(tokenHash: String) async throws {
         _ = try await postgres.execute("UPDATE gateway.tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
                                        [.text(tokenHash)])
+        revocations?.revoked([.token(hash: tokenHash)])
     }
 
-    /// Who holds `token`, nil when it is unknown or revoked.
-    public func authenticate(token: String) async throws -> (Principal, tokenHash: String)? {
+    /// The hash `gateway.tokens` keeps for `token`; nil when it cannot be a token at all.
+    public static func tokenHash(_ token: String) -> String? {
         guard (20...200).contains(token.utf8.count) else { return nil }
-        let hash = Secrets.sha256Hex(token)
+        return Secrets.sha256Hex(token)
+    }
+
+    /// Who holds `token`, nil when it is unknown or revoked. Asks PostgreSQL every time (the
+    /// gateway's token cache sits in front of ``authenticate(tokenHash:)``).
+    public func authenticate(token: String) async throws -> (Principal, tokenHash: String)? {
+        guard let hash = Self.tokenHash(token), let principal = try await authenticate(tokenHash: hash) else { return nil }
+        return (principal, hash)
+    }
+
+    /// Who holds the token with this hash, nil when it is unknown or revoked (one query).
+    public func authenticate(tokenHash hash: String) async throws -> Principal? {
+        tokenQueries.withLock { $0 += 1 }
+        tokenQueriesMetric.increment()
         let rows = try await postgres.query("""
             SELECT kind, user_id::text AS user_id, frame_id FROM gateway.tokens
             WHERE token_hash = $1 AND revoked_at IS NULL
@@ -125,9 +152,9 @@ public final class Accounts: Sendable {
         guard let row = rows.first else { return nil }
         let user: String = try row.decode("user_id")
         if try row.decode("kind", as: String.self) == "frame", let frame: String = try row.decode("frame_id") {
-            return (.frame(id: frame, ownerID: user), hash)
+            return .frame(id: frame, ownerID: user)
         }
-        return (.user(id: user), hash)
+        return .user(id: user)
     }
 
     /// A new token for a frame owned by `ownerID`.
@@ -137,10 +164,12 @@ public final class Accounts: Sendable {
         return token
     }
 
-    /// Revokes every token of a frame (when it is deleted).
+    /// Revokes every token of a frame (when it is deleted, or its credentials are rotated), on
+    /// every gateway replica at once (``TokenRevocations``).
     public func revokeFrameTokens(frameID: String) async throws {
         _ = try await postgres.execute("UPDATE gateway.tokens SET revoked_at = now() WHERE frame_id = $1 AND revoked_at IS NULL",
                                        [.text(frameID)])
+        revocations?.revoked([.frame(id: frameID)])
     }
 
     /// The account registered with `email`, for adding album members by email.

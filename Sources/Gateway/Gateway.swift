@@ -31,6 +31,9 @@ public struct GatewayConfiguration: Sendable {
     public var uploadTimeout: Duration = .seconds(600)
     /// Login and sign-up attempts allowed per account and per client address.
     public var throttle = ThrottleConfiguration()
+    /// Bearer tokens found valid are trusted for this long without asking PostgreSQL again
+    /// (revocations reach every replica at once over NATS; the TTL bounds a missed one).
+    public var tokenCache = TokenCacheConfiguration()
 
     public init(blobRoot: String) {
         self.blobRoot = blobRoot
@@ -43,6 +46,10 @@ public final class Gateway: Sendable {
     let configuration: GatewayConfiguration
     let runtime: ServiceRuntime
     let accounts: Accounts
+    /// Token hash → principal, in front of PostgreSQL.
+    let tokenCache: TokenCache
+    /// Keeps `tokenCache` honest across replicas (a service of ``application()``).
+    let tokenRevocations: TokenRevocations
     let blobs: BlobStore
     let storage: ServiceClient
     let album: ServiceClient
@@ -59,14 +66,20 @@ public final class Gateway: Sendable {
                 passwordStrength: PasswordHasher.Strength = .interactive) throws {
         self.configuration = configuration
         self.runtime = runtime
-        self.accounts = try Accounts(postgres: runtime.postgres, strength: passwordStrength)
+        var logger = runtime.logger
+        logger[metadataKey: "service.name"] = "gateway"
+        let nats = runtime.nats
+        let tokenCache = TokenCache(configuration: configuration.tokenCache,
+                                    connectionChanges: { nats.connectionChanges }, logger: logger)
+        let tokenRevocations = TokenRevocations(cache: tokenCache, nats: nats, logger: logger)
+        self.tokenCache = tokenCache
+        self.tokenRevocations = tokenRevocations
+        self.accounts = try Accounts(postgres: runtime.postgres, strength: passwordStrength, revocations: tokenRevocations)
         self.blobs = BlobStore(path: configuration.blobRoot)
         self.storage = ServiceClient(service: StorageAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
         self.album = ServiceClient(service: AlbumAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
         self.media = ServiceClient(service: MediaAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
         self.registry = registry
-        var logger = runtime.logger
-        logger[metadataKey: "service.name"] = "gateway"
         self.logger = logger
         self.files = BlockingPool(name: "gateway-files", threadCount: 2)
         self.throttle = Locked(LoginThrottle(configuration.throttle))
@@ -84,12 +97,15 @@ public final class Gateway: Sendable {
     /// The HTTP application (a Service) on the configured host and port. A connection that
     /// sends no complete request head, or no part of a body, for ``GatewayConfiguration/readTimeout``
     /// is closed (Hummingbird's idle timeout); JSON bodies and uploads also have a total deadline.
+    /// The token revocations subscription (``TokenRevocations``) runs inside it, for as long as
+    /// it serves.
     public func application() -> some ApplicationProtocol {
         let (seconds, attoseconds) = configuration.readTimeout.components
         return Application(
             router: router(),
             server: .http1(configuration: .init(idleTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "framecast"),
+            services: [tokenRevocations],
             logger: logger)
     }
 
@@ -107,7 +123,7 @@ public final class Gateway: Sendable {
         add(router, .get, "/readyz", auth: false) { [self] _, _ in try await readiness() }
         add(router, .get, "/metrics", auth: false) { [self] _, _ in metrics() }
         add(router, .get, "/openapi.yaml", auth: false) { _, _ in
-            Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(string: OpenAPI.document)))
+            Response(status: .ok, headers: [.contentType: OpenAPI.contentType], body: .init(byteBuffer: OpenAPI.body))
         }
 
         add(router, .post, "/api/v1/auth/signup", auth: false) { [self] request, context in
@@ -174,11 +190,21 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// Finds the bearer token's holder in the token cache, or in PostgreSQL (then caches it).
     func authenticate(_ request: Request, _ context: inout GatewayContext) async throws {
         guard let header = request.headers[.authorization], header.count > 7,
-              header.prefix(7).lowercased() == "bearer " else { throw APIError.unauthenticated }
-        guard let (principal, hash) = try await accounts.authenticate(token: String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)) else {
+              header.prefix(7).lowercased() == "bearer ",
+              let hash = Accounts.tokenHash(String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)) else {
             throw APIError.unauthenticated
+        }
+        let principal: Principal
+        switch tokenCache.lookup(hash) {
+        case .hit(let cached):
+            principal = cached
+        case .miss(let ticket):
+            guard let found = try await accounts.authenticate(tokenHash: hash) else { throw APIError.unauthenticated }
+            if let ticket { tokenCache.fill(ticket, hash: hash, principal: found) }
+            principal = found
         }
         context.principal = principal
         context.tokenHash = hash

@@ -31,6 +31,7 @@ public final class NATSConnection: Sendable {
     let handle: ConnectionHandle
     let logger: Logger
     let inbox: ReplyInbox
+    let events: ConnectionEvents
     /// ``NATSConfiguration/inboxPrefix``: the first tokens of every reply subject this connection uses.
     public let inboxPrefix: String
     private let state = Locked(State())
@@ -47,10 +48,11 @@ public final class NATSConnection: Sendable {
 
     private enum Phase { case open, draining, closed }
 
-    private init(handle: ConnectionHandle, logger: Logger, inbox: ReplyInbox, inboxPrefix: String) {
+    private init(handle: ConnectionHandle, logger: Logger, inbox: ReplyInbox, events: ConnectionEvents, inboxPrefix: String) {
         self.handle = handle
         self.logger = logger
         self.inbox = inbox
+        self.events = events
         self.inboxPrefix = inboxPrefix
     }
 
@@ -82,7 +84,8 @@ public final class NATSConnection: Sendable {
             natsConnection_Close(handle.pointer)
             throw error
         }
-        let connection = NATSConnection(handle: handle, logger: logger, inbox: inbox, inboxPrefix: configuration.inboxPrefix)
+        let connection = NATSConnection(handle: handle, logger: logger, inbox: inbox, events: events,
+                                        inboxPrefix: configuration.inboxPrefix)
         logger.info("NATS connected", metadata: ["nats.url": "\(connectedURL(handle.pointer) ?? "?")"])
         return connection
     }
@@ -171,6 +174,13 @@ public final class NATSConnection: Sendable {
     public var isClosed: Bool {
         state.withLock { $0.phase == .closed } || natsConnection_IsClosed(handle.pointer)
     }
+
+    /// How many times this connection has been lost or re-established so far: every disconnect
+    /// and every reconnect adds one (a deliberate ``close()`` adds nothing). Core NATS delivers
+    /// nothing published while a client is disconnected, so a subscriber that keeps state derived
+    /// from its messages (a cache it invalidates on message) compares this value with the one it
+    /// saw last: when it changed, messages may have been missed. Read from any thread; cheap.
+    public var connectionChanges: UInt64 { events.changes.withLock { $0 } }
 
     /// The URL of the server the connection is connected to now, if any.
     public var connectedURL: String? { Self.connectedURL(handle.pointer) }
@@ -386,15 +396,18 @@ final class ConnectionHandle: @unchecked Sendable {
     deinit { natsConnection_Destroy(pointer) }
 }
 
-/// The context of the connection-event callbacks: logs them.
+/// The context of the connection-event callbacks: logs them and counts disconnects and
+/// reconnects (``NATSConnection/connectionChanges``).
 final class ConnectionEvents: Sendable {
     let logger: Logger
+    let changes = Locked<UInt64>(0)
     init(logger: Logger) { self.logger = logger }
 
     func disconnected(_ nc: OpaquePointer?) {
         var metadata: Logger.Metadata = [:]
         // nats.c also reports a disconnect when the connection is closed on purpose.
         if let nc, natsConnection_IsClosed(nc) { return }
+        changes.withLock { $0 &+= 1 }
         if let nc {
             var text: UnsafePointer<CChar>?
             if natsConnection_GetLastError(nc, &text) != NATS_OK, let text {
@@ -405,6 +418,7 @@ final class ConnectionEvents: Sendable {
     }
 
     func reconnected(_ nc: OpaquePointer?) {
+        changes.withLock { $0 &+= 1 }
         let url = nc.flatMap { NATSConnection.connectedURL($0) } ?? "?"
         logger.info("NATS reconnected", metadata: ["nats.url": "\(url)"])
     }

@@ -283,26 +283,68 @@ import Wire
 
 @Suite struct OperationsTests {
     @Test func everyRouteIsInTheOpenAPIDocument() async throws {
+        try OpenAPI.check()
         let h = try await GatewayHarness.make()
         _ = h.gateway.router()
         let table = h.gateway.routeTable
         #expect(table.count >= 12)
-        // The document's paths and their methods.
-        var documented: Set<String> = []
+        // The document's operations ("get /api/v1/albums"), read line by line as openapi.yaml is
+        // laid out: paths at two spaces, their methods at four, an operation's keys at six, its
+        // responses' status codes at eight.
+        struct DocumentedOperation {
+            var isPublic = false
+            var hasBody = false
+            var statuses: Set<String> = []
+        }
+        var operations: [String: DocumentedOperation] = [:]
         var currentPath: String?
-        for line in OpenAPI.document.split(separator: "\n") {
-            if line.hasPrefix("  /"), line.hasSuffix(":") { currentPath = String(line.dropFirst(2).dropLast()) }
-            else if let path = currentPath, line.hasPrefix("    "), !line.hasPrefix("     "),
-                    let method = ["get", "post", "put", "patch", "delete"].first(where: { line == "    \($0):" }) {
-                documented.insert("\(method) \(path)")
+        var current: String?
+        var inResponses = false
+        for line in OpenAPI.document.split(separator: "\n").map(String.init) {
+            if line.hasPrefix("  /"), line.hasSuffix(":") {
+                currentPath = String(line.dropFirst(2).dropLast())
+                current = nil
+            } else if line.hasPrefix("    "), !line.hasPrefix("     ") {
+                current = nil
+                if let path = currentPath, let method = ["get", "post", "put", "patch", "delete"].first(where: { line == "    \($0):" }) {
+                    current = "\(method) \(path)"
+                    operations["\(method) \(path)"] = DocumentedOperation()
+                }
+            } else if let operation = current, line.hasPrefix("      "), !line.hasPrefix("       ") {
+                inResponses = line == "      responses:"
+                if line == "      security: []" { operations[operation]?.isPublic = true }
+                if line == "      requestBody:" { operations[operation]?.hasBody = true }
+            } else if let operation = current, inResponses, line.hasPrefix("        '"), !line.hasPrefix("         ") {
+                operations[operation]?.statuses.insert(String(line.dropFirst(9).prefix(3)))
             }
         }
+        let routes = Set(table.map { "\($0.method) \($0.path)" })
+        #expect(Set(operations.keys).subtracting(routes).isEmpty,
+                "documented in openapi.yaml but not a route: \(Set(operations.keys).subtracting(routes).sorted())")
         for route in table {
-            #expect(documented.contains("\(route.method) \(route.path)"), "\(route.method) \(route.path) is missing from /openapi.yaml")
+            let key = "\(route.method) \(route.path)"
+            guard let operation = operations[key] else {
+                Issue.record("\(key) is missing from openapi.yaml")
+                continue
+            }
+            // Bearer is the document's default; the public routes say `security: []`.
+            #expect(operation.isPublic == !route.authenticated,
+                    "\(key): security must be \(route.authenticated ? "bearer (the default)" : "[] (the route is public)")")
+            if route.authenticated {
+                #expect(operation.statuses.contains("401"), "\(key) does not declare its 401")
+            }
+            if route.path.contains("{") {
+                #expect(operation.statuses.contains("404"), "\(key) does not declare its 404")
+            }
+            if operation.hasBody {
+                #expect(operation.statuses.isSuperset(of: ["400", "408", "413"]), "\(key) does not declare its 400, 408 and 413")
+            }
         }
         try await h.run(storage: false) { client in
             let response = try await client.execute(uri: "/openapi.yaml", method: .get)
             #expect(response.status == .ok)
+            #expect(response.headers[.contentType] == "application/yaml")
+            #expect(response.bytes == OpenAPI.bytes, "the file, byte for byte")
             #expect(String(decoding: response.bytes, as: UTF8.self).hasPrefix("openapi: 3"))
         }
         await h.close()

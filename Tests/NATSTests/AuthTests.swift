@@ -85,6 +85,30 @@ import NATS
         }
     }
 
+    /// Gateway replicas tell each other which tokens were revoked (their token caches drop
+    /// them); no other role may announce a revocation, or listen to them.
+    @Test func onlyGatewaysAnnounceTokenRevocations() async throws {
+        #expect(try await reaches("gateway.tokens.revoked", from: "gateway", observer: "gateway"))
+        for role in ["storage", "album", "media", "ops"] {
+            #expect(try await reaches("gateway.tokens.revoked", from: role, observer: "gateway") == false,
+                    "\(role) must not announce token revocations")
+        }
+        let storage = try await connect(role: "storage")
+        let gateway = try await connect(role: "gateway")
+        defer { storage.close(); gateway.close() }
+        let heard = try await storage.subscribe("gateway.tokens.revoked") { subscription -> Bool in
+            try await storage.flush()
+            try gateway.publish("gateway.tokens.revoked", payload: [1])
+            try await gateway.flush()
+            do {
+                return try await next(subscription, timeout: .seconds(1)) != nil
+            } catch is TestTimeout {
+                return false
+            }
+        }
+        #expect(!heard, "storage must not listen to token revocations")
+    }
+
     /// The EVENTS stream as ServiceKit's EventStream.ensure declares it (Subjects.streamName,
     /// Subjects.streamSubjects; this target does not depend on Wire).
     static let events = StreamConfiguration(name: "EVENTS", subjects: ["file.>", "album.>", "media.>", "device.>"])

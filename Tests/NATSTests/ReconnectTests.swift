@@ -14,12 +14,16 @@ import NATS
             try await connection.flush()
             try connection.publish(subject, payload: [1])
             #expect(try await next(subscription)?.payload == [1])
+            #expect(connection.connectionChanges == 0)
 
             server.stop()
             try await eventually("the client to notice the disconnect") { !connection.isConnected }
             try server.start()
             try await eventually("the client to reconnect", timeout: .seconds(30)) { connection.isConnected }
             try await connection.flush()   // the resubscription has reached the new server
+            // Messages published meanwhile were missed: subscribers that cache learn it here.
+            // (The reconnected callback runs on nats.c's event thread, maybe just after the status changed.)
+            try await eventually("a disconnect and a reconnect counted") { connection.connectionChanges >= 2 }
 
             let publisher = try await connect(server.url)
             defer { publisher.close() }
