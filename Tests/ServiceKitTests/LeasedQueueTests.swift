@@ -123,7 +123,7 @@ import Testing
 
     @Test func anExpiredLeaseIsClaimableAgain() async throws {
         let pool = try await Self.makeJobs(rows: 1)
-        let queue = Self.queue(pool, lease: .milliseconds(300))
+        let queue = Self.queue(pool, lease: .seconds(3))  // long enough for the checks in between under load
         let first = try #require(try await queue.claim(limit: 5).first)
         #expect(first.attempts == 1)
         #expect(try await queue.claim(limit: 5).isEmpty, "leased")
@@ -147,10 +147,10 @@ import Testing
     /// complete, fail nor release it; a renewal makes the renewed claim's old token stale too.
     @Test func aStaleTokenChangesNothing() async throws {
         let pool = try await Self.makeJobs(rows: 1)
-        let queue = Self.queue(pool, lease: .milliseconds(300))
+        let queue = Self.queue(pool, lease: .seconds(3))  // long enough for the checks in between under load
         let a = try #require(try await queue.claim(limit: 1).first)
         var taken: LeasedQueue.Claimed?
-        #expect(try await eventually(timeout: .seconds(10)) {
+        #expect(try await eventually(timeout: .seconds(20)) {
             taken = try await queue.claim(limit: 1).first
             return taken != nil
         })
