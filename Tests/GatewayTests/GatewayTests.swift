@@ -269,7 +269,8 @@ import Wire
             let (response, _) = try await client.upload(photo, token: token)
             #expect(response.status == .serviceUnavailable)
             #expect(response.errorCode == "unavailable")
-            #expect(ContinuousClock.now - start < .seconds(4), "answered quickly, not after a hang")
+            // Well below the harness's 20 s service timeout: no responders answers, not the timeout.
+            #expect(ContinuousClock.now - start < .seconds(10), "answered quickly, not after a hang")
             #expect(h.blobFiles().isEmpty, "no orphan blob: \(h.blobFiles())")
         }
         // Storage started again: uploads work.

@@ -34,7 +34,7 @@ struct GatewayHarness {
         let blobRoot = try TestServers.scratchDirectory("blobs")
         var configuration = GatewayConfiguration(blobRoot: blobRoot.path)
         configuration.maxUploadBytes = maxUploadBytes
-        configuration.serviceTimeout = .seconds(5)
+        configuration.serviceTimeout = .seconds(20)
         // The live test client keeps one connection: a test pausing between requests longer
         // than the idle timeout would lose it.
         configuration.readTimeout = .seconds(60)

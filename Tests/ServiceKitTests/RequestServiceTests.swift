@@ -60,11 +60,13 @@ import Wire
 
     @Test func noServiceMeansUnavailableQuickly() async throws {
         let fixture = try await Fixture.make()
-        let client = ServiceClient(service: "nobody", nats: fixture.nats, timeout: .seconds(10))
+        // No responders must end the call, not the timeout: a 30 s timeout, a 10 s bound (3.7 s
+        // were seen under the full suite's load on 2 cores).
+        let client = ServiceClient(service: "nobody", nats: fixture.nats, timeout: .seconds(30))
         let start = ContinuousClock.now
         let error = await #expect(throws: ServiceError.self) { _ = try await client.call("Upper", Text("x"), as: Text.self) }
         #expect(error?.status == .unavailable)
-        #expect(ContinuousClock.now - start < .seconds(3), "no responders is detected, not waited out")
+        #expect(ContinuousClock.now - start < .seconds(10), "no responders is detected, not waited out")
         await fixture.close()
     }
 
