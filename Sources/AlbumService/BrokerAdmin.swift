@@ -5,6 +5,7 @@ import MQTT
 import Postgres
 import ServiceKit
 import ServiceLifecycle
+import Threads
 import Wire
 
 /// Frame identities on the brokers frames connect to, administered over mosquitto's
@@ -221,7 +222,7 @@ final class BrokerAdmin: Service, Sendable {
         let broker: FrameBroker
         let client: MQTTClient
         let logger: Logger
-        private let state = LockedState()
+        private let state = Locked(AdminState())
 
         static let commandTopic = "$CONTROL/dynamic-security/v1"
         static let responseTopic = "$CONTROL/dynamic-security/v1/response"
@@ -457,26 +458,15 @@ final class BrokerAdmin: Service, Sendable {
     }
 }
 
-/// The admin connection's mutable state: the answer slot of each batch in flight, and the album
-/// lists this process last applied per frame. NSLock-guarded (its closures never suspend).
-final class LockedState: @unchecked Sendable {
-    // @unchecked: every access to `value` goes through `withLock`, which holds `lock`.
+/// The admin connection's mutable state (behind a `Locked`): the answer slot of each batch in
+/// flight, and the album lists this process last applied per frame.
+struct AdminState {
     enum Slot {
         /// Sent; the continuation once someone waits.
         case waiting(CheckedContinuation<[Data], any Error>?)
         /// Answered before anyone waited.
         case answered([Data])
     }
-    struct Value {
-        var slots: [String: Slot] = [:]
-        var applied: [String: Set<String>] = [:]
-    }
-    private let lock = NSLock()
-    private var value = Value()
-
-    func withLock<T>(_ body: (inout Value) -> T) -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return body(&value)
-    }
+    var slots: [String: Slot] = [:]
+    var applied: [String: Set<String>] = [:]
 }
