@@ -123,6 +123,26 @@ final class BrokerAdmin: Service, Sendable {
         return acls
     }
 
+    /// One message that gives a frame its identity, keeping what exists: its role (with the ACLs
+    /// for `albums` when created) and its client, bound to its own client id and holding the
+    /// role. With a `password` it is set even on a client that existed; without one a new client
+    /// cannot log in until the owner rotates its credentials. Run it tolerating "already"
+    /// (exists, has the role).
+    static func identityCommands(frame: String, password: String?, albums: [String]) -> [[String: Any]] {
+        let user = username(frame: frame)
+        var client: [String: Any] = ["command": "createClient", "username": user, "clientid": user, "roles": [["rolename": user]]]
+        var commands: [[String: Any]] = [
+            ["command": "createRole", "rolename": user, "acls": acls(frame: frame, albums: albums).sorted().map(\.json)],
+        ]
+        if let password {
+            client["password"] = password
+            commands += [client, ["command": "setClientPassword", "username": user, "password": password]]
+        } else {
+            commands += [client, ["command": "addClientRole", "username": user, "rolename": user]]
+        }
+        return commands
+    }
+
     struct ACL: Hashable, Sendable, Comparable {
         let type: String
         let topic: String
@@ -144,15 +164,10 @@ final class BrokerAdmin: Service, Sendable {
         let user = Self.username(frame: frame)
         // A reconciliation running between the frame's commit and this call may have created
         // the client already (without a password): the password is set in any case.
-        let commands: [[String: Any]] = [
-            ["command": "createRole", "rolename": user, "acls": Self.acls(frame: frame, albums: albums).sorted().map(\.json)],
-            ["command": "createClient", "username": user, "password": password, "clientid": user,
-             "roles": [["rolename": user]]],
-        ]
+        let commands = Self.identityCommands(frame: frame, password: password, albums: albums)
         for (index, connection) in ordered(for: frame).enumerated() {
             do {
-                try await connection.run(commands, tolerating: ["already exists"])
-                try await connection.run([["command": "setClientPassword", "username": user, "password": password]], tolerating: [])
+                try await connection.run(commands, tolerating: ["already"])
                 connection.remember(frame, albums: albums)
             } catch {
                 if index == 0 {
@@ -170,14 +185,12 @@ final class BrokerAdmin: Service, Sendable {
     /// Sets the frame's password on every frame broker: the broker drops its connection, so the
     /// old password stops working at once. The frame's own broker must take it.
     func setPassword(_ frame: String, password: String, albums: [String]) async throws {
-        let user = Self.username(frame: frame)
+        let commands = Self.identityCommands(frame: frame, password: password, albums: albums)
         for (index, connection) in ordered(for: frame).enumerated() {
             do {
-                // A broker that lost the client (or never had it) gets it again, with the new password.
                 try await connection.ensureRole(frame: frame, albums: albums)
-                try await connection.run([["command": "createClient", "username": user, "password": password, "clientid": user,
-                                           "roles": [["rolename": user]]]], tolerating: ["already exists"])
-                try await connection.run([["command": "setClientPassword", "username": user, "password": password]], tolerating: [])
+                // A broker that lost the client (or never had it) gets it again, with the new password.
+                try await connection.run(commands, tolerating: ["already"])
             } catch {
                 if index == 0 { throw ServiceError.unavailable("the frame's MQTT broker \(connection.broker) did not take the new password: \(error)") }
                 logger.warning("rotating a frame's password on another frame broker failed", metadata: [
@@ -325,11 +338,7 @@ final class BrokerAdmin: Service, Sendable {
             } else {
                 logger.warning("the broker had no role for a frame; recreated (the frame needs new credentials if its client was lost too)",
                                metadata: ["frame.id": "\(frame)"])
-                try await run([
-                    ["command": "createRole", "rolename": user, "acls": target.sorted().map(\.json)],
-                    ["command": "createClient", "username": user, "clientid": user, "roles": [["rolename": user]]],
-                ], tolerating: ["already exists"])
-                try await run([["command": "addClientRole", "username": user, "rolename": user]], tolerating: ["already"])
+                try await run(BrokerAdmin.identityCommands(frame: frame, password: nil, albums: albums), tolerating: ["already"])
             }
             remember(frame, albums: albums)
         }

@@ -70,8 +70,9 @@ actor AgentCore {
     /// last one applied (or beyond 2^40 at all) cannot be one of its syncs, and adopting it would
     /// make the frame ignore every real sync after it. Such a sync is dropped.
     static let maxSeqJump: Int64 = 1 << 32
+    static let maxSeq: Int64 = 1 << 40
     static func plausible(_ seq: Int64, after last: Int64) -> Bool {
-        seq > 0 && seq <= 1 << 40 && seq - last <= maxSeqJump
+        seq > 0 && seq <= maxSeq && seq - last <= maxSeqJump
     }
 
     /// Applies a sync once (nil for a repeat or an older sequence): the wanted list and the

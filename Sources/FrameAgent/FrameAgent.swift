@@ -255,11 +255,11 @@ public final class FrameAgent: Service, Sendable {
             throw FrameAgentError(.invalidInput, "a sync for another frame")
         }
         guard let outcome = await core.applySync(sync) else {
-            if !AgentCore.plausible(sync.seq, after: 0) {
+            if sync.seq <= 0 || sync.seq > AgentCore.maxSeq {
                 logger.warning("a sync with an implausible sequence number was dropped", metadata: ["sync.seq": "\(sync.seq)"])
                 return
             }
-            logger.debug("sync already applied; ignored", metadata: ["sync.seq": "\(sync.seq)"])
+            logger.debug("sync not newer than the last applied (or an impossible jump); ignored", metadata: ["sync.seq": "\(sync.seq)"])
             return
         }
         logger.info("sync applied", metadata: ["sync.seq": "\(sync.seq)", "sync.photos": "\(sync.photos.count)",
