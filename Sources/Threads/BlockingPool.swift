@@ -21,6 +21,8 @@ public final class BlockingPool: @unchecked Sendable {
     private var head = 0
     private var stopping = false
     private var threads: [Thread] = []
+    /// What a dequeued job's slot holds until the queue is compacted.
+    private static let taken: @Sendable () -> Void = {}
 
     /// Starts `threadCount` threads named `name-N`.
     public init(name: String, threadCount: Int) {
@@ -77,8 +79,16 @@ public final class BlockingPool: @unchecked Sendable {
                 return
             }
             let job = jobs[head]
+            // The slot lets go of the job at once: a finished job's closure holds whatever
+            // it captured (a render's encoded versions, a query's parameters), and a slot
+            // kept until the next compaction kept all of that alive — up to hundreds of
+            // megabytes across a thousand jobs.
+            jobs[head] = BlockingPool.taken
             head += 1
-            if head > 1024 && head * 2 > jobs.count {
+            if head == jobs.count {
+                jobs.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head > 64 && head * 2 > jobs.count {
                 jobs.removeFirst(head)
                 head = 0
             }
