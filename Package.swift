@@ -24,6 +24,8 @@ let package = Package(
         .library(name: "FrameAgent", targets: ["FrameAgent"]),
         // For benchmarks/ (its own package): the media service's version rendering.
         .library(name: "MediaService", targets: ["MediaService"]),
+        // For fuzz/ (its own package): the multipart parser of uploads.
+        .library(name: "Gateway", targets: ["Gateway"]),
         .library(name: "FramecastTesting", targets: ["FramecastTesting"]),
     ],
     dependencies: [
@@ -96,7 +98,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         .target(name: "AlbumService", dependencies: [
-            "ServiceKit", "NATS", "Postgres", "Wire", "MQTT", "Threads",
+            "ServiceKit", "NATS", "Postgres", "Wire", "MQTT", "Threads", "Secrets",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -133,6 +135,7 @@ let package = Package(
         // MARK: Executable
         .executableTarget(name: "framecast", dependencies: [
             "ServiceKit", "NATS", "Postgres", "Imaging", "BlobStore", "StorageService", "Gateway", "AlbumService", "MQTT", "MediaService", "FrameAgent",
+            "Secrets",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -143,7 +146,7 @@ let package = Package(
 
         // MARK: Test support and tests
         .target(name: "FramecastTesting", dependencies: [
-            "NATS", "Postgres", "Wire",
+            "NATS", "Postgres", "Wire", "Secrets",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
@@ -160,12 +163,13 @@ let package = Package(
             "StorageService", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
         ], swiftSettings: swiftSettings),
         .testTarget(name: "AlbumServiceTests", dependencies: [
-            "AlbumService", "ServiceKit", "MQTT", "NATS", "Postgres", "Wire", "FramecastTesting",
+            "AlbumService", "ServiceKit", "MQTT", "NATS", "Postgres", "Wire", "FramecastTesting", "Secrets",
             "StorageService", "Imaging", "BlobStore",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayTests", dependencies: [
             "Gateway", "StorageService", "AlbumService", "MediaService", "MQTT", "ServiceKit", "Imaging", "BlobStore", "NATS", "Postgres", "Wire", "FramecastTesting",
+            "Secrets",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),

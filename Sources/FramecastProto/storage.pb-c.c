@@ -379,6 +379,141 @@ void   framecast__v1__delete_file_request__free_unpacked
   assert(message->base.descriptor == &framecast__v1__delete_file_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   framecast__v1__list_deleted_files_request__init
+                     (Framecast__V1__ListDeletedFilesRequest         *message)
+{
+  static const Framecast__V1__ListDeletedFilesRequest init_value = FRAMECAST__V1__LIST_DELETED_FILES_REQUEST__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__list_deleted_files_request__get_packed_size
+                     (const Framecast__V1__ListDeletedFilesRequest *message)
+{
+  assert(message->base.descriptor == &framecast__v1__list_deleted_files_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__list_deleted_files_request__pack
+                     (const Framecast__V1__ListDeletedFilesRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__list_deleted_files_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__list_deleted_files_request__pack_to_buffer
+                     (const Framecast__V1__ListDeletedFilesRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__list_deleted_files_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__ListDeletedFilesRequest *
+       framecast__v1__list_deleted_files_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__ListDeletedFilesRequest *)
+     protobuf_c_message_unpack (&framecast__v1__list_deleted_files_request__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__list_deleted_files_request__free_unpacked
+                     (Framecast__V1__ListDeletedFilesRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__list_deleted_files_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__deleted_file__init
+                     (Framecast__V1__DeletedFile         *message)
+{
+  static const Framecast__V1__DeletedFile init_value = FRAMECAST__V1__DELETED_FILE__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__deleted_file__get_packed_size
+                     (const Framecast__V1__DeletedFile *message)
+{
+  assert(message->base.descriptor == &framecast__v1__deleted_file__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__deleted_file__pack
+                     (const Framecast__V1__DeletedFile *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__deleted_file__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__deleted_file__pack_to_buffer
+                     (const Framecast__V1__DeletedFile *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__deleted_file__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__DeletedFile *
+       framecast__v1__deleted_file__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__DeletedFile *)
+     protobuf_c_message_unpack (&framecast__v1__deleted_file__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__deleted_file__free_unpacked
+                     (Framecast__V1__DeletedFile *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__deleted_file__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   framecast__v1__list_deleted_files_reply__init
+                     (Framecast__V1__ListDeletedFilesReply         *message)
+{
+  static const Framecast__V1__ListDeletedFilesReply init_value = FRAMECAST__V1__LIST_DELETED_FILES_REPLY__INIT;
+  *message = init_value;
+}
+size_t framecast__v1__list_deleted_files_reply__get_packed_size
+                     (const Framecast__V1__ListDeletedFilesReply *message)
+{
+  assert(message->base.descriptor == &framecast__v1__list_deleted_files_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t framecast__v1__list_deleted_files_reply__pack
+                     (const Framecast__V1__ListDeletedFilesReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &framecast__v1__list_deleted_files_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t framecast__v1__list_deleted_files_reply__pack_to_buffer
+                     (const Framecast__V1__ListDeletedFilesReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &framecast__v1__list_deleted_files_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Framecast__V1__ListDeletedFilesReply *
+       framecast__v1__list_deleted_files_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Framecast__V1__ListDeletedFilesReply *)
+     protobuf_c_message_unpack (&framecast__v1__list_deleted_files_reply__descriptor,
+                                allocator, len, data);
+}
+void   framecast__v1__list_deleted_files_reply__free_unpacked
+                     (Framecast__V1__ListDeletedFilesReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &framecast__v1__list_deleted_files_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   framecast__v1__file_uploaded__init
                      (Framecast__V1__FileUploaded         *message)
 {
@@ -1232,6 +1367,185 @@ const ProtobufCMessageDescriptor framecast__v1__delete_file_request__descriptor 
   (ProtobufCMessageInit) framecast__v1__delete_file_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor framecast__v1__list_deleted_files_request__field_descriptors[3] =
+{
+  {
+    "since",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__ListDeletedFilesRequest, since),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__ListDeletedFilesRequest, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_token",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__ListDeletedFilesRequest, page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__list_deleted_files_request__field_indices_by_name[] = {
+  1,   /* field[1] = page_size */
+  2,   /* field[2] = page_token */
+  0,   /* field[0] = since */
+};
+static const ProtobufCIntRange framecast__v1__list_deleted_files_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor framecast__v1__list_deleted_files_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.ListDeletedFilesRequest",
+  "ListDeletedFilesRequest",
+  "Framecast__V1__ListDeletedFilesRequest",
+  "framecast.v1",
+  sizeof(Framecast__V1__ListDeletedFilesRequest),
+  3,
+  framecast__v1__list_deleted_files_request__field_descriptors,
+  framecast__v1__list_deleted_files_request__field_indices_by_name,
+  1,  framecast__v1__list_deleted_files_request__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__list_deleted_files_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__deleted_file__field_descriptors[2] =
+{
+  {
+    "file_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeletedFile, file_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "deleted_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__DeletedFile, deleted_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__deleted_file__field_indices_by_name[] = {
+  1,   /* field[1] = deleted_at */
+  0,   /* field[0] = file_id */
+};
+static const ProtobufCIntRange framecast__v1__deleted_file__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor framecast__v1__deleted_file__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.DeletedFile",
+  "DeletedFile",
+  "Framecast__V1__DeletedFile",
+  "framecast.v1",
+  sizeof(Framecast__V1__DeletedFile),
+  2,
+  framecast__v1__deleted_file__field_descriptors,
+  framecast__v1__deleted_file__field_indices_by_name,
+  1,  framecast__v1__deleted_file__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__deleted_file__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor framecast__v1__list_deleted_files_reply__field_descriptors[3] =
+{
+  {
+    "files",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Framecast__V1__ListDeletedFilesReply, n_files),
+    offsetof(Framecast__V1__ListDeletedFilesReply, files),
+    &framecast__v1__deleted_file__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__ListDeletedFilesReply, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "retained_since",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Framecast__V1__ListDeletedFilesReply, retained_since),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned framecast__v1__list_deleted_files_reply__field_indices_by_name[] = {
+  0,   /* field[0] = files */
+  1,   /* field[1] = next_page_token */
+  2,   /* field[2] = retained_since */
+};
+static const ProtobufCIntRange framecast__v1__list_deleted_files_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor framecast__v1__list_deleted_files_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "framecast.v1.ListDeletedFilesReply",
+  "ListDeletedFilesReply",
+  "Framecast__V1__ListDeletedFilesReply",
+  "framecast.v1",
+  sizeof(Framecast__V1__ListDeletedFilesReply),
+  3,
+  framecast__v1__list_deleted_files_reply__field_descriptors,
+  framecast__v1__list_deleted_files_reply__field_indices_by_name,
+  1,  framecast__v1__list_deleted_files_reply__number_ranges,
+  (ProtobufCMessageInit) framecast__v1__list_deleted_files_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor framecast__v1__file_uploaded__field_descriptors[4] =
 {
   {
@@ -1502,16 +1816,18 @@ const ProtobufCMessageDescriptor framecast__v1__file_deleted__descriptor =
   (ProtobufCMessageInit) framecast__v1__file_deleted__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor framecast__v1__storage_service__method_descriptors[4] =
+static const ProtobufCMethodDescriptor framecast__v1__storage_service__method_descriptors[5] =
 {
   { "RegisterUpload", &framecast__v1__register_upload_request__descriptor, &framecast__v1__register_upload_reply__descriptor },
   { "GetFile", &framecast__v1__get_file_request__descriptor, &framecast__v1__get_file_reply__descriptor },
   { "ListFiles", &framecast__v1__list_files_request__descriptor, &framecast__v1__list_files_reply__descriptor },
   { "DeleteFile", &framecast__v1__delete_file_request__descriptor, &framecast__v1__empty__descriptor },
+  { "ListDeletedFiles", &framecast__v1__list_deleted_files_request__descriptor, &framecast__v1__list_deleted_files_reply__descriptor },
 };
 const unsigned framecast__v1__storage_service__method_indices_by_name[] = {
   3,        /* DeleteFile */
   1,        /* GetFile */
+  4,        /* ListDeletedFiles */
   2,        /* ListFiles */
   0         /* RegisterUpload */
 };
@@ -1522,7 +1838,7 @@ const ProtobufCServiceDescriptor framecast__v1__storage_service__descriptor =
   "StorageService",
   "Framecast__V1__StorageService",
   "framecast.v1",
-  4,
+  5,
   framecast__v1__storage_service__method_descriptors,
   framecast__v1__storage_service__method_indices_by_name
 };
@@ -1557,6 +1873,14 @@ void framecast__v1__storage_service__delete_file(ProtobufCService *service,
 {
   assert(service->descriptor == &framecast__v1__storage_service__descriptor);
   service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void framecast__v1__storage_service__list_deleted_files(ProtobufCService *service,
+                                                        const Framecast__V1__ListDeletedFilesRequest *input,
+                                                        Framecast__V1__ListDeletedFilesReply_Closure closure,
+                                                        void *closure_data)
+{
+  assert(service->descriptor == &framecast__v1__storage_service__descriptor);
+  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void framecast__v1__storage_service__init (Framecast__V1__StorageService_Service *service,
                                            Framecast__V1__StorageService_ServiceDestroy destroy)

@@ -35,6 +35,23 @@ public struct GatewayConfiguration: Sendable {
     /// (revocations reach every replica at once over NATS; the TTL bounds a missed one).
     public var tokenCache = TokenCacheConfiguration()
 
+    /// The keys capability URLs are signed and verified with (``CapabilityKeys``: the first
+    /// signs, every one verifies). The album service signs the URLs it pushes to frames with the
+    /// same keys, so every process running the gateway or the album service must have them:
+    /// `framecast` loads them from `FRAMECAST_CAPABILITY_KEYS`; a random ring serves only a
+    /// process that runs both (`framecast all`) and tests.
+    public var capabilityKeys: CapabilityKeys = .random()
+    /// How long a capability URL signed now stays valid (its expiry is then rounded up to a
+    /// whole day, so a version keeps one URL all day). Deleted photos are remembered for this
+    /// plus that day and an hour of clock skew (``capabilityHorizon``): the album service must
+    /// not sign for longer, and storage must keep deletes at least as long
+    /// (``StorageConfiguration/deletedFileRetention``).
+    public var capabilityLifetime: Duration = .seconds(7 * 86_400)
+    /// The hot cache of blobs served through capability URLs: at most this many bytes in memory.
+    public var capabilityCacheBytes = 64 << 20
+    /// The largest blob the hot cache keeps (a larger one is streamed from its file each time).
+    public var capabilityCacheEntryBytes = 8 << 20
+
     public init(blobRoot: String) {
         self.blobRoot = blobRoot
     }
@@ -50,6 +67,12 @@ public final class Gateway: Sendable {
     let tokenCache: TokenCache
     /// Keeps `tokenCache` honest across replicas (a service of ``application()``).
     let tokenRevocations: TokenRevocations
+    /// Deleted photos whose capability URLs answer 404 (a service of ``application()``).
+    let capabilityRevocations: CapabilityRevocations
+    /// Blobs recently served through capability URLs, in memory.
+    let blobCache: BlobCache
+    /// Capability paths verified recently (their HMAC is not computed again).
+    let verifiedPaths = VerifiedPaths(capacity: 4096)
     let blobs: BlobStore
     let storage: ServiceClient
     let album: ServiceClient
@@ -58,6 +81,9 @@ public final class Gateway: Sendable {
     let logger: Logger
     /// fsync and other blocking file work of uploads.
     let files: BlockingPool
+    /// Reads of blobs for the capability route's hot cache: their own threads, so a fan-out's
+    /// first reads never wait behind an upload's fsync.
+    let capabilityFiles: BlockingPool
     let routes = Locked<[RouteDescription]>([])
     /// Login and sign-up attempts, per account and per client address (this process only).
     let throttle: Locked<LoginThrottle>
@@ -76,16 +102,36 @@ public final class Gateway: Sendable {
         self.tokenRevocations = tokenRevocations
         self.accounts = try Accounts(postgres: runtime.postgres, strength: passwordStrength, revocations: tokenRevocations)
         self.blobs = BlobStore(path: configuration.blobRoot)
-        self.storage = ServiceClient(service: StorageAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
+        let storage = ServiceClient(service: StorageAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
+        self.storage = storage
         self.album = ServiceClient(service: AlbumAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
         self.media = ServiceClient(service: MediaAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
+        self.capabilityRevocations = CapabilityRevocations(
+            nats: nats, storage: storage, horizon: Gateway.capabilityHorizon(lifetime: configuration.capabilityLifetime), logger: logger)
         self.registry = registry
         self.logger = logger
         self.files = BlockingPool(name: "gateway-files", threadCount: 2)
+        let capabilityFiles = BlockingPool(name: "gateway-capability", threadCount: 2)
+        self.capabilityFiles = capabilityFiles
+        self.blobCache = BlobCache(capacity: configuration.capabilityCacheBytes, entryLimit: configuration.capabilityCacheEntryBytes,
+                                   pool: capabilityFiles)
         self.throttle = Locked(LoginThrottle(configuration.throttle))
     }
 
-    deinit { files.shutdown() }
+    deinit {
+        files.shutdown()
+        capabilityFiles.shutdown()
+    }
+
+    /// The longest a capability URL can live: its lifetime, the day its expiry is rounded up by
+    /// (``CapabilityPath/expiry(now:lifetime:)``), and an hour for the signer's clock running
+    /// ahead. Deletes are remembered (and caught up on) this far back, and the route refuses a
+    /// URL that expires later than this from now.
+    static func capabilityHorizon(lifetime: Duration) -> Duration {
+        max(lifetime, .zero) + .seconds(86_400 + 3600)
+    }
+
+    var capabilityHorizon: Duration { Self.capabilityHorizon(lifetime: configuration.capabilityLifetime) }
 
     /// Migrates the gateway schema, and the blob store's references (an upload nobody
     /// registered is removed through them).
@@ -97,15 +143,15 @@ public final class Gateway: Sendable {
     /// The HTTP application (a Service) on the configured host and port. A connection that
     /// sends no complete request head, or no part of a body, for ``GatewayConfiguration/readTimeout``
     /// is closed (Hummingbird's idle timeout); JSON bodies and uploads also have a total deadline.
-    /// The token revocations subscription (``TokenRevocations``) runs inside it, for as long as
-    /// it serves.
+    /// The token revocations subscription (``TokenRevocations``) and the capability URL
+    /// revocations (``CapabilityRevocations``) run inside it, for as long as it serves.
     public func application() -> some ApplicationProtocol {
         let (seconds, attoseconds) = configuration.readTimeout.components
         return Application(
             router: router(),
             server: .http1(configuration: .init(idleTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "framecast"),
-            services: [tokenRevocations],
+            services: [tokenRevocations, capabilityRevocations],
             logger: logger)
     }
 
@@ -115,7 +161,7 @@ public final class Gateway: Sendable {
     public func router() -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
         router.add(middleware: RequestIDMiddleware())
-        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: GatewayMetricsMiddleware())
         router.add(middleware: ErrorMiddleware())
         routes.withLock { $0 = [] }
 
@@ -155,10 +201,15 @@ public final class Gateway: Sendable {
             let id = try context.parameters.require("file_id")
             _ = try await storage.call(StorageAPI.deleteFile, DeleteFileRequest(userID: user, fileID: id),
                                        headers: headers(context))
+            // Committed: its capability URLs answer 404 here at once (the other replicas hear
+            // `file.deleted` in a moment).
+            capabilityRevocations.revoke(id)
             return Response(status: .noContent)
         }
         add(router, .get, "/api/v1/files/download/:file_id") { [self] request, context in try await download(request, context) }
         add(router, .get, "/api/v1/photos/:file_id") { [self] _, context in try await photoMetadata(context) }
+        // The frame edge: a signed URL is its own authorisation (Capabilities.swift).
+        add(router, .get, CapabilityRoute.path, auth: false) { [self] request, context in try await serveCapability(request, context) }
         registerAlbumRoutes(router)
         registerFrameRoutes(router)
         registerPlaylistRoutes(router)

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import Secrets
 
 /// Who is calling: a person (user token) or a frame (frame token).
 public enum Principal: Sendable, Equatable {
@@ -62,23 +63,50 @@ public struct GatewayContext: RequestContext {
 /// Gives every request an id: the client's `X-Request-Id` when it is sane, else a new one.
 /// It goes into the request's logger metadata (`request.id`), the response header, and the
 /// NATS headers of service calls.
+///
+/// On capability paths (the frame edge, served at static-file rates) a new id is Hummingbird's
+/// own request id, which the request's logger already carries (`hb.request.id`): no random
+/// UUID and no copy of the logger's metadata per request.
 struct RequestIDMiddleware: RouterMiddleware {
     typealias Context = GatewayContext
 
+    /// Made once: building a field name validates it. (HTTPTypes' documented idiom for a custom
+    /// name: the initializer fails only for characters a field name may not hold, none here.)
+    static let header: HTTPFields.Element.Name = .requestID
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        let incoming = request.headers[.init("X-Request-Id")!]
-        let id = incoming.flatMap { $0.count <= 128 && $0.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) } && !$0.isEmpty ? $0 : nil }
-            ?? UUID().uuidString.lowercased()
+        let incoming = request.headers[Self.header].flatMap { Self.isSane($0) ? $0 : nil }
+        let id: String
+        if let incoming {
+            id = incoming
+            context.logger[metadataKey: "request.id"] = "\(id)"
+        } else if request.uri.path.hasPrefix(CapabilityPath.prefix) {
+            // (Not `context.id`, which traps where a test framework gave the logger no id.)
+            id = context.logger[metadataKey: "hb.request.id"]?.description ?? UUID().uuidString.lowercased()
+        } else {
+            id = UUID().uuidString.lowercased()
+            context.logger[metadataKey: "request.id"] = "\(id)"
+        }
         context.requestID = id
-        context.logger[metadataKey: "request.id"] = "\(id)"
         do {
             var response = try await next(request, context)
-            response.headers[.init("X-Request-Id")!] = id
+            response.headers[Self.header] = id
             return response
         } catch var error as APIError {
-            error.headers[.init("X-Request-Id")!] = id
+            error.headers[Self.header] = id
             throw error
         }
     }
+
+    /// At most 128 letters, digits, `-`, `_` and `.`.
+    static func isSane(_ id: String) -> Bool {
+        !id.isEmpty && id.count <= 128 && id.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) }
+    }
+}
+
+extension HTTPFields.Element.Name {
+    /// `X-Request-Id`. (A literal of valid token characters: the failable initializer cannot
+    /// fail for it; the fallback only keeps the compiler from needing a force unwrap.)
+    static let requestID = HTTPFields.Element.Name("X-Request-Id") ?? .via
 }

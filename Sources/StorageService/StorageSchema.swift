@@ -2,7 +2,8 @@ import Postgres
 
 /// The `storage` schema: one row per (user, distinct bytes). Analysis and AI metadata are kept
 /// as their wire encodings next to the columns queries need. Each file holds a reference to
-/// its blob in the blob store's `blobs.refs` (owner `storage`, ref = file id).
+/// its blob in the blob store's `blobs.refs` (owner `storage`, ref = file id). A deleted file
+/// leaves a tombstone in `deleted_files` for a while (``DeletedFiles``).
 enum StorageSchema {
     static let name = "storage"
 
@@ -36,6 +37,15 @@ enum StorageSchema {
             INSERT INTO blobs.refs (blob_key, owner, ref)
             SELECT blob_key, 'storage', file_id::text FROM files WHERE blob_key ~ '^[0-9a-f]{64}$'
             ON CONFLICT DO NOTHING;
+            """),
+        // Tombstones of deleted files, written in the delete's transaction and kept for a
+        // retention period, for gateways catching up on `file.deleted` (``DeletedFiles``).
+        Migration(version: 102, name: "deleted_files", sql: """
+            CREATE TABLE deleted_files (
+                file_id    uuid PRIMARY KEY,
+                deleted_at timestamptz NOT NULL DEFAULT clock_timestamp()
+            );
+            CREATE INDEX deleted_files_by_time ON deleted_files (deleted_at, file_id);
             """),
     ]
 }

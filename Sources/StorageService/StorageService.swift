@@ -22,6 +22,16 @@ public struct StorageConfiguration: Sendable {
     /// registered yet and versions not committed yet are that young. Also the age at which
     /// an upload's abandoned temp file goes.
     public var blobGracePeriod: Duration = .seconds(3600)
+    /// How long a deleted file's tombstone is kept (``DeletedFiles``): gateways catching up on
+    /// `file.deleted` ask for this far back, as far as a capability URL can live (its lifetime,
+    /// 7 days by default, plus the day its expiry is rounded up by, plus an hour of clock skew).
+    /// Must be at least that; 9 days by default.
+    public var deletedFileRetention: Duration = .seconds(9 * 86_400)
+    /// How often old tombstones are pruned.
+    public var deletedFilePruneInterval: Duration = .seconds(3600)
+    /// Deleted files per `ListDeletedFiles` page when a request asks for none, and the most.
+    public var defaultDeletedPageSize = 1000
+    public var maxDeletedPageSize = 5000
 
     public init(blobRoot: String) {
         self.blobRoot = blobRoot
@@ -30,7 +40,8 @@ public struct StorageConfiguration: Sendable {
 
 /// The storage service (`svc.storage.v1.*`): registers blobs the gateway stored, validates and
 /// analyses them, dedups per user by SHA-256, lists and deletes files, and announces
-/// `file.uploaded`, `file.uploaded.with_ai` and `file.deleted` through its outbox.
+/// `file.uploaded`, `file.uploaded.with_ai` and `file.deleted` through its outbox. A delete
+/// leaves a tombstone for a while, which `ListDeletedFiles` answers from (``DeletedFiles``).
 ///
 /// Each file holds a reference to its blob in the blob store's table (``BlobReferences``, owner
 /// `storage`, ref = file id), added and released in the transaction that inserts or deletes
@@ -48,6 +59,7 @@ public final class StorageService: Sendable {
     let imaging: Imaging
     let analyser: any PhotoAnalyser
     let relay: OutboxRelay
+    let deletedFiles: DeletedFiles
     let logger: Logger
     let schema = StorageSchema.name
 
@@ -60,6 +72,7 @@ public final class StorageService: Sendable {
         self.imaging = imaging
         self.analyser = analyser
         self.relay = runtime.outboxRelay(schema: StorageSchema.name)
+        self.deletedFiles = DeletedFiles(schema: StorageSchema.name, retention: configuration.deletedFileRetention)
         var logger = runtime.logger
         logger[metadataKey: "service.name"] = "\(Self.name)"
         self.logger = logger
@@ -67,15 +80,17 @@ public final class StorageService: Sendable {
     }
 
     /// Migrates the blob store's `blobs` schema and the `storage` schema, and returns the
-    /// request server, the outbox relay and the blob janitor (abandoned upload files, blobs
-    /// nobody references).
+    /// request server, the outbox relay, the blob janitor (abandoned upload files, blobs
+    /// nobody references) and the pruner of deleted files' tombstones.
     public func services() async throws -> [any Service] {
         try await BlobReferences.migrate(on: runtime.postgres, logger: logger)
         return try await runtime.services(
             identity: ServiceIdentity(name: Self.name, description: "Framecast storage: uploads, analysis, dedup, files"),
             schema: schema, migrations: StorageSchema.migrations, endpoints: endpoints, events: [], relay: relay)
             + [BlobJanitor(references: references, interval: configuration.janitorInterval,
-                           gracePeriod: configuration.blobGracePeriod, logger: logger)]
+                           gracePeriod: configuration.blobGracePeriod, logger: logger),
+               DeletedFilesPruner(deletedFiles: deletedFiles, postgres: runtime.postgres,
+                                  interval: configuration.deletedFilePruneInterval, logger: logger)]
     }
 
     var endpoints: [Endpoint] {
@@ -84,6 +99,7 @@ public final class StorageService: Sendable {
             Endpoint(StorageAPI.getFile) { [self] request, _ in try await getFile(request) },
             Endpoint(StorageAPI.listFiles) { [self] request, _ in try await listFiles(request) },
             Endpoint(StorageAPI.deleteFile) { [self] request, context in try await deleteFile(request, context) },
+            Endpoint(StorageAPI.listDeletedFiles) { [self] request, _ in try await listDeletedFiles(request) },
         ]
     }
 
@@ -247,12 +263,16 @@ public final class StorageService: Sendable {
     func deleteFile(_ request: DeleteFileRequest, _ context: CallContext) async throws -> Empty {
         guard !request.userID.isEmpty else { throw ServiceError.invalid("user_id is required") }
         guard let id = Self.uuid(request.fileID) else { throw ServiceError.notFound("no such file") }
-        let (schema, references) = (self.schema, self.references)
+        let (schema, references, deletedFiles) = (self.schema, self.references, self.deletedFiles)
         let deleted: (blob: BlobKey?, unreferenced: Bool)? = try await runtime.postgres.withTransaction { connection in
             let rows = try connection.query(
                 "DELETE FROM \(schema).files WHERE file_id = $1::uuid AND user_id = $2 RETURNING blob_key, sha256",
                 [.text(id), .text(request.userID)])
             guard let row = rows.first else { return nil }
+            // The tombstone commits with the delete: a gateway that asks ListDeletedFiles after
+            // this commit sees it, and one that asked before hears `file.deleted` (published
+            // after the commit).
+            try deletedFiles.record(id, on: connection)
             let blob: String = try row.decode("blob_key"), sha: String = try row.decode("sha256")
             try Outbox.enqueue(FileDeleted(eventID: UUID().uuidString.lowercased(), occurredAt: EventTime.now(),
                                            userID: request.userID, fileID: id, ownerID: request.userID,
@@ -275,6 +295,29 @@ public final class StorageService: Sendable {
         }
         context.logger.info("file deleted", metadata: ["file.id": "\(id)", "blob.removed": "\(removed)"])
         return Empty()
+    }
+
+    // MARK: ListDeletedFiles
+
+    /// The files deleted at or after `since`, oldest first, in pages (the gateway's catch-up on
+    /// `file.deleted`, see ``DeletedFiles``). `retained_since` says how far back the answer is
+    /// complete.
+    func listDeletedFiles(_ request: ListDeletedFilesRequest) async throws -> ListDeletedFilesReply {
+        guard request.pageSize >= 0 else { throw ServiceError.invalid("page_size must not be negative") }
+        let size = request.pageSize == 0 ? configuration.defaultDeletedPageSize
+            : min(Int(request.pageSize), configuration.maxDeletedPageSize)
+        var after: (deletedAt: String, fileID: String)?
+        if !request.pageToken.isEmpty {
+            guard let cursor = Self.decodeCursor(request.pageToken) else { throw ServiceError.invalid("invalid page_token") }
+            after = (cursor.createdAt, cursor.fileID)
+        }
+        let now = Date()
+        let since = Date(timeIntervalSince1970: Double(max(0, request.since)) / 1000)
+        let page = try await deletedFiles.page(since: since, after: after, size: size, on: runtime.postgres)
+        return ListDeletedFilesReply(
+            files: page.files,
+            nextPageToken: page.next.map { Self.encodeCursor(createdAt: $0.deletedAt, fileID: $0.fileID) } ?? "",
+            retainedSince: EventTime.millis(deletedFiles.retainedSince(now: now)))
     }
 
     // MARK: Rows

@@ -15,6 +15,7 @@ import Prometheus
 import Imaging
 import MQTT
 import FrameAgent
+import Secrets
 
 @main
 struct Framecast: AsyncParsableCommand {
@@ -158,17 +159,83 @@ struct All: AsyncParsableCommand {
     @OptionGroup var gateway: GatewayOptions
     @OptionGroup var album: AlbumOptions
     @OptionGroup var media: MediaOptions
+    @OptionGroup var capability: CapabilityOptions
 
     func run() async throws {
+        // The gateway and the album service share these keys: without a key file, a random
+        // ring only this process knows.
+        let keys = try capability.settings()
         try await runRoles(options, ServiceRole.allCases, userPerRole: true) { runtimes in
             let publicURL = gateway.publicURL ?? "http://\(gateway.httpHost):\(gateway.httpPort)"
-            return try await storage.makeServices(runtimes.runtime(.storage))
-                + album.makeServices(runtimes.runtime(.album), publicURL: publicURL)
+            return try await storage.makeServices(runtimes.runtime(.storage), capabilityLifetime: keys.lifetime)
+                + album.makeServices(runtimes.runtime(.album), publicURL: publicURL, capability: keys)
                 + media.makeServices(runtimes.runtime(.media), blobDir: storage.blobDir, imagingThreads: storage.imagingThreads,
                                      publicURL: publicURL)
-                + gateway.makeServices(runtimes.runtime(.gateway), blobDir: storage.blobDir)
+                + gateway.makeServices(runtimes.runtime(.gateway), blobDir: storage.blobDir, capability: keys)
         }
     }
+}
+
+/// The keys and lifetime of capability URLs (the frame edge: signed links to a photo's
+/// versions). The album service signs the URLs it pushes to frames and the gateway signs and
+/// verifies them, so both must have the same keys: from a key file, or, for `framecast all`
+/// without one, a random ring that only this process knows.
+struct CapabilityOptions: ParsableArguments {
+    @Option(help: """
+        Key file of capability URLs: one key per line (at least 16 characters; the first signs, \
+        every one verifies, so a new key goes first and the old one stays until its URLs expired), \
+        mode 0600. Required when the gateway or the album service runs without the other in the \
+        same process (env FRAMECAST_CAPABILITY_KEYS).
+        """)
+    var capabilityKeys: String? = env("FRAMECAST_CAPABILITY_KEYS")
+
+    @Option(help: """
+        How long a capability URL stays valid, in seconds; the same for the gateway and the album \
+        service (env FRAMECAST_CAPABILITY_LIFETIME; default 604800, 7 days).
+        """)
+    var capabilityLifetime: String? = env("FRAMECAST_CAPABILITY_LIFETIME")
+
+    /// At least a minute, at most a year.
+    func parsedLifetime() throws -> Duration {
+        guard let text = capabilityLifetime else { return .seconds(7 * 86_400) }
+        guard let seconds = Int64(text), seconds >= 60, seconds <= 366 * 86_400 else {
+            throw ValidationError("--capability-lifetime / FRAMECAST_CAPABILITY_LIFETIME must be seconds from 60 to 31622400, not \(text)")
+        }
+        return .seconds(seconds)
+    }
+
+    func validate() throws {
+        _ = try parsedLifetime()
+    }
+
+    /// A process running `role` without `other`: the key file is required (the two would
+    /// otherwise sign and verify with different random keys, and every URL would answer 403).
+    func requireKeyFile(running role: String, without other: String) throws {
+        guard capabilityKeys == nil else { return }
+        throw ValidationError("""
+            FRAMECAST_CAPABILITY_KEYS (--capability-keys) is required to run the \(role) without the \(other) in \
+            the same process: both must sign and verify capability URLs with the same keys. Give every gateway and \
+            album process the same key file: one random line of at least 16 characters, mode 0600, e.g. \
+            `(umask 077; head -c 32 /dev/urandom | base64 > capability-keys)`.
+            """)
+    }
+
+    /// The keys from the key file, or a random ring when there is none.
+    func settings() throws -> CapabilitySettings {
+        let lifetime = try parsedLifetime()
+        guard let path = capabilityKeys else { return CapabilitySettings(keys: .random(), lifetime: lifetime) }
+        do {
+            return CapabilitySettings(keys: try CapabilityKeys.load(path: path), lifetime: lifetime)
+        } catch let error as CapabilityError {
+            throw ValidationError("FRAMECAST_CAPABILITY_KEYS: \(error.description)")
+        }
+    }
+}
+
+/// What the gateway and the album service share about capability URLs.
+struct CapabilitySettings: Sendable {
+    let keys: CapabilityKeys
+    let lifetime: Duration
 }
 
 /// The HTTP gateway alone.
@@ -176,13 +243,19 @@ struct GatewayRole: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gateway", abstract: "Run the HTTP gateway.")
     @OptionGroup var options: CommonOptions
     @OptionGroup var gateway: GatewayOptions
+    @OptionGroup var capability: CapabilityOptions
 
     @Option(help: "Blob store directory shared with the services (env FRAMECAST_BLOB_DIR).")
     var blobDir: String = env("FRAMECAST_BLOB_DIR") ?? ".run/blobs"
 
+    func validate() throws {
+        try capability.requireKeyFile(running: "gateway", without: "album service")
+    }
+
     func run() async throws {
+        let keys = try capability.settings()
         try await runRoles(options, [.gateway]) { runtimes in
-            try await gateway.makeServices(runtimes.runtime(.gateway), blobDir: blobDir)
+            try await gateway.makeServices(runtimes.runtime(.gateway), blobDir: blobDir, capability: keys)
         }
     }
 }
@@ -200,13 +273,15 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Largest photo accepted, in bytes (env FRAMECAST_MAX_UPLOAD_BYTES).")
     var maxUploadBytes: Int = env("FRAMECAST_MAX_UPLOAD_BYTES").flatMap(Int.init) ?? 50 * 1024 * 1024
 
-    func makeServices(_ runtime: ServiceRuntime, blobDir: String) async throws -> [any Service] {
+    func makeServices(_ runtime: ServiceRuntime, blobDir: String, capability: CapabilitySettings) async throws -> [any Service] {
         try FileManager.default.createDirectory(atPath: blobDir, withIntermediateDirectories: true)
         var configuration = GatewayConfiguration(blobRoot: blobDir)
         configuration.host = httpHost
         configuration.port = httpPort
         configuration.publicURL = publicURL ?? "http://\(httpHost):\(httpPort)"
         configuration.maxUploadBytes = maxUploadBytes
+        configuration.capabilityKeys = capability.keys
+        configuration.capabilityLifetime = capability.lifetime
         let gateway = try Gateway(configuration: configuration, runtime: runtime, registry: metricsRegistry)
         try await gateway.migrate()
         return [gateway.application()]
@@ -251,10 +326,18 @@ struct StorageOptions: ParsableArguments {
         try validateImagingThreads(imagingThreads)
     }
 
-    func makeServices(_ runtime: ServiceRuntime) async throws -> [any Service] {
+    /// `capabilityLifetime`: the gateways' (`all`); storage alone reads FRAMECAST_CAPABILITY_LIFETIME.
+    func makeServices(_ runtime: ServiceRuntime, capabilityLifetime: Duration? = nil) async throws -> [any Service] {
         try FileManager.default.createDirectory(atPath: blobDir, withIntermediateDirectories: true)
         let imaging = Imaging(threads: imagingThreads, logger: runtime.logger)
-        let service = StorageService(runtime: runtime, configuration: StorageConfiguration(blobRoot: blobDir), imaging: imaging)
+        var configuration = StorageConfiguration(blobRoot: blobDir)
+        // Deletes are kept at least as long as a capability URL can live (gateways catch up on
+        // them): its lifetime, the day its expiry is rounded up by, and a margin.
+        let lifetime = capabilityLifetime ?? env("FRAMECAST_CAPABILITY_LIFETIME").flatMap(Int64.init).map { Duration.seconds($0) }
+        if let lifetime, lifetime > .zero {
+            configuration.deletedFileRetention = max(configuration.deletedFileRetention, lifetime + .seconds(2 * 86_400))
+        }
+        let service = StorageService(runtime: runtime, configuration: configuration, imaging: imaging)
         return try await service.services()
     }
 }
@@ -265,11 +348,17 @@ struct Album: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
     @OptionGroup var album: AlbumOptions
     @OptionGroup var ops: OpsOptions
+    @OptionGroup var capability: CapabilityOptions
+
+    func validate() throws {
+        try capability.requireKeyFile(running: "album service", without: "gateway")
+    }
 
     func run() async throws {
+        let keys = try capability.settings()
         try await runRoles(options, [.album]) { runtimes in
             let runtime = try runtimes.runtime(.album)
-            return try await album.makeServices(runtime) + ops.makeServices(runtime)
+            return try await album.makeServices(runtime, capability: keys) + ops.makeServices(runtime)
         }
     }
 }
@@ -299,8 +388,9 @@ struct AlbumOptions: ParsableArguments {
         """)
     var gatewayURL: String = env("FRAMECAST_PUBLIC_URL") ?? "http://127.0.0.1:8080"
 
-    /// `publicURL`: the gateway's, when it runs in the same process.
-    func makeServices(_ runtime: ServiceRuntime, publicURL: String? = nil) async throws -> [any Service] {
+    /// `publicURL`: the gateway's, when it runs in the same process. `capability`: the keys the
+    /// gateway verifies the pushed URLs with.
+    func makeServices(_ runtime: ServiceRuntime, publicURL: String? = nil, capability: CapabilitySettings) async throws -> [any Service] {
         let frameBrokers: [FrameBroker]
         do {
             frameBrokers = try frameMQTT.map(FrameBroker.parseList) ?? [FrameBroker(host: mqttHost, port: mqttPort)]
@@ -309,8 +399,10 @@ struct AlbumOptions: ParsableArguments {
         }
         let mqtt = MQTTConfiguration(host: mqttHost, port: mqttPort, clientID: "album-\(ServiceIdentity.newInstanceID())",
                                      username: mqttUser, password: mqttPassword)
-        let service = try AlbumService(runtime: runtime, configuration: AlbumConfiguration(
-            mqtt: mqtt, publicGatewayURL: publicURL ?? gatewayURL, frameBrokers: frameBrokers))
+        var configuration = try AlbumConfiguration(mqtt: mqtt, publicGatewayURL: publicURL ?? gatewayURL, frameBrokers: frameBrokers)
+        configuration.capabilityKeys = capability.keys
+        configuration.capabilityLifetime = capability.lifetime
+        let service = try AlbumService(runtime: runtime, configuration: configuration)
         return try await service.services()
     }
 }

@@ -34,15 +34,19 @@ final class System: Sendable {
     let blobRoot: URL
     let scratch: URL
     let port: Int
+    /// The capability URL keys of the gateway and the album service, in-process or child processes.
+    let capabilityKeys: CapabilityKeyFile
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    private init(backend: IsolatedBackend, broker: ServerProcess, runtime: ServiceRuntime, blobRoot: URL, scratch: URL, port: Int) {
+    private init(backend: IsolatedBackend, broker: ServerProcess, runtime: ServiceRuntime, blobRoot: URL, scratch: URL, port: Int,
+                 capabilityKeys: CapabilityKeyFile) {
         self.backend = backend
         self.broker = broker
         self.runtime = runtime
         self.blobRoot = blobRoot
         self.scratch = scratch
         self.port = port
+        self.capabilityKeys = capabilityKeys
     }
 
     static func make() async throws -> System {
@@ -53,7 +57,8 @@ final class System: Sendable {
         let scratch = try TestServers.scratchDirectory("e2e")
         let blobRoot = scratch.appendingPathComponent("blobs")
         try FileManager.default.createDirectory(at: blobRoot, withIntermediateDirectories: true)
-        return System(backend: backend, broker: broker, runtime: runtime, blobRoot: blobRoot, scratch: scratch, port: try freeTCPPort())
+        return System(backend: backend, broker: broker, runtime: runtime, blobRoot: blobRoot, scratch: scratch, port: try freeTCPPort(),
+                      capabilityKeys: try CapabilityKeyFile.make())
     }
 
     func close() async {
@@ -77,6 +82,7 @@ final class System: Sendable {
                                             reconnectDelay: .milliseconds(100), reconnectDelayMax: .milliseconds(500)),
                     publicGatewayURL: baseURL, frameMQTTHost: broker.host, frameMQTTPort: broker.port)
                 configuration.retryInterval = .milliseconds(200)
+                configuration.capabilityKeys = capabilityKeys.keys
                 services += try await AlbumService(runtime: runtime, configuration: configuration, logger: quietLogger).services()
             case .media:
                 services += try await MediaService(runtime: runtime, configuration: MediaConfiguration(
@@ -87,6 +93,7 @@ final class System: Sendable {
                 configuration.port = port
                 configuration.publicURL = baseURL
                 configuration.serviceTimeout = .seconds(10)
+                configuration.capabilityKeys = capabilityKeys.keys
                 let gateway = try Gateway(configuration: configuration, runtime: runtime, registry: PrometheusCollectorRegistry(),
                                           passwordStrength: .minimumForTests)
                 try await gateway.migrate()
@@ -126,7 +133,7 @@ final class System: Sendable {
             "FRAMECAST_MQTT_HOST": broker.host, "FRAMECAST_MQTT_PORT": "\(broker.port)",
             "FRAMECAST_MQTT_USER": broker.mqttService.user, "FRAMECAST_MQTT_PASSWORD": broker.mqttService.password,
             "FRAMECAST_PUBLIC_URL": baseURL, "FRAMECAST_BLOB_DIR": blobRoot.path, "FRAMECAST_LOG_LEVEL": "warning",
-            "FRAMECAST_IMAGING_THREADS": "1",
+            "FRAMECAST_IMAGING_THREADS": "1", "FRAMECAST_CAPABILITY_KEYS": capabilityKeys.path,
         ], log: scratch.appendingPathComponent("\(role.rawValue)-\(UUID().uuidString.prefix(6)).log"))
     }
 

@@ -116,8 +116,9 @@ import Testing
             #expect(rendered, "thumbnail, hd and frame:1024x600: \(document)")
             let versions = (document["versions"] as? [[String: Any]]) ?? []
             #expect(Set(versions.compactMap { $0["size"] as? String }) == ["thumbnail", "hd", "frame:1024x600"])
-            #expect(versions.first { $0["size"] as? String == "hd" }?["url"] as? String
-                    == "http://127.0.0.1:8080/api/v1/files/download/\(newID)?size=hd")
+            // A version's URL is its capability URL: signed, no token needed (CapabilityTests).
+            let hdURL = versions.first { $0["size"] as? String == "hd" }?["url"] as? String ?? ""
+            #expect(hdURL.hasPrefix("http://127.0.0.1:8080/c/") && hdURL.contains("/\(newID)/") && hdURL.hasSuffix(".jpg"), "\(hdURL)")
             #expect(try await client.json("/api/v1/photos/\(newID)", token: frameToken).0.status == .ok, "a subscribed frame reads it")
             #expect(try await client.json("/api/v1/photos/\(newID)", token: bob).0.status == .ok, "so does a member")
             let stranger = try await client.json("/api/v1/photos/\(newID)", token: carol)

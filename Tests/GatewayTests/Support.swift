@@ -21,6 +21,8 @@ struct GatewayHarness {
     let backend: IsolatedBackend
     let runtime: ServiceRuntime
     let gateway: Gateway
+    /// The gateway's configuration: its capability keys are the album service's too.
+    let configuration: GatewayConfiguration
     let storage: StorageService
     let blobRoot: URL
 
@@ -44,7 +46,8 @@ struct GatewayHarness {
         try await gateway.migrate()
         let storage = StorageService(runtime: runtime, configuration: StorageConfiguration(blobRoot: blobRoot.path),
                                      imaging: testImaging)
-        return GatewayHarness(backend: backend, runtime: runtime, gateway: gateway, storage: storage, blobRoot: blobRoot)
+        return GatewayHarness(backend: backend, runtime: runtime, gateway: gateway, configuration: configuration, storage: storage,
+                              blobRoot: blobRoot)
     }
 
     /// Runs the storage service (and with `album`, the album and media services, album's MQTT on
@@ -54,10 +57,13 @@ struct GatewayHarness {
              _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
         var services = running ? try await storage.services() : []
         if let broker {
-            let configuration = AlbumConfiguration(
+            var configuration = AlbumConfiguration(
                 mqtt: MQTTConfiguration(host: broker.host, port: broker.port, clientID: "album-\(UUID().uuidString.prefix(8))",
                                         username: broker.mqttService.user, password: broker.mqttService.password),
                 publicGatewayURL: "http://127.0.0.1:8080", frameMQTTHost: broker.host, frameMQTTPort: broker.port)
+            // The URLs album pushes are the gateway's to verify.
+            configuration.capabilityKeys = self.configuration.capabilityKeys
+            configuration.capabilityLifetime = self.configuration.capabilityLifetime
             services += try await AlbumService(runtime: runtime, configuration: configuration, logger: quietLogger).services()
             services += try await MediaService(runtime: runtime, configuration: MediaConfiguration(
                 blobRoot: blobRoot.path, publicGatewayURL: "http://127.0.0.1:8080"), imaging: testImaging).services()

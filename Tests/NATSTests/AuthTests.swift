@@ -109,6 +109,12 @@ import NATS
         #expect(!heard, "storage must not listen to token revocations")
     }
 
+    /// Every gateway replica hears storage's `file.deleted` (a deleted photo's capability URLs
+    /// answer 404 on all of them): core NATS, on the event's own subject.
+    @Test func gatewaysHearDeletedFiles() async throws {
+        #expect(try await reaches("file.deleted", from: "storage", observer: "gateway", control: "storage"))
+    }
+
     /// The EVENTS stream as ServiceKit's EventStream.ensure declares it (Subjects.streamName,
     /// Subjects.streamSubjects; this target does not depend on Wire).
     static let events = StreamConfiguration(name: "EVENTS", subjects: ["file.>", "album.>", "media.>", "device.>"])

@@ -61,6 +61,16 @@ secret() {
   cat "$file"
 }
 
+# capability_keys → exports FRAMECAST_CAPABILITY_KEYS, the path of the key file capability URLs
+# are signed with (`secret capability-keys`: one random key, the file 0600). Every gateway and
+# album process of a run must have the same keys: the album service signs the URLs it pushes to
+# frames and every gateway verifies them (a gateway or an album process alone refuses to start
+# without the file). framecast reads the file itself, so the key never travels in the environment.
+capability_keys() {
+  secret capability-keys >/dev/null || die "could not read or create the secret capability-keys"
+  export FRAMECAST_CAPABILITY_KEYS="$FRAMECAST_RUN_DIR/secrets/capability-keys"
+}
+
 PIDS_FILE=""
 MQTT_DYNSEC_ARGS=()
 record_pid() { echo "$1 $2" >> "$PIDS_FILE"; }

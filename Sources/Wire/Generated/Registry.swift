@@ -149,6 +149,9 @@ public enum WireMessages {
         ListFilesRequest.self,
         ListFilesReply.self,
         DeleteFileRequest.self,
+        ListDeletedFilesRequest.self,
+        DeletedFile.self,
+        ListDeletedFilesReply.self,
         FileUploaded.self,
         FileUploadedWithAI.self,
         FileDeleted.self,
@@ -340,6 +343,8 @@ public enum StorageAPI {
     public static let listFiles = WireMethod<ListFilesRequest, ListFilesReply>(service: service, method: "ListFiles")
     /// svc.storage.v1.DeleteFile
     public static let deleteFile = WireMethod<DeleteFileRequest, Empty>(service: service, method: "DeleteFile")
+    /// svc.storage.v1.ListDeletedFiles
+    public static let listDeletedFiles = WireMethod<ListDeletedFilesRequest, ListDeletedFilesReply>(service: service, method: "ListDeletedFiles")
 
     /// Every method's request subject.
     public static let allSubjects: [String] = [
@@ -347,5 +352,6 @@ public enum StorageAPI {
         getFile.subject,
         listFiles.subject,
         deleteFile.subject,
+        listDeletedFiles.subject,
     ]
 }

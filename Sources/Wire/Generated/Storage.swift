@@ -455,6 +455,155 @@ extension DeleteFileRequest: CMessage {
     }
 }
 
+/// svc.storage.v1.ListDeletedFiles: the files deleted at or after `since`, oldest first, in
+/// pages. Only the gateway calls it: a capability URL of a deleted file must answer 404, and a
+/// gateway replica hears of deletes from `file.deleted`; it asks this once its subscription is
+/// live (at start, after a NATS reconnect) for what it may have missed.
+public struct ListDeletedFilesRequest: WireMessage, Hashable {
+    /// Unix milliseconds.
+    public var since: Int64
+    /// 0: the service's default (1000); the service caps it (5000).
+    public var pageSize: Int32
+    /// From a previous reply's next_page_token; empty for the first page.
+    public var pageToken: String
+
+    public init(
+        since: Int64 = 0,
+        pageSize: Int32 = 0,
+        pageToken: String = ""
+    ) {
+        self.since = since
+        self.pageSize = pageSize
+        self.pageToken = pageToken
+    }
+
+    public init(wireBytes: some Collection<UInt8>) throws {
+        self = try wireDecode(Self.self, wireBytes)
+    }
+
+    public func wireBytes() -> [UInt8] { wireEncode(self) }
+}
+
+extension ListDeletedFilesRequest: CMessage {
+    typealias CStruct = Framecast__V1__ListDeletedFilesRequest
+    static let wireName = "framecast.v1.ListDeletedFilesRequest"
+    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__list_deleted_files_request__init(m) }
+    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__list_deleted_files_request__get_packed_size(m) }
+    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__list_deleted_files_request__pack(m, out) }
+    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__list_deleted_files_request__unpack(nil, count, data) }
+    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__list_deleted_files_request__free_unpacked(m, nil) }
+
+    init(c m: UnsafePointer<CStruct>) {
+        let c = m.pointee
+        self.init(
+            since: c.since,
+            pageSize: c.page_size,
+            pageToken: cString(c.page_token)
+        )
+    }
+
+    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
+        m.pointee.since = self.since
+        m.pointee.page_size = self.pageSize
+        m.pointee.page_token = arena.string(self.pageToken)
+    }
+}
+
+/// One deleted file.
+public struct DeletedFile: WireMessage, Hashable {
+    public var fileID: String
+    /// Unix milliseconds.
+    public var deletedAt: Int64
+
+    public init(
+        fileID: String = "",
+        deletedAt: Int64 = 0
+    ) {
+        self.fileID = fileID
+        self.deletedAt = deletedAt
+    }
+
+    public init(wireBytes: some Collection<UInt8>) throws {
+        self = try wireDecode(Self.self, wireBytes)
+    }
+
+    public func wireBytes() -> [UInt8] { wireEncode(self) }
+}
+
+extension DeletedFile: CMessage {
+    typealias CStruct = Framecast__V1__DeletedFile
+    static let wireName = "framecast.v1.DeletedFile"
+    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__deleted_file__init(m) }
+    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__deleted_file__get_packed_size(m) }
+    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__deleted_file__pack(m, out) }
+    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__deleted_file__unpack(nil, count, data) }
+    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__deleted_file__free_unpacked(m, nil) }
+
+    init(c m: UnsafePointer<CStruct>) {
+        let c = m.pointee
+        self.init(
+            fileID: cString(c.file_id),
+            deletedAt: c.deleted_at
+        )
+    }
+
+    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
+        m.pointee.file_id = arena.string(self.fileID)
+        m.pointee.deleted_at = self.deletedAt
+    }
+}
+
+public struct ListDeletedFilesReply: WireMessage, Hashable {
+    public var files: [DeletedFile]
+    /// Empty on the last page.
+    public var nextPageToken: String
+    /// Unix milliseconds: deletes before this may have been forgotten (storage keeps them for a
+    /// retention period), so a `since` earlier than this is not answered in full.
+    public var retainedSince: Int64
+
+    public init(
+        files: [DeletedFile] = [],
+        nextPageToken: String = "",
+        retainedSince: Int64 = 0
+    ) {
+        self.files = files
+        self.nextPageToken = nextPageToken
+        self.retainedSince = retainedSince
+    }
+
+    public init(wireBytes: some Collection<UInt8>) throws {
+        self = try wireDecode(Self.self, wireBytes)
+    }
+
+    public func wireBytes() -> [UInt8] { wireEncode(self) }
+}
+
+extension ListDeletedFilesReply: CMessage {
+    typealias CStruct = Framecast__V1__ListDeletedFilesReply
+    static let wireName = "framecast.v1.ListDeletedFilesReply"
+    static func cInit(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__list_deleted_files_reply__init(m) }
+    static func cPackedSize(_ m: UnsafePointer<CStruct>) -> Int { framecast__v1__list_deleted_files_reply__get_packed_size(m) }
+    static func cPack(_ m: UnsafePointer<CStruct>, _ out: UnsafeMutablePointer<UInt8>) -> Int { framecast__v1__list_deleted_files_reply__pack(m, out) }
+    static func cUnpack(_ count: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { framecast__v1__list_deleted_files_reply__unpack(nil, count, data) }
+    static func cFree(_ m: UnsafeMutablePointer<CStruct>) { framecast__v1__list_deleted_files_reply__free_unpacked(m, nil) }
+
+    init(c m: UnsafePointer<CStruct>) {
+        let c = m.pointee
+        self.init(
+            files: cArray(c.files, c.n_files) { DeletedFile(c: $0!) },
+            nextPageToken: cString(c.next_page_token),
+            retainedSince: c.retained_since
+        )
+    }
+
+    func fill(_ m: UnsafeMutablePointer<CStruct>, _ arena: WireArena) {
+        m.pointee.n_files = self.files.count
+        m.pointee.files = arena.array(self.files) { Optional(arena.message($0)) }
+        m.pointee.next_page_token = arena.string(self.nextPageToken)
+        m.pointee.retained_since = self.retainedSince
+    }
+}
+
 /// A file was registered (not sent for a duplicate upload).
 public struct FileUploaded: WireEvent, Hashable {
     public static let subject = Subjects.fileUploaded

@@ -4178,6 +4178,75 @@ file_id: "\346\227\245\346\234\254\350\252\236 file_id 815"
 """#
         ),
         WireSample(
+            name: "ListDeletedFilesRequest/default",
+            protoName: "framecast.v1.ListDeletedFilesRequest",
+            message: ListDeletedFilesRequest(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "ListDeletedFilesRequest/full",
+            protoName: "framecast.v1.ListDeletedFilesRequest",
+            message: ListDeletedFilesRequest(
+                since: 1700000000816,
+                pageSize: -817007,
+                pageToken: "quote \" back \\ slash page_token 818"
+            ),
+            text: #"""
+since: 1700000000816
+page_size: -817007
+page_token: "quote \" back \\ slash page_token 818"
+"""#
+        ),
+        WireSample(
+            name: "DeletedFile/default",
+            protoName: "framecast.v1.DeletedFile",
+            message: DeletedFile(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "DeletedFile/full",
+            protoName: "framecast.v1.DeletedFile",
+            message: DeletedFile(
+                fileID: "日本語 file_id 819",
+                deletedAt: 1700000000820
+            ),
+            text: #"""
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 819"
+deleted_at: 1700000000820
+"""#
+        ),
+        WireSample(
+            name: "ListDeletedFilesReply/default",
+            protoName: "framecast.v1.ListDeletedFilesReply",
+            message: ListDeletedFilesReply(),
+            text: #"""
+"""#
+        ),
+        WireSample(
+            name: "ListDeletedFilesReply/full",
+            protoName: "framecast.v1.ListDeletedFilesReply",
+            message: ListDeletedFilesReply(
+                files: [DeletedFile(
+                    fileID: "ünïcødé ✓ 📷 file_id 821",
+                    deletedAt: 1700000000822
+                ), DeletedFile()],
+                nextPageToken: "日本語 next_page_token 823",
+                retainedSince: 1700000000824
+            ),
+            text: #"""
+files {
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 821"
+  deleted_at: 1700000000822
+}
+files {
+}
+next_page_token: "\346\227\245\346\234\254\350\252\236 next_page_token 823"
+retained_since: 1700000000824
+"""#
+        ),
+        WireSample(
             name: "FileUploaded/default",
             protoName: "framecast.v1.FileUploaded",
             message: FileUploaded(),
@@ -4188,113 +4257,113 @@ file_id: "\346\227\245\346\234\254\350\252\236 file_id 815"
             name: "FileUploaded/full",
             protoName: "framecast.v1.FileUploaded",
             message: FileUploaded(
-                eventID: "event_id-816",
-                occurredAt: -1099511628593,
-                userID: "quote \" back \\ slash user_id 818",
+                eventID: "ünïcødé ✓ 📷 event_id 825",
+                occurredAt: 1700000000826,
+                userID: "日本語 user_id 827",
                 file: FileRecord(
-                    fileID: "日本語 file_id 819",
-                    userID: "user_id-820",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 821",
-                    sha256: "quote \" back \\ slash sha256 822",
-                    size: -1099511628599,
-                    fileName: "file_name-824",
-                    contentType: "ünïcødé ✓ 📷 content_type 825",
-                    declaredContentType: "quote \" back \\ slash declared_content_type 826",
-                    metadata: ["": "empty key", "album_id": "alb-ü-827", "k827": ""],
+                    fileID: "file_id-828",
+                    userID: "ünïcødé ✓ 📷 user_id 829",
+                    blobKey: "quote \" back \\ slash blob_key 830",
+                    sha256: "日本語 sha256 831",
+                    size: 1700000000832,
+                    fileName: "ünïcødé ✓ 📷 file_name 833",
+                    contentType: "quote \" back \\ slash content_type 834",
+                    declaredContentType: "日本語 declared_content_type 835",
+                    metadata: ["": "empty key", "album_id": "alb-ü-836", "k836": ""],
                     analysis: PhotoAnalysis(
-                        format: "format-828",
-                        width: -829007,
-                        height: 830007,
-                        orientation: -831007,
-                        takenAt: 1700000000832,
-                        cameraMake: "ünïcødé ✓ 📷 camera_make 833",
-                        cameraModel: "quote \" back \\ slash camera_model 834",
+                        format: "ünïcødé ✓ 📷 format 837",
+                        width: 838007,
+                        height: -839007,
+                        orientation: 840007,
+                        takenAt: -1099511628617,
+                        cameraMake: "quote \" back \\ slash camera_make 842",
+                        cameraModel: "日本語 camera_model 843",
                         gps: GeoPoint(
-                            latitude: -835.5,
-                            longitude: 836.5,
-                            altitude: -837.5
+                            latitude: 844.5,
+                            longitude: -845.5,
+                            altitude: 846.5
                         ),
-                        dominantColors: ["quote \" back \\ slash dominant_colors 838", ""],
-                        perceptualHash: 9223372036865133263
+                        dominantColors: ["日本語 dominant_colors 847", ""],
+                        perceptualHash: 9223372036865244368
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["labels-840", ""],
+                        labels: ["ünïcødé ✓ 📷 labels 849", ""],
                         faces: [Face(
-                            x: -841007,
-                            y: 842007,
-                            width: -843007,
-                            height: 844007,
-                            confidence: 845.25
+                            x: 850007,
+                            y: -851007,
+                            width: 852007,
+                            height: -853007,
+                            confidence: 854.25
                         ), Face()],
-                        objects: ["quote \" back \\ slash objects 846", ""],
-                        analyser: "日本語 analyser 847"
+                        objects: ["日本語 objects 855", ""],
+                        analyser: "analyser-856"
                     ),
-                    createdAt: 1700000000848,
-                    storagePath: "ünïcødé ✓ 📷 storage_path 849"
+                    createdAt: -1099511628633,
+                    storagePath: "quote \" back \\ slash storage_path 858"
                 )
             ),
             text: #"""
-event_id: "event_id-816"
-occurred_at: -1099511628593
-user_id: "quote \" back \\ slash user_id 818"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 825"
+occurred_at: 1700000000826
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 827"
 file {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 819"
-  user_id: "user_id-820"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 821"
-  sha256: "quote \" back \\ slash sha256 822"
-  size: -1099511628599
-  file_name: "file_name-824"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 825"
-  declared_content_type: "quote \" back \\ slash declared_content_type 826"
+  file_id: "file_id-828"
+  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 829"
+  blob_key: "quote \" back \\ slash blob_key 830"
+  sha256: "\346\227\245\346\234\254\350\252\236 sha256 831"
+  size: 1700000000832
+  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 833"
+  content_type: "quote \" back \\ slash content_type 834"
+  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 835"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-827"
+    value: "alb-\303\274-836"
   }
   metadata {
-    key: "k827"
+    key: "k836"
   }
   analysis {
-    format: "format-828"
-    width: -829007
-    height: 830007
-    orientation: -831007
+    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 837"
+    width: 838007
+    height: -839007
+    orientation: 840007
     taken_at {
-      value: 1700000000832
+      value: -1099511628617
     }
-    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 833"
-    camera_model: "quote \" back \\ slash camera_model 834"
+    camera_make: "quote \" back \\ slash camera_make 842"
+    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 843"
     gps {
-      latitude: -835.5
-      longitude: 836.5
+      latitude: 844.5
+      longitude: -845.5
       altitude {
-        value: -837.5
+        value: 846.5
       }
     }
-    dominant_colors: "quote \" back \\ slash dominant_colors 838"
+    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 847"
     dominant_colors: ""
-    perceptual_hash: 9223372036865133263
+    perceptual_hash: 9223372036865244368
   }
   ai_metadata {
-    labels: "labels-840"
+    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 849"
     labels: ""
     faces {
-      x: -841007
-      y: 842007
-      width: -843007
-      height: 844007
-      confidence: 845.25
+      x: 850007
+      y: -851007
+      width: 852007
+      height: -853007
+      confidence: 854.25
     }
     faces {
     }
-    objects: "quote \" back \\ slash objects 846"
+    objects: "\346\227\245\346\234\254\350\252\236 objects 855"
     objects: ""
-    analyser: "\346\227\245\346\234\254\350\252\236 analyser 847"
+    analyser: "analyser-856"
   }
-  created_at: 1700000000848
-  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 849"
+  created_at: -1099511628633
+  storage_path: "quote \" back \\ slash storage_path 858"
 }
 """#
         ),
@@ -4338,113 +4407,113 @@ file {
             name: "FileUploadedWithAI/full",
             protoName: "framecast.v1.FileUploadedWithAI",
             message: FileUploadedWithAI(
-                eventID: "quote \" back \\ slash event_id 850",
-                occurredAt: -1099511628627,
-                userID: "user_id-852",
+                eventID: "日本語 event_id 859",
+                occurredAt: 1700000000860,
+                userID: "ünïcødé ✓ 📷 user_id 861",
                 file: FileRecord(
-                    fileID: "ünïcødé ✓ 📷 file_id 853",
-                    userID: "quote \" back \\ slash user_id 854",
-                    blobKey: "日本語 blob_key 855",
-                    sha256: "sha256-856",
-                    size: -1099511628633,
-                    fileName: "quote \" back \\ slash file_name 858",
-                    contentType: "日本語 content_type 859",
-                    declaredContentType: "declared_content_type-860",
-                    metadata: ["": "empty key", "album_id": "alb-ü-861", "k861": ""],
+                    fileID: "quote \" back \\ slash file_id 862",
+                    userID: "日本語 user_id 863",
+                    blobKey: "blob_key-864",
+                    sha256: "ünïcødé ✓ 📷 sha256 865",
+                    size: 1700000000866,
+                    fileName: "日本語 file_name 867",
+                    contentType: "content_type-868",
+                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 869",
+                    metadata: ["": "empty key", "album_id": "alb-ü-870", "k870": ""],
                     analysis: PhotoAnalysis(
-                        format: "quote \" back \\ slash format 862",
-                        width: -863007,
-                        height: 864007,
-                        orientation: -865007,
-                        takenAt: 1700000000866,
-                        cameraMake: "日本語 camera_make 867",
-                        cameraModel: "camera_model-868",
+                        format: "日本語 format 871",
+                        width: 872007,
+                        height: -873007,
+                        orientation: 874007,
+                        takenAt: -1099511628651,
+                        cameraMake: "camera_make-876",
+                        cameraModel: "ünïcødé ✓ 📷 camera_model 877",
                         gps: GeoPoint(
-                            latitude: -869.5,
-                            longitude: 870.5,
-                            altitude: -871.5
+                            latitude: 878.5,
+                            longitude: -879.5,
+                            altitude: 880.5
                         ),
-                        dominantColors: ["dominant_colors-872", ""],
-                        perceptualHash: 9223372036865552993
+                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 881", ""],
+                        perceptualHash: 9223372036865664098
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["quote \" back \\ slash labels 874", ""],
+                        labels: ["日本語 labels 883", ""],
                         faces: [Face(
-                            x: -875007,
-                            y: 876007,
-                            width: -877007,
-                            height: 878007,
-                            confidence: 879.25
+                            x: 884007,
+                            y: -885007,
+                            width: 886007,
+                            height: -887007,
+                            confidence: 888.25
                         ), Face()],
-                        objects: ["objects-880", ""],
-                        analyser: "ünïcødé ✓ 📷 analyser 881"
+                        objects: ["ünïcødé ✓ 📷 objects 889", ""],
+                        analyser: "quote \" back \\ slash analyser 890"
                     ),
-                    createdAt: 1700000000882,
-                    storagePath: "日本語 storage_path 883"
+                    createdAt: -1099511628667,
+                    storagePath: "storage_path-892"
                 )
             ),
             text: #"""
-event_id: "quote \" back \\ slash event_id 850"
-occurred_at: -1099511628627
-user_id: "user_id-852"
+event_id: "\346\227\245\346\234\254\350\252\236 event_id 859"
+occurred_at: 1700000000860
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 861"
 file {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 853"
-  user_id: "quote \" back \\ slash user_id 854"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 855"
-  sha256: "sha256-856"
-  size: -1099511628633
-  file_name: "quote \" back \\ slash file_name 858"
-  content_type: "\346\227\245\346\234\254\350\252\236 content_type 859"
-  declared_content_type: "declared_content_type-860"
+  file_id: "quote \" back \\ slash file_id 862"
+  user_id: "\346\227\245\346\234\254\350\252\236 user_id 863"
+  blob_key: "blob_key-864"
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 865"
+  size: 1700000000866
+  file_name: "\346\227\245\346\234\254\350\252\236 file_name 867"
+  content_type: "content_type-868"
+  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 869"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-861"
+    value: "alb-\303\274-870"
   }
   metadata {
-    key: "k861"
+    key: "k870"
   }
   analysis {
-    format: "quote \" back \\ slash format 862"
-    width: -863007
-    height: 864007
-    orientation: -865007
+    format: "\346\227\245\346\234\254\350\252\236 format 871"
+    width: 872007
+    height: -873007
+    orientation: 874007
     taken_at {
-      value: 1700000000866
+      value: -1099511628651
     }
-    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 867"
-    camera_model: "camera_model-868"
+    camera_make: "camera_make-876"
+    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 877"
     gps {
-      latitude: -869.5
-      longitude: 870.5
+      latitude: 878.5
+      longitude: -879.5
       altitude {
-        value: -871.5
+        value: 880.5
       }
     }
-    dominant_colors: "dominant_colors-872"
+    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 881"
     dominant_colors: ""
-    perceptual_hash: 9223372036865552993
+    perceptual_hash: 9223372036865664098
   }
   ai_metadata {
-    labels: "quote \" back \\ slash labels 874"
+    labels: "\346\227\245\346\234\254\350\252\236 labels 883"
     labels: ""
     faces {
-      x: -875007
-      y: 876007
-      width: -877007
-      height: 878007
-      confidence: 879.25
+      x: 884007
+      y: -885007
+      width: 886007
+      height: -887007
+      confidence: 888.25
     }
     faces {
     }
-    objects: "objects-880"
+    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 889"
     objects: ""
-    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 881"
+    analyser: "quote \" back \\ slash analyser 890"
   }
-  created_at: 1700000000882
-  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 883"
+  created_at: -1099511628667
+  storage_path: "storage_path-892"
 }
 """#
         ),
@@ -4488,22 +4557,22 @@ file {
             name: "FileDeleted/full",
             protoName: "framecast.v1.FileDeleted",
             message: FileDeleted(
-                eventID: "event_id-884",
-                occurredAt: -1099511628661,
-                userID: "quote \" back \\ slash user_id 886",
-                fileID: "日本語 file_id 887",
-                ownerID: "owner_id-888",
-                blobKey: "ünïcødé ✓ 📷 blob_key 889",
-                sha256: "quote \" back \\ slash sha256 890"
+                eventID: "ünïcødé ✓ 📷 event_id 893",
+                occurredAt: 1700000000894,
+                userID: "日本語 user_id 895",
+                fileID: "file_id-896",
+                ownerID: "ünïcødé ✓ 📷 owner_id 897",
+                blobKey: "quote \" back \\ slash blob_key 898",
+                sha256: "日本語 sha256 899"
             ),
             text: #"""
-event_id: "event_id-884"
-occurred_at: -1099511628661
-user_id: "quote \" back \\ slash user_id 886"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 887"
-owner_id: "owner_id-888"
-blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 889"
-sha256: "quote \" back \\ slash sha256 890"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 893"
+occurred_at: 1700000000894
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 895"
+file_id: "file_id-896"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 897"
+blob_key: "quote \" back \\ slash blob_key 898"
+sha256: "\346\227\245\346\234\254\350\252\236 sha256 899"
 """#
         ),
     ]

@@ -26,6 +26,9 @@ typedef struct Framecast__V1__GetFileReply Framecast__V1__GetFileReply;
 typedef struct Framecast__V1__ListFilesRequest Framecast__V1__ListFilesRequest;
 typedef struct Framecast__V1__ListFilesReply Framecast__V1__ListFilesReply;
 typedef struct Framecast__V1__DeleteFileRequest Framecast__V1__DeleteFileRequest;
+typedef struct Framecast__V1__ListDeletedFilesRequest Framecast__V1__ListDeletedFilesRequest;
+typedef struct Framecast__V1__DeletedFile Framecast__V1__DeletedFile;
+typedef struct Framecast__V1__ListDeletedFilesReply Framecast__V1__ListDeletedFilesReply;
 typedef struct Framecast__V1__FileUploaded Framecast__V1__FileUploaded;
 typedef struct Framecast__V1__FileUploadedWithAI Framecast__V1__FileUploadedWithAI;
 typedef struct Framecast__V1__FileDeleted Framecast__V1__FileDeleted;
@@ -220,6 +223,70 @@ struct  Framecast__V1__DeleteFileRequest
 #define FRAMECAST__V1__DELETE_FILE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__delete_file_request__descriptor) \
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * svc.storage.v1.ListDeletedFiles: the files deleted at or after `since`, oldest first, in
+ * pages. Only the gateway calls it: a capability URL of a deleted file must answer 404, and a
+ * gateway replica hears of deletes from `file.deleted`; it asks this once its subscription is
+ * live (at start, after a NATS reconnect) for what it may have missed.
+ */
+struct  Framecast__V1__ListDeletedFilesRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Unix milliseconds.
+   */
+  int64_t since;
+  /*
+   * 0: the service's default (1000); the service caps it (5000).
+   */
+  int32_t page_size;
+  /*
+   * From a previous reply's next_page_token; empty for the first page.
+   */
+  char *page_token;
+};
+#define FRAMECAST__V1__LIST_DELETED_FILES_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__list_deleted_files_request__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * One deleted file.
+ */
+struct  Framecast__V1__DeletedFile
+{
+  ProtobufCMessage base;
+  char *file_id;
+  /*
+   * Unix milliseconds.
+   */
+  int64_t deleted_at;
+};
+#define FRAMECAST__V1__DELETED_FILE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__deleted_file__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Framecast__V1__ListDeletedFilesReply
+{
+  ProtobufCMessage base;
+  size_t n_files;
+  Framecast__V1__DeletedFile **files;
+  /*
+   * Empty on the last page.
+   */
+  char *next_page_token;
+  /*
+   * Unix milliseconds: deletes before this may have been forgotten (storage keeps them for a
+   * retention period), so a `since` earlier than this is not answered in full.
+   */
+  int64_t retained_since;
+};
+#define FRAMECAST__V1__LIST_DELETED_FILES_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__list_deleted_files_reply__descriptor) \
+    , 0,NULL, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -437,6 +504,63 @@ Framecast__V1__DeleteFileRequest *
 void   framecast__v1__delete_file_request__free_unpacked
                      (Framecast__V1__DeleteFileRequest *message,
                       ProtobufCAllocator *allocator);
+/* Framecast__V1__ListDeletedFilesRequest methods */
+void   framecast__v1__list_deleted_files_request__init
+                     (Framecast__V1__ListDeletedFilesRequest         *message);
+size_t framecast__v1__list_deleted_files_request__get_packed_size
+                     (const Framecast__V1__ListDeletedFilesRequest   *message);
+size_t framecast__v1__list_deleted_files_request__pack
+                     (const Framecast__V1__ListDeletedFilesRequest   *message,
+                      uint8_t             *out);
+size_t framecast__v1__list_deleted_files_request__pack_to_buffer
+                     (const Framecast__V1__ListDeletedFilesRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__ListDeletedFilesRequest *
+       framecast__v1__list_deleted_files_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__list_deleted_files_request__free_unpacked
+                     (Framecast__V1__ListDeletedFilesRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__DeletedFile methods */
+void   framecast__v1__deleted_file__init
+                     (Framecast__V1__DeletedFile         *message);
+size_t framecast__v1__deleted_file__get_packed_size
+                     (const Framecast__V1__DeletedFile   *message);
+size_t framecast__v1__deleted_file__pack
+                     (const Framecast__V1__DeletedFile   *message,
+                      uint8_t             *out);
+size_t framecast__v1__deleted_file__pack_to_buffer
+                     (const Framecast__V1__DeletedFile   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__DeletedFile *
+       framecast__v1__deleted_file__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__deleted_file__free_unpacked
+                     (Framecast__V1__DeletedFile *message,
+                      ProtobufCAllocator *allocator);
+/* Framecast__V1__ListDeletedFilesReply methods */
+void   framecast__v1__list_deleted_files_reply__init
+                     (Framecast__V1__ListDeletedFilesReply         *message);
+size_t framecast__v1__list_deleted_files_reply__get_packed_size
+                     (const Framecast__V1__ListDeletedFilesReply   *message);
+size_t framecast__v1__list_deleted_files_reply__pack
+                     (const Framecast__V1__ListDeletedFilesReply   *message,
+                      uint8_t             *out);
+size_t framecast__v1__list_deleted_files_reply__pack_to_buffer
+                     (const Framecast__V1__ListDeletedFilesReply   *message,
+                      ProtobufCBuffer     *buffer);
+Framecast__V1__ListDeletedFilesReply *
+       framecast__v1__list_deleted_files_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   framecast__v1__list_deleted_files_reply__free_unpacked
+                     (Framecast__V1__ListDeletedFilesReply *message,
+                      ProtobufCAllocator *allocator);
 /* Framecast__V1__FileUploaded methods */
 void   framecast__v1__file_uploaded__init
                      (Framecast__V1__FileUploaded         *message);
@@ -526,6 +650,15 @@ typedef void (*Framecast__V1__ListFilesReply_Closure)
 typedef void (*Framecast__V1__DeleteFileRequest_Closure)
                  (const Framecast__V1__DeleteFileRequest *message,
                   void *closure_data);
+typedef void (*Framecast__V1__ListDeletedFilesRequest_Closure)
+                 (const Framecast__V1__ListDeletedFilesRequest *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__DeletedFile_Closure)
+                 (const Framecast__V1__DeletedFile *message,
+                  void *closure_data);
+typedef void (*Framecast__V1__ListDeletedFilesReply_Closure)
+                 (const Framecast__V1__ListDeletedFilesReply *message,
+                  void *closure_data);
 typedef void (*Framecast__V1__FileUploaded_Closure)
                  (const Framecast__V1__FileUploaded *message,
                   void *closure_data);
@@ -558,6 +691,10 @@ struct Framecast__V1__StorageService_Service
                       const Framecast__V1__DeleteFileRequest *input,
                       Framecast__V1__Empty_Closure closure,
                       void *closure_data);
+  void (*list_deleted_files)(Framecast__V1__StorageService_Service *service,
+                             const Framecast__V1__ListDeletedFilesRequest *input,
+                             Framecast__V1__ListDeletedFilesReply_Closure closure,
+                             void *closure_data);
 };
 typedef void (*Framecast__V1__StorageService_ServiceDestroy)(Framecast__V1__StorageService_Service *);
 void framecast__v1__storage_service__init (Framecast__V1__StorageService_Service *service,
@@ -569,7 +706,8 @@ void framecast__v1__storage_service__init (Framecast__V1__StorageService_Service
       function_prefix__ ## register_upload,\
       function_prefix__ ## get_file,\
       function_prefix__ ## list_files,\
-      function_prefix__ ## delete_file  }
+      function_prefix__ ## delete_file,\
+      function_prefix__ ## list_deleted_files  }
 void framecast__v1__storage_service__register_upload(ProtobufCService *service,
                                                      const Framecast__V1__RegisterUploadRequest *input,
                                                      Framecast__V1__RegisterUploadReply_Closure closure,
@@ -586,6 +724,10 @@ void framecast__v1__storage_service__delete_file(ProtobufCService *service,
                                                  const Framecast__V1__DeleteFileRequest *input,
                                                  Framecast__V1__Empty_Closure closure,
                                                  void *closure_data);
+void framecast__v1__storage_service__list_deleted_files(ProtobufCService *service,
+                                                        const Framecast__V1__ListDeletedFilesRequest *input,
+                                                        Framecast__V1__ListDeletedFilesReply_Closure closure,
+                                                        void *closure_data);
 
 /* --- descriptors --- */
 
@@ -599,6 +741,9 @@ extern const ProtobufCMessageDescriptor framecast__v1__get_file_reply__descripto
 extern const ProtobufCMessageDescriptor framecast__v1__list_files_request__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__list_files_reply__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__delete_file_request__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__list_deleted_files_request__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__deleted_file__descriptor;
+extern const ProtobufCMessageDescriptor framecast__v1__list_deleted_files_reply__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__file_uploaded__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__file_uploaded_with_ai__descriptor;
 extern const ProtobufCMessageDescriptor framecast__v1__file_deleted__descriptor;
