@@ -169,5 +169,18 @@ enum AlbumSchema {
         Migration(version: 104, name: "album_pushes_back_off", sql: """
             ALTER TABLE album_pushes ADD COLUMN not_before timestamptz;
             """),
+        // The frame edge (DESIGN.md): photos.versions = the versions frames may fetch, from
+        // media.cache_ready (a JSON array of StoredVersion), signed into capability URLs when a
+        // notification or a sync is built. albums.seq = the album's sequence number, taken by
+        // each photo_added / photo_removed queued (in the transaction that queues it), so a
+        // frame tells a missed message from a repeat. frame_albums.synced_seq = the album's seq
+        // in the frame's last published sync: a frame is stale when an album's seq is above it
+        // (FramePublisher refreshes the retained sync of stale frames that are offline).
+        Migration(version: 105, name: "frame_edge", sql: """
+            ALTER TABLE photos ADD COLUMN versions text NOT NULL DEFAULT '[]';
+            ALTER TABLE albums ADD COLUMN seq bigint NOT NULL DEFAULT 0;
+            ALTER TABLE frame_albums ADD COLUMN synced_seq bigint NOT NULL DEFAULT 0;
+            CREATE INDEX frames_offline ON frames (last_synced_at) WHERE NOT online;
+            """),
     ]
 }

@@ -4,6 +4,7 @@ import Metrics
 import MQTT
 import Postgres
 import ServiceKit
+import Secrets
 import ServiceLifecycle
 import Wire
 
@@ -39,6 +40,22 @@ public struct AlbumConfiguration: Sendable {
     /// How long a photo notification whose publish failed waits before it is tried again,
     /// after its `n`th attempt: `min(cap, base · 2^n)`.
     public var pushBackOff = LeasedQueue.BackOff(base: .milliseconds(250), cap: .seconds(30))
+    /// The keys capability URLs are signed with: the gateway that serves them must hold the
+    /// same ones (`FRAMECAST_CAPABILITY_KEYS`). The default, a random key, suits only a process
+    /// whose gateway shares this configuration's keys (tests, `framecast all` given them).
+    public var capabilityKeys: CapabilityKeys = .random()
+    /// How long a capability URL in a notification or a sync stays valid (rounded up to a
+    /// whole day, so a version keeps one URL all day). A frame that holds an expired one falls
+    /// back to the metadata document.
+    public var capabilityLifetime: Duration = .seconds(7 * 86_400)
+    /// The most often the retained sync of a frame that is offline is refreshed in the
+    /// background after its albums changed (one sync per frame per interval, whatever the
+    /// number of photos meanwhile), so a frame coming back finds a recent one. Online frames
+    /// follow photo_added/photo_removed and ask (`sync_request`) when they miss one.
+    public var syncRefreshInterval: Duration = .seconds(10)
+    /// The most often a frame's `sync_request` is answered: one sync per frame per interval; a
+    /// request inside the window is served when it ends (never dropped).
+    public var syncRequestInterval: Duration = .seconds(2)
 
     public init(mqtt: MQTTConfiguration, publicGatewayURL: String, frameMQTTHost: String, frameMQTTPort: Int) {
         self.mqtt = mqtt
@@ -72,10 +89,22 @@ public struct AlbumConfiguration: Sendable {
         public let description: String
     }
 
-    func mediaURL(_ fileID: String) -> String {
+    /// `publicGatewayURL` without trailing slashes.
+    var gatewayBase: String {
         var base = publicGatewayURL
         while base.hasSuffix("/") { base.removeLast() }
-        return "\(base)/api/v1/photos/\(fileID)"
+        return base
+    }
+
+    func mediaURL(_ fileID: String) -> String {
+        "\(gatewayBase)/api/v1/photos/\(fileID)"
+    }
+
+    /// The absolute capability URL of one version of `fileID`, valid until `expires` (Unix
+    /// seconds, ``CapabilityPath/expiry(now:lifetime:)``).
+    func capabilityURL(fileID: String, version: StoredVersion, expires: Int64) -> String {
+        gatewayBase + CapabilityPath.sign(fileID: fileID, blobKey: version.blobKey, format: version.format, expires: expires,
+                                          keys: capabilityKeys).path
     }
 }
 
@@ -83,7 +112,9 @@ public struct AlbumConfiguration: Sendable {
 /// album subscriptions, sync status, and all MQTT publishing to frames.
 ///
 /// Consumes `file.uploaded.with_ai` (adds uploads to albums), `media.cache_ready` (announces
-/// photos on `albums/{id}/photo_added`, exactly once per album and photo), `file.deleted` and
+/// photos on `albums/{id}/photo_added`, exactly once per album and photo, with the album's
+/// sequence number and the versions' capability URLs — one publish per photo per album, never
+/// a sync per frame; see ``FramePublisher``), `file.deleted` and
 /// `media.schedule_changed` (the frame's rotation schedule, merged into its retained config);
 /// produces `album.created`, `album.members_changed` (an album's members, for media's access
 /// checks), `album.deleted`, `album.photo_added`, `album.photo_removed`, `device.deleted`,
@@ -473,20 +504,35 @@ public final class AlbumService: Sendable {
     }
 
     /// Queues `photo_added` for `file` in each album (that holds it) when its versions are ready.
-    /// A row already there (pending or published) stays as it is: one notification per (album, file).
+    /// A row already there (pending or published) stays as it is: one notification per (album,
+    /// file). Each new row takes the album's next sequence number (``nextAlbumSeq(_:_:_:)``) and
+    /// carries the photo's versions with capability URLs signed now. Callers hold the file's
+    /// lock (``fileIsDeleted(locking:_:_:)``), so two of them never queue the same row; albums
+    /// are taken in id order, as every transaction that locks several album rows does.
     static func queueAddedPushes(file: String, albums: [String]?, _ configuration: AlbumConfiguration,
                                  _ schema: String, _ c: PostgresConnection) throws {
         let rows = try c.query("""
-            SELECT ap.album_id::text AS album_id, p.file_name, p.content_type, p.taken_at, p.ai_labels
+            SELECT ap.album_id::text AS album_id, p.file_name, p.content_type, p.taken_at, p.ai_labels, p.versions
             FROM \(schema).album_photos ap JOIN \(schema).photos p ON p.file_id = ap.file_id
             WHERE ap.file_id = $1::uuid AND p.cache_ready AND ($2 = '' OR ap.album_id::text = ANY(string_to_array($2, ',')))
+                AND NOT EXISTS (SELECT 1 FROM \(schema).album_pushes q
+                                WHERE q.album_id = ap.album_id AND q.file_id = ap.file_id AND q.kind = 'added')
+            ORDER BY ap.album_id
             """, [.text(file), .text(albums?.joined(separator: ",") ?? "")])
+        guard !rows.isEmpty else { return }
+        let expires = CapabilityPath.expiry(lifetime: configuration.capabilityLifetime)
         for row in rows {
             let album: String = try row.decode("album_id")
+            // Under the album's lock, read again: a removal that committed meanwhile (it holds
+            // the same lock) took the photo out, or the album went; nothing to announce then.
+            guard try lockAlbum(album, schema, c), try !c.query(
+                "SELECT 1 FROM \(schema).album_photos WHERE album_id = $1::uuid AND file_id = $2::uuid", [.text(album), .text(file)]
+            ).isEmpty, let seq = try nextAlbumSeq(album, schema, c) else { continue }
             let message = PhotoAddedMessage(
                 fileID: file, albumID: album, fileName: try row.decode("file_name"), contentType: try row.decode("content_type"),
                 labels: labels(try row.decode("ai_labels")), takenAt: try row.decode("taken_at"),
-                mediaServiceURL: configuration.mediaURL(file))
+                mediaServiceURL: configuration.mediaURL(file), seq: seq,
+                versions: StoredVersion.links(StoredVersion.decode(try row.decode("versions")), fileID: file, expires: expires, configuration))
             _ = try c.execute("""
                 INSERT INTO \(schema).album_pushes (album_id, file_id, kind, payload) VALUES ($1::uuid, $2::uuid, 'added', $3)
                 ON CONFLICT DO NOTHING
@@ -494,10 +540,35 @@ public final class AlbumService: Sendable {
         }
     }
 
-    /// Removes a photo from an album: `album.photo_removed`, MQTT `photo_removed` queued (when
-    /// frames were told about it), frames showing the album resynced. Returns false when absent.
+    /// Takes the album's next sequence number, in the caller's transaction (which queues the
+    /// photo_added / photo_removed carrying it): the album's row stays locked until it commits,
+    /// so numbers follow commit order and a frame can tell a missed message (a gap) from a
+    /// repeat. Nil when the album is gone. A number taken by a row that is later deleted before
+    /// it was published (a photo removed, or added back, before its notification went out)
+    /// leaves a gap: frames then ask for their sync, which is always safe.
+    static func nextAlbumSeq(_ album: String, _ schema: String, _ c: PostgresConnection) throws -> Int64? {
+        try c.query("UPDATE \(schema).albums SET seq = seq + 1 WHERE album_id = $1::uuid RETURNING seq", [.text(album)])
+            .first?.decode("seq")
+    }
+
+    /// Locks the album's row for the rest of the transaction, as taking its number does (FOR NO
+    /// KEY UPDATE: adding photos to it, which only references it, is not blocked); false when the
+    /// album is gone. Queueing a photo_added and removing a photo both take it first, so one
+    /// waits for the other and then sees what it committed (each statement of a READ COMMITTED
+    /// transaction does).
+    static func lockAlbum(_ album: String, _ schema: String, _ c: PostgresConnection) throws -> Bool {
+        try !c.query("SELECT 1 FROM \(schema).albums WHERE album_id = $1::uuid FOR NO KEY UPDATE", [.text(album)]).isEmpty
+    }
+
+    /// Removes a photo from an album: `album.photo_removed`, and MQTT `photo_removed` (with the
+    /// album's next sequence number) queued when frames were told about it. Frames showing the
+    /// album are not resynced: the notification's number tells them whether they missed
+    /// anything. Returns false when absent.
     static func deleteAlbumPhoto(album: String, file: String, by user: String, reason: String,
                                  _ schema: String, _ c: PostgresConnection) throws -> Bool {
+        // The album's lock first (see ``lockAlbum(_:_:_:)``): a photo_added being queued for this
+        // photo commits before, and its row is seen below, or after, and finds the photo gone.
+        guard try lockAlbum(album, schema, c) else { return false }
         let removed = try c.execute("DELETE FROM \(schema).album_photos WHERE album_id = $1::uuid AND file_id = $2::uuid",
                                     [.text(album), .text(file)]) == 1
         guard removed else { return false }
@@ -507,10 +578,10 @@ public final class AlbumService: Sendable {
         // Frames heard of the photo if its photo_added went out or may be going out right now.
         let announced = try c.query("""
             DELETE FROM \(schema).album_pushes WHERE album_id = $1::uuid AND file_id = $2::uuid AND kind = 'added'
-            RETURNING state = 'published' OR claimed_until > now() AS announced
+            RETURNING state = 'published' OR coalesce(claimed_until > now(), false) AS announced
             """, [.text(album), .text(file)]).first?.decode("announced", as: Bool.self) ?? false
-        if announced {
-            let message = PhotoRemovedMessage(fileID: file, albumID: album, reason: reason)
+        if announced, let seq = try nextAlbumSeq(album, schema, c) {
+            let message = PhotoRemovedMessage(fileID: file, albumID: album, reason: reason, seq: seq)
             _ = try c.execute("""
                 INSERT INTO \(schema).album_pushes (album_id, file_id, kind, payload) VALUES ($1::uuid, $2::uuid, 'removed', $3)
                 ON CONFLICT (album_id, file_id, kind) DO UPDATE SET state = 'pending', payload = EXCLUDED.payload,

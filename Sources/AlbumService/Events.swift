@@ -53,27 +53,34 @@ extension AlbumService {
     }
 
     /// `media.cache_ready`: every version the photo's frames need exists, so frames may be told.
-    /// In the event's transaction the photo is marked ready and one `album_pushes` row per album
-    /// holding it is written (an existing row is kept: a redelivered event queues nothing new);
-    /// the publisher then publishes each row once and marks it published. For a deleted file
-    /// (tombstone) nothing is recorded or queued.
+    /// In the event's transaction the photo is marked ready, the versions frames may fetch are
+    /// kept (`photos.versions`, merged with those already known: media may announce the photo
+    /// again after rendering more), and one `album_pushes` row per album holding it is written
+    /// with the album's next sequence number and signed capability URLs (an existing row is
+    /// kept: a redelivered event queues nothing new); the publisher then publishes each row
+    /// once and marks it published. For a deleted file (tombstone) nothing is recorded or queued.
     func cacheReady(_ event: MediaCacheReady, _ delivery: EventDelivery) async throws {
         guard let fileID = UUID(uuidString: event.fileID)?.uuidString.lowercased() else {
             delivery.logger.error("media.cache_ready with an invalid file id; skipped")
             return
         }
         let (schema, configuration, logger) = (self.schema, self.configuration, delivery.logger)
+        let announced = StoredVersion.frameVersions(event.versions)
         let queued: Bool? = try await delivery.transaction { c in
             if try Self.fileIsDeleted(locking: fileID, schema, c) {
                 logger.info("media.cache_ready for a deleted file; nothing to announce", metadata: ["file.id": "\(fileID)"])
                 return false
             }
+            // Read under the file's lock: every writer of this photo's versions holds it.
+            let known = try c.query("SELECT versions FROM \(schema).photos WHERE file_id = $1::uuid", [.text(fileID)])
+                .first.map { StoredVersion.decode(try $0.decode("versions")) } ?? []
+            let versions = StoredVersion.encode(StoredVersion.merge(known, announced))
             // The photo may not be known yet (album has not handled file.uploaded.with_ai):
             // remember it is ready; adding it to an album later queues its notification then.
             _ = try c.execute("""
-                INSERT INTO \(schema).photos (file_id, cache_ready) VALUES ($1::uuid, true)
-                ON CONFLICT (file_id) DO UPDATE SET cache_ready = true
-                """, [.text(fileID)])
+                INSERT INTO \(schema).photos (file_id, cache_ready, versions) VALUES ($1::uuid, true, $2)
+                ON CONFLICT (file_id) DO UPDATE SET cache_ready = true, versions = EXCLUDED.versions
+                """, [.text(fileID), .text(versions)])
             try Self.queueAddedPushes(file: fileID, albums: nil, configuration, schema, c)
             return true
         }
@@ -125,8 +132,10 @@ extension AlbumService {
             _ = try c.execute("INSERT INTO \(schema).deleted_files (file_id) VALUES ($1::uuid) ON CONFLICT DO NOTHING",
                               [.text(fileID)])
             try Self.pruneTombstones(schema, c)
-            let albums = try c.query("SELECT album_id::text AS id FROM \(schema).album_photos WHERE file_id = $1::uuid", [.text(fileID)])
-                .map { try $0.decode("id", as: String.self) }
+            // In album order: each removal announced takes the album's row lock (its seq), and
+            // every transaction that takes several takes them in that order (no deadlock).
+            let albums = try c.query("SELECT album_id::text AS id FROM \(schema).album_photos WHERE file_id = $1::uuid ORDER BY album_id",
+                                     [.text(fileID)]).map { try $0.decode("id", as: String.self) }
             for album in albums {
                 _ = try Self.deleteAlbumPhoto(album: album, file: fileID, by: event.userID, reason: "file_deleted", schema, c)
                 _ = try c.execute("UPDATE \(schema).albums SET cover_file_id = '' WHERE album_id = $1::uuid AND cover_file_id = $2",

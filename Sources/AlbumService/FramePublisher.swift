@@ -3,6 +3,7 @@ import Logging
 import Metrics
 import MQTT
 import Postgres
+import Secrets
 import ServiceKit
 import ServiceLifecycle
 import Threads
@@ -14,12 +15,20 @@ import Wire
 ///   cached/displayed reports into `frame_photos` and `album_sync_status`, and newly cached
 ///   photos of the frame's albums to media as `device.cache_reported`); a malformed
 ///   payload is logged and dropped;
+/// * answers a frame's `sync_request` (on its status topic, never recorded as its status) with
+///   a fresh sync, at most one per frame per ``AlbumConfiguration/syncRequestInterval`` (a
+///   request inside the window is served when it ends; ``SyncRequestSchedule``);
 /// * publishes pending `album_pushes` rows, a ``LeasedQueue`` (QoS 1, waiting for PUBACK, then
 ///   marks them published, so each goes out once; rows left pending by a failure or a restart
-///   are retried, a failed one after a back-off),
-///   due frame syncs (`frames.sync_seq > sync_published_seq`) and due retained configs
-///   (`frames.config_seq > config_published_seq`);
-/// * on graceful shutdown stops both loops and disconnects cleanly.
+///   are retried, a failed one after a back-off): one publish per photo per album, whatever
+///   the number of frames; the row carries the album's sequence number, and no frame is
+///   resynced after it;
+/// * publishes due frame syncs (`frames.sync_seq > sync_published_seq`), due retained configs
+///   (`frames.config_seq > config_published_seq`) and, for frames that are offline while their
+///   albums changed (an album's `seq` above the one in their last sync), a refreshed retained
+///   sync, at most once per frame per ``AlbumConfiguration/syncRefreshInterval``, so a frame
+///   coming back finds a recent one;
+/// * on graceful shutdown stops its loops and disconnects cleanly.
 ///
 /// Request handlers publish through ``publishNow(_:_:qos:retain:)``, ``publishSync(frame:)`` and
 /// ``publishConfig(frame:)``.
@@ -37,6 +46,10 @@ final class FramePublisher: Service, Sendable {
     let admin: BrokerAdmin
     /// The pending `album_pushes` rows (``pushQueue(schema:backOff:postgres:)``).
     let pushes: LeasedQueue
+    /// Frames that asked for their sync, and when each may be served.
+    let syncRequests: Locked<SyncRequestSchedule>
+    /// Wakes ``syncRequestLoop()`` when a request arrives.
+    let syncRequestWake = WakeSignal()
 
     init(configuration: AlbumConfiguration, postgres: PostgresPool, schema: String, relay: OutboxRelay, admin: BrokerAdmin,
          logger: Logger) throws {
@@ -48,6 +61,7 @@ final class FramePublisher: Service, Sendable {
         self.schema = schema
         self.logger = logger
         self.pushes = FramePublisher.pushQueue(schema: schema, backOff: configuration.pushBackOff, postgres: postgres)
+        self.syncRequests = Locked(SyncRequestSchedule(interval: configuration.syncRequestInterval))
     }
 
     /// Tells the push loop that rows are waiting.
@@ -59,6 +73,7 @@ final class FramePublisher: Service, Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.telemetryLoop() }
             group.addTask { await self.pushLoop() }
+            group.addTask { await self.syncRequestLoop() }
             try? await gracefulShutdown()
             group.cancelAll()
         }
@@ -116,35 +131,67 @@ final class FramePublisher: Service, Sendable {
     private func publishSyncLocked(frame: String) async throws -> (Int64, Int) {
         let (schema, configuration) = (self.schema, self.configuration)
         let message: FrameSyncMessage = try await postgres.withTransaction { c in
-            guard let seq: Int64 = try c.query(
-                "UPDATE \(schema).frames SET sync_seq = sync_seq + 1 WHERE frame_id = $1::uuid RETURNING sync_seq", [.text(frame)]
-            ).first?.decode("sync_seq") else { throw AlbumService.noFrame }
-            let albums = try c.query("SELECT album_id::text AS id FROM \(schema).frame_albums WHERE frame_id = $1::uuid ORDER BY album_id",
-                                     [.text(frame)]).map { try $0.decode("id", as: String.self) }
+            guard let row = try c.query("""
+                UPDATE \(schema).frames SET sync_seq = sync_seq + 1 WHERE frame_id = $1::uuid RETURNING sync_seq, width, height
+                """, [.text(frame)]).first else { throw AlbumService.noFrame }
+            let seq: Int64 = try row.decode("sync_seq")
+            let width: Int = try row.decode("width"), height: Int = try row.decode("height")
+            let screen = "frame:\(width)x\(height)"
+            // Each album's number is read before its photos: the list then holds every change up
+            // to that number (one committed in between is in the list too, and its notification,
+            // numbered above, changes nothing on the frame).
+            var albums: [String] = []
+            var albumSeqs: [String: Int64] = [:]
+            for album in try c.query("""
+                SELECT fa.album_id::text AS id, a.seq FROM \(schema).frame_albums fa JOIN \(schema).albums a ON a.album_id = fa.album_id
+                WHERE fa.frame_id = $1::uuid ORDER BY fa.album_id
+                """, [.text(frame)]) {
+                let id: String = try album.decode("id")
+                albums.append(id)
+                albumSeqs[id] = try album.decode("seq", as: Int64.self)
+            }
+            // Signed fresh; only the versions made for this frame's screen (a sync lists every
+            // photo of its albums, so it carries what this frame fetches and nothing more).
+            let expires = CapabilityPath.expiry(lifetime: configuration.capabilityLifetime)
             let photos = try c.query("""
-                SELECT ap.album_id::text AS album_id, ap.file_id::text AS file_id, p.file_name, p.content_type, p.taken_at, p.ai_labels
+                SELECT ap.album_id::text AS album_id, ap.file_id::text AS file_id, p.file_name, p.content_type, p.taken_at, p.ai_labels,
+                    p.versions
                 FROM \(schema).frame_albums fa
                 JOIN \(schema).album_photos ap ON ap.album_id = fa.album_id
                 JOIN \(schema).photos p ON p.file_id = ap.file_id AND p.cache_ready
                 WHERE fa.frame_id = $1::uuid ORDER BY ap.album_id, ap.added_at DESC, ap.file_id DESC
                 """, [.text(frame)]).map { row in
                 let file: String = try row.decode("file_id")
+                let own = StoredVersion.decode(try row.decode("versions")).filter { $0.size == screen }
                 return PhotoAddedMessage(fileID: file, albumID: try row.decode("album_id"), fileName: try row.decode("file_name"),
                                          contentType: try row.decode("content_type"), labels: AlbumService.labels(try row.decode("ai_labels")),
-                                         takenAt: try row.decode("taken_at"), mediaServiceURL: configuration.mediaURL(file))
+                                         takenAt: try row.decode("taken_at"), mediaServiceURL: configuration.mediaURL(file),
+                                         versions: StoredVersion.links(own, fileID: file, expires: expires, configuration))
             }
-            return FrameSyncMessage(frameID: frame, seq: seq, albumIDs: albums, photos: photos, generatedAt: EventTime.now())
+            return FrameSyncMessage(frameID: frame, seq: seq, albumIDs: albums, photos: photos, generatedAt: EventTime.now(),
+                                    albumSeqs: albumSeqs)
         }
         // The frame may subscribe to exactly the albums this sync lists, before it hears of them.
         try await admin.ensureAlbums(frame, albums: message.albumIDs)
         try await publishNow(FrameTopics.sync(frame: frame), FrameTopics.encode(message), qos: .exactlyOnce, retain: true)
-        // If another replica published a newer sync before ours landed, the broker may now
-        // retain ours (older): make the sync due again so the newest goes out last.
-        _ = try await postgres.execute("""
-            UPDATE \(schema).frames SET sync_published_seq = greatest(sync_published_seq, $2), last_synced_at = clock_timestamp(),
-                sync_seq = CASE WHEN sync_published_seq > $2 THEN sync_seq + 1 ELSE sync_seq END
-            WHERE frame_id = $1::uuid
-            """, [.text(frame), .int(message.seq)])
+        let albumList = message.albumIDs.joined(separator: ",")
+        let seqList = message.albumIDs.map { String(message.albumSeqs?[$0] ?? 0) }.joined(separator: ",")
+        try await postgres.withTransaction { c in
+            // If another replica published a newer sync before ours landed, the broker may now
+            // retain ours (older): make the sync due again so the newest goes out last.
+            _ = try c.execute("""
+                UPDATE \(schema).frames SET sync_published_seq = greatest(sync_published_seq, $2), last_synced_at = clock_timestamp(),
+                    sync_seq = CASE WHEN sync_published_seq > $2 THEN sync_seq + 1 ELSE sync_seq END
+                WHERE frame_id = $1::uuid
+                """, [.text(frame), .int(message.seq)])
+            // What the frame now knows of each album: it is stale again once an album's seq
+            // passes this (``refreshStaleSyncs()``).
+            _ = try c.execute("""
+                UPDATE \(schema).frame_albums fa SET synced_seq = greatest(fa.synced_seq, v.seq)
+                FROM unnest(string_to_array($2, ','), string_to_array($3, ',')::bigint[]) AS v(album_id, seq)
+                WHERE fa.frame_id = $1::uuid AND fa.album_id = v.album_id::uuid
+                """, [.text(frame), .text(albumList), .text(seqList)])
+        }
         Counter(label: "album_frame_syncs_total").increment()
         return (message.seq, message.photos.count)
     }
@@ -206,11 +253,20 @@ final class FramePublisher: Service, Sendable {
     }
 
     private func pushLoop() async {
+        // Stale frames are looked for at most this often (each pass reads every frame's albums;
+        // a wake per published photo must not make it run per photo).
+        let staleCheckEvery = min(configuration.retryInterval, configuration.syncRefreshInterval)
+        var lastStaleCheck: ContinuousClock.Instant?
         while !Task.isCancelled {
             do {
                 while try await publishPendingPushes() > 0 {}
                 try await publishDueSyncs()
                 try await publishDueConfigs()
+                let now = ContinuousClock.now
+                if lastStaleCheck.map({ now - $0 >= staleCheckEvery }) ?? true {
+                    lastStaleCheck = now
+                    try await refreshStaleSyncs()
+                }
             } catch {
                 logger.warning("publishing pending frame notifications failed; will retry", metadata: ["error": "\(error)"])
             }
@@ -230,8 +286,10 @@ final class FramePublisher: Service, Sendable {
     }
 
     /// Claims a batch of pending pushes (``pushes``, a leased queue, so replicas share them),
-    /// publishes each with QoS 1 and marks the acknowledged ones published. Frames of the
-    /// albums concerned get a new sync. Returns the number published.
+    /// publishes each with QoS 1 and marks the acknowledged ones published. Returns the number
+    /// published. One publish per photo per album: the frames showing the album are not
+    /// resynced (a frame that misses one sees a gap in the album's `seq` and asks for its sync;
+    /// an offline frame's retained sync is refreshed by ``refreshStaleSyncs()``).
     ///
     /// The batch is published one row at a time, and a slow broker could make that outlast the
     /// batch's lease; another replica would then claim and publish the same rows. So right
@@ -241,13 +299,12 @@ final class FramePublisher: Service, Sendable {
     /// gives the row back with a back-off (``AlbumConfiguration/pushBackOff``). What is left is
     /// the one window no database can close: a replica that dies after the broker took the
     /// message and before the row is marked leaves the row to be published again when its
-    /// lease ends (frames ignore a `file_id` they already have).
+    /// lease ends (frames ignore a `seq` they already had).
     func publishPendingPushes() async throws -> Int {
         guard client.isConnected else { return 0 }
         let claims = try await pushes.claim(limit: 50, returning: "album_id::text AS album_id, file_id::text AS file_id, kind, payload")
         guard !claims.isEmpty else { return 0 }
         var published = 0
-        var albums = Set<String>()
         for claimed in claims {
             let push: (album: String, file: String, kind: String, payload: [UInt8])
             do {
@@ -283,16 +340,8 @@ final class FramePublisher: Service, Sendable {
                     "mqtt.topic": "\(topic)", "file.id": "\(file)"])
             }
             published += 1
-            albums.insert(album)
             Counter(label: "album_photo_notifications_total", dimensions: [("kind", kind)]).increment()
             logger.debug("photo notification published", metadata: ["mqtt.topic": "\(topic)", "file.id": "\(file)"])
-        }
-        if !albums.isEmpty {
-            // The frames showing these albums get a full sync with the new contents.
-            _ = try await postgres.execute("""
-                UPDATE \(schema).frames SET sync_seq = sync_seq + 1 WHERE frame_id IN (
-                    SELECT frame_id FROM \(schema).frame_albums WHERE album_id::text = ANY(string_to_array($1, ',')))
-                """, [.text(albums.sorted().joined(separator: ","))])
         }
         return published
     }
@@ -309,6 +358,89 @@ final class FramePublisher: Service, Sendable {
                 try await publishSync(frame: frame)
             } catch {
                 logger.warning("publishing a frame's sync failed; will retry", metadata: ["frame.id": "\(frame)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Refreshes the retained sync of frames that are offline and stale (an album's `seq` above
+    /// the one their last published sync carried), each at most once per
+    /// ``AlbumConfiguration/syncRefreshInterval`` (measured from its last sync of any kind), so a
+    /// frame coming back finds a recent sync however many photos came meanwhile. Online frames
+    /// are left alone: they follow the notifications and ask when they miss one. Replicas may
+    /// both refresh a frame now and then; the sequence check keeps the newest retained.
+    func refreshStaleSyncs() async throws {
+        guard client.isConnected else { return }
+        let schema = self.schema
+        let interval = Double(configuration.syncRefreshInterval.components.seconds)
+            + Double(configuration.syncRefreshInterval.components.attoseconds) / 1e18
+        let frames = try await postgres.query("""
+            SELECT f.frame_id::text AS id FROM \(schema).frames f
+            WHERE NOT f.online
+                AND (f.last_synced_at IS NULL OR f.last_synced_at <= clock_timestamp() - make_interval(secs => $1))
+                AND EXISTS (SELECT 1 FROM \(schema).frame_albums fa JOIN \(schema).albums a ON a.album_id = fa.album_id
+                            WHERE fa.frame_id = f.frame_id AND a.seq > fa.synced_seq)
+            ORDER BY f.last_synced_at NULLS FIRST, f.frame_id LIMIT 100
+            """, [.double(interval)]).map { try $0.decode("id", as: String.self) }
+        for frame in frames {
+            if Task.isCancelled { return }
+            do {
+                try await publishSync(frame: frame)
+                Counter(label: "album_frame_sync_refreshes_total").increment()
+            } catch {
+                logger.warning("refreshing an offline frame's sync failed; will retry", metadata: [
+                    "frame.id": "\(frame)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: Sync requests
+
+    /// The most syncs asked for by frames that are built and published at once.
+    static let syncRequestConcurrency = 8
+
+    /// Records a frame's `sync_request`; ``syncRequestLoop()`` serves it when its window allows.
+    func requestSync(frame: String) {
+        let now = ContinuousClock.now
+        let at = syncRequests.withLock { $0.request(frame, now: now) }
+        syncRequestWake.signal()
+        let delay = at - now
+        logger.debug("a frame asked for its sync", metadata: [
+            "frame.id": "\(frame)", "sync.delay_ms": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)"])
+    }
+
+    /// Serves the frames' sync requests as they fall due, a few at a time.
+    private func syncRequestLoop() async {
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            let (frames, next) = syncRequests.withLock { $0.take(now: now, limit: Self.syncRequestConcurrency) }
+            guard !frames.isEmpty else {
+                await syncRequestWake.wait(upTo: next.map { max(.milliseconds(1), $0 - now) } ?? .seconds(60))
+                continue
+            }
+            await withTaskGroup(of: Void.self) { group in
+                for frame in frames {
+                    group.addTask { await self.serveSyncRequest(frame) }
+                }
+            }
+        }
+    }
+
+    private func serveSyncRequest(_ frame: String) async {
+        do {
+            let (seq, photos) = try await publishSync(frame: frame)
+            Counter(label: "album_sync_requests_served_total").increment()
+            logger.debug("sync sent on request", metadata: ["frame.id": "\(frame)", "sync.seq": "\(seq)", "sync.photos": "\(photos)"])
+        } catch let error as ServiceError where error.status == .notFound {
+            logger.debug("a sync was asked for by an unknown frame; ignored", metadata: ["frame.id": "\(frame)"])
+        } catch {
+            logger.warning("answering a frame's sync request failed; will retry", metadata: ["frame.id": "\(frame)", "error": "\(error)"])
+            if client.isConnected {
+                // Asked again, so it is served when the frame's window ends.
+                requestSync(frame: frame)
+            } else {
+                // The broker is away: the frame asks again when it reconnects, and a sync whose
+                // number was taken stays due for the push loop.
+                wake()
             }
         }
     }
@@ -339,7 +471,7 @@ final class FramePublisher: Service, Sendable {
             if let id = FrameTopics.frameID(in: message.topic, leaf: "status") {
                 guard let frame = UUID(uuidString: id)?.uuidString.lowercased() else { throw Malformed("not a frame id") }
                 let status = try FrameTopics.decode(FrameStatusMessage.self, from: message.payload)
-                try await applyStatus(status, frame: frame, logger: logger)
+                try await applyStatus(status, frame: frame, retained: message.retain, logger: logger)
             } else if let id = FrameTopics.frameID(in: message.topic, leaf: "heartbeat") {
                 guard let frame = UUID(uuidString: id)?.uuidString.lowercased() else { throw Malformed("not a frame id") }
                 let heartbeat = try FrameTopics.decode(FrameHeartbeatMessage.self, from: message.payload)
@@ -382,9 +514,14 @@ final class FramePublisher: Service, Sendable {
             """, [.text(frame)])
     }
 
-    private func applyStatus(_ status: FrameStatusMessage, frame: String, logger: Logger) async throws {
+    private func applyStatus(_ status: FrameStatusMessage, frame: String, retained: Bool, logger: Logger) async throws {
         let schema = self.schema
         switch status.status {
+        case FrameStatusMessage.syncRequest:
+            // Not a state of the frame: nothing is recorded (an online frame stays online). One
+            // kept by the broker says nothing about now.
+            guard !retained else { return }
+            requestSync(frame: frame)
         case "online", "offline":
             _ = try await postgres.execute(
                 "UPDATE \(schema).frames SET online = $2, last_seen_at = clock_timestamp() WHERE frame_id = $1::uuid",

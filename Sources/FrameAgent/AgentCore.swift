@@ -10,6 +10,10 @@ struct AgentState: Codable, Sendable {
     /// The last sync applied: a sync with a sequence not above it is a repeat.
     var lastSyncSeq: Int64 = 0
     var albumIDs: [String] = []
+    /// The last sequence number heard per album shown (a sync's `album_seqs`, then each
+    /// photo_added / photo_removed): the next notification should carry it + 1. Optional so a
+    /// state saved by an older agent still decodes.
+    var albumSeqs: [String: Int64]?
     /// The photos the frame should hold, in the sync's order (newest first).
     var wanted: [Wanted] = []
     var commandIDs = RecentIDs(capacity: 256)
@@ -27,6 +31,14 @@ struct AgentState: Codable, Sendable {
 /// already done. No network or display I/O happens here; the agent asks and then acts.
 actor AgentCore {
     private(set) var state = AgentState()
+    /// The screen, to pick the version made for it from a notification's or a sync's versions.
+    let screenWidth: Int
+    let screenHeight: Int
+    /// The capability URL of the version made for this screen, per photo (from photo_added and
+    /// syncs). Not saved: after a restart the frame asks for a sync, which brings them again.
+    private var links: [String: PhotoVersionLink] = [:]
+    /// Albums a sync was behind on and the frame asked about since (see ``applySync(_:)``).
+    private var askedBehind: Set<String> = []
     /// Photos wanted but not cached (or to re-check): `showNext` when a photo_added asked.
     private(set) var pending: [String: Bool] = [:]
     private var inFlight: Set<String> = []
@@ -40,8 +52,12 @@ actor AgentCore {
     private var needsCachedReport = false
     let defaultInterval: Duration
 
-    init(defaultInterval: Duration) {
+    /// `screenWidth`/`screenHeight`: the frame's screen (0: no direct download is chosen from
+    /// notifications, every photo goes through the metadata document).
+    init(defaultInterval: Duration, screenWidth: Int = 0, screenHeight: Int = 0) {
         self.defaultInterval = defaultInterval
+        self.screenWidth = screenWidth
+        self.screenHeight = screenHeight
     }
 
     // MARK: Start
@@ -51,6 +67,8 @@ actor AgentCore {
         if let saved { state = saved }
         self.cached = cached
         pending = [:]
+        links = [:]
+        askedBehind = []
         for w in state.wanted where !cached.contains(w.fileID) { pending[w.fileID] = false }
         refreshPlaylist()
         state.slideshow.shuffle = state.config?.shuffle ?? false
@@ -64,6 +82,9 @@ actor AgentCore {
     struct SyncOutcome: Sendable {
         var drop: [String]
         var invalidPhotos: Int
+        /// Albums whose number in the sync is below one a notification already brought: their
+        /// photos were left as they were, and the frame should ask for a newer sync.
+        var behind: [String] = []
     }
 
     /// The album service numbers a frame's syncs one by one: a sequence number far beyond the
@@ -76,29 +97,48 @@ actor AgentCore {
     }
 
     /// Applies a sync once (nil for a repeat or an older sequence): the wanted list and the
-    /// albums, what to drop from the cache, what to download.
+    /// albums, what to drop from the cache, what to download, the albums' sequence numbers and
+    /// the capability URLs of this screen's versions.
+    ///
+    /// A sync is built at some instant; notifications published after it may arrive before it
+    /// (a retained sync delivered on subscribe, after a persistent session's queued
+    /// notifications). For an album whose number in the sync is below the last one the frame
+    /// heard, the sync says nothing new: the frame keeps that album's photos as it has them and
+    /// asks for a newer sync (``SyncOutcome/behind``). Once only: a second sync behind on the
+    /// same album is believed (the service's numbers went back), so the frame never keeps asking.
     func applySync(_ sync: FrameSyncMessage) -> SyncOutcome? {
         guard sync.seq > state.lastSyncSeq, Self.plausible(sync.seq, after: state.lastSyncSeq) else { return nil }
         let hadSync = state.lastSyncSeq > 0
-        let previous = Set(state.wanted.map(\.fileID))
+        let previousWanted = state.wanted
+        let previous = Set(previousWanted.map(\.fileID))
         state.lastSyncSeq = sync.seq
         state.albumIDs = sync.albumIDs.filter { TopicID.isValid($0) && SafeID.isValid($0) }
+        let behind = applyAlbumSeqs(sync.albumSeqs)
         var order: [String] = []
         var albums: [String: [String]] = [:]
         var invalid = 0
+        for w in previousWanted {
+            let kept = w.albumIDs.filter { behind.contains($0) }
+            guard !kept.isEmpty else { continue }
+            order.append(w.fileID)
+            albums[w.fileID] = kept
+        }
         for photo in sync.photos {
             guard SafeID.isValid(photo.fileID), SafeID.isValid(photo.albumID) else {
                 invalid += 1
                 continue
             }
+            if behind.contains(photo.albumID) { continue }
             if albums[photo.fileID] == nil { order.append(photo.fileID) }
-            albums[photo.fileID, default: []].append(photo.albumID)
+            if albums[photo.fileID]?.contains(photo.albumID) != true { albums[photo.fileID, default: []].append(photo.albumID) }
+            remember(photo.fileID, versions: photo.versions)
         }
         state.wanted = order.map { AgentState.Wanted(fileID: $0, albumIDs: albums[$0] ?? []) }
         let wanted = Set(order)
         let drop = cached.filter { !wanted.contains($0) }.sorted()
         cached.subtract(drop)
         pending = pending.filter { wanted.contains($0.key) }
+        links = links.filter { wanted.contains($0.key) }
         for file in order where !cached.contains(file) && pending[file] == nil { pending[file] = false }
         // The newest photo this frame had not heard of (its photo_added was lost, e.g. with a
         // broker that lost the session) is shown next, as photo_added would have.
@@ -107,8 +147,66 @@ actor AgentCore {
         }
         refreshPlaylist()
         needsCachedReport = true
-        return SyncOutcome(drop: drop, invalidPhotos: invalid)
+        return SyncOutcome(drop: drop, invalidPhotos: invalid, behind: behind.sorted())
     }
+
+    /// Takes a sync's album numbers as the last ones heard (for the albums it shows); returns
+    /// the albums it is behind on (see ``applySync(_:)``). A number that fails the plausibility
+    /// check is ignored, like an implausible sync.
+    private func applyAlbumSeqs(_ albumSeqs: [String: Int64]?) -> Set<String> {
+        let shown = Set(state.albumIDs)
+        var seqs = (state.albumSeqs ?? [:]).filter { shown.contains($0.key) }
+        var behind: Set<String> = []
+        for (album, seq) in albumSeqs ?? [:] where shown.contains(album) {
+            guard seq == 0 || Self.plausible(seq, after: seqs[album] ?? 0) else { continue }
+            if let last = seqs[album], seq < last, !askedBehind.contains(album) {
+                behind.insert(album)
+            } else {
+                seqs[album] = seq
+            }
+        }
+        askedBehind = behind
+        state.albumSeqs = seqs
+        return behind
+    }
+
+    // MARK: Album sequence numbers
+
+    /// What an album notification's sequence number says, against the last one the frame heard
+    /// for that album (a sync's `album_seqs`, or an earlier notification).
+    enum AlbumSequence: Sendable, Equatable {
+        /// No number (an older album service): acted on as before, once per (album, file).
+        case unnumbered
+        /// The next one, or the first the frame has for the album: act on it.
+        case next
+        /// Beyond the next one: `missed` notifications never arrived. Act on it and ask for a sync.
+        case gap(missed: Int64)
+        /// At or below the last one: a repeat, or a change a sync already brought. The photo list
+        /// must not change (an old photo_removed could drop a photo added back since); a
+        /// photo_added of a photo still wanted may retry its download.
+        case seen
+        /// Not a number the album service hands out (≤ 0, beyond ``maxSeq``, a jump no real
+        /// history makes): dropped, so it cannot make the frame ignore the real ones; ask for a
+        /// sync.
+        case implausible
+    }
+
+    /// Checks a notification's number for `album` (one the frame shows) and records it as the
+    /// last one heard, unless it is seen already or implausible.
+    func observe(album: String, seq: Int64?) -> AlbumSequence {
+        guard let seq else { return .unnumbered }
+        let last = state.albumSeqs?[album]
+        guard Self.plausible(seq, after: last ?? 0) else { return .implausible }
+        if let last, seq <= last { return .seen }
+        var seqs = state.albumSeqs ?? [:]
+        seqs[album] = seq
+        state.albumSeqs = seqs
+        guard let last else { return .next }
+        return seq == last + 1 ? .next : .gap(missed: seq - last - 1)
+    }
+
+    /// The last number heard for `album` (nil: none yet).
+    func lastSeq(album: String) -> Int64? { state.albumSeqs?[album] }
 
     // MARK: Photo notifications
 
@@ -117,6 +215,35 @@ actor AgentCore {
 
     /// Records a notification key; false if it was already acted on.
     func firstTime(_ key: String) -> Bool { state.notifications.insert(key) }
+
+    /// Whether `file` is wanted for `album` (nil: for any album).
+    func holds(_ file: String, album: String? = nil) -> Bool {
+        state.wanted.contains { w in w.fileID == file && (album == nil || w.albumIDs.contains(album ?? "")) }
+    }
+
+    /// A repeated photo_added of a photo still wanted: fetched again if it is not cached (the
+    /// first download may have failed for good).
+    func retryIfMissing(_ file: String) -> Bool {
+        guard holds(file), !cached.contains(file), !inFlight.contains(file) else { return false }
+        if pending[file] == nil { pending[file] = false }
+        return true
+    }
+
+    // MARK: Capability URLs
+
+    /// Remembers the version made for this screen among `versions`, if there is one.
+    func remember(_ file: String, versions: [PhotoVersionLink]?) {
+        guard let versions, screenWidth > 0, screenHeight > 0,
+              let link = DirectVersion.pick(versions, width: screenWidth, height: screenHeight,
+                                            preferredFormat: state.config?.preferredFormat) else { return }
+        links[file] = link
+    }
+
+    /// The capability URL to download `file` from, if a notification or a sync gave one.
+    func link(for file: String) -> PhotoVersionLink? { links[file] }
+
+    /// The URL was refused (expired, unknown key): the metadata document is asked from now on.
+    func forgetLink(_ file: String) { links[file] = nil }
 
     /// A photo_added: wanted from now on (newest first), to be fetched and shown next.
     func photoAdded(_ file: String, album: String) {
@@ -130,11 +257,14 @@ actor AgentCore {
 
     /// A photo_removed: returns whether the file should leave the cache (no other album has it).
     func photoRemoved(_ file: String, album: String) -> Bool {
+        // A later photo_added of the same photo (without a number) is acted on again.
+        state.notifications.remove("added:\(album)/\(file)")
         guard let i = state.wanted.firstIndex(where: { $0.fileID == file }) else { return false }
         state.wanted[i].albumIDs.removeAll { $0 == album }
         guard state.wanted[i].albumIDs.isEmpty else { return false }
         state.wanted.remove(at: i)
         pending[file] = nil
+        links[file] = nil
         cached.remove(file)
         if state.slideshow.remove(file) { advanceRequested = true }
         return true
@@ -263,6 +393,10 @@ actor AgentCore {
 
     /// The frame's settings (retained `frames/{id}/config`).
     func configure(_ config: FrameConfigMessage) {
+        // The preferred format changed: URLs picked for the old one go (the next sync brings
+        // the new ones; meanwhile the metadata document is asked). The first config changes
+        // nothing: URLs picked without one are JPEG, which every frame shows.
+        if let old = state.config, old.preferredFormat != config.preferredFormat { links = [:] }
         state.config = config
         state.intervalSeconds = config.intervalSeconds > 0 ? Int(min(config.intervalSeconds, 86_400)) : nil
         state.slideshow.shuffle = config.shuffle

@@ -1,4 +1,5 @@
 import Foundation
+import Wire
 
 /// The photo metadata document of `GET /api/v1/photos/{file_id}` (the fields the agent uses;
 /// others are ignored).
@@ -38,17 +39,35 @@ public struct PhotoDocument: Decodable, Sendable, Hashable {
 
 /// Which version a frame downloads.
 public enum VersionChoice {
+    /// The longest side a version may claim (libvips' own limit is 10,000,000).
+    static let maxSide = 10_000_000
     /// The version made for this screen (`frame:{W}x{H}`, or any version of exactly that
     /// size); else the smallest one that covers the screen (both sides at least as large);
     /// else the largest there is. Nil when there are no usable versions.
     public static func pick(_ versions: [PhotoDocument.Version], width: Int, height: Int) -> PhotoDocument.Version? {
-        let usable = versions.filter { $0.width > 0 && $0.height > 0 && !$0.url.isEmpty }
+        // Sides beyond any real image (a hostile or corrupt document) are not usable: they
+        // would overflow the area comparison below.
+        let usable = versions.filter { (1...Self.maxSide).contains($0.width) && (1...Self.maxSide).contains($0.height) && !$0.url.isEmpty }
         if let exact = usable.first(where: { $0.size == "frame:\(width)x\(height)" }) { return exact }
         if let sameSize = usable.first(where: { $0.width == width && $0.height == height }) { return sameSize }
         func area(_ v: PhotoDocument.Version) -> Int { v.width * v.height }
         let covering = usable.filter { $0.width >= width && $0.height >= height }
         if let smallest = covering.min(by: { (area($0), $0.size) < (area($1), $1.size) }) { return smallest }
         return usable.max { (area($0), $0.size) < (area($1), $1.size) }
+    }
+}
+
+/// Which version a frame downloads straight from a notification's or a sync's capability URLs,
+/// with no metadata round trip.
+public enum DirectVersion {
+    /// The version made for this screen (`frame:{W}x{H}`) in the frame's preferred format, else
+    /// in JPEG. Nil when there is neither: the frame then asks the metadata document, which
+    /// may offer another version that fits (``VersionChoice``).
+    public static func pick(_ versions: [PhotoVersionLink], width: Int, height: Int, preferredFormat: String?) -> PhotoVersionLink? {
+        let screen = versions.filter { $0.size == "frame:\(width)x\(height)" && !$0.url.isEmpty }
+        let preferred = (preferredFormat ?? "").lowercased()
+        if !preferred.isEmpty, let version = screen.first(where: { $0.format.lowercased() == preferred }) { return version }
+        return screen.first { $0.format.lowercased() == "jpeg" }
     }
 }
 

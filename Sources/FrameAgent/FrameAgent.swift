@@ -16,10 +16,18 @@ import Wire
 /// * Subscribes to `frames/{id}/sync|command|config` and, for the albums in its sync,
 ///   `albums/{id}/photo_added|photo_removed|config` (changed when a sync changes them).
 /// * sync: acted on once per sequence; the disk cache is reconciled with the list (missing
-///   photos downloaded, removed ones dropped), then `cached` is reported.
-///   photo_added: acted on once per (album, file); metadata fetched, the version for this
-///   screen chosen and downloaded (conditional GET when cached), shown next, `displayed`
-///   reported once it is on screen. command: acted on once per id.
+///   photos downloaded, removed ones dropped), then `cached` is reported. Its `album_seqs` are
+///   the last sequence number heard per album.
+///   photo_added / photo_removed: acted on once per album sequence number (``AgentCore/observe(album:seq:)``;
+///   once per (album, file) from a service without numbers). A number that is not the last
+///   one + 1 means notifications were missed: the frame asks for its sync (`sync_request` on
+///   its status topic), as it does on every (re)connect. photo_added: when its `versions`
+///   include this screen's (`frame:{W}x{H}`, in the preferred format, else JPEG), that
+///   capability URL is downloaded directly, with no token and no metadata round trip (a sync's
+///   versions are used the same way); otherwise, or when the URL is refused, the metadata
+///   document is fetched and the version for this screen chosen. Downloads are conditional
+///   GETs when a copy is cached; the photo is shown next, and `displayed` reported once it is
+///   on screen. command: acted on once per id.
 /// * Without the network it keeps showing what it has; downloads are retried with
 ///   exponential back-off and jitter, at once after the broker comes back.
 /// * Graceful shutdown: stops its loops, publishes `offline` (retained), disconnects, and
@@ -64,7 +72,8 @@ public final class FrameAgent: Service, Sendable {
         self.gateway = GatewayClient(base: configuration.gatewayURL, token: configuration.frameToken, timeout: configuration.httpTimeout)
         self.display = DisplayDriver(display: configuration.display, width: configuration.screenWidth, height: configuration.screenHeight)
         self.cache = DiskCache(directory: configuration.cacheDirectory, budget: configuration.cacheBytes)
-        self.core = AgentCore(defaultInterval: configuration.defaultInterval)
+        self.core = AgentCore(defaultInterval: configuration.defaultInterval, screenWidth: configuration.screenWidth,
+                              screenHeight: configuration.screenHeight)
         self.subscriptions = SubscriptionManager(client: mqtt, logger: logger)
     }
 
@@ -155,6 +164,8 @@ public final class FrameAgent: Service, Sendable {
 
     private func connected(sessionPresent: Bool) async {
         logger.info("connected to the MQTT broker", metadata: ["mqtt.session_present": "\(sessionPresent)"])
+        // A broker without our session (restarted, or it expired) has none of our subscriptions.
+        if !sessionPresent { await subscriptions.reset() }
         do {
             try await mqtt.publish(FrameTopics.status(frame: id), payload: FrameTopics.encode(FrameStatusMessage(status: "online")),
                                    qos: .atLeastOnce, retain: true)
@@ -162,6 +173,9 @@ public final class FrameAgent: Service, Sendable {
             logger.warning("announcing online failed", metadata: ["error": "\(error)"])
         }
         await updateSubscriptions()
+        // Whatever happened while away (a lost session, notifications the broker dropped), a
+        // fresh sync says where things stand; the retained one may be seconds old.
+        await requestSync(reason: "connected")
         await flushReports()
         await publishHeartbeat()
         catchUpWake.signal()
@@ -264,7 +278,8 @@ public final class FrameAgent: Service, Sendable {
         }
         logger.info("sync applied", metadata: ["sync.seq": "\(sync.seq)", "sync.photos": "\(sync.photos.count)",
                                                 "sync.albums": "\(sync.albumIDs.count)", "cache.dropped": "\(outcome.drop.count)",
-                                                "sync.invalid_photos": "\(outcome.invalidPhotos)"])
+                                                "sync.invalid_photos": "\(outcome.invalidPhotos)",
+                                                "sync.behind_albums": "\(outcome.behind.count)"])
         do {
             try await cache.remove(outcome.drop)
         } catch {
@@ -274,35 +289,129 @@ public final class FrameAgent: Service, Sendable {
         await updateSubscriptions()
         slideshowWake.signal()
         catchUpWake.signal()
+        if !outcome.behind.isEmpty {
+            // Built before notifications this frame already acted on: ask for a newer one.
+            await requestSync(reason: "the sync is older than notifications already received")
+        }
     }
 
     func handlePhotoAdded(_ message: PhotoAddedMessage, album: String, logger: Logger) async throws {
         guard message.albumID == album, SafeID.isValid(message.fileID) else {
             throw FrameAgentError(.invalidInput, "photo_added with an unsafe file id or another album")
         }
-        guard await core.firstTime("added:\(album)/\(message.fileID)") else {
-            logger.debug("photo_added already acted on; ignored", metadata: ["file.id": "\(message.fileID)"])
+        var logger = logger
+        logger[metadataKey: "file.id"] = "\(message.fileID)"
+        logger[metadataKey: "album.id"] = "\(album)"
+        var missed: Int64 = 0
+        switch await core.observe(album: album, seq: message.seq) {
+        case .implausible:
+            let last = await core.lastSeq(album: album)
+            logger.warning("photo_added with an implausible sequence number dropped; asking for a sync", metadata: [
+                "album.seq": "\(message.seq ?? 0)", "album.last_seq": "\(last ?? 0)"])
+            await requestSync(reason: "an implausible album sequence number")
             return
+        case .seen:
+            if await core.holds(message.fileID, album: album) {
+                // A repeat: at most the download is tried again, if the photo is still missing.
+                await core.remember(message.fileID, versions: message.versions)
+                if await core.retryIfMissing(message.fileID) { catchUpWake.signal() }
+                logger.debug("photo_added already acted on", metadata: ["album.seq": "\(message.seq ?? 0)"])
+            } else {
+                // Older than what the frame has, yet it does not hold the photo: removed since,
+                // or the frame's numbers are off. A sync settles it.
+                logger.info("an old photo_added for a photo this frame does not hold; asking for a sync", metadata: [
+                    "album.seq": "\(message.seq ?? 0)"])
+                await requestSync(reason: "an old photo_added")
+            }
+            return
+        case .gap(let count):
+            missed = count
+        case .unnumbered:
+            guard await core.firstTime("added:\(album)/\(message.fileID)") else {
+                logger.debug("photo_added already acted on; ignored")
+                return
+            }
+        case .next:
+            break
         }
-        logger.info("photo added", metadata: ["file.id": "\(message.fileID)", "album.id": "\(album)"])
+        logger.info("photo added", metadata: ["album.seq": "\(message.seq.map { String($0) } ?? "-")"])
         await core.photoAdded(message.fileID, album: album)
+        await core.remember(message.fileID, versions: message.versions)
         await saveState()
-        // The fast path: fetch now; on failure the catch-up loop retries.
+        // The fast path: fetch now (straight from the notification's URL when it has this
+        // screen's version); on failure the catch-up loop retries. Woken either way, it also
+        // reports the photo `cached`.
         _ = await fetch(message.fileID, showNext: true)
+        catchUpWake.signal()
+        if missed > 0 {
+            logger.info("album notifications were missed; asking for a sync", metadata: [
+                "album.seq": "\(message.seq ?? 0)", "album.missed": "\(missed)"])
+            await requestSync(reason: "a gap in the album's sequence numbers")
+        }
     }
 
     func handlePhotoRemoved(_ message: PhotoRemovedMessage, album: String, logger: Logger) async throws {
         guard message.albumID == album, SafeID.isValid(message.fileID) else {
             throw FrameAgentError(.invalidInput, "photo_removed with an unsafe file id or another album")
         }
-        // Not deduplicated by key: removing twice changes nothing, and a photo added again later
-        // must be removable again.
+        var logger = logger
+        logger[metadataKey: "file.id"] = "\(message.fileID)"
+        logger[metadataKey: "album.id"] = "\(album)"
+        var missed: Int64 = 0
+        switch await core.observe(album: album, seq: message.seq) {
+        case .implausible:
+            let last = await core.lastSeq(album: album)
+            logger.warning("photo_removed with an implausible sequence number dropped; asking for a sync", metadata: [
+                "album.seq": "\(message.seq ?? 0)", "album.last_seq": "\(last ?? 0)"])
+            await requestSync(reason: "an implausible album sequence number")
+            return
+        case .seen:
+            // Acting on it could drop a photo added back since. If the frame still holds the
+            // photo, something is off: a sync settles it.
+            if await core.holds(message.fileID, album: album) {
+                logger.info("an old photo_removed for a photo this frame holds; asking for a sync", metadata: [
+                    "album.seq": "\(message.seq ?? 0)"])
+                await requestSync(reason: "an old photo_removed")
+            } else {
+                logger.debug("photo_removed already acted on", metadata: ["album.seq": "\(message.seq ?? 0)"])
+            }
+            return
+        case .gap(let count):
+            missed = count
+        case .next, .unnumbered:
+            // Not deduplicated by key when unnumbered: removing twice changes nothing, and a
+            // photo added again later must be removable again.
+            break
+        }
         if await core.photoRemoved(message.fileID, album: album) {
             try? await cache.remove([message.fileID])
-            logger.info("photo removed", metadata: ["file.id": "\(message.fileID)", "album.id": "\(album)"])
+            logger.info("photo removed", metadata: ["album.seq": "\(message.seq.map { String($0) } ?? "-")"])
         }
         await saveState()
         slideshowWake.signal()
+        if missed > 0 {
+            logger.info("album notifications were missed; asking for a sync", metadata: [
+                "album.seq": "\(message.seq ?? 0)", "album.missed": "\(missed)"])
+            await requestSync(reason: "a gap in the album's sequence numbers")
+        }
+    }
+
+    /// Asks the album service for a fresh sync: `{"status": "sync_request"}` on the frame's
+    /// status topic (QoS 1, never retained: it is not a state of the frame). Only while
+    /// connected: every (re)connect asks anyway. The service answers at most one per frame
+    /// every few seconds and serves a request inside that window when it ends, so asking
+    /// again is cheap.
+    func requestSync(reason: String) async {
+        guard mqtt.isConnected else { return }
+        do {
+            try await mqtt.publish(FrameTopics.status(frame: id),
+                                   payload: FrameTopics.encode(FrameStatusMessage(status: FrameStatusMessage.syncRequest)),
+                                   qos: .atLeastOnce, retain: false)
+            Counter(label: "frame_agent_sync_requests_total").increment()
+            logger.debug("asked for a sync", metadata: ["sync.reason": "\(reason)"])
+        } catch {
+            logger.debug("asking for a sync failed; the next reconnect asks again", metadata: ["error": "\(error)", "sync.reason": "\(reason)"])
+        }
     }
 
     func handleCommand(_ command: FrameCommandMessage, logger: Logger) async throws {
@@ -324,25 +433,51 @@ public final class FrameAgent: Service, Sendable {
 
     enum FetchOutcome { case cached, busy, failedTransient, failed }
 
-    /// Fetches a photo's metadata, chooses its version, downloads it (conditional GET when a
-    /// copy is cached) and stores it. Never throws: failures are logged and recorded.
+    /// Downloads the photo's version for this screen (conditional GET when a copy is cached)
+    /// and stores it: straight from a capability URL when a notification or a sync gave one,
+    /// else (or when that URL is refused) through the metadata document, choosing the version.
+    /// Never throws: failures are logged and recorded.
     func fetch(_ file: String, showNext: Bool) async -> FetchOutcome {
         guard await core.beginFetch(file) else { return .busy }
         var logger = self.logger
         logger[metadataKey: "file.id"] = "\(file)"
         let start = ContinuousClock.now
         do {
-            let document = try await gateway.metadata(fileID: file)
-            guard let version = VersionChoice.pick(document.versions, width: configuration.screenWidth, height: configuration.screenHeight) else {
-                throw FrameAgentError(.badResponse, "the photo has no version to show")
-            }
             let existing = await cache.entry(file)
-            let etag = existing?.version == version.size ? existing?.etag : nil
-            switch try await gateway.download(version.url, etag: etag) {
+            var direct: (size: String, download: GatewayClient.Download)?
+            if let link = await core.link(for: file) {
+                do {
+                    let etag = existing?.version == link.size ? existing?.etag : nil
+                    let download = try await gateway.download(capability: link.url, etag: etag)
+                    direct = (size: link.size, download: download)
+                } catch let error as FrameAgentError where !error.isTransient {
+                    // Expired, signed with a key the gateway no longer holds, malformed: the
+                    // metadata document has current URLs (a deleted photo answers 404 there too).
+                    await core.forgetLink(file)
+                    logger.info("the capability URL was refused; asking the metadata document", metadata: ["error": "\(error)"])
+                }
+            }
+            let chosen: (size: String, download: GatewayClient.Download)
+            if let direct {
+                chosen = direct
+            } else {
+                let document = try await gateway.metadata(fileID: file)
+                guard let version = VersionChoice.pick(document.versions, width: configuration.screenWidth, height: configuration.screenHeight) else {
+                    throw FrameAgentError(.badResponse, "the photo has no version to show")
+                }
+                let etag = existing?.version == version.size ? existing?.etag : nil
+                // The document lists capability URLs (no token needed); an older gateway's
+                // token-authenticated download URLs still work.
+                let download = (try? gateway.capabilityURL(version.url)) != nil
+                    ? try await gateway.download(capability: version.url, etag: etag)
+                    : try await gateway.download(version.url, etag: etag)
+                chosen = (size: version.size, download: download)
+            }
+            switch chosen.download {
             case .notModified:
-                logger.debug("cached version still current (304)", metadata: ["photo.version": "\(version.size)"])
+                logger.debug("cached version still current (304)", metadata: ["photo.version": "\(chosen.size)"])
             case .fetched(let bytes, let newTag):
-                let entry = CacheEntry(fileID: file, version: version.size, etag: newTag, bytes: Int64(bytes.count),
+                let entry = CacheEntry(fileID: file, version: chosen.size, etag: newTag, bytes: Int64(bytes.count),
                                        lastShown: Int64(Date().timeIntervalSince1970 * 1000))
                 let evicted = try await cache.store(entry, bytes: bytes, protecting: await core.protected)
                 if !evicted.isEmpty {
@@ -350,7 +485,7 @@ public final class FrameAgent: Service, Sendable {
                     logger.info("cache full: least recently shown photos evicted", metadata: ["cache.evicted": "\(evicted.count)"])
                 }
                 logger.info("photo downloaded", metadata: [
-                    "photo.version": "\(version.size)", "photo.bytes": "\(bytes.count)",
+                    "photo.version": "\(chosen.size)", "photo.bytes": "\(bytes.count)", "photo.direct": "\(direct != nil)",
                     "duration_ms": "\(Int((ContinuousClock.now - start).seconds * 1000))"])
             }
             gatewayReachable.withLock { $0 = true }

@@ -1,4 +1,6 @@
 import Foundation
+import Metrics
+import Threads
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -7,14 +9,28 @@ import FoundationNetworking
 /// frame token, through Foundation's URLSession (libcurl on Linux; its own threads, so no
 /// cooperative thread waits on the network).
 ///
-/// Every request goes to the configured gateway: URLs from MQTT messages or metadata
-/// documents contribute only their path and query (under `/api/v1/`), so a message naming
-/// another host never receives the frame's token.
+/// Every request with the token goes to the configured gateway: URLs from MQTT messages or
+/// metadata documents contribute only their path and query (under `/api/v1/`), so a message
+/// naming another host never receives the frame's token. Capability URLs
+/// (``download(capability:etag:)``) are the exception: they authorise themselves, so they are
+/// fetched as they are, with no token at all (they may name a CDN).
 final class GatewayClient: Sendable {
     let base: String
     let token: String
     let timeout: Duration
     let session: URLSession
+    /// Requests made, by kind. The frame edge's promise is a new photo fetched with one request
+    /// and no metadata round trip; this is where that shows.
+    let counts = Locked(RequestCounts())
+
+    struct RequestCounts: Sendable, Hashable {
+        /// `GET /api/v1/photos/{file_id}`.
+        var metadata = 0
+        /// Token-authenticated version downloads (from a metadata document).
+        var downloads = 0
+        /// Capability URL downloads (from a notification or a sync), without a token.
+        var capabilityDownloads = 0
+    }
 
     init(base: String, token: String, timeout: Duration) {
         self.base = base
@@ -46,9 +62,29 @@ final class GatewayClient: Sendable {
         return url
     }
 
+    /// A capability URL as it is: an absolute http(s) URL whose path ends in
+    /// `/c/{key id}/{expires}/{signature}/{file id}/{blob key}.{ext}` (below any path prefix of
+    /// the public gateway URL), without user info, query or `..`. Throws `invalidInput` otherwise.
+    func capabilityURL(_ text: String) throws -> URL {
+        let context = ["http.url": String(text.prefix(40))]
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty,
+              components.user == nil, components.password == nil, components.query == nil, components.fragment == nil else {
+            throw FrameAgentError(.invalidInput, "not an http(s) URL", context: context)
+        }
+        let segments = components.percentEncodedPath.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard segments.count >= 6, segments[segments.endIndex - 6] == "c",
+              !segments.contains(where: { $0.isEmpty || $0 == ".." || $0 == "." }), let url = components.url else {
+            throw FrameAgentError(.invalidInput, "not a capability URL", context: context)
+        }
+        return url
+    }
+
     /// `GET /api/v1/photos/{file_id}`.
     func metadata(fileID: String) async throws -> PhotoDocument {
         let url = try resolve("/api/v1/photos/\(fileID)")
+        counts.withLock { $0.metadata += 1 }
+        Counter(label: "frame_agent_http_requests_total", dimensions: [("kind", "metadata")]).increment()
         let (body, response) = try await get(url, etag: nil)
         guard response.statusCode == 200 else { throw Self.statusError(response, url) }
         do {
@@ -67,39 +103,70 @@ final class GatewayClient: Sendable {
     /// ``Download/notModified``.
     func download(_ reference: String, etag: String?) async throws -> Download {
         let url = try resolve(reference)
-        let (body, response) = try await get(url, etag: etag)
+        counts.withLock { $0.downloads += 1 }
+        Counter(label: "frame_agent_http_requests_total", dimensions: [("kind", "download")]).increment()
+        return try await download(url, etag: etag, authorized: true)
+    }
+
+    /// A version's bytes from a capability URL (``capabilityURL(_:)``), with no `Authorization`
+    /// header; with `etag`, a conditional GET.
+    func download(capability: String, etag: String?) async throws -> Download {
+        let url = try capabilityURL(capability)
+        counts.withLock { $0.capabilityDownloads += 1 }
+        Counter(label: "frame_agent_http_requests_total", dimensions: [("kind", "capability_download")]).increment()
+        return try await download(url, etag: etag, authorized: false)
+    }
+
+    private func download(_ url: URL, etag: String?, authorized: Bool) async throws -> Download {
+        let (body, response) = try await get(url, etag: etag, authorized: authorized)
         switch response.statusCode {
         case 200:
-            guard !body.isEmpty else { throw FrameAgentError(.badResponse, "the download was empty", context: ["http.url": url.absoluteString]) }
+            guard !body.isEmpty else {
+                throw FrameAgentError(.badResponse, "the download was empty", context: ["http.url": authorized ? url.absoluteString : Self.redacted(url)])
+            }
             return .fetched(bytes: [UInt8](body), etag: response.value(forHTTPHeaderField: "ETag"))
         case 304:
             return .notModified
         default:
-            throw Self.statusError(response, url)
+            throw Self.statusError(response, url, shown: authorized ? nil : Self.redacted(url))
         }
     }
 
-    static func statusError(_ response: HTTPURLResponse, _ url: URL) -> FrameAgentError {
-        FrameAgentError(.httpStatus, "the gateway refused GET \(url.path)", context: ["http.url": url.absoluteString],
-                        status: response.statusCode)
+    /// `shown`: how the URL appears in the error (default: as it is).
+    static func statusError(_ response: HTTPURLResponse, _ url: URL, shown: String? = nil) -> FrameAgentError {
+        let text = shown ?? url.absoluteString
+        return FrameAgentError(.httpStatus, "the gateway refused GET \(shown ?? url.path)", context: ["http.url": text],
+                               status: response.statusCode)
     }
 
-    private func get(_ url: URL, etag: String?) async throws -> (Data, HTTPURLResponse) {
+    /// A capability URL for logs and errors: its signature left out (the URL is a bearer
+    /// credential for the photo until it expires).
+    static func redacted(_ url: URL) -> String {
+        var parts = url.path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        if parts.count >= 6 { parts[parts.count - 3] = "…" }
+        return "\(url.scheme ?? "http")://\(url.host ?? "")\(url.port.map { ":\($0)" } ?? "")" + parts.joined(separator: "/")
+    }
+
+    /// `authorized`: with the frame token (only ever to ``base``); without it the URL is a
+    /// capability URL and appears redacted in errors.
+    private func get(_ url: URL, etag: String?, authorized: Bool = true) async throws -> (Data, HTTPURLResponse) {
         var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalCacheData, timeoutInterval: timeout.seconds)
-        request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+        if authorized { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let etag { request.setValue(etag, forHTTPHeaderField: "If-None-Match") }
+        let shown = authorized ? url.absoluteString : Self.redacted(url)
+        let path = authorized ? url.path : shown
         let box = TaskBox()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(Data, HTTPURLResponse), Error>) in
                 let task = session.dataTask(with: request) { data, response, error in
                     if let error {
-                        continuation.resume(throwing: FrameAgentError(.unreachable, "GET \(url.path) failed: \(error.localizedDescription)",
-                                                                      context: ["http.url": url.absoluteString]))
+                        continuation.resume(throwing: FrameAgentError(.unreachable, "GET \(path) failed: \(error.localizedDescription)",
+                                                                      context: ["http.url": shown]))
                     } else if let response = response as? HTTPURLResponse {
                         continuation.resume(returning: (data ?? Data(), response))
                     } else {
-                        continuation.resume(throwing: FrameAgentError(.badResponse, "GET \(url.path) gave no HTTP response",
-                                                                      context: ["http.url": url.absoluteString]))
+                        continuation.resume(throwing: FrameAgentError(.badResponse, "GET \(path) gave no HTTP response",
+                                                                      context: ["http.url": shown]))
                     }
                 }
                 box.set(task)

@@ -5,9 +5,14 @@ import Foundation
 // Wire (the contract's Swift face) so the frame agent needs neither PostgreSQL nor service code.
 //
 // Every payload carries `"v": 1` and is encoded with sorted keys. Frames must treat unknown
-// keys as absent (newer services may add some) and must act once per (album, file) for
-// photo_added/photo_removed, once per `seq` for sync (ignore a seq not above the last one
-// applied) and once per command `id`: QoS 2 is requested but never relied on.
+// keys as absent (newer services may add some) and must act once per album `seq` for
+// photo_added/photo_removed (once per (album, file) for a message without one, from an older
+// service), once per `seq` for sync (ignore a seq not above the last one applied) and once per
+// command `id`: QoS 2 is requested but never relied on.
+//
+// Fields added later are optionals, so a payload without them (an older service's, an older
+// frame's) still decodes: `seq` and `versions` of photo_added, `seq` of photo_removed,
+// `album_seqs` of sync.
 
 /// Ids that are put into MQTT topics.
 public enum TopicID {
@@ -66,6 +71,29 @@ public enum FrameTopics {
     }
 }
 
+/// One version of a photo as a frame may fetch it: what it is and a **capability URL**
+/// (DESIGN.md "The frame edge"), an absolute, immutable, content-addressed URL signed by the
+/// album service with the gateway's key, that needs no `Authorization` header (whoever holds it
+/// may read those bytes until it expires or the photo is deleted).
+public struct PhotoVersionLink: Codable, Sendable, Hashable {
+    /// `thumbnail`, `hd` or `frame:{W}x{H}`.
+    public var size: String
+    public var width: Int
+    public var height: Int
+    /// `jpeg` or `webp`.
+    public var format: String
+    /// `{public gateway URL}/c/{key id}/{expires}/{signature}/{file id}/{blob key}.{jpg|webp}`.
+    public var url: String
+
+    public init(size: String, width: Int, height: Int, format: String, url: String) {
+        self.size = size
+        self.width = width
+        self.height = height
+        self.format = format
+        self.url = url
+    }
+}
+
 /// `albums/{album_id}/photo_added` (QoS 1), and one entry of a sync's photo list.
 public struct PhotoAddedMessage: Codable, Sendable, Hashable {
     public var v: Int = 1
@@ -77,10 +105,20 @@ public struct PhotoAddedMessage: Codable, Sendable, Hashable {
     /// Unix milliseconds, absent when unknown.
     public var takenAt: Int64?
     /// The gateway URL of the photo's metadata document: `{public}/api/v1/photos/{file_id}`.
+    /// A frame whose screen is not among `versions` fetches it to choose a version.
     public var mediaServiceURL: String
+    /// The album's sequence number: each photo_added and photo_removed of an album takes the
+    /// next one, so a frame that sees a number that is not its last one + 1 knows it missed a
+    /// message and asks for its sync (`sync_request`). Absent in a sync's photo list (the sync
+    /// carries `album_seqs`) and from older services.
+    public var seq: Int64?
+    /// The photo's versions with capability URLs: `thumbnail`, `hd` and every `frame:{W}x{H}`
+    /// rendered for the album's frames (in a sync: only the frame's own screen). Absent from
+    /// older services or when the album service knows no version yet.
+    public var versions: [PhotoVersionLink]?
 
     public init(fileID: String, albumID: String, fileName: String, contentType: String, labels: [String],
-                takenAt: Int64?, mediaServiceURL: String) {
+                takenAt: Int64?, mediaServiceURL: String, seq: Int64? = nil, versions: [PhotoVersionLink]? = nil) {
         self.fileID = fileID
         self.albumID = albumID
         self.fileName = fileName
@@ -88,10 +126,12 @@ public struct PhotoAddedMessage: Codable, Sendable, Hashable {
         self.labels = labels
         self.takenAt = takenAt
         self.mediaServiceURL = mediaServiceURL
+        self.seq = seq
+        self.versions = versions
     }
 
     enum CodingKeys: String, CodingKey {
-        case v, labels
+        case v, labels, seq, versions
         case fileID = "file_id", albumID = "album_id", fileName = "file_name", contentType = "content_type"
         case takenAt = "taken_at", mediaServiceURL = "media_service_url"
     }
@@ -104,41 +144,55 @@ public struct PhotoRemovedMessage: Codable, Sendable, Hashable {
     public var albumID: String
     /// "removed", "file_deleted", "album_deleted".
     public var reason: String
+    /// The album's sequence number (see ``PhotoAddedMessage/seq``); absent from older services.
+    public var seq: Int64?
 
-    public init(fileID: String, albumID: String, reason: String) {
+    public init(fileID: String, albumID: String, reason: String, seq: Int64? = nil) {
         self.fileID = fileID
         self.albumID = albumID
         self.reason = reason
+        self.seq = seq
     }
 
     enum CodingKeys: String, CodingKey {
-        case v, reason
+        case v, reason, seq
         case fileID = "file_id", albumID = "album_id"
     }
 }
 
-/// `frames/{frame_id}/sync` (QoS 2, retained): everything the frame should show.
+/// `frames/{frame_id}/sync` (QoS 2, retained): everything the frame should show. Published
+/// when what the frame shows changes (its albums, an album deleted, a member leaving), when it
+/// asks (`sync_request`) or its owner does, and, for a frame that is offline while its albums
+/// change, refreshed in the background (so a frame coming back finds a fresh one) — never
+/// after each photo: photos arrive as photo_added/photo_removed with the album's `seq`.
 public struct FrameSyncMessage: Codable, Sendable, Hashable {
     public var v: Int = 1
     public var frameID: String
     /// Grows with every sync of this frame; apply only a seq above the last one applied.
     public var seq: Int64
     public var albumIDs: [String]
-    /// One entry per (album, photo) whose versions are ready, newest first per album.
+    /// One entry per (album, photo) whose versions are ready, newest first per album; each
+    /// carries the versions made for this frame's screen, when known (`versions`).
     public var photos: [PhotoAddedMessage]
     public var generatedAt: Int64
+    /// Each album's sequence number when the sync was built: the photo list includes every
+    /// photo_added/photo_removed up to it, so the frame expects that number + 1 next. Absent
+    /// from older services.
+    public var albumSeqs: [String: Int64]?
 
-    public init(frameID: String, seq: Int64, albumIDs: [String], photos: [PhotoAddedMessage], generatedAt: Int64) {
+    public init(frameID: String, seq: Int64, albumIDs: [String], photos: [PhotoAddedMessage], generatedAt: Int64,
+                albumSeqs: [String: Int64]? = nil) {
         self.frameID = frameID
         self.seq = seq
         self.albumIDs = albumIDs
         self.photos = photos
         self.generatedAt = generatedAt
+        self.albumSeqs = albumSeqs
     }
 
     enum CodingKeys: String, CodingKey {
         case v, seq, photos
-        case frameID = "frame_id", albumIDs = "album_ids", generatedAt = "generated_at"
+        case frameID = "frame_id", albumIDs = "album_ids", generatedAt = "generated_at", albumSeqs = "album_seqs"
     }
 }
 
@@ -258,8 +312,16 @@ public struct AlbumConfigMessage: Codable, Sendable, Hashable {
 
 /// `frames/{frame_id}/status` (QoS 0, from the frame). A frame connects with the last will
 /// `{"v":1,"status":"offline"}` (retained) and publishes `online` (retained) once connected.
+///
+/// `sync_request` (never retained) asks the album service for a fresh `frames/{id}/sync`: a
+/// frame sends it when it (re)connects and when an album's `seq` shows it missed a message.
+/// It is not a state of the frame: the service answers it (at most one sync per frame every
+/// few seconds; a request inside that window is served when it ends) and records nothing.
 public struct FrameStatusMessage: Codable, Sendable, Hashable {
-    /// "online", "offline", "cached", "displayed", "error".
+    /// A frame asking for its sync (see above).
+    public static let syncRequest = "sync_request"
+
+    /// "online", "offline", "cached", "displayed", "error", "sync_request".
     public var status: String
     /// The photo concerned (`cached`, `displayed`).
     public var fileID: String?

@@ -37,6 +37,8 @@ struct AlbumHarness {
                                     reconnectDelay: .milliseconds(100), reconnectDelayMax: .milliseconds(500)),
             publicGatewayURL: Self.gateway, frameMQTTHost: broker.host, frameMQTTPort: broker.port)
         configuration.retryInterval = .milliseconds(200)
+        // An offline frame's retained sync catches up within half a second (10 s by default).
+        configuration.syncRefreshInterval = .milliseconds(500)
         return try AlbumService(runtime: runtime, configuration: configuration, logger: quietLogger)
     }
 
@@ -81,8 +83,20 @@ struct AlbumHarness {
         return FileUploadedWithAI(eventID: UUID().uuidString.lowercased(), occurredAt: 1, userID: user, file: file)
     }
 
-    func cacheReady(_ fileID: String, eventID: String = UUID().uuidString.lowercased()) async throws {
-        try await publish(MediaCacheReady(eventID: eventID, occurredAt: 2, fileID: fileID))
+    func cacheReady(_ fileID: String, eventID: String = UUID().uuidString.lowercased(), versions: [PhotoVersion] = []) async throws {
+        try await publish(MediaCacheReady(eventID: eventID, occurredAt: 2, fileID: fileID, versions: versions))
+    }
+
+    /// What media renders for a photo: thumbnail, hd, the original and a `frame:` version per
+    /// screen (JPEG), each with its own random blob key.
+    static func versions(_ fileID: String, screens: [(Int32, Int32)]) -> [PhotoVersion] {
+        func version(_ size: String, _ width: Int32, _ height: Int32, format: String = "jpeg") -> PhotoVersion {
+            let key = (UUID().uuidString + UUID().uuidString).replacingOccurrences(of: "-", with: "").lowercased()
+            return PhotoVersion(fileID: fileID, size: size, width: width, height: height, format: format,
+                                contentType: "image/\(format)", blobKey: key, byteSize: 1000, sha256: key, createdAt: 1)
+        }
+        return [version("thumbnail", 300, 188), version("hd", 1728, 1080), version("original", 2560, 1600, format: "png")]
+            + screens.map { version("frame:\($0.0)x\($0.1)", $0.0, $0.1) }
     }
 
     func publish<E: WireEvent>(_ event: E) async throws {

@@ -11,8 +11,9 @@ import Wire
 extension AlbumServiceSuite {
     @Suite struct AlbumPushTests {
         /// Upload with album_id → after media.cache_ready the frame's client gets exactly one
-        /// photo_added with the right payload and QoS 1; a second cache_ready for the same photo
-        /// (another event id) and a redelivery of the same event publish nothing more.
+        /// photo_added with the right payload (the album's first sequence number) and QoS 1; a
+        /// second cache_ready for the same photo (another event id) and a redelivery of the same
+        /// event publish nothing more.
         @Test func uploadToAlbumPushesPhotoAddedExactlyOnce() async throws {
             let h = try await AlbumHarness.make()
             defer { Task { await h.close() } }
@@ -40,7 +41,7 @@ extension AlbumServiceSuite {
                 let payload = try message.decode(PhotoAddedMessage.self)
                 #expect(payload == PhotoAddedMessage(fileID: fileID, albumID: album.albumID, fileName: "Leaf.jpg", contentType: "image/jpeg",
                                                      labels: ["leaf", "autumn"], takenAt: 1_600_000_000_000,
-                                                     mediaServiceURL: "\(AlbumHarness.gateway)/api/v1/photos/\(fileID)"))
+                                                     mediaServiceURL: "\(AlbumHarness.gateway)/api/v1/photos/\(fileID)", seq: 1))
                 let json = try JSONSerialization.jsonObject(with: Data(message.payload)) as? [String: Any]
                 #expect(json?["v"] as? Int == 1)
 
@@ -95,8 +96,9 @@ extension AlbumServiceSuite {
             #expect(try seen.first?.decode(PhotoAddedMessage.self).fileID == fileID)
         }
 
-        /// A frame subscribing late gets the retained sync (QoS 2 asked) listing every ready photo;
-        /// removing a photo publishes photo_removed and a newer sync without it.
+        /// A frame subscribing late gets the retained sync (QoS 2 asked) listing every ready photo
+        /// and the album's sequence number; removing a photo publishes photo_removed with the next
+        /// number and, the frame being offline, its retained sync is refreshed without the photo.
         @Test func lateFrameGetsRetainedSyncAndRemovals() async throws {
             let h = try await AlbumHarness.make()
             defer { Task { await h.close() } }
@@ -129,6 +131,7 @@ extension AlbumServiceSuite {
                 #expect(message.albumIDs == [album])
                 #expect(Set(message.photos.map(\.fileID)) == Set(files))
                 #expect(message.photos.allSatisfy { $0.mediaServiceURL == "\(AlbumHarness.gateway)/api/v1/photos/\($0.fileID)" })
+                #expect(message.albumSeqs == [album: 3], "three photo_added so far")
 
                 // SyncFrame publishes again with a higher sequence number.
                 let reply = try await h.client.call(AlbumAPI.syncFrame, SyncFrameRequest(userID: owner, frameID: frame))
@@ -144,11 +147,13 @@ extension AlbumServiceSuite {
                         && messages.contains { (try? $0.decode(FrameSyncMessage.self))?.photos.count == 2 }
                 })
                 let removed = try #require(seen.first { $0.topic == removedTopic })
-                #expect(try removed.decode(PhotoRemovedMessage.self) == PhotoRemovedMessage(fileID: files[0], albumID: album, reason: "removed"))
+                #expect(try removed.decode(PhotoRemovedMessage.self)
+                        == PhotoRemovedMessage(fileID: files[0], albumID: album, reason: "removed", seq: 4))
                 let latestMessage = try #require(seen.last { $0.topic == syncTopic })
                 let latest = try latestMessage.decode(FrameSyncMessage.self)
                 #expect(!latest.photos.map(\.fileID).contains(files[0]))
                 #expect(latest.seq > reply.sequence)
+                #expect(latest.albumSeqs == [album: 4])
             }
         }
     }

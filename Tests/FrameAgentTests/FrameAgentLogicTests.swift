@@ -122,6 +122,16 @@ import Wire
                                    width: 10, height: 10) == nil)
     }
 
+    /// Found by fuzzing: two versions whose claimed sides multiply beyond Int overflowed the
+    /// area comparison and took the agent down. Such versions are not usable.
+    @Test func absurdSidesAreIgnoredNotMultiplied() {
+        let huge = 4_611_686_018_427_387_904
+        let versions = [V(size: "a", width: 1000, height: huge, url: "/x"), V(size: "b", width: 1000, height: huge, url: "/y"),
+                        V(size: "hd", width: 1728, height: 1080, url: "/hd")]
+        #expect(VersionChoice.pick(versions, width: 1024, height: 600)?.size == "hd")
+        #expect(VersionChoice.pick(Array(versions.prefix(2)), width: 1024, height: 600) == nil)
+    }
+
     @Test func theMetadataDocumentDecodesAndIgnoresUnknownFields() throws {
         let json = """
             {"file_id": "f", "file_name": "a.jpg", "content_type": "image/jpeg", "width": 2560, "height": 1600,
