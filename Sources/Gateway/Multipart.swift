@@ -4,21 +4,24 @@ import Foundation
 /// reports each part's headers and its bytes as they arrive, never holding a whole part.
 /// Only the last `delimiter.count - 1` bytes of a part are held back, in case the boundary
 /// is split across chunks.
-struct MultipartParser {
-    enum Event: Equatable {
+///
+/// Public (with its events, ``ImageSniffer`` and nothing else of the gateway) so the fuzz
+/// target `fuzz-multipart` (fuzz/, its own package) can drive it without `@testable`.
+public struct MultipartParser {
+    public enum Event: Equatable {
         case partStart(PartHeaders)
         case data([UInt8])
         case partEnd
     }
 
-    struct PartHeaders: Equatable {
-        var name: String
-        var fileName: String?
-        var contentType: String?
+    public struct PartHeaders: Equatable {
+        public var name: String
+        public var fileName: String?
+        public var contentType: String?
     }
 
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
     }
 
     private enum State { case preamble, headers, body, epilogue }
@@ -29,7 +32,7 @@ struct MultipartParser {
     private static let maxHeaderBytes = 16 * 1024
 
     /// `boundary` from the Content-Type header (1…70 characters, RFC 2046).
-    init(boundary: String) throws {
+    public init(boundary: String) throws {
         guard (1...70).contains(boundary.utf8.count), !boundary.utf8.contains(where: { $0 == 13 || $0 == 10 }) else {
             throw Failure(description: "invalid multipart boundary")
         }
@@ -39,7 +42,7 @@ struct MultipartParser {
     }
 
     /// The boundary parameter of a `multipart/form-data` Content-Type, nil if there is none.
-    static func boundary(fromContentType contentType: String) -> String? {
+    public static func boundary(fromContentType contentType: String) -> String? {
         let parts = contentType.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
         guard let type = parts.first, type.lowercased() == "multipart/form-data" else { return nil }
         for parameter in parts.dropFirst() {
@@ -52,10 +55,10 @@ struct MultipartParser {
         return nil
     }
 
-    var isComplete: Bool { state == .epilogue }
+    public var isComplete: Bool { state == .epilogue }
 
     /// Consumes a chunk; returns what it completed.
-    mutating func feed(_ chunk: some Collection<UInt8>) throws -> [Event] {
+    public mutating func feed(_ chunk: some Collection<UInt8>) throws -> [Event] {
         if state == .epilogue { return [] }
         buffer.append(contentsOf: chunk)
         var events: [Event] = []
@@ -111,7 +114,7 @@ struct MultipartParser {
     }
 
     /// Call after the last chunk: throws when the body ended before the closing boundary.
-    func finish() throws {
+    public func finish() throws {
         guard state == .epilogue else { throw Failure(description: "the multipart body ended before its closing boundary") }
     }
 
@@ -187,12 +190,12 @@ struct MultipartParser {
 }
 
 /// Which image format bytes are, from their first bytes (never from a name or a header).
-enum ImageSniffer {
+public enum ImageSniffer {
     /// Bytes needed to decide.
-    static let prefixLength = 32
+    public static let prefixLength = 32
 
     /// The content type of a supported image, nil for anything else.
-    static func contentType(of bytes: some Collection<UInt8>) -> String? {
+    public static func contentType(of bytes: some Collection<UInt8>) -> String? {
         let b = Array(bytes.prefix(prefixLength))
         func starts(_ signature: [UInt8], at offset: Int = 0) -> Bool {
             b.count >= offset + signature.count && Array(b[offset..<offset + signature.count]) == signature
