@@ -148,7 +148,7 @@ public final class Gateway: Sendable {
     public func application() -> some ApplicationProtocol {
         let (seconds, attoseconds) = configuration.readTimeout.components
         return Application(
-            router: router(),
+            responder: EdgeResponder(gateway: self, router: router().buildResponder()),
             server: .http1(configuration: .init(idleTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "framecast"),
             services: [tokenRevocations, capabilityRevocations],
