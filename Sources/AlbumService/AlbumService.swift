@@ -335,7 +335,7 @@ public final class AlbumService: Sendable {
         relay.wake()
         // Frames that showed the album get a sync without it; its retained config goes away.
         try? await publisher.publishNow(FrameTopics.albumConfig(album: id), [], qos: .atLeastOnce, retain: true)
-        for frame in frames { try? await publisher.publishSync(frame: frame) }
+        for frame in frames { _ = try? await publisher.publishSync(frame: frame) }
         return Empty()
     }
 
@@ -404,7 +404,7 @@ public final class AlbumService: Sendable {
             return frames
         }
         relay.wake()
-        for frame in frames { try? await publisher.publishSync(frame: frame) }
+        for frame in frames { _ = try? await publisher.publishSync(frame: frame) }
         return Empty()
     }
 

@@ -125,22 +125,19 @@ final class BrokerAdmin: Service, Sendable {
 
     /// One message that gives a frame its identity, keeping what exists: its role (with the ACLs
     /// for `albums` when created) and its client, bound to its own client id and holding the
-    /// role. With a `password` it is set even on a client that existed; without one a new client
-    /// cannot log in until the owner rotates its credentials. Run it tolerating "already"
-    /// (exists, has the role).
+    /// role, with `password` when given (without one a new client cannot log in until the owner
+    /// rotates its credentials). Run it tolerating "already" (exists); when the client existed,
+    /// ``Connection/createIdentity`` sets the password on it. Every command is one rewrite
+    /// of the broker's whole state file (mosquitto 2.0's plugin saves after each), so a new frame
+    /// costs two, not more.
     static func identityCommands(frame: String, password: String?, albums: [String]) -> [[String: Any]] {
         let user = username(frame: frame)
         var client: [String: Any] = ["command": "createClient", "username": user, "clientid": user, "roles": [["rolename": user]]]
-        var commands: [[String: Any]] = [
+        if let password { client["password"] = password }
+        return [
             ["command": "createRole", "rolename": user, "acls": acls(frame: frame, albums: albums).sorted().map(\.json)],
+            client,
         ]
-        if let password {
-            client["password"] = password
-            commands += [client, ["command": "setClientPassword", "username": user, "password": password]]
-        } else {
-            commands += [client, ["command": "addClientRole", "username": user, "rolename": user]]
-        }
-        return commands
     }
 
     struct ACL: Hashable, Sendable, Comparable {
@@ -164,14 +161,13 @@ final class BrokerAdmin: Service, Sendable {
         let user = Self.username(frame: frame)
         // A reconciliation running between the frame's commit and this call may have created
         // the client already (without a password): the password is set in any case.
-        let commands = Self.identityCommands(frame: frame, password: password, albums: albums)
         for (index, connection) in ordered(for: frame).enumerated() {
             do {
-                try await connection.run(commands, tolerating: ["already"])
+                try await connection.createIdentity(frame: frame, password: password, albums: albums)
                 connection.remember(frame, albums: albums)
             } catch {
                 if index == 0 {
-                    try? await connection.run([["command": "deleteClient", "username": user],
+                    _ = try? await connection.run([["command": "deleteClient", "username": user],
                                                ["command": "deleteRole", "rolename": user]], tolerating: ["not found"])
                     throw ServiceError.unavailable("the frame's MQTT broker \(connection.broker) did not register it: \(error)")
                 }
@@ -185,12 +181,11 @@ final class BrokerAdmin: Service, Sendable {
     /// Sets the frame's password on every frame broker: the broker drops its connection, so the
     /// old password stops working at once. The frame's own broker must take it.
     func setPassword(_ frame: String, password: String, albums: [String]) async throws {
-        let commands = Self.identityCommands(frame: frame, password: password, albums: albums)
         for (index, connection) in ordered(for: frame).enumerated() {
             do {
                 try await connection.ensureRole(frame: frame, albums: albums)
                 // A broker that lost the client (or never had it) gets it again, with the new password.
-                try await connection.run(commands, tolerating: ["already"])
+                try await connection.createIdentity(frame: frame, password: password, albums: albums)
             } catch {
                 if index == 0 { throw ServiceError.unavailable("the frame's MQTT broker \(connection.broker) did not take the new password: \(error)") }
                 logger.warning("rotating a frame's password on another frame broker failed", metadata: [
@@ -240,6 +235,8 @@ final class BrokerAdmin: Service, Sendable {
         static let commandTopic = "$CONTROL/dynamic-security/v1"
         static let responseTopic = "$CONTROL/dynamic-security/v1/response"
         static let timeout: Duration = .seconds(10)
+        /// The key of a tolerated error's entry in ``run(_:tolerating:)``'s answer.
+        static let toleratedKey = "tolerated error"
 
         init(broker: FrameBroker, client: MQTTClient, logger: Logger) {
             self.broker = broker
@@ -261,7 +258,8 @@ final class BrokerAdmin: Service, Sendable {
 
         /// Sends the commands in one message and returns each one's `data` (in order). A
         /// command that answers an error throws, unless the error contains one of `tolerating`
-        /// (case-insensitive), e.g. "not found" for a delete.
+        /// (case-insensitive), e.g. "not found" for a delete: its entry is then
+        /// `[toleratedKey: error]`.
         @discardableResult
         func run(_ commands: [[String: Any]], tolerating: [String]) async throws -> [[String: Any]] {
             guard client.isConnected else { throw Failure(command: "connect", reason: "not connected") }
@@ -303,7 +301,7 @@ final class BrokerAdmin: Service, Sendable {
                 }
                 if let error = response["error"] as? String, !error.isEmpty {
                     if tolerating.contains(where: { error.lowercased().contains($0) }) {
-                        data.append([:])
+                        data.append([Self.toleratedKey: error])
                         continue
                     }
                     throw Failure(command: name, reason: error)
@@ -338,9 +336,24 @@ final class BrokerAdmin: Service, Sendable {
             } else {
                 logger.warning("the broker had no role for a frame; recreated (the frame needs new credentials if its client was lost too)",
                                metadata: ["frame.id": "\(frame)"])
-                try await run(BrokerAdmin.identityCommands(frame: frame, password: nil, albums: albums), tolerating: ["already"])
+                try await createIdentity(frame: frame, password: nil, albums: albums)
             }
             remember(frame, albums: albums)
+        }
+
+        /// Creates the frame's role and client where missing (``BrokerAdmin/identityCommands``);
+        /// a client that existed gets `password` (when given) and its role, if it lost it.
+        func createIdentity(frame: String, password: String?, albums: [String]) async throws {
+            let answers = try await run(BrokerAdmin.identityCommands(frame: frame, password: password, albums: albums),
+                                        tolerating: ["already"])
+            guard answers.last?[Self.toleratedKey] != nil else { return }
+            let user = BrokerAdmin.username(frame: frame)
+            let client = try await run([["command": "getClient", "username": user]], tolerating: []).first?["client"] as? [String: Any]
+            let roles = (client?["roles"] as? [[String: Any]] ?? []).compactMap { $0["rolename"] as? String }
+            var commands: [[String: Any]] = []
+            if !roles.contains(user) { commands.append(["command": "addClientRole", "username": user, "rolename": user]) }
+            if let password { commands.append(["command": "setClientPassword", "username": user, "password": password]) }
+            if !commands.isEmpty { try await run(commands, tolerating: []) }
         }
 
         /// The `frame-…` client names the broker knows.

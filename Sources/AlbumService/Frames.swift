@@ -14,6 +14,7 @@ extension AlbumService {
         let user = try Self.user(request.userID)
         let name = try Self.text(request.name, "name", max: 200, required: true)
         try Self.screen(request.width, request.height)
+        let albums = try Self.frameAlbumIDs(request.albumIDs)
         let id = Self.newID()
         // The frame's own broker identity (dynamic security): the password is returned once; the
         // broker keeps only its salted hash and the database nothing.
@@ -26,29 +27,70 @@ extension AlbumService {
         // lists the broker's clients never sees a client without its row). A broker that does
         // not take it leaves no frame behind: the row is removed again and the answer is 503.
         let frame: Frame = try await runtime.postgres.withTransaction { c in
+            // Only albums the owner can see (checked before anything is written).
+            for album in albums where try Self.role(user, album, schema, c) == nil { throw Self.noAlbum }
             _ = try c.execute("""
                 INSERT INTO \(schema).frames (frame_id, owner_id, name, width, height, orientation, mqtt_username, config)
                 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8)
                 """, [.text(id), .text(user), .text(name), .int(Int64(request.width)), .int(Int64(request.height)),
                       .int(Int64(orientation.wireValue)), .text(username), .bytea(Self.defaultFrameConfig.wireBytes())])
+            try Self.insertFrameAlbums(frame: id, albums: albums, schema, c)
             guard let frame = try Self.frame(id, owner: user, schema, c) else { throw ServiceError.internal("the new frame was not read back") }
             return frame
         }
         do {
-            try await admin.createFrame(id, password: password, albums: [])
+            try await admin.createFrame(id, password: password, albums: albums)
         } catch {
+            // frame_albums and album_sync_status rows go with the frame (ON DELETE CASCADE).
             _ = try? await runtime.postgres.execute("DELETE FROM \(schema).frames WHERE frame_id = $1::uuid", [.text(id)])
             logger.warning("frame registration refused: its broker identity could not be created", metadata: [
                 "frame.id": "\(id)", "error": "\(error)"])
             throw error
         }
-        // Media learns of the new screen only once the frame exists for good.
+        // Media learns of the new screen (and its albums) only once the frame exists for good.
         try await runtime.postgres.withTransaction { c in try Self.enqueueAlbumsChanged(frame: id, schema, c) }
         relay.wake()
+        if !albums.isEmpty { await publishSyncOrRetry(frame: id) }
         let broker = try configuration.frameBroker(for: id)
-        logger.info("frame registered", metadata: ["frame.id": "\(id)", "mqtt.broker": "\(broker)"])
+        logger.info("frame registered", metadata: ["frame.id": "\(id)", "mqtt.broker": "\(broker)", "albums": "\(albums.count)"])
         return RegisterFrameReply(frame: frame, mqtt: MqttCredentials(
             host: broker.host, port: Int32(broker.port), username: username, password: password))
+    }
+
+    /// The album ids a frame is asked to show: valid ids, each once, at most 100.
+    static func frameAlbumIDs(_ texts: [String]) throws -> [String] {
+        guard texts.count <= 100 else { throw ServiceError.invalid("at most 100 albums per frame") }
+        var wanted: [String] = []
+        for text in texts {
+            guard let album = try Self.id(text, "album_ids") else { throw Self.noAlbum }
+            if !wanted.contains(album) { wanted.append(album) }
+        }
+        return wanted
+    }
+
+    /// Adds the frame's album rows (and their sync status) for `albums`, keeping those it has.
+    static func insertFrameAlbums(frame: String, albums: [String], _ schema: String, _ c: PostgresConnection) throws {
+        for album in albums {
+            _ = try c.execute("INSERT INTO \(schema).frame_albums (frame_id, album_id) VALUES ($1::uuid, $2::uuid) ON CONFLICT DO NOTHING",
+                              [.text(frame), .text(album)])
+            _ = try c.execute("""
+                INSERT INTO \(schema).album_sync_status (frame_id, album_id) VALUES ($1::uuid, $2::uuid) ON CONFLICT DO NOTHING
+                """, [.text(frame), .text(album)])
+        }
+        try Self.refreshSyncStatus(frame: frame, schema, c)
+    }
+
+    /// Publishes the frame's sync after its albums changed (committed already): on failure the
+    /// publisher retries it until the broker takes it.
+    func publishSyncOrRetry(frame id: String) async {
+        do {
+            _ = try await publisher.publishSync(frame: id)
+        } catch {
+            logger.warning("publishing a frame's sync failed; will retry", metadata: ["frame.id": "\(id)", "error": "\(error)"])
+            _ = try? await runtime.postgres.execute("UPDATE \(schema).frames SET sync_seq = sync_seq + 1 WHERE frame_id = $1::uuid",
+                                                    [.text(id)])
+            publisher.wake()
+        }
     }
 
     /// A new MQTT password for the owner's frame; the broker drops the frame's connection, so
@@ -157,13 +199,7 @@ extension AlbumService {
     func setFrameAlbums(_ request: SetFrameAlbumsRequest) async throws -> FrameReply {
         let user = try Self.user(request.userID)
         guard let id = try Self.id(request.frameID, "frame_id") else { throw Self.noFrame }
-        guard request.albumIDs.count <= 100 else { throw ServiceError.invalid("at most 100 albums per frame") }
-        var wanted: [String] = []
-        for text in request.albumIDs {
-            guard let album = try Self.id(text, "album_ids") else { throw Self.noAlbum }
-            if !wanted.contains(album) { wanted.append(album) }
-        }
-        let albums = wanted
+        let albums = try Self.frameAlbumIDs(request.albumIDs)
         let schema = self.schema
         try await runtime.postgres.withTransaction { c in
             guard try !c.query("SELECT 1 FROM \(schema).frames WHERE frame_id = $1::uuid AND owner_id = $2 FOR UPDATE",
@@ -175,27 +211,12 @@ extension AlbumService {
                 DELETE FROM \(schema).frame_albums WHERE frame_id = $1::uuid
                     AND NOT (album_id::text = ANY(string_to_array($2, ',')))
                 """, [.text(id), .text(list)])
-            for album in albums {
-                _ = try c.execute("INSERT INTO \(schema).frame_albums (frame_id, album_id) VALUES ($1::uuid, $2::uuid) ON CONFLICT DO NOTHING",
-                                  [.text(id), .text(album)])
-                _ = try c.execute("""
-                    INSERT INTO \(schema).album_sync_status (frame_id, album_id) VALUES ($1::uuid, $2::uuid) ON CONFLICT DO NOTHING
-                    """, [.text(id), .text(album)])
-            }
-            try Self.refreshSyncStatus(frame: id, schema, c)
+            try Self.insertFrameAlbums(frame: id, albums: albums, schema, c)
             _ = try c.execute("UPDATE \(schema).frames SET updated_at = clock_timestamp() WHERE frame_id = $1::uuid", [.text(id)])
             try Self.enqueueAlbumsChanged(frame: id, schema, c)
         }
         relay.wake()
-        do {
-            _ = try await publisher.publishSync(frame: id)
-        } catch {
-            // Committed; the publisher retries the sync until the broker takes it.
-            logger.warning("publishing a frame's sync failed; will retry", metadata: ["frame.id": "\(id)", "error": "\(error)"])
-            _ = try? await runtime.postgres.execute("UPDATE \(schema).frames SET sync_seq = sync_seq + 1 WHERE frame_id = $1::uuid",
-                                                    [.text(id)])
-            publisher.wake()
-        }
+        await publishSyncOrRetry(frame: id)
         guard let frame = try await runtime.postgres.withConnection({ c in try Self.frame(id, owner: user, schema, c) }) else {
             throw Self.noFrame
         }

@@ -4535,7 +4535,7 @@ const ProtobufCMessageDescriptor framecast__v1__mqtt_credentials__descriptor =
   (ProtobufCMessageInit) framecast__v1__mqtt_credentials__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor framecast__v1__register_frame_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor framecast__v1__register_frame_request__field_descriptors[6] =
 {
   {
     "user_id",
@@ -4597,8 +4597,21 @@ static const ProtobufCFieldDescriptor framecast__v1__register_frame_request__fie
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "album_ids",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Framecast__V1__RegisterFrameRequest, n_album_ids),
+    offsetof(Framecast__V1__RegisterFrameRequest, album_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned framecast__v1__register_frame_request__field_indices_by_name[] = {
+  5,   /* field[5] = album_ids */
   3,   /* field[3] = height */
   1,   /* field[1] = name */
   4,   /* field[4] = orientation */
@@ -4608,7 +4621,7 @@ static const unsigned framecast__v1__register_frame_request__field_indices_by_na
 static const ProtobufCIntRange framecast__v1__register_frame_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor framecast__v1__register_frame_request__descriptor =
 {
@@ -4618,7 +4631,7 @@ const ProtobufCMessageDescriptor framecast__v1__register_frame_request__descript
   "Framecast__V1__RegisterFrameRequest",
   "framecast.v1",
   sizeof(Framecast__V1__RegisterFrameRequest),
-  5,
+  6,
   framecast__v1__register_frame_request__field_descriptors,
   framecast__v1__register_frame_request__field_indices_by_name,
   1,  framecast__v1__register_frame_request__number_ranges,

@@ -106,7 +106,7 @@ struct PatchAlbum: Decodable {
         }
 struct AddMemberBody: Decodable { let email: String; let role: String }
 struct AddPhotoBody: Decodable { let file_id: String }
-struct RegisterBody: Decodable { let name: String; let width: Int32; let height: Int32; let orientation: String? }
+struct RegisterBody: Decodable { let name: String; let width: Int32; let height: Int32; let orientation: String?; let album_ids: [String]? }
 struct PatchBody: Decodable { let name: String?; let width: Int32?; let height: Int32?; let orientation: String? }
 struct AlbumsBody: Decodable { let album_ids: [String] }
 struct CommandBody: Decodable { let command: String; let args: [String: String]? }
@@ -244,7 +244,8 @@ extension Gateway {
             let body = try await request.decode(as: RegisterBody.self, context: context)
             try TextInput.name(body.name, "name")
             let reply = try await album.call(AlbumAPI.registerFrame, RegisterFrameRequest(
-                userID: user, name: body.name, width: body.width, height: body.height, orientation: try Self.orientation(body.orientation)),
+                userID: user, name: body.name, width: body.width, height: body.height, orientation: try Self.orientation(body.orientation),
+                albumIDs: body.album_ids ?? []),
                 headers: headers(context))
             let frame = try require(reply.frame)
             let mqtt = reply.mqtt ?? MqttCredentials()

@@ -16,6 +16,7 @@ import Imaging
 import MQTT
 import FrameAgent
 import Secrets
+import Threads
 
 @main
 struct Framecast: AsyncParsableCommand {
@@ -564,6 +565,8 @@ struct RoleRuntimes: Sendable {
 func runRoles(_ options: CommonOptions, _ roles: [ServiceRole], userPerRole: Bool = false,
               _ build: (RoleRuntimes) async throws -> [any Service]) async throws {
     let logger = options.bootstrapLogging()
+    let arenas = MallocArenas.limit()
+    logger.debug("malloc arenas", metadata: ["limit": "\(arenas.map(String.init) ?? "from the environment")"])
     let postgres = try RolePools.make(roles, userPerRole: userPerRole, options: options, logger: logger)
     let runtimes: RoleRuntimes
     do {
@@ -627,6 +630,7 @@ struct Frame: AsyncParsableCommand {
 
     func run() async throws {
         let logger = bootstrapLogging(level: logLevel, label: "framecast.frame")
+        MallocArenas.limit()
         typealias S = FrameAgentConfiguration.Setting
         var settings: [String: String] = [:]
         for name in S.all { if let value = env(name) { settings[name] = value } }

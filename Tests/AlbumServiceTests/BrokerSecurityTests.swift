@@ -205,6 +205,44 @@ extension AlbumServiceSuite {
             }
         }
 
+        @Test("a frame registered with its albums receives them from the start; an album its owner cannot see, or a bad id, registers nothing")
+        func registrationWithAlbums() async throws {
+            let h = try await AlbumHarness.make()
+            defer { Task { await h.close() } }
+            try await h.running { _ in
+                let owner = "owner-\(UUID().uuidString.prefix(8))", stranger = "stranger-\(UUID().uuidString.prefix(8))"
+                let album = try await h.createAlbum(owner).albumID
+                let foreign = try await h.createAlbum(stranger, "Not yours").albumID
+                let reply = try await h.client.call(AlbumAPI.registerFrame, RegisterFrameRequest(
+                    userID: owner, name: "Hall", width: 1024, height: 600, albumIDs: [album, album]))
+                let frame = try #require(reply.frame)
+                #expect(frame.albumIDs == [album], "the album, once")
+
+                // Its own credentials may use the album at once, and its first sync names it.
+                let client = try Self.frameConnection(h, reply)
+                try await client.connect()
+                defer { Task { await client.disconnect() } }
+                let seen = try await h.collect(client, [FrameTopics.sync(frame: frame.frameID)], after: {
+                    let granted = try await client.subscribe([(FrameTopics.photoAdded(album: album), .atLeastOnce),
+                                                              (FrameTopics.photoAdded(album: foreign), .atLeastOnce)])
+                    #expect(granted[0] != nil && granted[1] == nil, "its album only: \(granted)")
+                }, until: { $0.contains { $0.topic == FrameTopics.sync(frame: frame.frameID) } })
+                let sync = try #require(seen.first { $0.topic == FrameTopics.sync(frame: frame.frameID) })
+                #expect(try sync.decode(FrameSyncMessage.self).albumIDs == [album])
+
+                // Refused registrations leave no row (and so no broker identity) behind.
+                #expect(try await h.status(AlbumAPI.registerFrame, RegisterFrameRequest(
+                    userID: owner, name: "Foreign", width: 800, height: 480, albumIDs: [foreign])) == .notFound)
+                #expect(try await h.status(AlbumAPI.registerFrame, RegisterFrameRequest(
+                    userID: owner, name: "Bad", width: 800, height: 480, albumIDs: ["not-an-id"])) != .ok)
+                #expect(try await h.status(AlbumAPI.registerFrame, RegisterFrameRequest(
+                    userID: owner, name: "Many", width: 800, height: 480,
+                    albumIDs: (0...100).map { _ in UUID().uuidString.lowercased() })) == .invalid)
+                let rows = try await h.runtime.postgres.query("SELECT name FROM album.frames WHERE owner_id = $1", [.text(owner)])
+                #expect(try rows.map { try $0.decode("name", as: String.self) } == ["Hall"])
+            }
+        }
+
         @Test("a registration while the broker is unreachable answers unavailable and leaves no frame behind")
         func registrationWithoutBroker() async throws {
             let h = try await AlbumHarness.make()

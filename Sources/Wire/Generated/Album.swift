@@ -1493,26 +1493,31 @@ extension MqttCredentials: CMessage {
     }
 }
 
-/// svc.album.v1.RegisterFrame. The gateway issues the frame's own token.
+/// svc.album.v1.RegisterFrame. The gateway issues the frame's own token. `album_ids` (albums
+/// the owner is a member of, at most 100) are the albums it shows from the start, as
+/// SetFrameAlbums would set them: its broker identity is created with them in one step.
 public struct RegisterFrameRequest: WireMessage, Hashable {
     public var userID: String
     public var name: String
     public var width: Int32
     public var height: Int32
     public var orientation: ScreenOrientation
+    public var albumIDs: [String]
 
     public init(
         userID: String = "",
         name: String = "",
         width: Int32 = 0,
         height: Int32 = 0,
-        orientation: ScreenOrientation = .unspecified
+        orientation: ScreenOrientation = .unspecified,
+        albumIDs: [String] = []
     ) {
         self.userID = userID
         self.name = name
         self.width = width
         self.height = height
         self.orientation = orientation
+        self.albumIDs = albumIDs
     }
 
     public init(wireBytes: some Collection<UInt8>) throws {
@@ -1538,7 +1543,8 @@ extension RegisterFrameRequest: CMessage {
             name: cString(c.name),
             width: c.width,
             height: c.height,
-            orientation: ScreenOrientation(wireValue: Int32(truncatingIfNeeded: c.orientation.rawValue))
+            orientation: ScreenOrientation(wireValue: Int32(truncatingIfNeeded: c.orientation.rawValue)),
+            albumIDs: cArray(c.album_ids, c.n_album_ids) { cString($0) }
         )
     }
 
@@ -1548,6 +1554,8 @@ extension RegisterFrameRequest: CMessage {
         m.pointee.width = self.width
         m.pointee.height = self.height
         m.pointee.orientation = .init(rawValue: .init(truncatingIfNeeded: self.orientation.wireValue))
+        m.pointee.n_album_ids = self.albumIDs.count
+        m.pointee.album_ids = arena.array(self.albumIDs) { arena.string($0) }
     }
 }
 

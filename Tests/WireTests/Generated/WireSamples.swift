@@ -1268,7 +1268,8 @@ password: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 pas
                 name: "日本語 name 227",
                 width: 228007,
                 height: -229007,
-                orientation: .portrait
+                orientation: .portrait,
+                albumIDs: ["quote \" back \\ slash album_ids 230", ""]
             ),
             text: #"""
 user_id: "quote \" back \\ slash user_id 226"
@@ -1276,6 +1277,8 @@ name: "\346\227\245\346\234\254\350\252\236 name 227"
 width: 228007
 height: -229007
 orientation: SCREEN_ORIENTATION_PORTRAIT
+album_ids: "quote \" back \\ slash album_ids 230"
+album_ids: ""
 """#
         ),
         WireSample(
@@ -1290,85 +1293,85 @@ orientation: SCREEN_ORIENTATION_PORTRAIT
             protoName: "framecast.v1.RegisterFrameReply",
             message: RegisterFrameReply(
                 frame: Frame(
-                    frameID: "quote \" back \\ slash frame_id 230",
-                    ownerID: "日本語 owner_id 231",
-                    name: "name-232",
-                    width: -233007,
-                    height: 234007,
+                    frameID: "日本語 frame_id 231",
+                    ownerID: "owner_id-232",
+                    name: "ünïcødé ✓ 📷 name 233",
+                    width: 234007,
+                    height: -235007,
                     orientation: .portrait,
-                    albumIDs: ["日本語 album_ids 235", ""],
+                    albumIDs: ["album_ids-236", ""],
                     config: FrameConfig(
-                        intervalSeconds: 236007,
+                        intervalSeconds: -237007,
                         shuffle: true,
-                        sleepStart: "quote \" back \\ slash sleep_start 238",
-                        sleepEnd: "日本語 sleep_end 239",
-                        timeZone: "time_zone-240",
-                        transition: "ünïcødé ✓ 📷 transition 241",
-                        preferredFormat: "quote \" back \\ slash preferred_format 242",
-                        brightness: -243007
+                        sleepStart: "日本語 sleep_start 239",
+                        sleepEnd: "sleep_end-240",
+                        timeZone: "ünïcødé ✓ 📷 time_zone 241",
+                        transition: "quote \" back \\ slash transition 242",
+                        preferredFormat: "日本語 preferred_format 243",
+                        brightness: 244007
                     ),
                     online: true,
-                    lastHeartbeatAt: -1099511628021,
+                    lastHeartbeatAt: 1700000000246,
                     syncStatus: [AlbumSyncStatus(
-                        albumID: "quote \" back \\ slash album_id 246",
-                        totalPhotos: -247007,
-                        displayedPhotos: 248007,
-                        lastDisplayedFileID: "ünïcødé ✓ 📷 last_displayed_file_id 249",
-                        lastDisplayedAt: 1700000000250,
-                        syncSequence: -1099511628027,
-                        lastSyncedAt: 1700000000252
+                        albumID: "日本語 album_id 247",
+                        totalPhotos: 248007,
+                        displayedPhotos: -249007,
+                        lastDisplayedFileID: "quote \" back \\ slash last_displayed_file_id 250",
+                        lastDisplayedAt: -1099511628027,
+                        syncSequence: 1700000000252,
+                        lastSyncedAt: -1099511628029
                     ), AlbumSyncStatus()],
-                    createdAt: -1099511628029,
-                    updatedAt: 1700000000254
+                    createdAt: 1700000000254,
+                    updatedAt: -1099511628031
                 ),
                 mqtt: MqttCredentials(
-                    host: "日本語 host 255",
-                    port: 256007,
-                    username: "ünïcødé ✓ 📷 username 257",
-                    password: "quote \" back \\ slash password 258"
+                    host: "host-256",
+                    port: -257007,
+                    username: "quote \" back \\ slash username 258",
+                    password: "日本語 password 259"
                 )
             ),
             text: #"""
 frame {
-  frame_id: "quote \" back \\ slash frame_id 230"
-  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 231"
-  name: "name-232"
-  width: -233007
-  height: 234007
+  frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 231"
+  owner_id: "owner_id-232"
+  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 233"
+  width: 234007
+  height: -235007
   orientation: SCREEN_ORIENTATION_PORTRAIT
-  album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 235"
+  album_ids: "album_ids-236"
   album_ids: ""
   config {
-    interval_seconds: 236007
+    interval_seconds: -237007
     shuffle: true
-    sleep_start: "quote \" back \\ slash sleep_start 238"
-    sleep_end: "\346\227\245\346\234\254\350\252\236 sleep_end 239"
-    time_zone: "time_zone-240"
-    transition: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 transition 241"
-    preferred_format: "quote \" back \\ slash preferred_format 242"
-    brightness: -243007
+    sleep_start: "\346\227\245\346\234\254\350\252\236 sleep_start 239"
+    sleep_end: "sleep_end-240"
+    time_zone: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 time_zone 241"
+    transition: "quote \" back \\ slash transition 242"
+    preferred_format: "\346\227\245\346\234\254\350\252\236 preferred_format 243"
+    brightness: 244007
   }
   online: true
-  last_heartbeat_at: -1099511628021
+  last_heartbeat_at: 1700000000246
   sync_status {
-    album_id: "quote \" back \\ slash album_id 246"
-    total_photos: -247007
-    displayed_photos: 248007
-    last_displayed_file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 last_displayed_file_id 249"
-    last_displayed_at: 1700000000250
-    sync_sequence: -1099511628027
-    last_synced_at: 1700000000252
+    album_id: "\346\227\245\346\234\254\350\252\236 album_id 247"
+    total_photos: 248007
+    displayed_photos: -249007
+    last_displayed_file_id: "quote \" back \\ slash last_displayed_file_id 250"
+    last_displayed_at: -1099511628027
+    sync_sequence: 1700000000252
+    last_synced_at: -1099511628029
   }
   sync_status {
   }
-  created_at: -1099511628029
-  updated_at: 1700000000254
+  created_at: 1700000000254
+  updated_at: -1099511628031
 }
 mqtt {
-  host: "\346\227\245\346\234\254\350\252\236 host 255"
-  port: 256007
-  username: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 username 257"
-  password: "quote \" back \\ slash password 258"
+  host: "host-256"
+  port: -257007
+  username: "quote \" back \\ slash username 258"
+  password: "\346\227\245\346\234\254\350\252\236 password 259"
 }
 """#
         ),
@@ -1401,12 +1404,12 @@ mqtt {
             name: "RotateFrameCredentialsRequest/full",
             protoName: "framecast.v1.RotateFrameCredentialsRequest",
             message: RotateFrameCredentialsRequest(
-                userID: "日本語 user_id 259",
-                frameID: "frame_id-260"
+                userID: "user_id-260",
+                frameID: "ünïcødé ✓ 📷 frame_id 261"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 259"
-frame_id: "frame_id-260"
+user_id: "user_id-260"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 261"
 """#
         ),
         WireSample(
@@ -1420,10 +1423,10 @@ frame_id: "frame_id-260"
             name: "ListFramesRequest/full",
             protoName: "framecast.v1.ListFramesRequest",
             message: ListFramesRequest(
-                userID: "ünïcødé ✓ 📷 user_id 261"
+                userID: "quote \" back \\ slash user_id 262"
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 261"
+user_id: "quote \" back \\ slash user_id 262"
 """#
         ),
         WireSample(
@@ -1438,75 +1441,75 @@ user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user
             protoName: "framecast.v1.ListFramesReply",
             message: ListFramesReply(
                 frames: [Frame(
-                    frameID: "quote \" back \\ slash frame_id 262",
-                    ownerID: "日本語 owner_id 263",
-                    name: "name-264",
-                    width: -265007,
-                    height: 266007,
+                    frameID: "日本語 frame_id 263",
+                    ownerID: "owner_id-264",
+                    name: "ünïcødé ✓ 📷 name 265",
+                    width: 266007,
+                    height: -267007,
                     orientation: .portrait,
-                    albumIDs: ["日本語 album_ids 267", ""],
+                    albumIDs: ["album_ids-268", ""],
                     config: FrameConfig(
-                        intervalSeconds: 268007,
+                        intervalSeconds: -269007,
                         shuffle: true,
-                        sleepStart: "quote \" back \\ slash sleep_start 270",
-                        sleepEnd: "日本語 sleep_end 271",
-                        timeZone: "time_zone-272",
-                        transition: "ünïcødé ✓ 📷 transition 273",
-                        preferredFormat: "quote \" back \\ slash preferred_format 274",
-                        brightness: -275007
+                        sleepStart: "日本語 sleep_start 271",
+                        sleepEnd: "sleep_end-272",
+                        timeZone: "ünïcødé ✓ 📷 time_zone 273",
+                        transition: "quote \" back \\ slash transition 274",
+                        preferredFormat: "日本語 preferred_format 275",
+                        brightness: 276007
                     ),
                     online: true,
-                    lastHeartbeatAt: -1099511628053,
+                    lastHeartbeatAt: 1700000000278,
                     syncStatus: [AlbumSyncStatus(
-                        albumID: "quote \" back \\ slash album_id 278",
-                        totalPhotos: -279007,
-                        displayedPhotos: 280007,
-                        lastDisplayedFileID: "ünïcødé ✓ 📷 last_displayed_file_id 281",
-                        lastDisplayedAt: 1700000000282,
-                        syncSequence: -1099511628059,
-                        lastSyncedAt: 1700000000284
+                        albumID: "日本語 album_id 279",
+                        totalPhotos: 280007,
+                        displayedPhotos: -281007,
+                        lastDisplayedFileID: "quote \" back \\ slash last_displayed_file_id 282",
+                        lastDisplayedAt: -1099511628059,
+                        syncSequence: 1700000000284,
+                        lastSyncedAt: -1099511628061
                     ), AlbumSyncStatus()],
-                    createdAt: -1099511628061,
-                    updatedAt: 1700000000286
+                    createdAt: 1700000000286,
+                    updatedAt: -1099511628063
                 ), Frame(
                     config: FrameConfig()
                 )]
             ),
             text: #"""
 frames {
-  frame_id: "quote \" back \\ slash frame_id 262"
-  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 263"
-  name: "name-264"
-  width: -265007
-  height: 266007
+  frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 263"
+  owner_id: "owner_id-264"
+  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 265"
+  width: 266007
+  height: -267007
   orientation: SCREEN_ORIENTATION_PORTRAIT
-  album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 267"
+  album_ids: "album_ids-268"
   album_ids: ""
   config {
-    interval_seconds: 268007
+    interval_seconds: -269007
     shuffle: true
-    sleep_start: "quote \" back \\ slash sleep_start 270"
-    sleep_end: "\346\227\245\346\234\254\350\252\236 sleep_end 271"
-    time_zone: "time_zone-272"
-    transition: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 transition 273"
-    preferred_format: "quote \" back \\ slash preferred_format 274"
-    brightness: -275007
+    sleep_start: "\346\227\245\346\234\254\350\252\236 sleep_start 271"
+    sleep_end: "sleep_end-272"
+    time_zone: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 time_zone 273"
+    transition: "quote \" back \\ slash transition 274"
+    preferred_format: "\346\227\245\346\234\254\350\252\236 preferred_format 275"
+    brightness: 276007
   }
   online: true
-  last_heartbeat_at: -1099511628053
+  last_heartbeat_at: 1700000000278
   sync_status {
-    album_id: "quote \" back \\ slash album_id 278"
-    total_photos: -279007
-    displayed_photos: 280007
-    last_displayed_file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 last_displayed_file_id 281"
-    last_displayed_at: 1700000000282
-    sync_sequence: -1099511628059
-    last_synced_at: 1700000000284
+    album_id: "\346\227\245\346\234\254\350\252\236 album_id 279"
+    total_photos: 280007
+    displayed_photos: -281007
+    last_displayed_file_id: "quote \" back \\ slash last_displayed_file_id 282"
+    last_displayed_at: -1099511628059
+    sync_sequence: 1700000000284
+    last_synced_at: -1099511628061
   }
   sync_status {
   }
-  created_at: -1099511628061
-  updated_at: 1700000000286
+  created_at: 1700000000286
+  updated_at: -1099511628063
 }
 frames {
   config {
@@ -1525,19 +1528,19 @@ frames {
             name: "GetFrameRequest/full",
             protoName: "framecast.v1.GetFrameRequest",
             message: GetFrameRequest(
-                userID: "日本語 user_id 287",
-                frameID: "frame_id-288",
+                userID: "user_id-288",
+                frameID: "ünïcødé ✓ 📷 frame_id 289",
                 principal: Principal(
                     kind: .frame,
-                    id: "ünïcødé ✓ 📷 id 289"
+                    id: "quote \" back \\ slash id 290"
                 )
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 287"
-frame_id: "frame_id-288"
+user_id: "user_id-288"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 289"
 principal {
   kind: PRINCIPAL_KIND_FRAME
-  id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 id 289"
+  id: "quote \" back \\ slash id 290"
 }
 """#
         ),
@@ -1563,24 +1566,24 @@ principal {
             name: "UpdateFrameRequest/full",
             protoName: "framecast.v1.UpdateFrameRequest",
             message: UpdateFrameRequest(
-                userID: "quote \" back \\ slash user_id 290",
-                frameID: "日本語 frame_id 291",
-                name: "name-292",
-                width: -293007,
-                height: 294007,
+                userID: "日本語 user_id 291",
+                frameID: "frame_id-292",
+                name: "ünïcødé ✓ 📷 name 293",
+                width: 294007,
+                height: -295007,
                 orientation: .portrait
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 290"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 291"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 291"
+frame_id: "frame_id-292"
 name {
-  value: "name-292"
+  value: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 293"
 }
 width {
-  value: -293007
+  value: 294007
 }
 height {
-  value: 294007
+  value: -295007
 }
 orientation: SCREEN_ORIENTATION_PORTRAIT
 """#
@@ -1613,12 +1616,12 @@ height {
             name: "DeleteFrameRequest/full",
             protoName: "framecast.v1.DeleteFrameRequest",
             message: DeleteFrameRequest(
-                userID: "日本語 user_id 295",
-                frameID: "frame_id-296"
+                userID: "user_id-296",
+                frameID: "ünïcødé ✓ 📷 frame_id 297"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 295"
-frame_id: "frame_id-296"
+user_id: "user_id-296"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 297"
 """#
         ),
         WireSample(
@@ -1632,14 +1635,14 @@ frame_id: "frame_id-296"
             name: "SetFrameAlbumsRequest/full",
             protoName: "framecast.v1.SetFrameAlbumsRequest",
             message: SetFrameAlbumsRequest(
-                userID: "ünïcødé ✓ 📷 user_id 297",
-                frameID: "quote \" back \\ slash frame_id 298",
-                albumIDs: ["日本語 album_ids 299", ""]
+                userID: "quote \" back \\ slash user_id 298",
+                frameID: "日本語 frame_id 299",
+                albumIDs: ["album_ids-300", ""]
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 297"
-frame_id: "quote \" back \\ slash frame_id 298"
-album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 299"
+user_id: "quote \" back \\ slash user_id 298"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 299"
+album_ids: "album_ids-300"
 album_ids: ""
 """#
         ),
@@ -1654,12 +1657,12 @@ album_ids: ""
             name: "SyncFrameRequest/full",
             protoName: "framecast.v1.SyncFrameRequest",
             message: SyncFrameRequest(
-                userID: "user_id-300",
-                frameID: "ünïcødé ✓ 📷 frame_id 301"
+                userID: "ünïcødé ✓ 📷 user_id 301",
+                frameID: "quote \" back \\ slash frame_id 302"
             ),
             text: #"""
-user_id: "user_id-300"
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 301"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 301"
+frame_id: "quote \" back \\ slash frame_id 302"
 """#
         ),
         WireSample(
@@ -1673,12 +1676,12 @@ frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 fra
             name: "SyncFrameReply/full",
             protoName: "framecast.v1.SyncFrameReply",
             message: SyncFrameReply(
-                sequence: 1700000000302,
-                photoCount: -303007
+                sequence: -1099511628079,
+                photoCount: 304007
             ),
             text: #"""
-sequence: 1700000000302
-photo_count: -303007
+sequence: -1099511628079
+photo_count: 304007
 """#
         ),
         WireSample(
@@ -1692,24 +1695,24 @@ photo_count: -303007
             name: "SendFrameCommandRequest/full",
             protoName: "framecast.v1.SendFrameCommandRequest",
             message: SendFrameCommandRequest(
-                userID: "user_id-304",
-                frameID: "ünïcødé ✓ 📷 frame_id 305",
-                command: "quote \" back \\ slash command 306",
-                args: ["": "empty key", "album_id": "alb-ü-307", "k307": ""]
+                userID: "ünïcødé ✓ 📷 user_id 305",
+                frameID: "quote \" back \\ slash frame_id 306",
+                command: "日本語 command 307",
+                args: ["": "empty key", "album_id": "alb-ü-308", "k308": ""]
             ),
             text: #"""
-user_id: "user_id-304"
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 305"
-command: "quote \" back \\ slash command 306"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 305"
+frame_id: "quote \" back \\ slash frame_id 306"
+command: "\346\227\245\346\234\254\350\252\236 command 307"
 args {
   value: "empty key"
 }
 args {
   key: "album_id"
-  value: "alb-\303\274-307"
+  value: "alb-\303\274-308"
 }
 args {
-  key: "k307"
+  key: "k308"
 }
 """#
         ),
@@ -1724,10 +1727,10 @@ args {
             name: "SendFrameCommandReply/full",
             protoName: "framecast.v1.SendFrameCommandReply",
             message: SendFrameCommandReply(
-                commandID: "command_id-308"
+                commandID: "ünïcødé ✓ 📷 command_id 309"
             ),
             text: #"""
-command_id: "command_id-308"
+command_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 command_id 309"
 """#
         ),
         WireSample(
@@ -1741,31 +1744,31 @@ command_id: "command_id-308"
             name: "SetFrameConfigRequest/full",
             protoName: "framecast.v1.SetFrameConfigRequest",
             message: SetFrameConfigRequest(
-                userID: "ünïcødé ✓ 📷 user_id 309",
-                frameID: "quote \" back \\ slash frame_id 310",
+                userID: "quote \" back \\ slash user_id 310",
+                frameID: "日本語 frame_id 311",
                 config: FrameConfig(
-                    intervalSeconds: -311007,
+                    intervalSeconds: 312007,
                     shuffle: true,
-                    sleepStart: "ünïcødé ✓ 📷 sleep_start 313",
-                    sleepEnd: "quote \" back \\ slash sleep_end 314",
-                    timeZone: "日本語 time_zone 315",
-                    transition: "transition-316",
-                    preferredFormat: "ünïcødé ✓ 📷 preferred_format 317",
-                    brightness: 318007
+                    sleepStart: "quote \" back \\ slash sleep_start 314",
+                    sleepEnd: "日本語 sleep_end 315",
+                    timeZone: "time_zone-316",
+                    transition: "ünïcødé ✓ 📷 transition 317",
+                    preferredFormat: "quote \" back \\ slash preferred_format 318",
+                    brightness: -319007
                 )
             ),
             text: #"""
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 309"
-frame_id: "quote \" back \\ slash frame_id 310"
+user_id: "quote \" back \\ slash user_id 310"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 311"
 config {
-  interval_seconds: -311007
+  interval_seconds: 312007
   shuffle: true
-  sleep_start: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sleep_start 313"
-  sleep_end: "quote \" back \\ slash sleep_end 314"
-  time_zone: "\346\227\245\346\234\254\350\252\236 time_zone 315"
-  transition: "transition-316"
-  preferred_format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 preferred_format 317"
-  brightness: 318007
+  sleep_start: "quote \" back \\ slash sleep_start 314"
+  sleep_end: "\346\227\245\346\234\254\350\252\236 sleep_end 315"
+  time_zone: "time_zone-316"
+  transition: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 transition 317"
+  preferred_format: "quote \" back \\ slash preferred_format 318"
+  brightness: -319007
 }
 """#
         ),
@@ -1791,16 +1794,16 @@ config {
             name: "FrameScreen/full",
             protoName: "framecast.v1.FrameScreen",
             message: FrameScreen(
-                frameID: "日本語 frame_id 319",
-                width: 320007,
-                height: -321007,
-                format: "quote \" back \\ slash format 322"
+                frameID: "frame_id-320",
+                width: -321007,
+                height: 322007,
+                format: "日本語 format 323"
             ),
             text: #"""
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 319"
-width: 320007
-height: -321007
-format: "quote \" back \\ slash format 322"
+frame_id: "frame_id-320"
+width: -321007
+height: 322007
+format: "\346\227\245\346\234\254\350\252\236 format 323"
 """#
         ),
         WireSample(
@@ -1816,16 +1819,16 @@ format: "quote \" back \\ slash format 322"
             message: CanViewPhotoRequest(
                 principal: Principal(
                     kind: .frame,
-                    id: "日本語 id 323"
+                    id: "id-324"
                 ),
-                fileID: "file_id-324"
+                fileID: "ünïcødé ✓ 📷 file_id 325"
             ),
             text: #"""
 principal {
   kind: PRINCIPAL_KIND_FRAME
-  id: "\346\227\245\346\234\254\350\252\236 id 323"
+  id: "id-324"
 }
-file_id: "file_id-324"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 325"
 """#
         ),
         WireSample(
@@ -1852,16 +1855,16 @@ principal {
             message: CanViewAlbumRequest(
                 principal: Principal(
                     kind: .frame,
-                    id: "ünïcødé ✓ 📷 id 325"
+                    id: "quote \" back \\ slash id 326"
                 ),
-                albumID: "quote \" back \\ slash album_id 326"
+                albumID: "日本語 album_id 327"
             ),
             text: #"""
 principal {
   kind: PRINCIPAL_KIND_FRAME
-  id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 id 325"
+  id: "quote \" back \\ slash id 326"
 }
-album_id: "quote \" back \\ slash album_id 326"
+album_id: "\346\227\245\346\234\254\350\252\236 album_id 327"
 """#
         ),
         WireSample(
@@ -1905,49 +1908,49 @@ role: ROLE_VIEWER
             name: "AlbumCreated/full",
             protoName: "framecast.v1.AlbumCreated",
             message: AlbumCreated(
-                eventID: "event_id-328",
-                occurredAt: -1099511628105,
-                userID: "quote \" back \\ slash user_id 330",
+                eventID: "ünïcødé ✓ 📷 event_id 329",
+                occurredAt: 1700000000330,
+                userID: "日本語 user_id 331",
                 album: Album(
-                    albumID: "日本語 album_id 331",
-                    ownerID: "owner_id-332",
-                    name: "ünïcødé ✓ 📷 name 333",
-                    description: "quote \" back \\ slash description 334",
+                    albumID: "album_id-332",
+                    ownerID: "ünïcødé ✓ 📷 owner_id 333",
+                    name: "quote \" back \\ slash name 334",
+                    description: "日本語 description 335",
                     isDefault: true,
-                    photoCount: 336007,
+                    photoCount: -337007,
                     role: .viewer,
-                    coverFileID: "ünïcødé ✓ 📷 cover_file_id 337",
+                    coverFileID: "quote \" back \\ slash cover_file_id 338",
                     settings: AlbumSettings(
-                        intervalSeconds: 338007,
+                        intervalSeconds: -339007,
                         shuffle: true,
-                        transition: "transition-340",
+                        transition: "ünïcødé ✓ 📷 transition 341",
                         showCaptions: true
                     ),
-                    createdAt: 1700000000342,
-                    updatedAt: -1099511628119
+                    createdAt: -1099511628119,
+                    updatedAt: 1700000000344
                 )
             ),
             text: #"""
-event_id: "event_id-328"
-occurred_at: -1099511628105
-user_id: "quote \" back \\ slash user_id 330"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 329"
+occurred_at: 1700000000330
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 331"
 album {
-  album_id: "\346\227\245\346\234\254\350\252\236 album_id 331"
-  owner_id: "owner_id-332"
-  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 333"
-  description: "quote \" back \\ slash description 334"
+  album_id: "album_id-332"
+  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 333"
+  name: "quote \" back \\ slash name 334"
+  description: "\346\227\245\346\234\254\350\252\236 description 335"
   is_default: true
-  photo_count: 336007
+  photo_count: -337007
   role: ROLE_VIEWER
-  cover_file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 cover_file_id 337"
+  cover_file_id: "quote \" back \\ slash cover_file_id 338"
   settings {
-    interval_seconds: 338007
+    interval_seconds: -339007
     shuffle: true
-    transition: "transition-340"
+    transition: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 transition 341"
     show_captions: true
   }
-  created_at: 1700000000342
-  updated_at: -1099511628119
+  created_at: -1099511628119
+  updated_at: 1700000000344
 }
 """#
         ),
@@ -1977,39 +1980,39 @@ album {
             name: "AlbumPhotoAdded/full",
             protoName: "framecast.v1.AlbumPhotoAdded",
             message: AlbumPhotoAdded(
-                eventID: "event_id-344",
-                occurredAt: -1099511628121,
-                userID: "quote \" back \\ slash user_id 346",
+                eventID: "ünïcødé ✓ 📷 event_id 345",
+                occurredAt: 1700000000346,
+                userID: "日本語 user_id 347",
                 photo: AlbumPhoto(
-                    albumID: "日本語 album_id 347",
-                    fileID: "file_id-348",
-                    addedBy: "ünïcødé ✓ 📷 added_by 349",
-                    addedAt: 1700000000350,
-                    fileName: "日本語 file_name 351",
-                    contentType: "content_type-352",
-                    takenAt: -1099511628129,
-                    aiLabels: ["quote \" back \\ slash ai_labels 354", ""]
+                    albumID: "album_id-348",
+                    fileID: "ünïcødé ✓ 📷 file_id 349",
+                    addedBy: "quote \" back \\ slash added_by 350",
+                    addedAt: -1099511628127,
+                    fileName: "file_name-352",
+                    contentType: "ünïcødé ✓ 📷 content_type 353",
+                    takenAt: 1700000000354,
+                    aiLabels: ["日本語 ai_labels 355", ""]
                 ),
-                revision: -1099511628131
+                revision: 1700000000356
             ),
             text: #"""
-event_id: "event_id-344"
-occurred_at: -1099511628121
-user_id: "quote \" back \\ slash user_id 346"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 345"
+occurred_at: 1700000000346
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 347"
 photo {
-  album_id: "\346\227\245\346\234\254\350\252\236 album_id 347"
-  file_id: "file_id-348"
-  added_by: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 added_by 349"
-  added_at: 1700000000350
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 351"
-  content_type: "content_type-352"
+  album_id: "album_id-348"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 349"
+  added_by: "quote \" back \\ slash added_by 350"
+  added_at: -1099511628127
+  file_name: "file_name-352"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 353"
   taken_at {
-    value: -1099511628129
+    value: 1700000000354
   }
-  ai_labels: "quote \" back \\ slash ai_labels 354"
+  ai_labels: "\346\227\245\346\234\254\350\252\236 ai_labels 355"
   ai_labels: ""
 }
-revision: -1099511628131
+revision: 1700000000356
 """#
         ),
         WireSample(
@@ -2038,22 +2041,22 @@ photo {
             name: "AlbumPhotoRemoved/full",
             protoName: "framecast.v1.AlbumPhotoRemoved",
             message: AlbumPhotoRemoved(
-                eventID: "event_id-356",
-                occurredAt: -1099511628133,
-                userID: "quote \" back \\ slash user_id 358",
-                albumID: "日本語 album_id 359",
-                fileID: "file_id-360",
-                reason: "ünïcødé ✓ 📷 reason 361",
-                revision: 1700000000362
+                eventID: "ünïcødé ✓ 📷 event_id 357",
+                occurredAt: 1700000000358,
+                userID: "日本語 user_id 359",
+                albumID: "album_id-360",
+                fileID: "ünïcødé ✓ 📷 file_id 361",
+                reason: "quote \" back \\ slash reason 362",
+                revision: -1099511628139
             ),
             text: #"""
-event_id: "event_id-356"
-occurred_at: -1099511628133
-user_id: "quote \" back \\ slash user_id 358"
-album_id: "\346\227\245\346\234\254\350\252\236 album_id 359"
-file_id: "file_id-360"
-reason: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 reason 361"
-revision: 1700000000362
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 357"
+occurred_at: 1700000000358
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 359"
+album_id: "album_id-360"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 361"
+reason: "quote \" back \\ slash reason 362"
+revision: -1099511628139
 """#
         ),
         WireSample(
@@ -2067,11 +2070,11 @@ revision: 1700000000362
             name: "AlbumMemberRole/full",
             protoName: "framecast.v1.AlbumMemberRole",
             message: AlbumMemberRole(
-                userID: "日本語 user_id 363",
+                userID: "user_id-364",
                 role: .viewer
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 363"
+user_id: "user_id-364"
 role: ROLE_VIEWER
 """#
         ),
@@ -2086,30 +2089,30 @@ role: ROLE_VIEWER
             name: "AlbumMembersChanged/full",
             protoName: "framecast.v1.AlbumMembersChanged",
             message: AlbumMembersChanged(
-                eventID: "event_id-364",
-                occurredAt: -1099511628141,
-                userID: "quote \" back \\ slash user_id 366",
-                albumID: "日本語 album_id 367",
-                ownerID: "owner_id-368",
+                eventID: "ünïcødé ✓ 📷 event_id 365",
+                occurredAt: 1700000000366,
+                userID: "日本語 user_id 367",
+                albumID: "album_id-368",
+                ownerID: "ünïcødé ✓ 📷 owner_id 369",
                 members: [AlbumMemberRole(
-                    userID: "ünïcødé ✓ 📷 user_id 369",
+                    userID: "quote \" back \\ slash user_id 370",
                     role: .viewer
                 ), AlbumMemberRole()],
-                revision: 1700000000370
+                revision: -1099511628147
             ),
             text: #"""
-event_id: "event_id-364"
-occurred_at: -1099511628141
-user_id: "quote \" back \\ slash user_id 366"
-album_id: "\346\227\245\346\234\254\350\252\236 album_id 367"
-owner_id: "owner_id-368"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 365"
+occurred_at: 1700000000366
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 367"
+album_id: "album_id-368"
+owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 369"
 members {
-  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 369"
+  user_id: "quote \" back \\ slash user_id 370"
   role: ROLE_VIEWER
 }
 members {
 }
-revision: 1700000000370
+revision: -1099511628147
 """#
         ),
         WireSample(
@@ -2123,16 +2126,16 @@ revision: 1700000000370
             name: "AlbumDeleted/full",
             protoName: "framecast.v1.AlbumDeleted",
             message: AlbumDeleted(
-                eventID: "日本語 event_id 371",
-                occurredAt: 1700000000372,
-                userID: "ünïcødé ✓ 📷 user_id 373",
-                albumID: "quote \" back \\ slash album_id 374"
+                eventID: "event_id-372",
+                occurredAt: -1099511628149,
+                userID: "quote \" back \\ slash user_id 374",
+                albumID: "日本語 album_id 375"
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 371"
-occurred_at: 1700000000372
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 373"
-album_id: "quote \" back \\ slash album_id 374"
+event_id: "event_id-372"
+occurred_at: -1099511628149
+user_id: "quote \" back \\ slash user_id 374"
+album_id: "\346\227\245\346\234\254\350\252\236 album_id 375"
 """#
         ),
         WireSample(
@@ -2146,20 +2149,20 @@ album_id: "quote \" back \\ slash album_id 374"
             name: "DeviceDeleted/full",
             protoName: "framecast.v1.DeviceDeleted",
             message: DeviceDeleted(
-                eventID: "日本語 event_id 375",
-                occurredAt: 1700000000376,
-                userID: "ünïcødé ✓ 📷 user_id 377",
-                frameID: "quote \" back \\ slash frame_id 378",
-                width: -379007,
-                height: 380007
+                eventID: "event_id-376",
+                occurredAt: -1099511628153,
+                userID: "quote \" back \\ slash user_id 378",
+                frameID: "日本語 frame_id 379",
+                width: 380007,
+                height: -381007
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 375"
-occurred_at: 1700000000376
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 377"
-frame_id: "quote \" back \\ slash frame_id 378"
-width: -379007
-height: 380007
+event_id: "event_id-376"
+occurred_at: -1099511628153
+user_id: "quote \" back \\ slash user_id 378"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 379"
+width: 380007
+height: -381007
 """#
         ),
         WireSample(
@@ -2173,30 +2176,30 @@ height: 380007
             name: "DeviceAlbumsChanged/full",
             protoName: "framecast.v1.DeviceAlbumsChanged",
             message: DeviceAlbumsChanged(
-                eventID: "ünïcødé ✓ 📷 event_id 381",
-                occurredAt: 1700000000382,
-                userID: "日本語 user_id 383",
-                frameID: "frame_id-384",
-                width: -385007,
-                height: 386007,
-                format: "日本語 format 387",
-                albumIDs: ["album_ids-388", ""],
-                fileIDs: ["ünïcødé ✓ 📷 file_ids 389", ""],
-                revision: 1700000000390
+                eventID: "quote \" back \\ slash event_id 382",
+                occurredAt: -1099511628159,
+                userID: "user_id-384",
+                frameID: "ünïcødé ✓ 📷 frame_id 385",
+                width: 386007,
+                height: -387007,
+                format: "format-388",
+                albumIDs: ["ünïcødé ✓ 📷 album_ids 389", ""],
+                fileIDs: ["quote \" back \\ slash file_ids 390", ""],
+                revision: -1099511628167
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 381"
-occurred_at: 1700000000382
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 383"
-frame_id: "frame_id-384"
-width: -385007
-height: 386007
-format: "\346\227\245\346\234\254\350\252\236 format 387"
-album_ids: "album_ids-388"
+event_id: "quote \" back \\ slash event_id 382"
+occurred_at: -1099511628159
+user_id: "user_id-384"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 385"
+width: 386007
+height: -387007
+format: "format-388"
+album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 389"
 album_ids: ""
-file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 389"
+file_ids: "quote \" back \\ slash file_ids 390"
 file_ids: ""
-revision: 1700000000390
+revision: -1099511628167
 """#
         ),
         WireSample(
@@ -2210,18 +2213,18 @@ revision: 1700000000390
             name: "DeviceCacheReported/full",
             protoName: "framecast.v1.DeviceCacheReported",
             message: DeviceCacheReported(
-                eventID: "日本語 event_id 391",
-                occurredAt: 1700000000392,
-                userID: "ünïcødé ✓ 📷 user_id 393",
-                frameID: "quote \" back \\ slash frame_id 394",
-                fileIDs: ["日本語 file_ids 395", ""]
+                eventID: "event_id-392",
+                occurredAt: -1099511628169,
+                userID: "quote \" back \\ slash user_id 394",
+                frameID: "日本語 frame_id 395",
+                fileIDs: ["file_ids-396", ""]
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 391"
-occurred_at: 1700000000392
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 393"
-frame_id: "quote \" back \\ slash frame_id 394"
-file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 395"
+event_id: "event_id-392"
+occurred_at: -1099511628169
+user_id: "quote \" back \\ slash user_id 394"
+frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 395"
+file_ids: "file_ids-396"
 file_ids: ""
 """#
         ),
@@ -2236,140 +2239,140 @@ file_ids: ""
             name: "ConformanceSample/full",
             protoName: "framecast.v1.ConformanceSample",
             message: ConformanceSample(
-                aString: "a_string-396",
-                aBytes: [0, 255, 141, 10, 128],
+                aString: "ünïcødé ✓ 📷 a_string 397",
+                aBytes: [0, 255, 142, 10, 128],
                 aBool: true,
-                anInt32: -399007,
-                anInt64: 1700000000400,
-                aUint32: 4000000401,
-                aUint64: 9223372036859738498,
-                aDouble: -403.5,
-                aFloat: 404.25,
-                aSint32: -405007,
-                aSint64: 1700000000406,
-                aFixed32: 4000000407,
-                aFixed64: 9223372036859812568,
-                anSfixed32: -409007,
-                anSfixed64: 1700000000410,
+                anInt32: 400007,
+                anInt64: -1099511628177,
+                aUint32: 4000000402,
+                aUint64: 9223372036859750843,
+                aDouble: 404.5,
+                aFloat: 405.25,
+                aSint32: 406007,
+                aSint64: -1099511628183,
+                aFixed32: 4000000408,
+                aFixed64: 9223372036859824913,
+                anSfixed32: 410007,
+                anSfixed64: -1099511628187,
                 anEnum: .viewer,
                 aMessage: Face(
-                    x: -411007,
-                    y: 412007,
-                    width: -413007,
-                    height: 414007,
-                    confidence: 415.25
+                    x: 412007,
+                    y: -413007,
+                    width: 414007,
+                    height: -415007,
+                    confidence: 416.25
                 ),
-                aMap: ["": "empty key", "album_id": "alb-ü-416", "k416": ""],
-                strings: ["ünïcødé ✓ 📷 strings 417", ""],
-                bytesList: [[0, 255, 162, 10, 128], []],
+                aMap: ["": "empty key", "album_id": "alb-ü-417", "k417": ""],
+                strings: ["quote \" back \\ slash strings 418", ""],
+                bytesList: [[0, 255, 163, 10, 128], []],
                 bools: [true, false],
-                int32s: [420007, 0],
-                int64s: [-1099511628197, 0],
-                uint32s: [4000000422, 0],
-                uint64s: [9223372036859997743, 0],
-                doubles: [424.5, 0.0],
-                floats: [425.25, 0.0],
-                sint64s: [1700000000426, 0],
-                fixed64s: [9223372036860047123, 0],
+                int32s: [-421007, 0],
+                int64s: [1700000000422, 0],
+                uint32s: [4000000423, 0],
+                uint64s: [9223372036860010088, 0],
+                doubles: [-425.5, 0.0],
+                floats: [426.25, 0.0],
+                sint64s: [-1099511628203, 0],
+                fixed64s: [9223372036860059468, 0],
                 enums: [.viewer, .unspecified],
                 messages: [Face(
-                    x: 428007,
-                    y: -429007,
-                    width: 430007,
-                    height: -431007,
-                    confidence: 432.25
+                    x: -429007,
+                    y: 430007,
+                    width: -431007,
+                    height: 432007,
+                    confidence: 433.25
                 ), Face()],
-                optionalString: "ünïcødé ✓ 📷 optional_string 433",
-                optionalInt64: 1700000000434,
-                optionalInt32: -435007,
-                optionalUint32: 4000000436,
+                optionalString: "quote \" back \\ slash optional_string 434",
+                optionalInt64: -1099511628211,
+                optionalInt32: 436007,
+                optionalUint32: 4000000437,
                 optionalBool: true,
-                optionalDouble: 438.5
+                optionalDouble: -439.5
             ),
             text: #"""
-a_string: "a_string-396"
-a_bytes: "\000\377\215\n\200"
+a_string: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 a_string 397"
+a_bytes: "\000\377\216\n\200"
 a_bool: true
-an_int32: -399007
-an_int64: 1700000000400
-a_uint32: 4000000401
-a_uint64: 9223372036859738498
-a_double: -403.5
-a_float: 404.25
-a_sint32: -405007
-a_sint64: 1700000000406
-a_fixed32: 4000000407
-a_fixed64: 9223372036859812568
-an_sfixed32: -409007
-an_sfixed64: 1700000000410
+an_int32: 400007
+an_int64: -1099511628177
+a_uint32: 4000000402
+a_uint64: 9223372036859750843
+a_double: 404.5
+a_float: 405.25
+a_sint32: 406007
+a_sint64: -1099511628183
+a_fixed32: 4000000408
+a_fixed64: 9223372036859824913
+an_sfixed32: 410007
+an_sfixed64: -1099511628187
 an_enum: ROLE_VIEWER
 a_message {
-  x: -411007
-  y: 412007
-  width: -413007
-  height: 414007
-  confidence: 415.25
+  x: 412007
+  y: -413007
+  width: 414007
+  height: -415007
+  confidence: 416.25
 }
 a_map {
   value: "empty key"
 }
 a_map {
   key: "album_id"
-  value: "alb-\303\274-416"
+  value: "alb-\303\274-417"
 }
 a_map {
-  key: "k416"
+  key: "k417"
 }
-strings: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 strings 417"
+strings: "quote \" back \\ slash strings 418"
 strings: ""
-bytes_list: "\000\377\242\n\200"
+bytes_list: "\000\377\243\n\200"
 bytes_list: ""
 bools: true
 bools: false
-int32s: 420007
+int32s: -421007
 int32s: 0
-int64s: -1099511628197
+int64s: 1700000000422
 int64s: 0
-uint32s: 4000000422
+uint32s: 4000000423
 uint32s: 0
-uint64s: 9223372036859997743
+uint64s: 9223372036860010088
 uint64s: 0
-doubles: 424.5
+doubles: -425.5
 doubles: 0
-floats: 425.25
+floats: 426.25
 floats: 0
-sint64s: 1700000000426
+sint64s: -1099511628203
 sint64s: 0
-fixed64s: 9223372036860047123
+fixed64s: 9223372036860059468
 fixed64s: 0
 enums: ROLE_VIEWER
 enums: ROLE_UNSPECIFIED
 messages {
-  x: 428007
-  y: -429007
-  width: 430007
-  height: -431007
-  confidence: 432.25
+  x: -429007
+  y: 430007
+  width: -431007
+  height: 432007
+  confidence: 433.25
 }
 messages {
 }
 optional_string {
-  value: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 optional_string 433"
+  value: "quote \" back \\ slash optional_string 434"
 }
 optional_int64 {
-  value: 1700000000434
+  value: -1099511628211
 }
 optional_int32 {
-  value: -435007
+  value: 436007
 }
 optional_uint32 {
-  value: 4000000436
+  value: 4000000437
 }
 optional_bool {
   value: true
 }
 optional_double {
-  value: 438.5
+  value: -439.5
 }
 """#
         ),
@@ -2413,28 +2416,28 @@ optional_double {
             name: "PhotoVersion/full",
             protoName: "framecast.v1.PhotoVersion",
             message: PhotoVersion(
-                fileID: "日本語 file_id 439",
-                size: "size-440",
-                width: -441007,
-                height: 442007,
-                format: "日本語 format 443",
-                contentType: "content_type-444",
-                blobKey: "ünïcødé ✓ 📷 blob_key 445",
-                byteSize: 1700000000446,
-                sha256: "日本語 sha256 447",
-                createdAt: 1700000000448
+                fileID: "file_id-440",
+                size: "ünïcødé ✓ 📷 size 441",
+                width: 442007,
+                height: -443007,
+                format: "format-444",
+                contentType: "ünïcødé ✓ 📷 content_type 445",
+                blobKey: "quote \" back \\ slash blob_key 446",
+                byteSize: -1099511628223,
+                sha256: "sha256-448",
+                createdAt: -1099511628225
             ),
             text: #"""
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 439"
-size: "size-440"
-width: -441007
-height: 442007
-format: "\346\227\245\346\234\254\350\252\236 format 443"
-content_type: "content_type-444"
-blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 445"
-byte_size: 1700000000446
-sha256: "\346\227\245\346\234\254\350\252\236 sha256 447"
-created_at: 1700000000448
+file_id: "file_id-440"
+size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 441"
+width: 442007
+height: -443007
+format: "format-444"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 445"
+blob_key: "quote \" back \\ slash blob_key 446"
+byte_size: -1099511628223
+sha256: "sha256-448"
+created_at: -1099511628225
 """#
         ),
         WireSample(
@@ -2448,114 +2451,114 @@ created_at: 1700000000448
             name: "PhotoMetadata/full",
             protoName: "framecast.v1.PhotoMetadata",
             message: PhotoMetadata(
-                fileID: "ünïcødé ✓ 📷 file_id 449",
-                ownerID: "quote \" back \\ slash owner_id 450",
-                fileName: "日本語 file_name 451",
-                contentType: "content_type-452",
+                fileID: "quote \" back \\ slash file_id 450",
+                ownerID: "日本語 owner_id 451",
+                fileName: "file_name-452",
+                contentType: "ünïcødé ✓ 📷 content_type 453",
                 versions: [PhotoVersion(
-                    fileID: "ünïcødé ✓ 📷 file_id 453",
-                    size: "quote \" back \\ slash size 454",
-                    width: -455007,
-                    height: 456007,
-                    format: "ünïcødé ✓ 📷 format 457",
-                    contentType: "quote \" back \\ slash content_type 458",
-                    blobKey: "日本語 blob_key 459",
-                    byteSize: 1700000000460,
-                    sha256: "ünïcødé ✓ 📷 sha256 461",
-                    createdAt: 1700000000462
+                    fileID: "quote \" back \\ slash file_id 454",
+                    size: "日本語 size 455",
+                    width: 456007,
+                    height: -457007,
+                    format: "quote \" back \\ slash format 458",
+                    contentType: "日本語 content_type 459",
+                    blobKey: "blob_key-460",
+                    byteSize: -1099511628237,
+                    sha256: "quote \" back \\ slash sha256 462",
+                    createdAt: -1099511628239
                 ), PhotoVersion()],
                 aiMetadata: AIMetadata(
-                    labels: ["日本語 labels 463", ""],
+                    labels: ["labels-464", ""],
                     faces: [Face(
-                        x: 464007,
-                        y: -465007,
-                        width: 466007,
-                        height: -467007,
-                        confidence: 468.25
+                        x: -465007,
+                        y: 466007,
+                        width: -467007,
+                        height: 468007,
+                        confidence: 469.25
                     ), Face()],
-                    objects: ["ünïcødé ✓ 📷 objects 469", ""],
-                    analyser: "quote \" back \\ slash analyser 470"
+                    objects: ["quote \" back \\ slash objects 470", ""],
+                    analyser: "日本語 analyser 471"
                 ),
                 analysis: PhotoAnalysis(
-                    format: "日本語 format 471",
-                    width: 472007,
-                    height: -473007,
-                    orientation: 474007,
-                    takenAt: -1099511628251,
-                    cameraMake: "camera_make-476",
-                    cameraModel: "ünïcødé ✓ 📷 camera_model 477",
+                    format: "format-472",
+                    width: -473007,
+                    height: 474007,
+                    orientation: -475007,
+                    takenAt: 1700000000476,
+                    cameraMake: "ünïcødé ✓ 📷 camera_make 477",
+                    cameraModel: "quote \" back \\ slash camera_model 478",
                     gps: GeoPoint(
-                        latitude: 478.5,
-                        longitude: -479.5,
-                        altitude: 480.5
+                        latitude: -479.5,
+                        longitude: 480.5,
+                        altitude: -481.5
                     ),
-                    dominantColors: ["ünïcødé ✓ 📷 dominant_colors 481", ""],
-                    perceptualHash: 9223372036860726098
+                    dominantColors: ["quote \" back \\ slash dominant_colors 482", ""],
+                    perceptualHash: 9223372036860738443
                 ),
-                cachedForFrames: ["日本語 cached_for_frames 483", ""],
-                createdAt: 1700000000484,
-                updatedAt: -1099511628261
+                cachedForFrames: ["cached_for_frames-484", ""],
+                createdAt: -1099511628261,
+                updatedAt: 1700000000486
             ),
             text: #"""
-file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 449"
-owner_id: "quote \" back \\ slash owner_id 450"
-file_name: "\346\227\245\346\234\254\350\252\236 file_name 451"
-content_type: "content_type-452"
+file_id: "quote \" back \\ slash file_id 450"
+owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 451"
+file_name: "file_name-452"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 453"
 versions {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 453"
-  size: "quote \" back \\ slash size 454"
-  width: -455007
-  height: 456007
-  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 457"
-  content_type: "quote \" back \\ slash content_type 458"
-  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 459"
-  byte_size: 1700000000460
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 461"
-  created_at: 1700000000462
+  file_id: "quote \" back \\ slash file_id 454"
+  size: "\346\227\245\346\234\254\350\252\236 size 455"
+  width: 456007
+  height: -457007
+  format: "quote \" back \\ slash format 458"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 459"
+  blob_key: "blob_key-460"
+  byte_size: -1099511628237
+  sha256: "quote \" back \\ slash sha256 462"
+  created_at: -1099511628239
 }
 versions {
 }
 ai_metadata {
-  labels: "\346\227\245\346\234\254\350\252\236 labels 463"
+  labels: "labels-464"
   labels: ""
   faces {
-    x: 464007
-    y: -465007
-    width: 466007
-    height: -467007
-    confidence: 468.25
+    x: -465007
+    y: 466007
+    width: -467007
+    height: 468007
+    confidence: 469.25
   }
   faces {
   }
-  objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 469"
+  objects: "quote \" back \\ slash objects 470"
   objects: ""
-  analyser: "quote \" back \\ slash analyser 470"
+  analyser: "\346\227\245\346\234\254\350\252\236 analyser 471"
 }
 analysis {
-  format: "\346\227\245\346\234\254\350\252\236 format 471"
-  width: 472007
-  height: -473007
-  orientation: 474007
+  format: "format-472"
+  width: -473007
+  height: 474007
+  orientation: -475007
   taken_at {
-    value: -1099511628251
+    value: 1700000000476
   }
-  camera_make: "camera_make-476"
-  camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 477"
+  camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 477"
+  camera_model: "quote \" back \\ slash camera_model 478"
   gps {
-    latitude: 478.5
-    longitude: -479.5
+    latitude: -479.5
+    longitude: 480.5
     altitude {
-      value: 480.5
+      value: -481.5
     }
   }
-  dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 481"
+  dominant_colors: "quote \" back \\ slash dominant_colors 482"
   dominant_colors: ""
-  perceptual_hash: 9223372036860726098
+  perceptual_hash: 9223372036860738443
 }
-cached_for_frames: "\346\227\245\346\234\254\350\252\236 cached_for_frames 483"
+cached_for_frames: "cached_for_frames-484"
 cached_for_frames: ""
-created_at: 1700000000484
-updated_at: -1099511628261
+created_at: -1099511628261
+updated_at: 1700000000486
 """#
         ),
         WireSample(
@@ -2594,10 +2597,10 @@ analysis {
             name: "GetPhotoMetadataRequest/full",
             protoName: "framecast.v1.GetPhotoMetadataRequest",
             message: GetPhotoMetadataRequest(
-                fileID: "quote \" back \\ slash file_id 486"
+                fileID: "日本語 file_id 487"
             ),
             text: #"""
-file_id: "quote \" back \\ slash file_id 486"
+file_id: "\346\227\245\346\234\254\350\252\236 file_id 487"
 """#
         ),
         WireSample(
@@ -2612,116 +2615,116 @@ file_id: "quote \" back \\ slash file_id 486"
             protoName: "framecast.v1.PhotoMetadataReply",
             message: PhotoMetadataReply(
                 metadata: PhotoMetadata(
-                    fileID: "日本語 file_id 487",
-                    ownerID: "owner_id-488",
-                    fileName: "ünïcødé ✓ 📷 file_name 489",
-                    contentType: "quote \" back \\ slash content_type 490",
+                    fileID: "file_id-488",
+                    ownerID: "ünïcødé ✓ 📷 owner_id 489",
+                    fileName: "quote \" back \\ slash file_name 490",
+                    contentType: "日本語 content_type 491",
                     versions: [PhotoVersion(
-                        fileID: "日本語 file_id 491",
-                        size: "size-492",
-                        width: -493007,
-                        height: 494007,
-                        format: "日本語 format 495",
-                        contentType: "content_type-496",
-                        blobKey: "ünïcødé ✓ 📷 blob_key 497",
-                        byteSize: 1700000000498,
-                        sha256: "日本語 sha256 499",
-                        createdAt: 1700000000500
+                        fileID: "file_id-492",
+                        size: "ünïcødé ✓ 📷 size 493",
+                        width: 494007,
+                        height: -495007,
+                        format: "format-496",
+                        contentType: "ünïcødé ✓ 📷 content_type 497",
+                        blobKey: "quote \" back \\ slash blob_key 498",
+                        byteSize: -1099511628275,
+                        sha256: "sha256-500",
+                        createdAt: -1099511628277
                     ), PhotoVersion()],
                     aiMetadata: AIMetadata(
-                        labels: ["ünïcødé ✓ 📷 labels 501", ""],
+                        labels: ["quote \" back \\ slash labels 502", ""],
                         faces: [Face(
-                            x: 502007,
-                            y: -503007,
-                            width: 504007,
-                            height: -505007,
-                            confidence: 506.25
+                            x: -503007,
+                            y: 504007,
+                            width: -505007,
+                            height: 506007,
+                            confidence: 507.25
                         ), Face()],
-                        objects: ["日本語 objects 507", ""],
-                        analyser: "analyser-508"
+                        objects: ["objects-508", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 509"
                     ),
                     analysis: PhotoAnalysis(
-                        format: "ünïcødé ✓ 📷 format 509",
-                        width: 510007,
-                        height: -511007,
-                        orientation: 512007,
-                        takenAt: -1099511628289,
-                        cameraMake: "quote \" back \\ slash camera_make 514",
-                        cameraModel: "日本語 camera_model 515",
+                        format: "quote \" back \\ slash format 510",
+                        width: -511007,
+                        height: 512007,
+                        orientation: -513007,
+                        takenAt: 1700000000514,
+                        cameraMake: "日本語 camera_make 515",
+                        cameraModel: "camera_model-516",
                         gps: GeoPoint(
-                            latitude: 516.5,
-                            longitude: -517.5,
-                            altitude: 518.5
+                            latitude: -517.5,
+                            longitude: 518.5,
+                            altitude: -519.5
                         ),
-                        dominantColors: ["日本語 dominant_colors 519", ""],
-                        perceptualHash: 9223372036861195208
+                        dominantColors: ["dominant_colors-520", ""],
+                        perceptualHash: 9223372036861207553
                     ),
-                    cachedForFrames: ["ünïcødé ✓ 📷 cached_for_frames 521", ""],
-                    createdAt: 1700000000522,
-                    updatedAt: -1099511628299
+                    cachedForFrames: ["quote \" back \\ slash cached_for_frames 522", ""],
+                    createdAt: -1099511628299,
+                    updatedAt: 1700000000524
                 )
             ),
             text: #"""
 metadata {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 487"
-  owner_id: "owner_id-488"
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 489"
-  content_type: "quote \" back \\ slash content_type 490"
+  file_id: "file_id-488"
+  owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 489"
+  file_name: "quote \" back \\ slash file_name 490"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 491"
   versions {
-    file_id: "\346\227\245\346\234\254\350\252\236 file_id 491"
-    size: "size-492"
-    width: -493007
-    height: 494007
-    format: "\346\227\245\346\234\254\350\252\236 format 495"
-    content_type: "content_type-496"
-    blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 497"
-    byte_size: 1700000000498
-    sha256: "\346\227\245\346\234\254\350\252\236 sha256 499"
-    created_at: 1700000000500
+    file_id: "file_id-492"
+    size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 493"
+    width: 494007
+    height: -495007
+    format: "format-496"
+    content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 497"
+    blob_key: "quote \" back \\ slash blob_key 498"
+    byte_size: -1099511628275
+    sha256: "sha256-500"
+    created_at: -1099511628277
   }
   versions {
   }
   ai_metadata {
-    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 501"
+    labels: "quote \" back \\ slash labels 502"
     labels: ""
     faces {
-      x: 502007
-      y: -503007
-      width: 504007
-      height: -505007
-      confidence: 506.25
+      x: -503007
+      y: 504007
+      width: -505007
+      height: 506007
+      confidence: 507.25
     }
     faces {
     }
-    objects: "\346\227\245\346\234\254\350\252\236 objects 507"
+    objects: "objects-508"
     objects: ""
-    analyser: "analyser-508"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 509"
   }
   analysis {
-    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 509"
-    width: 510007
-    height: -511007
-    orientation: 512007
+    format: "quote \" back \\ slash format 510"
+    width: -511007
+    height: 512007
+    orientation: -513007
     taken_at {
-      value: -1099511628289
+      value: 1700000000514
     }
-    camera_make: "quote \" back \\ slash camera_make 514"
-    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 515"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 515"
+    camera_model: "camera_model-516"
     gps {
-      latitude: 516.5
-      longitude: -517.5
+      latitude: -517.5
+      longitude: 518.5
       altitude {
-        value: 518.5
+        value: -519.5
       }
     }
-    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 519"
+    dominant_colors: "dominant_colors-520"
     dominant_colors: ""
-    perceptual_hash: 9223372036861195208
+    perceptual_hash: 9223372036861207553
   }
-  cached_for_frames: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 cached_for_frames 521"
+  cached_for_frames: "quote \" back \\ slash cached_for_frames 522"
   cached_for_frames: ""
-  created_at: 1700000000522
-  updated_at: -1099511628299
+  created_at: -1099511628299
+  updated_at: 1700000000524
 }
 """#
         ),
@@ -2765,14 +2768,14 @@ metadata {
             name: "GetVersionRequest/full",
             protoName: "framecast.v1.GetVersionRequest",
             message: GetVersionRequest(
-                fileID: "file_id-524",
-                size: "ünïcødé ✓ 📷 size 525",
-                format: "quote \" back \\ slash format 526"
+                fileID: "ünïcødé ✓ 📷 file_id 525",
+                size: "quote \" back \\ slash size 526",
+                format: "日本語 format 527"
             ),
             text: #"""
-file_id: "file_id-524"
-size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 525"
-format: "quote \" back \\ slash format 526"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 525"
+size: "quote \" back \\ slash size 526"
+format: "\346\227\245\346\234\254\350\252\236 format 527"
 """#
         ),
         WireSample(
@@ -2787,30 +2790,30 @@ format: "quote \" back \\ slash format 526"
             protoName: "framecast.v1.VersionReply",
             message: VersionReply(
                 version: PhotoVersion(
-                    fileID: "日本語 file_id 527",
-                    size: "size-528",
-                    width: -529007,
-                    height: 530007,
-                    format: "日本語 format 531",
-                    contentType: "content_type-532",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 533",
-                    byteSize: 1700000000534,
-                    sha256: "日本語 sha256 535",
-                    createdAt: 1700000000536
+                    fileID: "file_id-528",
+                    size: "ünïcødé ✓ 📷 size 529",
+                    width: 530007,
+                    height: -531007,
+                    format: "format-532",
+                    contentType: "ünïcødé ✓ 📷 content_type 533",
+                    blobKey: "quote \" back \\ slash blob_key 534",
+                    byteSize: -1099511628311,
+                    sha256: "sha256-536",
+                    createdAt: -1099511628313
                 )
             ),
             text: #"""
 version {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 527"
-  size: "size-528"
-  width: -529007
-  height: 530007
-  format: "\346\227\245\346\234\254\350\252\236 format 531"
-  content_type: "content_type-532"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 533"
-  byte_size: 1700000000534
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 535"
-  created_at: 1700000000536
+  file_id: "file_id-528"
+  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 529"
+  width: 530007
+  height: -531007
+  format: "format-532"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 533"
+  blob_key: "quote \" back \\ slash blob_key 534"
+  byte_size: -1099511628311
+  sha256: "sha256-536"
+  created_at: -1099511628313
 }
 """#
         ),
@@ -2836,30 +2839,30 @@ version {
             name: "Playlist/full",
             protoName: "framecast.v1.Playlist",
             message: Playlist(
-                playlistID: "ünïcødé ✓ 📷 playlist_id 537",
-                ownerID: "quote \" back \\ slash owner_id 538",
-                name: "日本語 name 539",
-                description: "description-540",
-                fileIDs: ["ünïcødé ✓ 📷 file_ids 541", ""],
-                createdAt: 1700000000542,
-                updatedAt: -1099511628319,
-                albumIDs: ["album_ids-544", ""],
+                playlistID: "quote \" back \\ slash playlist_id 538",
+                ownerID: "日本語 owner_id 539",
+                name: "name-540",
+                description: "ünïcødé ✓ 📷 description 541",
+                fileIDs: ["quote \" back \\ slash file_ids 542", ""],
+                createdAt: -1099511628319,
+                updatedAt: 1700000000544,
+                albumIDs: ["ünïcødé ✓ 📷 album_ids 545", ""],
                 order: .shuffle,
-                photoIDs: ["ünïcødé ✓ 📷 photo_ids 545", ""]
+                photoIDs: ["quote \" back \\ slash photo_ids 546", ""]
             ),
             text: #"""
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 537"
-owner_id: "quote \" back \\ slash owner_id 538"
-name: "\346\227\245\346\234\254\350\252\236 name 539"
-description: "description-540"
-file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 541"
+playlist_id: "quote \" back \\ slash playlist_id 538"
+owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 539"
+name: "name-540"
+description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 541"
+file_ids: "quote \" back \\ slash file_ids 542"
 file_ids: ""
-created_at: 1700000000542
-updated_at: -1099511628319
-album_ids: "album_ids-544"
+created_at: -1099511628319
+updated_at: 1700000000544
+album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 545"
 album_ids: ""
 order: PLAYLIST_ORDER_SHUFFLE
-photo_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 photo_ids 545"
+photo_ids: "quote \" back \\ slash photo_ids 546"
 photo_ids: ""
 """#
         ),
@@ -2875,32 +2878,32 @@ photo_ids: ""
             protoName: "framecast.v1.PlaylistReply",
             message: PlaylistReply(
                 playlist: Playlist(
-                    playlistID: "quote \" back \\ slash playlist_id 546",
-                    ownerID: "日本語 owner_id 547",
-                    name: "name-548",
-                    description: "ünïcødé ✓ 📷 description 549",
-                    fileIDs: ["quote \" back \\ slash file_ids 550", ""],
-                    createdAt: -1099511628327,
-                    updatedAt: 1700000000552,
-                    albumIDs: ["ünïcødé ✓ 📷 album_ids 553", ""],
+                    playlistID: "日本語 playlist_id 547",
+                    ownerID: "owner_id-548",
+                    name: "ünïcødé ✓ 📷 name 549",
+                    description: "quote \" back \\ slash description 550",
+                    fileIDs: ["日本語 file_ids 551", ""],
+                    createdAt: 1700000000552,
+                    updatedAt: -1099511628329,
+                    albumIDs: ["quote \" back \\ slash album_ids 554", ""],
                     order: .shuffle,
-                    photoIDs: ["quote \" back \\ slash photo_ids 554", ""]
+                    photoIDs: ["日本語 photo_ids 555", ""]
                 )
             ),
             text: #"""
 playlist {
-  playlist_id: "quote \" back \\ slash playlist_id 546"
-  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 547"
-  name: "name-548"
-  description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 549"
-  file_ids: "quote \" back \\ slash file_ids 550"
+  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 547"
+  owner_id: "owner_id-548"
+  name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 549"
+  description: "quote \" back \\ slash description 550"
+  file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 551"
   file_ids: ""
-  created_at: -1099511628327
-  updated_at: 1700000000552
-  album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 553"
+  created_at: 1700000000552
+  updated_at: -1099511628329
+  album_ids: "quote \" back \\ slash album_ids 554"
   album_ids: ""
   order: PLAYLIST_ORDER_SHUFFLE
-  photo_ids: "quote \" back \\ slash photo_ids 554"
+  photo_ids: "\346\227\245\346\234\254\350\252\236 photo_ids 555"
   photo_ids: ""
 }
 """#
@@ -2927,20 +2930,20 @@ playlist {
             name: "CreatePlaylistRequest/full",
             protoName: "framecast.v1.CreatePlaylistRequest",
             message: CreatePlaylistRequest(
-                userID: "日本語 user_id 555",
-                name: "name-556",
-                description: "ünïcødé ✓ 📷 description 557",
-                fileIDs: ["quote \" back \\ slash file_ids 558", ""],
-                albumIDs: ["日本語 album_ids 559", ""],
+                userID: "user_id-556",
+                name: "ünïcødé ✓ 📷 name 557",
+                description: "quote \" back \\ slash description 558",
+                fileIDs: ["日本語 file_ids 559", ""],
+                albumIDs: ["album_ids-560", ""],
                 order: .shuffle
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 555"
-name: "name-556"
-description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 557"
-file_ids: "quote \" back \\ slash file_ids 558"
+user_id: "user_id-556"
+name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 557"
+description: "quote \" back \\ slash description 558"
+file_ids: "\346\227\245\346\234\254\350\252\236 file_ids 559"
 file_ids: ""
-album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 559"
+album_ids: "album_ids-560"
 album_ids: ""
 order: PLAYLIST_ORDER_SHUFFLE
 """#
@@ -2956,12 +2959,12 @@ order: PLAYLIST_ORDER_SHUFFLE
             name: "GetPlaylistRequest/full",
             protoName: "framecast.v1.GetPlaylistRequest",
             message: GetPlaylistRequest(
-                userID: "user_id-560",
-                playlistID: "ünïcødé ✓ 📷 playlist_id 561"
+                userID: "ünïcødé ✓ 📷 user_id 561",
+                playlistID: "quote \" back \\ slash playlist_id 562"
             ),
             text: #"""
-user_id: "user_id-560"
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 561"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 561"
+playlist_id: "quote \" back \\ slash playlist_id 562"
 """#
         ),
         WireSample(
@@ -2975,14 +2978,14 @@ playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 
             name: "ListPlaylistsRequest/full",
             protoName: "framecast.v1.ListPlaylistsRequest",
             message: ListPlaylistsRequest(
-                userID: "quote \" back \\ slash user_id 562",
-                pageSize: -563007,
-                pageToken: "page_token-564"
+                userID: "日本語 user_id 563",
+                pageSize: 564007,
+                pageToken: "ünïcødé ✓ 📷 page_token 565"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 562"
-page_size: -563007
-page_token: "page_token-564"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 563"
+page_size: 564007
+page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 page_token 565"
 """#
         ),
         WireSample(
@@ -2997,38 +3000,38 @@ page_token: "page_token-564"
             protoName: "framecast.v1.ListPlaylistsReply",
             message: ListPlaylistsReply(
                 playlists: [Playlist(
-                    playlistID: "ünïcødé ✓ 📷 playlist_id 565",
-                    ownerID: "quote \" back \\ slash owner_id 566",
-                    name: "日本語 name 567",
-                    description: "description-568",
-                    fileIDs: ["ünïcødé ✓ 📷 file_ids 569", ""],
-                    createdAt: 1700000000570,
-                    updatedAt: -1099511628347,
-                    albumIDs: ["album_ids-572", ""],
+                    playlistID: "quote \" back \\ slash playlist_id 566",
+                    ownerID: "日本語 owner_id 567",
+                    name: "name-568",
+                    description: "ünïcødé ✓ 📷 description 569",
+                    fileIDs: ["quote \" back \\ slash file_ids 570", ""],
+                    createdAt: -1099511628347,
+                    updatedAt: 1700000000572,
+                    albumIDs: ["ünïcødé ✓ 📷 album_ids 573", ""],
                     order: .shuffle,
-                    photoIDs: ["ünïcødé ✓ 📷 photo_ids 573", ""]
+                    photoIDs: ["quote \" back \\ slash photo_ids 574", ""]
                 ), Playlist()],
-                nextPageToken: "quote \" back \\ slash next_page_token 574"
+                nextPageToken: "日本語 next_page_token 575"
             ),
             text: #"""
 playlists {
-  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 565"
-  owner_id: "quote \" back \\ slash owner_id 566"
-  name: "\346\227\245\346\234\254\350\252\236 name 567"
-  description: "description-568"
-  file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 569"
+  playlist_id: "quote \" back \\ slash playlist_id 566"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 567"
+  name: "name-568"
+  description: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 description 569"
+  file_ids: "quote \" back \\ slash file_ids 570"
   file_ids: ""
-  created_at: 1700000000570
-  updated_at: -1099511628347
-  album_ids: "album_ids-572"
+  created_at: -1099511628347
+  updated_at: 1700000000572
+  album_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_ids 573"
   album_ids: ""
   order: PLAYLIST_ORDER_SHUFFLE
-  photo_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 photo_ids 573"
+  photo_ids: "quote \" back \\ slash photo_ids 574"
   photo_ids: ""
 }
 playlists {
 }
-next_page_token: "quote \" back \\ slash next_page_token 574"
+next_page_token: "\346\227\245\346\234\254\350\252\236 next_page_token 575"
 """#
         ),
         WireSample(
@@ -3042,30 +3045,30 @@ next_page_token: "quote \" back \\ slash next_page_token 574"
             name: "UpdatePlaylistRequest/full",
             protoName: "framecast.v1.UpdatePlaylistRequest",
             message: UpdatePlaylistRequest(
-                userID: "日本語 user_id 575",
-                playlistID: "playlist_id-576",
-                name: "ünïcødé ✓ 📷 name 577",
-                description: "quote \" back \\ slash description 578",
+                userID: "user_id-576",
+                playlistID: "ünïcødé ✓ 📷 playlist_id 577",
+                name: "quote \" back \\ slash name 578",
+                description: "日本語 description 579",
                 replaceFileIDs: true,
-                fileIDs: ["file_ids-580", ""],
+                fileIDs: ["ünïcødé ✓ 📷 file_ids 581", ""],
                 replaceAlbumIDs: true,
-                albumIDs: ["quote \" back \\ slash album_ids 582", ""],
+                albumIDs: ["日本語 album_ids 583", ""],
                 order: .shuffle
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 575"
-playlist_id: "playlist_id-576"
+user_id: "user_id-576"
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 577"
 name {
-  value: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 name 577"
+  value: "quote \" back \\ slash name 578"
 }
 description {
-  value: "quote \" back \\ slash description 578"
+  value: "\346\227\245\346\234\254\350\252\236 description 579"
 }
 replace_file_ids: true
-file_ids: "file_ids-580"
+file_ids: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_ids 581"
 file_ids: ""
 replace_album_ids: true
-album_ids: "quote \" back \\ slash album_ids 582"
+album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 583"
 album_ids: ""
 order: PLAYLIST_ORDER_SHUFFLE
 """#
@@ -3095,12 +3098,12 @@ description {
             name: "DeletePlaylistRequest/full",
             protoName: "framecast.v1.DeletePlaylistRequest",
             message: DeletePlaylistRequest(
-                userID: "日本語 user_id 583",
-                playlistID: "playlist_id-584"
+                userID: "user_id-584",
+                playlistID: "ünïcødé ✓ 📷 playlist_id 585"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 583"
-playlist_id: "playlist_id-584"
+user_id: "user_id-584"
+playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 585"
 """#
         ),
         WireSample(
@@ -3114,22 +3117,22 @@ playlist_id: "playlist_id-584"
             name: "ScheduleEntry/full",
             protoName: "framecast.v1.ScheduleEntry",
             message: ScheduleEntry(
-                playlistID: "ünïcødé ✓ 📷 playlist_id 585",
-                albumID: "quote \" back \\ slash album_id 586",
-                daysOfWeek: [-587007, 0],
-                startTime: "start_time-588",
-                endTime: "ünïcødé ✓ 📷 end_time 589",
-                intervalSeconds: 590007,
+                playlistID: "quote \" back \\ slash playlist_id 586",
+                albumID: "日本語 album_id 587",
+                daysOfWeek: [588007, 0],
+                startTime: "ünïcødé ✓ 📷 start_time 589",
+                endTime: "quote \" back \\ slash end_time 590",
+                intervalSeconds: -591007,
                 shuffle: true
             ),
             text: #"""
-playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 585"
-album_id: "quote \" back \\ slash album_id 586"
-days_of_week: -587007
+playlist_id: "quote \" back \\ slash playlist_id 586"
+album_id: "\346\227\245\346\234\254\350\252\236 album_id 587"
+days_of_week: 588007
 days_of_week: 0
-start_time: "start_time-588"
-end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 589"
-interval_seconds: 590007
+start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 589"
+end_time: "quote \" back \\ slash end_time 590"
+interval_seconds: -591007
 shuffle: true
 """#
         ),
@@ -3144,35 +3147,35 @@ shuffle: true
             name: "RotationSchedule/full",
             protoName: "framecast.v1.RotationSchedule",
             message: RotationSchedule(
-                frameID: "frame_id-592",
-                ownerID: "ünïcødé ✓ 📷 owner_id 593",
+                frameID: "ünïcødé ✓ 📷 frame_id 593",
+                ownerID: "quote \" back \\ slash owner_id 594",
                 entries: [ScheduleEntry(
-                    playlistID: "quote \" back \\ slash playlist_id 594",
-                    albumID: "日本語 album_id 595",
-                    daysOfWeek: [596007, 0],
-                    startTime: "ünïcødé ✓ 📷 start_time 597",
-                    endTime: "quote \" back \\ slash end_time 598",
-                    intervalSeconds: -599007,
+                    playlistID: "日本語 playlist_id 595",
+                    albumID: "album_id-596",
+                    daysOfWeek: [-597007, 0],
+                    startTime: "quote \" back \\ slash start_time 598",
+                    endTime: "日本語 end_time 599",
+                    intervalSeconds: 600007,
                     shuffle: true
                 ), ScheduleEntry()],
-                updatedAt: -1099511628377
+                updatedAt: 1700000000602
             ),
             text: #"""
-frame_id: "frame_id-592"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 593"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 593"
+owner_id: "quote \" back \\ slash owner_id 594"
 entries {
-  playlist_id: "quote \" back \\ slash playlist_id 594"
-  album_id: "\346\227\245\346\234\254\350\252\236 album_id 595"
-  days_of_week: 596007
+  playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 595"
+  album_id: "album_id-596"
+  days_of_week: -597007
   days_of_week: 0
-  start_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 start_time 597"
-  end_time: "quote \" back \\ slash end_time 598"
-  interval_seconds: -599007
+  start_time: "quote \" back \\ slash start_time 598"
+  end_time: "\346\227\245\346\234\254\350\252\236 end_time 599"
+  interval_seconds: 600007
   shuffle: true
 }
 entries {
 }
-updated_at: -1099511628377
+updated_at: 1700000000602
 """#
         ),
         WireSample(
@@ -3187,37 +3190,37 @@ updated_at: -1099511628377
             protoName: "framecast.v1.ScheduleReply",
             message: ScheduleReply(
                 schedule: RotationSchedule(
-                    frameID: "quote \" back \\ slash frame_id 602",
-                    ownerID: "日本語 owner_id 603",
+                    frameID: "日本語 frame_id 603",
+                    ownerID: "owner_id-604",
                     entries: [ScheduleEntry(
-                        playlistID: "playlist_id-604",
-                        albumID: "ünïcødé ✓ 📷 album_id 605",
-                        daysOfWeek: [606007, 0],
-                        startTime: "日本語 start_time 607",
-                        endTime: "end_time-608",
-                        intervalSeconds: -609007,
+                        playlistID: "ünïcødé ✓ 📷 playlist_id 605",
+                        albumID: "quote \" back \\ slash album_id 606",
+                        daysOfWeek: [-607007, 0],
+                        startTime: "start_time-608",
+                        endTime: "ünïcødé ✓ 📷 end_time 609",
+                        intervalSeconds: 610007,
                         shuffle: true
                     ), ScheduleEntry()],
-                    updatedAt: -1099511628387
+                    updatedAt: 1700000000612
                 )
             ),
             text: #"""
 schedule {
-  frame_id: "quote \" back \\ slash frame_id 602"
-  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 603"
+  frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 603"
+  owner_id: "owner_id-604"
   entries {
-    playlist_id: "playlist_id-604"
-    album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 605"
-    days_of_week: 606007
+    playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 605"
+    album_id: "quote \" back \\ slash album_id 606"
+    days_of_week: -607007
     days_of_week: 0
-    start_time: "\346\227\245\346\234\254\350\252\236 start_time 607"
-    end_time: "end_time-608"
-    interval_seconds: -609007
+    start_time: "start_time-608"
+    end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 609"
+    interval_seconds: 610007
     shuffle: true
   }
   entries {
   }
-  updated_at: -1099511628387
+  updated_at: 1700000000612
 }
 """#
         ),
@@ -3243,12 +3246,12 @@ schedule {
             name: "GetScheduleRequest/full",
             protoName: "framecast.v1.GetScheduleRequest",
             message: GetScheduleRequest(
-                userID: "user_id-612",
-                frameID: "ünïcødé ✓ 📷 frame_id 613"
+                userID: "ünïcødé ✓ 📷 user_id 613",
+                frameID: "quote \" back \\ slash frame_id 614"
             ),
             text: #"""
-user_id: "user_id-612"
-frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 613"
+user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 613"
+frame_id: "quote \" back \\ slash frame_id 614"
 """#
         ),
         WireSample(
@@ -3262,29 +3265,29 @@ frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 fra
             name: "SetScheduleRequest/full",
             protoName: "framecast.v1.SetScheduleRequest",
             message: SetScheduleRequest(
-                userID: "quote \" back \\ slash user_id 614",
-                frameID: "日本語 frame_id 615",
+                userID: "日本語 user_id 615",
+                frameID: "frame_id-616",
                 entries: [ScheduleEntry(
-                    playlistID: "playlist_id-616",
-                    albumID: "ünïcødé ✓ 📷 album_id 617",
-                    daysOfWeek: [618007, 0],
-                    startTime: "日本語 start_time 619",
-                    endTime: "end_time-620",
-                    intervalSeconds: -621007,
+                    playlistID: "ünïcødé ✓ 📷 playlist_id 617",
+                    albumID: "quote \" back \\ slash album_id 618",
+                    daysOfWeek: [-619007, 0],
+                    startTime: "start_time-620",
+                    endTime: "ünïcødé ✓ 📷 end_time 621",
+                    intervalSeconds: 622007,
                     shuffle: true
                 ), ScheduleEntry()]
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 614"
-frame_id: "\346\227\245\346\234\254\350\252\236 frame_id 615"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 615"
+frame_id: "frame_id-616"
 entries {
-  playlist_id: "playlist_id-616"
-  album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 617"
-  days_of_week: 618007
+  playlist_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 playlist_id 617"
+  album_id: "quote \" back \\ slash album_id 618"
+  days_of_week: -619007
   days_of_week: 0
-  start_time: "\346\227\245\346\234\254\350\252\236 start_time 619"
-  end_time: "end_time-620"
-  interval_seconds: -621007
+  start_time: "start_time-620"
+  end_time: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 end_time 621"
+  interval_seconds: 622007
   shuffle: true
 }
 entries {
@@ -3302,12 +3305,12 @@ entries {
             name: "DeleteScheduleRequest/full",
             protoName: "framecast.v1.DeleteScheduleRequest",
             message: DeleteScheduleRequest(
-                userID: "日本語 user_id 623",
-                frameID: "frame_id-624"
+                userID: "user_id-624",
+                frameID: "ünïcødé ✓ 📷 frame_id 625"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 623"
-frame_id: "frame_id-624"
+user_id: "user_id-624"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 625"
 """#
         ),
         WireSample(
@@ -3321,49 +3324,49 @@ frame_id: "frame_id-624"
             name: "MediaScheduleChanged/full",
             protoName: "framecast.v1.MediaScheduleChanged",
             message: MediaScheduleChanged(
-                eventID: "ünïcødé ✓ 📷 event_id 625",
-                occurredAt: 1700000000626,
-                userID: "日本語 user_id 627",
-                frameID: "frame_id-628",
+                eventID: "quote \" back \\ slash event_id 626",
+                occurredAt: -1099511628403,
+                userID: "user_id-628",
+                frameID: "ünïcødé ✓ 📷 frame_id 629",
                 schedule: RotationSchedule(
-                    frameID: "ünïcødé ✓ 📷 frame_id 629",
-                    ownerID: "quote \" back \\ slash owner_id 630",
+                    frameID: "quote \" back \\ slash frame_id 630",
+                    ownerID: "日本語 owner_id 631",
                     entries: [ScheduleEntry(
-                        playlistID: "日本語 playlist_id 631",
-                        albumID: "album_id-632",
-                        daysOfWeek: [-633007, 0],
-                        startTime: "quote \" back \\ slash start_time 634",
-                        endTime: "日本語 end_time 635",
-                        intervalSeconds: 636007,
+                        playlistID: "playlist_id-632",
+                        albumID: "ünïcødé ✓ 📷 album_id 633",
+                        daysOfWeek: [634007, 0],
+                        startTime: "日本語 start_time 635",
+                        endTime: "end_time-636",
+                        intervalSeconds: -637007,
                         shuffle: true
                     ), ScheduleEntry()],
-                    updatedAt: 1700000000638
+                    updatedAt: -1099511628415
                 ),
-                revision: -1099511628415
+                revision: 1700000000640
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 625"
-occurred_at: 1700000000626
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 627"
-frame_id: "frame_id-628"
+event_id: "quote \" back \\ slash event_id 626"
+occurred_at: -1099511628403
+user_id: "user_id-628"
+frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 629"
 schedule {
-  frame_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 frame_id 629"
-  owner_id: "quote \" back \\ slash owner_id 630"
+  frame_id: "quote \" back \\ slash frame_id 630"
+  owner_id: "\346\227\245\346\234\254\350\252\236 owner_id 631"
   entries {
-    playlist_id: "\346\227\245\346\234\254\350\252\236 playlist_id 631"
-    album_id: "album_id-632"
-    days_of_week: -633007
+    playlist_id: "playlist_id-632"
+    album_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 album_id 633"
+    days_of_week: 634007
     days_of_week: 0
-    start_time: "quote \" back \\ slash start_time 634"
-    end_time: "\346\227\245\346\234\254\350\252\236 end_time 635"
-    interval_seconds: 636007
+    start_time: "\346\227\245\346\234\254\350\252\236 start_time 635"
+    end_time: "end_time-636"
+    interval_seconds: -637007
     shuffle: true
   }
   entries {
   }
-  updated_at: 1700000000638
+  updated_at: -1099511628415
 }
-revision: -1099511628415
+revision: 1700000000640
 """#
         ),
         WireSample(
@@ -3388,37 +3391,37 @@ schedule {
             name: "MediaVersionCreated/full",
             protoName: "framecast.v1.MediaVersionCreated",
             message: MediaVersionCreated(
-                eventID: "event_id-640",
-                occurredAt: -1099511628417,
-                userID: "quote \" back \\ slash user_id 642",
+                eventID: "ünïcødé ✓ 📷 event_id 641",
+                occurredAt: 1700000000642,
+                userID: "日本語 user_id 643",
                 version: PhotoVersion(
-                    fileID: "日本語 file_id 643",
-                    size: "size-644",
-                    width: -645007,
-                    height: 646007,
-                    format: "日本語 format 647",
-                    contentType: "content_type-648",
-                    blobKey: "ünïcødé ✓ 📷 blob_key 649",
-                    byteSize: 1700000000650,
-                    sha256: "日本語 sha256 651",
-                    createdAt: 1700000000652
+                    fileID: "file_id-644",
+                    size: "ünïcødé ✓ 📷 size 645",
+                    width: 646007,
+                    height: -647007,
+                    format: "format-648",
+                    contentType: "ünïcødé ✓ 📷 content_type 649",
+                    blobKey: "quote \" back \\ slash blob_key 650",
+                    byteSize: -1099511628427,
+                    sha256: "sha256-652",
+                    createdAt: -1099511628429
                 )
             ),
             text: #"""
-event_id: "event_id-640"
-occurred_at: -1099511628417
-user_id: "quote \" back \\ slash user_id 642"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 641"
+occurred_at: 1700000000642
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 643"
 version {
-  file_id: "\346\227\245\346\234\254\350\252\236 file_id 643"
-  size: "size-644"
-  width: -645007
-  height: 646007
-  format: "\346\227\245\346\234\254\350\252\236 format 647"
-  content_type: "content_type-648"
-  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 649"
-  byte_size: 1700000000650
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 651"
-  created_at: 1700000000652
+  file_id: "file_id-644"
+  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 645"
+  width: 646007
+  height: -647007
+  format: "format-648"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 649"
+  blob_key: "quote \" back \\ slash blob_key 650"
+  byte_size: -1099511628427
+  sha256: "sha256-652"
+  created_at: -1099511628429
 }
 """#
         ),
@@ -3444,22 +3447,22 @@ version {
             name: "MediaVersionFailed/full",
             protoName: "framecast.v1.MediaVersionFailed",
             message: MediaVersionFailed(
-                eventID: "ünïcødé ✓ 📷 event_id 653",
-                occurredAt: 1700000000654,
-                userID: "日本語 user_id 655",
-                fileID: "file_id-656",
-                size: "ünïcødé ✓ 📷 size 657",
-                format: "quote \" back \\ slash format 658",
-                error: "日本語 error 659"
+                eventID: "quote \" back \\ slash event_id 654",
+                occurredAt: -1099511628431,
+                userID: "user_id-656",
+                fileID: "ünïcødé ✓ 📷 file_id 657",
+                size: "quote \" back \\ slash size 658",
+                format: "日本語 format 659",
+                error: "error-660"
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 653"
-occurred_at: 1700000000654
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 655"
-file_id: "file_id-656"
-size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 657"
-format: "quote \" back \\ slash format 658"
-error: "\346\227\245\346\234\254\350\252\236 error 659"
+event_id: "quote \" back \\ slash event_id 654"
+occurred_at: -1099511628431
+user_id: "user_id-656"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 657"
+size: "quote \" back \\ slash size 658"
+format: "\346\227\245\346\234\254\350\252\236 format 659"
+error: "error-660"
 """#
         ),
         WireSample(
@@ -3473,47 +3476,47 @@ error: "\346\227\245\346\234\254\350\252\236 error 659"
             name: "MediaCacheReady/full",
             protoName: "framecast.v1.MediaCacheReady",
             message: MediaCacheReady(
-                eventID: "event_id-660",
-                occurredAt: -1099511628437,
-                userID: "quote \" back \\ slash user_id 662",
-                fileID: "日本語 file_id 663",
+                eventID: "ünïcødé ✓ 📷 event_id 661",
+                occurredAt: 1700000000662,
+                userID: "日本語 user_id 663",
+                fileID: "file_id-664",
                 versions: [PhotoVersion(
-                    fileID: "file_id-664",
-                    size: "ünïcødé ✓ 📷 size 665",
-                    width: 666007,
-                    height: -667007,
-                    format: "format-668",
-                    contentType: "ünïcødé ✓ 📷 content_type 669",
-                    blobKey: "quote \" back \\ slash blob_key 670",
-                    byteSize: -1099511628447,
-                    sha256: "sha256-672",
-                    createdAt: -1099511628449
+                    fileID: "ünïcødé ✓ 📷 file_id 665",
+                    size: "quote \" back \\ slash size 666",
+                    width: -667007,
+                    height: 668007,
+                    format: "ünïcødé ✓ 📷 format 669",
+                    contentType: "quote \" back \\ slash content_type 670",
+                    blobKey: "日本語 blob_key 671",
+                    byteSize: 1700000000672,
+                    sha256: "ünïcødé ✓ 📷 sha256 673",
+                    createdAt: 1700000000674
                 ), PhotoVersion()],
-                frameIDs: ["quote \" back \\ slash frame_ids 674", ""],
-                albumIDs: ["日本語 album_ids 675", ""]
+                frameIDs: ["日本語 frame_ids 675", ""],
+                albumIDs: ["album_ids-676", ""]
             ),
             text: #"""
-event_id: "event_id-660"
-occurred_at: -1099511628437
-user_id: "quote \" back \\ slash user_id 662"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 663"
+event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 661"
+occurred_at: 1700000000662
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 663"
+file_id: "file_id-664"
 versions {
-  file_id: "file_id-664"
-  size: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 size 665"
-  width: 666007
-  height: -667007
-  format: "format-668"
-  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 669"
-  blob_key: "quote \" back \\ slash blob_key 670"
-  byte_size: -1099511628447
-  sha256: "sha256-672"
-  created_at: -1099511628449
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 665"
+  size: "quote \" back \\ slash size 666"
+  width: -667007
+  height: 668007
+  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 669"
+  content_type: "quote \" back \\ slash content_type 670"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 671"
+  byte_size: 1700000000672
+  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 673"
+  created_at: 1700000000674
 }
 versions {
 }
-frame_ids: "quote \" back \\ slash frame_ids 674"
+frame_ids: "\346\227\245\346\234\254\350\252\236 frame_ids 675"
 frame_ids: ""
-album_ids: "\346\227\245\346\234\254\350\252\236 album_ids 675"
+album_ids: "album_ids-676"
 album_ids: ""
 """#
         ),
@@ -3528,104 +3531,104 @@ album_ids: ""
             name: "FileRecord/full",
             protoName: "framecast.v1.FileRecord",
             message: FileRecord(
-                fileID: "file_id-676",
-                userID: "ünïcødé ✓ 📷 user_id 677",
-                blobKey: "quote \" back \\ slash blob_key 678",
-                sha256: "日本語 sha256 679",
-                size: 1700000000680,
-                fileName: "ünïcødé ✓ 📷 file_name 681",
-                contentType: "quote \" back \\ slash content_type 682",
-                declaredContentType: "日本語 declared_content_type 683",
-                metadata: ["": "empty key", "album_id": "alb-ü-684", "k684": ""],
+                fileID: "ünïcødé ✓ 📷 file_id 677",
+                userID: "quote \" back \\ slash user_id 678",
+                blobKey: "日本語 blob_key 679",
+                sha256: "sha256-680",
+                size: -1099511628457,
+                fileName: "quote \" back \\ slash file_name 682",
+                contentType: "日本語 content_type 683",
+                declaredContentType: "declared_content_type-684",
+                metadata: ["": "empty key", "album_id": "alb-ü-685", "k685": ""],
                 analysis: PhotoAnalysis(
-                    format: "ünïcødé ✓ 📷 format 685",
-                    width: 686007,
-                    height: -687007,
-                    orientation: 688007,
-                    takenAt: -1099511628465,
-                    cameraMake: "quote \" back \\ slash camera_make 690",
-                    cameraModel: "日本語 camera_model 691",
+                    format: "quote \" back \\ slash format 686",
+                    width: -687007,
+                    height: 688007,
+                    orientation: -689007,
+                    takenAt: 1700000000690,
+                    cameraMake: "日本語 camera_make 691",
+                    cameraModel: "camera_model-692",
                     gps: GeoPoint(
-                        latitude: 692.5,
-                        longitude: -693.5,
-                        altitude: 694.5
+                        latitude: -693.5,
+                        longitude: 694.5,
+                        altitude: -695.5
                     ),
-                    dominantColors: ["日本語 dominant_colors 695", ""],
-                    perceptualHash: 9223372036863367928
+                    dominantColors: ["dominant_colors-696", ""],
+                    perceptualHash: 9223372036863380273
                 ),
                 aiMetadata: AIMetadata(
-                    labels: ["ünïcødé ✓ 📷 labels 697", ""],
+                    labels: ["quote \" back \\ slash labels 698", ""],
                     faces: [Face(
-                        x: 698007,
-                        y: -699007,
-                        width: 700007,
-                        height: -701007,
-                        confidence: 702.25
+                        x: -699007,
+                        y: 700007,
+                        width: -701007,
+                        height: 702007,
+                        confidence: 703.25
                     ), Face()],
-                    objects: ["日本語 objects 703", ""],
-                    analyser: "analyser-704"
+                    objects: ["objects-704", ""],
+                    analyser: "ünïcødé ✓ 📷 analyser 705"
                 ),
-                createdAt: -1099511628481,
-                storagePath: "quote \" back \\ slash storage_path 706"
+                createdAt: 1700000000706,
+                storagePath: "日本語 storage_path 707"
             ),
             text: #"""
-file_id: "file_id-676"
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 677"
-blob_key: "quote \" back \\ slash blob_key 678"
-sha256: "\346\227\245\346\234\254\350\252\236 sha256 679"
-size: 1700000000680
-file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 681"
-content_type: "quote \" back \\ slash content_type 682"
-declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 683"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 677"
+user_id: "quote \" back \\ slash user_id 678"
+blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 679"
+sha256: "sha256-680"
+size: -1099511628457
+file_name: "quote \" back \\ slash file_name 682"
+content_type: "\346\227\245\346\234\254\350\252\236 content_type 683"
+declared_content_type: "declared_content_type-684"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-684"
+  value: "alb-\303\274-685"
 }
 metadata {
-  key: "k684"
+  key: "k685"
 }
 analysis {
-  format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 685"
-  width: 686007
-  height: -687007
-  orientation: 688007
+  format: "quote \" back \\ slash format 686"
+  width: -687007
+  height: 688007
+  orientation: -689007
   taken_at {
-    value: -1099511628465
+    value: 1700000000690
   }
-  camera_make: "quote \" back \\ slash camera_make 690"
-  camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 691"
+  camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 691"
+  camera_model: "camera_model-692"
   gps {
-    latitude: 692.5
-    longitude: -693.5
+    latitude: -693.5
+    longitude: 694.5
     altitude {
-      value: 694.5
+      value: -695.5
     }
   }
-  dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 695"
+  dominant_colors: "dominant_colors-696"
   dominant_colors: ""
-  perceptual_hash: 9223372036863367928
+  perceptual_hash: 9223372036863380273
 }
 ai_metadata {
-  labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 697"
+  labels: "quote \" back \\ slash labels 698"
   labels: ""
   faces {
-    x: 698007
-    y: -699007
-    width: 700007
-    height: -701007
-    confidence: 702.25
+    x: -699007
+    y: 700007
+    width: -701007
+    height: 702007
+    confidence: 703.25
   }
   faces {
   }
-  objects: "\346\227\245\346\234\254\350\252\236 objects 703"
+  objects: "objects-704"
   objects: ""
-  analyser: "analyser-704"
+  analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 705"
 }
-created_at: -1099511628481
-storage_path: "quote \" back \\ slash storage_path 706"
+created_at: 1700000000706
+storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 707"
 """#
         ),
         WireSample(
@@ -3664,30 +3667,30 @@ ai_metadata {
             name: "RegisterUploadRequest/full",
             protoName: "framecast.v1.RegisterUploadRequest",
             message: RegisterUploadRequest(
-                userID: "日本語 user_id 707",
-                blobKey: "blob_key-708",
-                sha256: "ünïcødé ✓ 📷 sha256 709",
-                size: 1700000000710,
-                fileName: "日本語 file_name 711",
-                contentType: "content_type-712",
-                metadata: ["": "empty key", "album_id": "alb-ü-713", "k713": ""]
+                userID: "user_id-708",
+                blobKey: "ünïcødé ✓ 📷 blob_key 709",
+                sha256: "quote \" back \\ slash sha256 710",
+                size: -1099511628487,
+                fileName: "file_name-712",
+                contentType: "ünïcødé ✓ 📷 content_type 713",
+                metadata: ["": "empty key", "album_id": "alb-ü-714", "k714": ""]
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 707"
-blob_key: "blob_key-708"
-sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 709"
-size: 1700000000710
-file_name: "\346\227\245\346\234\254\350\252\236 file_name 711"
-content_type: "content_type-712"
+user_id: "user_id-708"
+blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 709"
+sha256: "quote \" back \\ slash sha256 710"
+size: -1099511628487
+file_name: "file_name-712"
+content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 713"
 metadata {
   value: "empty key"
 }
 metadata {
   key: "album_id"
-  value: "alb-\303\274-713"
+  value: "alb-\303\274-714"
 }
 metadata {
-  key: "k713"
+  key: "k714"
 }
 """#
         ),
@@ -3703,107 +3706,107 @@ metadata {
             protoName: "framecast.v1.RegisterUploadReply",
             message: RegisterUploadReply(
                 file: FileRecord(
-                    fileID: "quote \" back \\ slash file_id 714",
-                    userID: "日本語 user_id 715",
-                    blobKey: "blob_key-716",
-                    sha256: "ünïcødé ✓ 📷 sha256 717",
-                    size: 1700000000718,
-                    fileName: "日本語 file_name 719",
-                    contentType: "content_type-720",
-                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 721",
-                    metadata: ["": "empty key", "album_id": "alb-ü-722", "k722": ""],
+                    fileID: "日本語 file_id 715",
+                    userID: "user_id-716",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 717",
+                    sha256: "quote \" back \\ slash sha256 718",
+                    size: -1099511628495,
+                    fileName: "file_name-720",
+                    contentType: "ünïcødé ✓ 📷 content_type 721",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 722",
+                    metadata: ["": "empty key", "album_id": "alb-ü-723", "k723": ""],
                     analysis: PhotoAnalysis(
-                        format: "日本語 format 723",
-                        width: 724007,
-                        height: -725007,
-                        orientation: 726007,
-                        takenAt: -1099511628503,
-                        cameraMake: "camera_make-728",
-                        cameraModel: "ünïcødé ✓ 📷 camera_model 729",
+                        format: "format-724",
+                        width: -725007,
+                        height: 726007,
+                        orientation: -727007,
+                        takenAt: 1700000000728,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 729",
+                        cameraModel: "quote \" back \\ slash camera_model 730",
                         gps: GeoPoint(
-                            latitude: 730.5,
-                            longitude: -731.5,
-                            altitude: 732.5
+                            latitude: -731.5,
+                            longitude: 732.5,
+                            altitude: -733.5
                         ),
-                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 733", ""],
-                        perceptualHash: 9223372036863837038
+                        dominantColors: ["quote \" back \\ slash dominant_colors 734", ""],
+                        perceptualHash: 9223372036863849383
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["日本語 labels 735", ""],
+                        labels: ["labels-736", ""],
                         faces: [Face(
-                            x: 736007,
-                            y: -737007,
-                            width: 738007,
-                            height: -739007,
-                            confidence: 740.25
+                            x: -737007,
+                            y: 738007,
+                            width: -739007,
+                            height: 740007,
+                            confidence: 741.25
                         ), Face()],
-                        objects: ["ünïcødé ✓ 📷 objects 741", ""],
-                        analyser: "quote \" back \\ slash analyser 742"
+                        objects: ["quote \" back \\ slash objects 742", ""],
+                        analyser: "日本語 analyser 743"
                     ),
-                    createdAt: -1099511628519,
-                    storagePath: "storage_path-744"
+                    createdAt: 1700000000744,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 745"
                 ),
                 duplicate: true
             ),
             text: #"""
 file {
-  file_id: "quote \" back \\ slash file_id 714"
-  user_id: "\346\227\245\346\234\254\350\252\236 user_id 715"
-  blob_key: "blob_key-716"
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 717"
-  size: 1700000000718
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 719"
-  content_type: "content_type-720"
-  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 721"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 715"
+  user_id: "user_id-716"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 717"
+  sha256: "quote \" back \\ slash sha256 718"
+  size: -1099511628495
+  file_name: "file_name-720"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 721"
+  declared_content_type: "quote \" back \\ slash declared_content_type 722"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-722"
+    value: "alb-\303\274-723"
   }
   metadata {
-    key: "k722"
+    key: "k723"
   }
   analysis {
-    format: "\346\227\245\346\234\254\350\252\236 format 723"
-    width: 724007
-    height: -725007
-    orientation: 726007
+    format: "format-724"
+    width: -725007
+    height: 726007
+    orientation: -727007
     taken_at {
-      value: -1099511628503
+      value: 1700000000728
     }
-    camera_make: "camera_make-728"
-    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 729"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 729"
+    camera_model: "quote \" back \\ slash camera_model 730"
     gps {
-      latitude: 730.5
-      longitude: -731.5
+      latitude: -731.5
+      longitude: 732.5
       altitude {
-        value: 732.5
+        value: -733.5
       }
     }
-    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 733"
+    dominant_colors: "quote \" back \\ slash dominant_colors 734"
     dominant_colors: ""
-    perceptual_hash: 9223372036863837038
+    perceptual_hash: 9223372036863849383
   }
   ai_metadata {
-    labels: "\346\227\245\346\234\254\350\252\236 labels 735"
+    labels: "labels-736"
     labels: ""
     faces {
-      x: 736007
-      y: -737007
-      width: 738007
-      height: -739007
-      confidence: 740.25
+      x: -737007
+      y: 738007
+      width: -739007
+      height: 740007
+      confidence: 741.25
     }
     faces {
     }
-    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 741"
+    objects: "quote \" back \\ slash objects 742"
     objects: ""
-    analyser: "quote \" back \\ slash analyser 742"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 743"
   }
-  created_at: -1099511628519
-  storage_path: "storage_path-744"
+  created_at: 1700000000744
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 745"
 }
 duplicate: true
 """#
@@ -3848,12 +3851,12 @@ file {
             name: "GetFileRequest/full",
             protoName: "framecast.v1.GetFileRequest",
             message: GetFileRequest(
-                userID: "quote \" back \\ slash user_id 746",
-                fileID: "日本語 file_id 747"
+                userID: "日本語 user_id 747",
+                fileID: "file_id-748"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 746"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 747"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 747"
+file_id: "file_id-748"
 """#
         ),
         WireSample(
@@ -3868,106 +3871,106 @@ file_id: "\346\227\245\346\234\254\350\252\236 file_id 747"
             protoName: "framecast.v1.GetFileReply",
             message: GetFileReply(
                 file: FileRecord(
-                    fileID: "file_id-748",
-                    userID: "ünïcødé ✓ 📷 user_id 749",
-                    blobKey: "quote \" back \\ slash blob_key 750",
-                    sha256: "日本語 sha256 751",
-                    size: 1700000000752,
-                    fileName: "ünïcødé ✓ 📷 file_name 753",
-                    contentType: "quote \" back \\ slash content_type 754",
-                    declaredContentType: "日本語 declared_content_type 755",
-                    metadata: ["": "empty key", "album_id": "alb-ü-756", "k756": ""],
+                    fileID: "ünïcødé ✓ 📷 file_id 749",
+                    userID: "quote \" back \\ slash user_id 750",
+                    blobKey: "日本語 blob_key 751",
+                    sha256: "sha256-752",
+                    size: -1099511628529,
+                    fileName: "quote \" back \\ slash file_name 754",
+                    contentType: "日本語 content_type 755",
+                    declaredContentType: "declared_content_type-756",
+                    metadata: ["": "empty key", "album_id": "alb-ü-757", "k757": ""],
                     analysis: PhotoAnalysis(
-                        format: "ünïcødé ✓ 📷 format 757",
-                        width: 758007,
-                        height: -759007,
-                        orientation: 760007,
-                        takenAt: -1099511628537,
-                        cameraMake: "quote \" back \\ slash camera_make 762",
-                        cameraModel: "日本語 camera_model 763",
+                        format: "quote \" back \\ slash format 758",
+                        width: -759007,
+                        height: 760007,
+                        orientation: -761007,
+                        takenAt: 1700000000762,
+                        cameraMake: "日本語 camera_make 763",
+                        cameraModel: "camera_model-764",
                         gps: GeoPoint(
-                            latitude: 764.5,
-                            longitude: -765.5,
-                            altitude: 766.5
+                            latitude: -765.5,
+                            longitude: 766.5,
+                            altitude: -767.5
                         ),
-                        dominantColors: ["日本語 dominant_colors 767", ""],
-                        perceptualHash: 9223372036864256768
+                        dominantColors: ["dominant_colors-768", ""],
+                        perceptualHash: 9223372036864269113
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["ünïcødé ✓ 📷 labels 769", ""],
+                        labels: ["quote \" back \\ slash labels 770", ""],
                         faces: [Face(
-                            x: 770007,
-                            y: -771007,
-                            width: 772007,
-                            height: -773007,
-                            confidence: 774.25
+                            x: -771007,
+                            y: 772007,
+                            width: -773007,
+                            height: 774007,
+                            confidence: 775.25
                         ), Face()],
-                        objects: ["日本語 objects 775", ""],
-                        analyser: "analyser-776"
+                        objects: ["objects-776", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 777"
                     ),
-                    createdAt: -1099511628553,
-                    storagePath: "quote \" back \\ slash storage_path 778"
+                    createdAt: 1700000000778,
+                    storagePath: "日本語 storage_path 779"
                 )
             ),
             text: #"""
 file {
-  file_id: "file_id-748"
-  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 749"
-  blob_key: "quote \" back \\ slash blob_key 750"
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 751"
-  size: 1700000000752
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 753"
-  content_type: "quote \" back \\ slash content_type 754"
-  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 755"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 749"
+  user_id: "quote \" back \\ slash user_id 750"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 751"
+  sha256: "sha256-752"
+  size: -1099511628529
+  file_name: "quote \" back \\ slash file_name 754"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 755"
+  declared_content_type: "declared_content_type-756"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-756"
+    value: "alb-\303\274-757"
   }
   metadata {
-    key: "k756"
+    key: "k757"
   }
   analysis {
-    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 757"
-    width: 758007
-    height: -759007
-    orientation: 760007
+    format: "quote \" back \\ slash format 758"
+    width: -759007
+    height: 760007
+    orientation: -761007
     taken_at {
-      value: -1099511628537
+      value: 1700000000762
     }
-    camera_make: "quote \" back \\ slash camera_make 762"
-    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 763"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 763"
+    camera_model: "camera_model-764"
     gps {
-      latitude: 764.5
-      longitude: -765.5
+      latitude: -765.5
+      longitude: 766.5
       altitude {
-        value: 766.5
+        value: -767.5
       }
     }
-    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 767"
+    dominant_colors: "dominant_colors-768"
     dominant_colors: ""
-    perceptual_hash: 9223372036864256768
+    perceptual_hash: 9223372036864269113
   }
   ai_metadata {
-    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 769"
+    labels: "quote \" back \\ slash labels 770"
     labels: ""
     faces {
-      x: 770007
-      y: -771007
-      width: 772007
-      height: -773007
-      confidence: 774.25
+      x: -771007
+      y: 772007
+      width: -773007
+      height: 774007
+      confidence: 775.25
     }
     faces {
     }
-    objects: "\346\227\245\346\234\254\350\252\236 objects 775"
+    objects: "objects-776"
     objects: ""
-    analyser: "analyser-776"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 777"
   }
-  created_at: -1099511628553
-  storage_path: "quote \" back \\ slash storage_path 778"
+  created_at: 1700000000778
+  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 779"
 }
 """#
         ),
@@ -4011,14 +4014,14 @@ file {
             name: "ListFilesRequest/full",
             protoName: "framecast.v1.ListFilesRequest",
             message: ListFilesRequest(
-                userID: "日本語 user_id 779",
-                pageSize: 780007,
-                pageToken: "ünïcødé ✓ 📷 page_token 781"
+                userID: "user_id-780",
+                pageSize: -781007,
+                pageToken: "quote \" back \\ slash page_token 782"
             ),
             text: #"""
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 779"
-page_size: 780007
-page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 page_token 781"
+user_id: "user_id-780"
+page_size: -781007
+page_token: "quote \" back \\ slash page_token 782"
 """#
         ),
         WireSample(
@@ -4033,45 +4036,45 @@ page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 p
             protoName: "framecast.v1.ListFilesReply",
             message: ListFilesReply(
                 files: [FileRecord(
-                    fileID: "quote \" back \\ slash file_id 782",
-                    userID: "日本語 user_id 783",
-                    blobKey: "blob_key-784",
-                    sha256: "ünïcødé ✓ 📷 sha256 785",
-                    size: 1700000000786,
-                    fileName: "日本語 file_name 787",
-                    contentType: "content_type-788",
-                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 789",
-                    metadata: ["": "empty key", "album_id": "alb-ü-790", "k790": ""],
+                    fileID: "日本語 file_id 783",
+                    userID: "user_id-784",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 785",
+                    sha256: "quote \" back \\ slash sha256 786",
+                    size: -1099511628563,
+                    fileName: "file_name-788",
+                    contentType: "ünïcødé ✓ 📷 content_type 789",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 790",
+                    metadata: ["": "empty key", "album_id": "alb-ü-791", "k791": ""],
                     analysis: PhotoAnalysis(
-                        format: "日本語 format 791",
-                        width: 792007,
-                        height: -793007,
-                        orientation: 794007,
-                        takenAt: -1099511628571,
-                        cameraMake: "camera_make-796",
-                        cameraModel: "ünïcødé ✓ 📷 camera_model 797",
+                        format: "format-792",
+                        width: -793007,
+                        height: 794007,
+                        orientation: -795007,
+                        takenAt: 1700000000796,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 797",
+                        cameraModel: "quote \" back \\ slash camera_model 798",
                         gps: GeoPoint(
-                            latitude: 798.5,
-                            longitude: -799.5,
-                            altitude: 800.5
+                            latitude: -799.5,
+                            longitude: 800.5,
+                            altitude: -801.5
                         ),
-                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 801", ""],
-                        perceptualHash: 9223372036864676498
+                        dominantColors: ["quote \" back \\ slash dominant_colors 802", ""],
+                        perceptualHash: 9223372036864688843
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["日本語 labels 803", ""],
+                        labels: ["labels-804", ""],
                         faces: [Face(
-                            x: 804007,
-                            y: -805007,
-                            width: 806007,
-                            height: -807007,
-                            confidence: 808.25
+                            x: -805007,
+                            y: 806007,
+                            width: -807007,
+                            height: 808007,
+                            confidence: 809.25
                         ), Face()],
-                        objects: ["ünïcødé ✓ 📷 objects 809", ""],
-                        analyser: "quote \" back \\ slash analyser 810"
+                        objects: ["quote \" back \\ slash objects 810", ""],
+                        analyser: "日本語 analyser 811"
                     ),
-                    createdAt: -1099511628587,
-                    storagePath: "storage_path-812"
+                    createdAt: 1700000000812,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 813"
                 ), FileRecord(
                     analysis: PhotoAnalysis(
                         takenAt: 0,
@@ -4081,67 +4084,67 @@ page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 p
                     ),
                     aiMetadata: AIMetadata()
                 )],
-                nextPageToken: "ünïcødé ✓ 📷 next_page_token 813"
+                nextPageToken: "quote \" back \\ slash next_page_token 814"
             ),
             text: #"""
 files {
-  file_id: "quote \" back \\ slash file_id 782"
-  user_id: "\346\227\245\346\234\254\350\252\236 user_id 783"
-  blob_key: "blob_key-784"
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 785"
-  size: 1700000000786
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 787"
-  content_type: "content_type-788"
-  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 789"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 783"
+  user_id: "user_id-784"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 785"
+  sha256: "quote \" back \\ slash sha256 786"
+  size: -1099511628563
+  file_name: "file_name-788"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 789"
+  declared_content_type: "quote \" back \\ slash declared_content_type 790"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-790"
+    value: "alb-\303\274-791"
   }
   metadata {
-    key: "k790"
+    key: "k791"
   }
   analysis {
-    format: "\346\227\245\346\234\254\350\252\236 format 791"
-    width: 792007
-    height: -793007
-    orientation: 794007
+    format: "format-792"
+    width: -793007
+    height: 794007
+    orientation: -795007
     taken_at {
-      value: -1099511628571
+      value: 1700000000796
     }
-    camera_make: "camera_make-796"
-    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 797"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 797"
+    camera_model: "quote \" back \\ slash camera_model 798"
     gps {
-      latitude: 798.5
-      longitude: -799.5
+      latitude: -799.5
+      longitude: 800.5
       altitude {
-        value: 800.5
+        value: -801.5
       }
     }
-    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 801"
+    dominant_colors: "quote \" back \\ slash dominant_colors 802"
     dominant_colors: ""
-    perceptual_hash: 9223372036864676498
+    perceptual_hash: 9223372036864688843
   }
   ai_metadata {
-    labels: "\346\227\245\346\234\254\350\252\236 labels 803"
+    labels: "labels-804"
     labels: ""
     faces {
-      x: 804007
-      y: -805007
-      width: 806007
-      height: -807007
-      confidence: 808.25
+      x: -805007
+      y: 806007
+      width: -807007
+      height: 808007
+      confidence: 809.25
     }
     faces {
     }
-    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 809"
+    objects: "quote \" back \\ slash objects 810"
     objects: ""
-    analyser: "quote \" back \\ slash analyser 810"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 811"
   }
-  created_at: -1099511628587
-  storage_path: "storage_path-812"
+  created_at: 1700000000812
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 813"
 }
 files {
   analysis {
@@ -4155,7 +4158,7 @@ files {
   ai_metadata {
   }
 }
-next_page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 next_page_token 813"
+next_page_token: "quote \" back \\ slash next_page_token 814"
 """#
         ),
         WireSample(
@@ -4169,12 +4172,12 @@ next_page_token: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\
             name: "DeleteFileRequest/full",
             protoName: "framecast.v1.DeleteFileRequest",
             message: DeleteFileRequest(
-                userID: "quote \" back \\ slash user_id 814",
-                fileID: "日本語 file_id 815"
+                userID: "日本語 user_id 815",
+                fileID: "file_id-816"
             ),
             text: #"""
-user_id: "quote \" back \\ slash user_id 814"
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 815"
+user_id: "\346\227\245\346\234\254\350\252\236 user_id 815"
+file_id: "file_id-816"
 """#
         ),
         WireSample(
@@ -4188,14 +4191,14 @@ file_id: "\346\227\245\346\234\254\350\252\236 file_id 815"
             name: "ListDeletedFilesRequest/full",
             protoName: "framecast.v1.ListDeletedFilesRequest",
             message: ListDeletedFilesRequest(
-                since: 1700000000816,
-                pageSize: -817007,
-                pageToken: "quote \" back \\ slash page_token 818"
+                since: -1099511628593,
+                pageSize: 818007,
+                pageToken: "日本語 page_token 819"
             ),
             text: #"""
-since: 1700000000816
-page_size: -817007
-page_token: "quote \" back \\ slash page_token 818"
+since: -1099511628593
+page_size: 818007
+page_token: "\346\227\245\346\234\254\350\252\236 page_token 819"
 """#
         ),
         WireSample(
@@ -4209,12 +4212,12 @@ page_token: "quote \" back \\ slash page_token 818"
             name: "DeletedFile/full",
             protoName: "framecast.v1.DeletedFile",
             message: DeletedFile(
-                fileID: "日本語 file_id 819",
-                deletedAt: 1700000000820
+                fileID: "file_id-820",
+                deletedAt: -1099511628597
             ),
             text: #"""
-file_id: "\346\227\245\346\234\254\350\252\236 file_id 819"
-deleted_at: 1700000000820
+file_id: "file_id-820"
+deleted_at: -1099511628597
 """#
         ),
         WireSample(
@@ -4229,21 +4232,21 @@ deleted_at: 1700000000820
             protoName: "framecast.v1.ListDeletedFilesReply",
             message: ListDeletedFilesReply(
                 files: [DeletedFile(
-                    fileID: "ünïcødé ✓ 📷 file_id 821",
-                    deletedAt: 1700000000822
+                    fileID: "quote \" back \\ slash file_id 822",
+                    deletedAt: -1099511628599
                 ), DeletedFile()],
-                nextPageToken: "日本語 next_page_token 823",
-                retainedSince: 1700000000824
+                nextPageToken: "next_page_token-824",
+                retainedSince: -1099511628601
             ),
             text: #"""
 files {
-  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 821"
-  deleted_at: 1700000000822
+  file_id: "quote \" back \\ slash file_id 822"
+  deleted_at: -1099511628599
 }
 files {
 }
-next_page_token: "\346\227\245\346\234\254\350\252\236 next_page_token 823"
-retained_since: 1700000000824
+next_page_token: "next_page_token-824"
+retained_since: -1099511628601
 """#
         ),
         WireSample(
@@ -4257,113 +4260,113 @@ retained_since: 1700000000824
             name: "FileUploaded/full",
             protoName: "framecast.v1.FileUploaded",
             message: FileUploaded(
-                eventID: "ünïcødé ✓ 📷 event_id 825",
-                occurredAt: 1700000000826,
-                userID: "日本語 user_id 827",
+                eventID: "quote \" back \\ slash event_id 826",
+                occurredAt: -1099511628603,
+                userID: "user_id-828",
                 file: FileRecord(
-                    fileID: "file_id-828",
-                    userID: "ünïcødé ✓ 📷 user_id 829",
-                    blobKey: "quote \" back \\ slash blob_key 830",
-                    sha256: "日本語 sha256 831",
-                    size: 1700000000832,
-                    fileName: "ünïcødé ✓ 📷 file_name 833",
-                    contentType: "quote \" back \\ slash content_type 834",
-                    declaredContentType: "日本語 declared_content_type 835",
-                    metadata: ["": "empty key", "album_id": "alb-ü-836", "k836": ""],
+                    fileID: "ünïcødé ✓ 📷 file_id 829",
+                    userID: "quote \" back \\ slash user_id 830",
+                    blobKey: "日本語 blob_key 831",
+                    sha256: "sha256-832",
+                    size: -1099511628609,
+                    fileName: "quote \" back \\ slash file_name 834",
+                    contentType: "日本語 content_type 835",
+                    declaredContentType: "declared_content_type-836",
+                    metadata: ["": "empty key", "album_id": "alb-ü-837", "k837": ""],
                     analysis: PhotoAnalysis(
-                        format: "ünïcødé ✓ 📷 format 837",
-                        width: 838007,
-                        height: -839007,
-                        orientation: 840007,
-                        takenAt: -1099511628617,
-                        cameraMake: "quote \" back \\ slash camera_make 842",
-                        cameraModel: "日本語 camera_model 843",
+                        format: "quote \" back \\ slash format 838",
+                        width: -839007,
+                        height: 840007,
+                        orientation: -841007,
+                        takenAt: 1700000000842,
+                        cameraMake: "日本語 camera_make 843",
+                        cameraModel: "camera_model-844",
                         gps: GeoPoint(
-                            latitude: 844.5,
-                            longitude: -845.5,
-                            altitude: 846.5
+                            latitude: -845.5,
+                            longitude: 846.5,
+                            altitude: -847.5
                         ),
-                        dominantColors: ["日本語 dominant_colors 847", ""],
-                        perceptualHash: 9223372036865244368
+                        dominantColors: ["dominant_colors-848", ""],
+                        perceptualHash: 9223372036865256713
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["ünïcødé ✓ 📷 labels 849", ""],
+                        labels: ["quote \" back \\ slash labels 850", ""],
                         faces: [Face(
-                            x: 850007,
-                            y: -851007,
-                            width: 852007,
-                            height: -853007,
-                            confidence: 854.25
+                            x: -851007,
+                            y: 852007,
+                            width: -853007,
+                            height: 854007,
+                            confidence: 855.25
                         ), Face()],
-                        objects: ["日本語 objects 855", ""],
-                        analyser: "analyser-856"
+                        objects: ["objects-856", ""],
+                        analyser: "ünïcødé ✓ 📷 analyser 857"
                     ),
-                    createdAt: -1099511628633,
-                    storagePath: "quote \" back \\ slash storage_path 858"
+                    createdAt: 1700000000858,
+                    storagePath: "日本語 storage_path 859"
                 )
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 825"
-occurred_at: 1700000000826
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 827"
+event_id: "quote \" back \\ slash event_id 826"
+occurred_at: -1099511628603
+user_id: "user_id-828"
 file {
-  file_id: "file_id-828"
-  user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 829"
-  blob_key: "quote \" back \\ slash blob_key 830"
-  sha256: "\346\227\245\346\234\254\350\252\236 sha256 831"
-  size: 1700000000832
-  file_name: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_name 833"
-  content_type: "quote \" back \\ slash content_type 834"
-  declared_content_type: "\346\227\245\346\234\254\350\252\236 declared_content_type 835"
+  file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 829"
+  user_id: "quote \" back \\ slash user_id 830"
+  blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 831"
+  sha256: "sha256-832"
+  size: -1099511628609
+  file_name: "quote \" back \\ slash file_name 834"
+  content_type: "\346\227\245\346\234\254\350\252\236 content_type 835"
+  declared_content_type: "declared_content_type-836"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-836"
+    value: "alb-\303\274-837"
   }
   metadata {
-    key: "k836"
+    key: "k837"
   }
   analysis {
-    format: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 format 837"
-    width: 838007
-    height: -839007
-    orientation: 840007
+    format: "quote \" back \\ slash format 838"
+    width: -839007
+    height: 840007
+    orientation: -841007
     taken_at {
-      value: -1099511628617
+      value: 1700000000842
     }
-    camera_make: "quote \" back \\ slash camera_make 842"
-    camera_model: "\346\227\245\346\234\254\350\252\236 camera_model 843"
+    camera_make: "\346\227\245\346\234\254\350\252\236 camera_make 843"
+    camera_model: "camera_model-844"
     gps {
-      latitude: 844.5
-      longitude: -845.5
+      latitude: -845.5
+      longitude: 846.5
       altitude {
-        value: 846.5
+        value: -847.5
       }
     }
-    dominant_colors: "\346\227\245\346\234\254\350\252\236 dominant_colors 847"
+    dominant_colors: "dominant_colors-848"
     dominant_colors: ""
-    perceptual_hash: 9223372036865244368
+    perceptual_hash: 9223372036865256713
   }
   ai_metadata {
-    labels: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 labels 849"
+    labels: "quote \" back \\ slash labels 850"
     labels: ""
     faces {
-      x: 850007
-      y: -851007
-      width: 852007
-      height: -853007
-      confidence: 854.25
+      x: -851007
+      y: 852007
+      width: -853007
+      height: 854007
+      confidence: 855.25
     }
     faces {
     }
-    objects: "\346\227\245\346\234\254\350\252\236 objects 855"
+    objects: "objects-856"
     objects: ""
-    analyser: "analyser-856"
+    analyser: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 analyser 857"
   }
-  created_at: -1099511628633
-  storage_path: "quote \" back \\ slash storage_path 858"
+  created_at: 1700000000858
+  storage_path: "\346\227\245\346\234\254\350\252\236 storage_path 859"
 }
 """#
         ),
@@ -4407,113 +4410,113 @@ file {
             name: "FileUploadedWithAI/full",
             protoName: "framecast.v1.FileUploadedWithAI",
             message: FileUploadedWithAI(
-                eventID: "日本語 event_id 859",
-                occurredAt: 1700000000860,
-                userID: "ünïcødé ✓ 📷 user_id 861",
+                eventID: "event_id-860",
+                occurredAt: -1099511628637,
+                userID: "quote \" back \\ slash user_id 862",
                 file: FileRecord(
-                    fileID: "quote \" back \\ slash file_id 862",
-                    userID: "日本語 user_id 863",
-                    blobKey: "blob_key-864",
-                    sha256: "ünïcødé ✓ 📷 sha256 865",
-                    size: 1700000000866,
-                    fileName: "日本語 file_name 867",
-                    contentType: "content_type-868",
-                    declaredContentType: "ünïcødé ✓ 📷 declared_content_type 869",
-                    metadata: ["": "empty key", "album_id": "alb-ü-870", "k870": ""],
+                    fileID: "日本語 file_id 863",
+                    userID: "user_id-864",
+                    blobKey: "ünïcødé ✓ 📷 blob_key 865",
+                    sha256: "quote \" back \\ slash sha256 866",
+                    size: -1099511628643,
+                    fileName: "file_name-868",
+                    contentType: "ünïcødé ✓ 📷 content_type 869",
+                    declaredContentType: "quote \" back \\ slash declared_content_type 870",
+                    metadata: ["": "empty key", "album_id": "alb-ü-871", "k871": ""],
                     analysis: PhotoAnalysis(
-                        format: "日本語 format 871",
-                        width: 872007,
-                        height: -873007,
-                        orientation: 874007,
-                        takenAt: -1099511628651,
-                        cameraMake: "camera_make-876",
-                        cameraModel: "ünïcødé ✓ 📷 camera_model 877",
+                        format: "format-872",
+                        width: -873007,
+                        height: 874007,
+                        orientation: -875007,
+                        takenAt: 1700000000876,
+                        cameraMake: "ünïcødé ✓ 📷 camera_make 877",
+                        cameraModel: "quote \" back \\ slash camera_model 878",
                         gps: GeoPoint(
-                            latitude: 878.5,
-                            longitude: -879.5,
-                            altitude: 880.5
+                            latitude: -879.5,
+                            longitude: 880.5,
+                            altitude: -881.5
                         ),
-                        dominantColors: ["ünïcødé ✓ 📷 dominant_colors 881", ""],
-                        perceptualHash: 9223372036865664098
+                        dominantColors: ["quote \" back \\ slash dominant_colors 882", ""],
+                        perceptualHash: 9223372036865676443
                     ),
                     aiMetadata: AIMetadata(
-                        labels: ["日本語 labels 883", ""],
+                        labels: ["labels-884", ""],
                         faces: [Face(
-                            x: 884007,
-                            y: -885007,
-                            width: 886007,
-                            height: -887007,
-                            confidence: 888.25
+                            x: -885007,
+                            y: 886007,
+                            width: -887007,
+                            height: 888007,
+                            confidence: 889.25
                         ), Face()],
-                        objects: ["ünïcødé ✓ 📷 objects 889", ""],
-                        analyser: "quote \" back \\ slash analyser 890"
+                        objects: ["quote \" back \\ slash objects 890", ""],
+                        analyser: "日本語 analyser 891"
                     ),
-                    createdAt: -1099511628667,
-                    storagePath: "storage_path-892"
+                    createdAt: 1700000000892,
+                    storagePath: "ünïcødé ✓ 📷 storage_path 893"
                 )
             ),
             text: #"""
-event_id: "\346\227\245\346\234\254\350\252\236 event_id 859"
-occurred_at: 1700000000860
-user_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 user_id 861"
+event_id: "event_id-860"
+occurred_at: -1099511628637
+user_id: "quote \" back \\ slash user_id 862"
 file {
-  file_id: "quote \" back \\ slash file_id 862"
-  user_id: "\346\227\245\346\234\254\350\252\236 user_id 863"
-  blob_key: "blob_key-864"
-  sha256: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 sha256 865"
-  size: 1700000000866
-  file_name: "\346\227\245\346\234\254\350\252\236 file_name 867"
-  content_type: "content_type-868"
-  declared_content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 declared_content_type 869"
+  file_id: "\346\227\245\346\234\254\350\252\236 file_id 863"
+  user_id: "user_id-864"
+  blob_key: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 blob_key 865"
+  sha256: "quote \" back \\ slash sha256 866"
+  size: -1099511628643
+  file_name: "file_name-868"
+  content_type: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 content_type 869"
+  declared_content_type: "quote \" back \\ slash declared_content_type 870"
   metadata {
     value: "empty key"
   }
   metadata {
     key: "album_id"
-    value: "alb-\303\274-870"
+    value: "alb-\303\274-871"
   }
   metadata {
-    key: "k870"
+    key: "k871"
   }
   analysis {
-    format: "\346\227\245\346\234\254\350\252\236 format 871"
-    width: 872007
-    height: -873007
-    orientation: 874007
+    format: "format-872"
+    width: -873007
+    height: 874007
+    orientation: -875007
     taken_at {
-      value: -1099511628651
+      value: 1700000000876
     }
-    camera_make: "camera_make-876"
-    camera_model: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_model 877"
+    camera_make: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 camera_make 877"
+    camera_model: "quote \" back \\ slash camera_model 878"
     gps {
-      latitude: 878.5
-      longitude: -879.5
+      latitude: -879.5
+      longitude: 880.5
       altitude {
-        value: 880.5
+        value: -881.5
       }
     }
-    dominant_colors: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 dominant_colors 881"
+    dominant_colors: "quote \" back \\ slash dominant_colors 882"
     dominant_colors: ""
-    perceptual_hash: 9223372036865664098
+    perceptual_hash: 9223372036865676443
   }
   ai_metadata {
-    labels: "\346\227\245\346\234\254\350\252\236 labels 883"
+    labels: "labels-884"
     labels: ""
     faces {
-      x: 884007
-      y: -885007
-      width: 886007
-      height: -887007
-      confidence: 888.25
+      x: -885007
+      y: 886007
+      width: -887007
+      height: 888007
+      confidence: 889.25
     }
     faces {
     }
-    objects: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 objects 889"
+    objects: "quote \" back \\ slash objects 890"
     objects: ""
-    analyser: "quote \" back \\ slash analyser 890"
+    analyser: "\346\227\245\346\234\254\350\252\236 analyser 891"
   }
-  created_at: -1099511628667
-  storage_path: "storage_path-892"
+  created_at: 1700000000892
+  storage_path: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 storage_path 893"
 }
 """#
         ),
@@ -4557,22 +4560,22 @@ file {
             name: "FileDeleted/full",
             protoName: "framecast.v1.FileDeleted",
             message: FileDeleted(
-                eventID: "ünïcødé ✓ 📷 event_id 893",
-                occurredAt: 1700000000894,
-                userID: "日本語 user_id 895",
-                fileID: "file_id-896",
-                ownerID: "ünïcødé ✓ 📷 owner_id 897",
-                blobKey: "quote \" back \\ slash blob_key 898",
-                sha256: "日本語 sha256 899"
+                eventID: "quote \" back \\ slash event_id 894",
+                occurredAt: -1099511628671,
+                userID: "user_id-896",
+                fileID: "ünïcødé ✓ 📷 file_id 897",
+                ownerID: "quote \" back \\ slash owner_id 898",
+                blobKey: "日本語 blob_key 899",
+                sha256: "sha256-900"
             ),
             text: #"""
-event_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 event_id 893"
-occurred_at: 1700000000894
-user_id: "\346\227\245\346\234\254\350\252\236 user_id 895"
-file_id: "file_id-896"
-owner_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 owner_id 897"
-blob_key: "quote \" back \\ slash blob_key 898"
-sha256: "\346\227\245\346\234\254\350\252\236 sha256 899"
+event_id: "quote \" back \\ slash event_id 894"
+occurred_at: -1099511628671
+user_id: "user_id-896"
+file_id: "\303\274n\303\257c\303\270d\303\251 \342\234\223 \360\237\223\267 file_id 897"
+owner_id: "quote \" back \\ slash owner_id 898"
+blob_key: "\346\227\245\346\234\254\350\252\236 blob_key 899"
+sha256: "sha256-900"
 """#
         ),
     ]

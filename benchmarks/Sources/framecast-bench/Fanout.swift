@@ -528,6 +528,10 @@ struct FanoutSize: Codable, Sendable {
     var mqttMessagesPerPhoto: Summary?
     /// Of which `frames/+/sync`.
     var mqttSyncsPerPhoto: Summary?
+    /// When this size finished and the load average then (sizes of one report may come from
+    /// separate runs, see --append).
+    var finishedAt: String?
+    var loadAverageAtEnd: String?
 }
 
 struct FanoutReport: Codable, Sendable {
@@ -564,6 +568,11 @@ struct Fanout: AsyncParsableCommand {
     var settle = 3
     @Option(help: "Where the report goes (default results, or .work/smoke with --smoke).") var results: String?
     @Flag(help: "CI smoke mode: results to .work/smoke, one round.") var smoke = false
+    @Flag(help: """
+        Keep the sizes of the report already in the results folder (a size measured again replaces \
+        its old figures): so each size can run on fresh servers, the broker's dynamic-security state \
+        (rewritten whole on every change) holding only that size's frames.
+        """) var append = false
 
     func run() async throws {
         var machine = MachineInfo.capture()
@@ -589,8 +598,17 @@ struct Fanout: AsyncParsableCommand {
         let api = HTTPPool(host: host, port: port, connections: setupConcurrency, group: group)
         var sizes: [FanoutSize] = []
         for n in counts {
-            sizes.append(try await runSize(n, api: api, host: host, port: port, brokerPort: brokerPort, photos: photos,
-                                           rounds: roundCount, settle: settleSeconds, me: me))
+            var size = try await runSize(n, api: api, host: host, port: port, brokerPort: brokerPort, photos: photos,
+                                         rounds: roundCount, settle: settleSeconds, me: me)
+            size.finishedAt = ISO8601DateFormatter().string(from: Date())
+            size.loadAverageAtEnd = loadAverage()
+            sizes.append(size)
+        }
+        if append, let data = FileManager.default.contents(atPath: "\(resultsDir)/fanout.json"),
+           let earlier = try? JSONDecoder().decode(FanoutReport.self, from: data) {
+            let kept = earlier.sizes.filter { old in !sizes.contains { $0.frames == old.frames } }
+            if !kept.isEmpty { note("kept from the earlier report: \(kept.map { "\($0.frames) frames" }.joined(separator: ", "))") }
+            sizes = (kept + sizes).sorted { $0.frames < $1.frames }
         }
         await api.close()
         try await group.shutdownGracefully()
@@ -632,12 +650,12 @@ struct Fanout: AsyncParsableCommand {
         let registered: [FrameInfo?] = try await concurrentMap(Array(0..<n), width: setupConcurrency) { i -> FrameInfo? in
             let (w, h) = screens[i % screens.count]
             do {
+                // Registered showing the album: one request, and the broker's dynamic-security
+                // state (rewritten whole on every change) written twice per frame, not five times.
                 let reply = try await api.send(jsonRequest(.POST, "/api/v1/frames", token: token,
-                    ["name": "frame \(i)", "width": w, "height": h, "orientation": "landscape"]))
+                    ["name": "frame \(i)", "width": w, "height": h, "orientation": "landscape", "album_ids": [album]]))
                 guard reply.status == 201 else { throw ChildError(description: "register: HTTP \(reply.status)") }
                 let frame = try reply.json(FrameRegistered.self)
-                let put = try await api.send(jsonRequest(.PUT, "/api/v1/frames/\(frame.frame_id)/albums", token: token, ["album_ids": [album]]))
-                guard put.status == 200 else { throw ChildError(description: "subscribe: HTTP \(put.status)") }
                 progress.advance()
                 return FrameInfo(id: frame.frame_id, token: frame.frame_token, mqttUsername: frame.mqtt.username,
                                  mqttPassword: frame.mqtt.password, size: "frame:\(w)x\(h)")
@@ -793,7 +811,7 @@ struct Fanout: AsyncParsableCommand {
             if shard.process.isRunning { shard.process.terminate() }
         }
         await probeSwarm.shutdown()
-        return summarise(n: n, shards: shardCount, setupSeconds: setupSeconds, setupRequests: 2 * n + 2,
+        return summarise(n: n, shards: shardCount, setupSeconds: setupSeconds, setupRequests: n + 2,
                          setupErrors: setupErrors.withLock { $0 }, connectSeconds: connectSeconds, rounds: figures)
     }
 
@@ -890,6 +908,7 @@ func renderFanoutMarkdown(_ r: FanoutReport) -> String {
     md += "\"album / sync\" splits the count between the album's topics and any frame's sync. A floor round's count includes the benchmark's own publish. The broker queues at most 10,000 messages per client (`max_queued_messages`), so a burst beyond that could be undercounted.\n\n"
     for size in r.sizes {
         md += "## \(size.frames) frames\n\n"
+        if let at = size.finishedAt, let load = size.loadAverageAtEnd { md += "Finished \(at), load average then: \(load).\n\n" }
         md += "Setup: \(size.setupRequests) REST requests in \(fmt(size.setupSeconds, 1)) s (\(size.setupErrors) errors); \(size.shards) shard process(es) connected and subscribed in \(fmt(size.connectSeconds, 1)) s. Probe offset (median over floor rounds): \(fmt(size.probeOffsetMedianMS, 2)) ms.\n\n"
         if let m = size.mqttMessagesPerPhoto {
             md += "MQTT messages per photo (upload rounds; album topics + `frames/+/sync`): median \(fmt(m.p50, 0)), max \(fmt(m.max, 0)); of which syncs: median \(fmt(size.mqttSyncsPerPhoto?.p50, 0)), max \(fmt(size.mqttSyncsPerPhoto?.max, 0)).\n\n"

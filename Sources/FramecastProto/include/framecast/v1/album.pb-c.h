@@ -528,7 +528,9 @@ struct  Framecast__V1__MqttCredentials
 
 
 /*
- * svc.album.v1.RegisterFrame. The gateway issues the frame's own token.
+ * svc.album.v1.RegisterFrame. The gateway issues the frame's own token. `album_ids` (albums
+ * the owner is a member of, at most 100) are the albums it shows from the start, as
+ * SetFrameAlbums would set them: its broker identity is created with them in one step.
  */
 struct  Framecast__V1__RegisterFrameRequest
 {
@@ -538,10 +540,12 @@ struct  Framecast__V1__RegisterFrameRequest
   int32_t width;
   int32_t height;
   Framecast__V1__ScreenOrientation orientation;
+  size_t n_album_ids;
+  char **album_ids;
 };
 #define FRAMECAST__V1__REGISTER_FRAME_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&framecast__v1__register_frame_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, FRAMECAST__V1__SCREEN_ORIENTATION__SCREEN_ORIENTATION_UNSPECIFIED }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, FRAMECAST__V1__SCREEN_ORIENTATION__SCREEN_ORIENTATION_UNSPECIFIED, 0,NULL }
 
 
 struct  Framecast__V1__RegisterFrameReply

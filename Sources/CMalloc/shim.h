@@ -1,0 +1,2 @@
+// CMalloc: glibc's allocator settings (mallopt), imported by Threads only.
+#include <malloc.h>
