@@ -102,8 +102,10 @@ extension AlbumService {
         let user = try Self.user(request.userID)
         guard let id = try Self.id(request.frameID, "frame_id") else { throw Self.noFrame }
         let name = try request.name.map { try Self.text($0, "name", max: 200, required: true) }
+        // One side alone changes that side (the other is kept by the UPDATE's coalesce); each
+        // given side is checked, a missing one stands in as the smallest valid.
         if request.width != nil || request.height != nil {
-            try Self.screen(request.width ?? 1, request.height ?? 1)
+            try Self.screen(request.width ?? 16, request.height ?? 16)
         }
         let (schema, resized) = (self.schema, request.width != nil || request.height != nil)
         let frame: Frame = try await runtime.postgres.withTransaction { c in

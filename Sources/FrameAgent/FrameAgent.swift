@@ -295,21 +295,36 @@ public final class FrameAgent: Service, Sendable {
         }
     }
 
-    func handlePhotoAdded(_ message: PhotoAddedMessage, album: String, logger: Logger) async throws {
-        guard message.albumID == album, SafeID.isValid(message.fileID) else {
-            throw FrameAgentError(.invalidInput, "photo_added with an unsafe file id or another album")
+    /// What `photo_added` and `photo_removed` check first: the message names this album and a
+    /// safe file id (else `invalidInput`); its sequence number's place in the album's order. An
+    /// implausible number is dropped here, with a sync asked for (nil); otherwise the caller
+    /// gets a logger with the photo's and the album's ids, and the order.
+    private func admit(_ kind: String, fileID: String, albumID: String, seq: Int64?, album: String,
+                       logger: Logger) async throws -> (Logger, AgentCore.AlbumSequence)? {
+        guard albumID == album, SafeID.isValid(fileID) else {
+            throw FrameAgentError(.invalidInput, "\(kind) with an unsafe file id or another album")
         }
         var logger = logger
-        logger[metadataKey: "file.id"] = "\(message.fileID)"
+        logger[metadataKey: "file.id"] = "\(fileID)"
         logger[metadataKey: "album.id"] = "\(album)"
-        var missed: Int64 = 0
-        switch await core.observe(album: album, seq: message.seq) {
-        case .implausible:
+        let order = await core.observe(album: album, seq: seq)
+        if case .implausible = order {
             let last = await core.lastSeq(album: album)
-            logger.warning("photo_added with an implausible sequence number dropped; asking for a sync", metadata: [
-                "album.seq": "\(message.seq ?? 0)", "album.last_seq": "\(last ?? 0)"])
+            logger.warning("\(kind) with an implausible sequence number dropped; asking for a sync", metadata: [
+                "album.seq": "\(seq ?? 0)", "album.last_seq": "\(last ?? 0)"])
             await requestSync(reason: "an implausible album sequence number")
-            return
+            return nil
+        }
+        return (logger, order)
+    }
+
+    func handlePhotoAdded(_ message: PhotoAddedMessage, album: String, logger: Logger) async throws {
+        guard let (logger, order) = try await admit("photo_added", fileID: message.fileID, albumID: message.albumID, seq: message.seq,
+                                                     album: album, logger: logger) else { return }
+        var missed: Int64 = 0
+        switch order {
+        case .implausible:
+            return  // dropped by admit
         case .seen:
             if await core.holds(message.fileID, album: album) {
                 // A repeat: at most the download is tried again, if the photo is still missing.
@@ -351,20 +366,12 @@ public final class FrameAgent: Service, Sendable {
     }
 
     func handlePhotoRemoved(_ message: PhotoRemovedMessage, album: String, logger: Logger) async throws {
-        guard message.albumID == album, SafeID.isValid(message.fileID) else {
-            throw FrameAgentError(.invalidInput, "photo_removed with an unsafe file id or another album")
-        }
-        var logger = logger
-        logger[metadataKey: "file.id"] = "\(message.fileID)"
-        logger[metadataKey: "album.id"] = "\(album)"
+        guard let (logger, order) = try await admit("photo_removed", fileID: message.fileID, albumID: message.albumID, seq: message.seq,
+                                                     album: album, logger: logger) else { return }
         var missed: Int64 = 0
-        switch await core.observe(album: album, seq: message.seq) {
+        switch order {
         case .implausible:
-            let last = await core.lastSeq(album: album)
-            logger.warning("photo_removed with an implausible sequence number dropped; asking for a sync", metadata: [
-                "album.seq": "\(message.seq ?? 0)", "album.last_seq": "\(last ?? 0)"])
-            await requestSync(reason: "an implausible album sequence number")
-            return
+            return  // dropped by admit
         case .seen:
             // Acting on it could drop a photo added back since. If the frame still holds the
             // photo, something is off: a sync settles it.

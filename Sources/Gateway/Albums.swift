@@ -272,6 +272,7 @@ extension Gateway {
         add(router, .patch, "/api/v1/frames/:frame_id") { [self] request, context in
             let body = try await request.decode(as: PatchBody.self, context: context)
             try TextInput.name(body.name, "name")
+            // One side alone (a new width, the same height) changes that side: album keeps the other.
             let reply = try await album.call(AlbumAPI.updateFrame, UpdateFrameRequest(
                 userID: try context.requireUser(), frameID: try context.parameters.require("frame_id"), name: body.name,
                 width: body.width, height: body.height, orientation: try Self.orientation(body.orientation)), headers: headers(context))
@@ -349,9 +350,18 @@ extension Gateway {
         }
     }
 
+    /// The most items a page of a list route holds: the services' (storage's, album's, media's)
+    /// `maxPageSize`.
+    static let maxPageSize: Int32 = 200
+
+    /// `page_size` of a list route (files, albums, album photos, playlists): absent, 0 (the
+    /// service's default, 50); else a whole number from 1 to ``maxPageSize`` — anything else
+    /// (0, negative, not a number, too large) is 400, never silently the default or the most.
     func pageSize(_ request: Request) throws -> Int32 {
         guard let text = request.uri.queryParameters.get("page_size") else { return 0 }
-        guard let size = Int32(text), size > 0 else { throw APIError.badRequest("page_size must be a positive number") }
+        guard let size = Int32(text), (1...Self.maxPageSize).contains(size) else {
+            throw APIError.badRequest("page_size must be a whole number from 1 to \(Self.maxPageSize)")
+        }
         return size
     }
 

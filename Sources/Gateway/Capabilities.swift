@@ -338,35 +338,6 @@ final class VerifiedPaths: Sendable {
     }
 }
 
-/// Hummingbird's metrics middleware, except on capability paths, where the same metric families
-/// (`hb.requests`, `http.server.request.duration`, `hb.request.errors`, route
-/// `/c/{kid}/{exp}/{sig}/{file_id}/{name}`) are recorded through handles resolved once: no
-/// dictionary lookups, no lock of a metrics cache and no closure wrapped around the body per
-/// request. The duration is measured until the handler returns (the body, bytes in memory, is
-/// then written by the server), and `http.server.active_requests` is not kept for this route.
-struct GatewayMetricsMiddleware: RouterMiddleware {
-    typealias Context = GatewayContext
-
-    let general = MetricsMiddleware<GatewayContext>()
-    let capability = CapabilityMetrics()
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard request.method == .get, request.uri.path.hasPrefix(CapabilityPath.prefix) else {
-            return try await general.handle(request, context: context, next: next)
-        }
-        let start = DispatchTime.now().uptimeNanoseconds
-        do {
-            let response = try await next(request, context)
-            capability.record(response.status, nanoseconds: DispatchTime.now().uptimeNanoseconds - start, failed: false)
-            return response
-        } catch {
-            let status = (error as? any HTTPResponseError)?.status ?? .internalServerError
-            capability.record(status, nanoseconds: DispatchTime.now().uptimeNanoseconds - start, failed: true)
-            throw error
-        }
-    }
-}
-
 /// The gateway's responder: a `GET` of a capability path is answered here, before the router
 /// and its middleware (request ids, the general metrics, error mapping, the route trie), since
 /// that path is the one frames hit thousands of times a second and needs none of them: it
@@ -404,7 +375,11 @@ struct EdgeResponder: HTTPResponder {
     }
 }
 
-/// The capability route's metric handles, by status.
+/// The capability route's metric handles, by status: the families Hummingbird's metrics
+/// middleware records (`hb.requests`, `http.server.request.duration`, `hb.request.errors`, route
+/// `/c/{kid}/{exp}/{sig}/{file_id}/{name}`), resolved once. The duration runs until the handler
+/// returns (the body, bytes in memory, is then written by the server);
+/// `http.server.active_requests` is not kept for this route.
 final class CapabilityMetrics: Sendable {
     struct Handles: Sendable {
         let requests: Counter

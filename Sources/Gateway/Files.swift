@@ -257,8 +257,7 @@ extension Gateway {
 
     func listFiles(_ request: Request, _ context: GatewayContext) async throws -> FileListJSON {
         let user = try context.requireUser()
-        let size = request.uri.queryParameters.get("page_size").flatMap(Int32.init) ?? 0
-        guard size >= 0 else { throw APIError.badRequest("page_size must be positive") }
+        let size = try pageSize(request)
         let token = request.uri.queryParameters.get("page_token") ?? ""
         let reply = try await storage.call(StorageAPI.listFiles, ListFilesRequest(userID: user, pageSize: size, pageToken: token),
                                            headers: headers(context))

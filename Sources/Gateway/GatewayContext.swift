@@ -63,10 +63,7 @@ public struct GatewayContext: RequestContext {
 /// Gives every request an id: the client's `X-Request-Id` when it is sane, else a new one.
 /// It goes into the request's logger metadata (`request.id`), the response header, and the
 /// NATS headers of service calls.
-///
-/// On capability paths (the frame edge, served at static-file rates) a new id is Hummingbird's
-/// own request id, which the request's logger already carries (`hb.request.id`): no random
-/// UUID and no copy of the logger's metadata per request.
+/// (Capability paths never get here: ``EdgeResponder`` answers them before the router.)
 struct RequestIDMiddleware: RouterMiddleware {
     typealias Context = GatewayContext
 
@@ -81,9 +78,6 @@ struct RequestIDMiddleware: RouterMiddleware {
         if let incoming {
             id = incoming
             context.logger[metadataKey: "request.id"] = "\(id)"
-        } else if request.uri.path.hasPrefix(CapabilityPath.prefix) {
-            // (Not `context.id`, which traps where a test framework gave the logger no id.)
-            id = context.logger[metadataKey: "hb.request.id"]?.description ?? UUID().uuidString.lowercased()
         } else {
             id = UUID().uuidString.lowercased()
             context.logger[metadataKey: "request.id"] = "\(id)"

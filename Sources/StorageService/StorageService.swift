@@ -240,7 +240,7 @@ public final class StorageService: Sendable {
         let size = request.pageSize <= 0 ? configuration.defaultPageSize : min(Int(request.pageSize), configuration.maxPageSize)
         var after: (createdAt: String, fileID: String)?
         if !request.pageToken.isEmpty {
-            guard let cursor = Self.decodeCursor(request.pageToken) else { throw ServiceError.invalid("invalid page_token") }
+            guard let cursor = Self.decodeCursor(request.pageToken) else { throw ServiceError.invalid("page_token is not valid") }
             after = cursor
         }
         let schema = self.schema
@@ -308,7 +308,7 @@ public final class StorageService: Sendable {
             : min(Int(request.pageSize), configuration.maxDeletedPageSize)
         var after: (deletedAt: String, fileID: String)?
         if !request.pageToken.isEmpty {
-            guard let cursor = Self.decodeCursor(request.pageToken) else { throw ServiceError.invalid("invalid page_token") }
+            guard let cursor = Self.decodeCursor(request.pageToken) else { throw ServiceError.invalid("page_token is not valid") }
             after = (cursor.createdAt, cursor.fileID)
         }
         let now = Date()
@@ -390,13 +390,60 @@ public final class StorageService: Sendable {
             .replacingOccurrences(of: "=", with: "")
     }
 
+    /// The cursor a page token stands for, nil for anything ``encodeCursor(createdAt:fileID:)``
+    /// could not have made. Its time goes into the query as `$2::timestamptz`, so it is checked
+    /// field by field first (``isCursorTime(_:)``): a tampered token is `invalid` (400 at the
+    /// gateway), never a cast PostgreSQL refuses (an internal error, 500).
     static func decodeCursor(_ token: String) -> (createdAt: String, fileID: String)? {
+        guard token.utf8.count <= 200 else { return nil }
         var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.count % 4 != 0 { base64 += "=" }
-        guard token.count <= 200, let data = Data(base64Encoded: base64) else { return nil }
-        let parts = String(decoding: data, as: UTF8.self).split(separator: "|")
-        guard parts.count == 2, let id = uuid(String(parts[1])), parts[0].count <= 64,
-              parts[0].allSatisfy({ $0.isNumber || "-:. +".contains($0) }) else { return nil }
+        while base64.utf8.count % 4 != 0 { base64 += "=" }
+        guard let data = Data(base64Encoded: base64) else { return nil }
+        let parts = String(decoding: data, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)
+        guard parts.count == 2, let id = uuid(String(parts[1])), isCursorTime(parts[0]) else { return nil }
         return (String(parts[0]), id)
+    }
+
+    /// Whether `text` is a time as cursors hold it — `created_at::text` (`deleted_at::text`) of
+    /// a session with `DateStyle=ISO` and `TimeZone=UTC`: `YYYY-MM-DD HH:MM:SS[.f…f]±HH[:MM]`,
+    /// ASCII digits only, with every field in range (years 1…9999, a day the month has, at most
+    /// six fraction digits, an offset of at most 14:59), which `::timestamptz` always accepts.
+    static func isCursorTime(_ text: Substring) -> Bool {
+        let bytes = Array(text.utf8)
+        var i = 0
+        func digits(_ count: Int) -> Int? {
+            guard i + count <= bytes.count else { return nil }
+            var value = 0
+            for byte in bytes[i..<(i + count)] {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            i += count
+            return value
+        }
+        func skip(_ byte: UInt8) -> Bool {
+            guard i < bytes.count, bytes[i] == byte else { return false }
+            i += 1
+            return true
+        }
+        guard let year = digits(4), skip(UInt8(ascii: "-")), let month = digits(2), skip(UInt8(ascii: "-")),
+              let day = digits(2), skip(UInt8(ascii: " ")), let hour = digits(2), skip(UInt8(ascii: ":")),
+              let minute = digits(2), skip(UInt8(ascii: ":")), let second = digits(2) else { return false }
+        if skip(UInt8(ascii: ".")) {
+            let start = i
+            while i - start < 6, digits(1) != nil {}
+            guard i > start else { return false }
+        }
+        guard skip(UInt8(ascii: "+")) || skip(UInt8(ascii: "-")), let offsetHours = digits(2), offsetHours <= 14 else {
+            return false
+        }
+        if skip(UInt8(ascii: ":")) {
+            guard let offsetMinutes = digits(2), offsetMinutes <= 59 else { return false }
+        }
+        guard i == bytes.count, (1...9999).contains(year), (1...12).contains(month),
+              hour <= 23, minute <= 59, second <= 59 else { return false }
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+        return (1...days).contains(day)
     }
 }

@@ -273,6 +273,11 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Largest photo accepted, in bytes (env FRAMECAST_MAX_UPLOAD_BYTES).")
     var maxUploadBytes: Int = env("FRAMECAST_MAX_UPLOAD_BYTES").flatMap(Int.init) ?? 50 * 1024 * 1024
 
+    @Option(help: """
+        Bytes of recently fetched versions the gateway keeps in memory for capability URLs         (env FRAMECAST_CAPABILITY_CACHE_BYTES; default 33554432, 32 MiB; 0: none).
+        """)
+    var capabilityCacheBytes: Int = env("FRAMECAST_CAPABILITY_CACHE_BYTES").flatMap(Int.init) ?? 32 << 20
+
     func makeServices(_ runtime: ServiceRuntime, blobDir: String, capability: CapabilitySettings) async throws -> [any Service] {
         try FileManager.default.createDirectory(atPath: blobDir, withIntermediateDirectories: true)
         var configuration = GatewayConfiguration(blobRoot: blobDir)
@@ -282,6 +287,7 @@ struct GatewayOptions: ParsableArguments {
         configuration.maxUploadBytes = maxUploadBytes
         configuration.capabilityKeys = capability.keys
         configuration.capabilityLifetime = capability.lifetime
+        configuration.capabilityCacheBytes = max(0, capabilityCacheBytes)
         let gateway = try Gateway(configuration: configuration, runtime: runtime, registry: metricsRegistry)
         try await gateway.migrate()
         return [gateway.application()]
