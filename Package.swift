@@ -114,9 +114,28 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ],
-        // The API's OpenAPI document, served at /openapi.yaml: compiled into the binary
-        // (`PackageResources.openapi_yaml`), so the executable needs no resource bundle beside it.
-        resources: [.embedInCode("openapi.yaml")],
+        // The API's OpenAPI document, served at /openapi.yaml, and the family web app, served at
+        // / and /app/{file} (WebApp.swift): compiled into the binary (`PackageResources.openapi_yaml`,
+        // `PackageResources.app_js`…: each file's name with dots and dashes made underscores), so the
+        // executable needs no resource bundle beside it. Every file of Web/ is listed here and in
+        // WebApp.files (GatewayTests checks both).
+        resources: [
+            .embedInCode("openapi.yaml"),
+            .embedInCode("Web/index.html"),
+            .embedInCode("Web/styles.css"),
+            .embedInCode("Web/app.js"),
+            .embedInCode("Web/api.js"),
+            .embedInCode("Web/ui.js"),
+            .embedInCode("Web/thumbs.js"),
+            .embedInCode("Web/upload.js"),
+            .embedInCode("Web/photos.js"),
+            .embedInCode("Web/albums.js"),
+            .embedInCode("Web/frames.js"),
+            .embedInCode("Web/manifest.webmanifest"),
+            .embedInCode("Web/icon.svg"),
+            .embedInCode("Web/icon192.png"),
+            .embedInCode("Web/icon512.png"),
+        ],
         swiftSettings: swiftSettings),
 
         .target(name: "MediaService", dependencies: [

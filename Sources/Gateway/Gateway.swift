@@ -61,7 +61,8 @@ public struct GatewayConfiguration: Sendable {
 }
 
 /// The only HTTP server of Framecast: REST for phones, photo metadata and downloads for
-/// frames. It authenticates callers and forwards every operation to a service over NATS.
+/// frames, and the family web app at `/`. It authenticates callers and forwards every
+/// operation to a service over NATS.
 public final class Gateway: Sendable {
     let configuration: GatewayConfiguration
     let runtime: ServiceRuntime
@@ -216,6 +217,8 @@ public final class Gateway: Sendable {
         registerAlbumRoutes(router)
         registerFrameRoutes(router)
         registerPlaylistRoutes(router)
+        // The family web app: its page at `/`, its files under `/app/` (WebApp.swift).
+        registerWebAppRoutes(router)
         return router
     }
 
