@@ -18,7 +18,7 @@ import {
 export const POLL_SECONDS = 5;
 
 const COMMANDS = [
-  ['previous', 'Previous'], ['pause', 'Pause'], ['resume', 'Resume'], ['next', 'Next'], ['sleep', 'Sleep'], ['wake', 'Wake'],
+  ['previous', 'Previous'], ['next', 'Next'], ['pause', 'Pause'], ['resume', 'Resume'], ['sleep', 'Sleep'], ['wake', 'Wake'],
 ];
 const TRANSITIONS = [['', "The frame's default"], ['fade', 'Fade'], ['none', 'None (cut)']];
 const DAYS = [['mon', 'Mon'], ['tue', 'Tue'], ['wed', 'Wed'], ['thu', 'Thu'], ['fri', 'Fri'], ['sat', 'Sat'], ['sun', 'Sun']];
