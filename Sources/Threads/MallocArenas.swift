@@ -6,10 +6,11 @@ import Foundation
 /// glibc gives a thread its own arena when it finds the others busy, up to 8 per core, and an
 /// arena keeps the memory freed into it. A Framecast process runs many threads that allocate
 /// (event loops, the blocking pools of libpq/NATS/libvips calls, libvips' own workers), so under
-/// steady load its resident size kept creeping up while its live heap stayed flat: the soak
-/// benchmark (`benchmarks/run soak`, 800 uploads) grew 15 % after warm-up with the default and
-/// 6 % with `MALLOC_ARENA_MAX=2` (benchmarks/results/NOTES.md). Fewer arenas can mean more lock
-/// contention between allocating threads; the soak report's upload latencies show that cost.
+/// steady load its resident size kept creeping up while its live heap stayed flat: in the soak
+/// benchmark (`benchmarks/run soak`, 800 uploads after a 200-upload warm-up) `framecast all`
+/// grew 15 % with glibc's default and at most 7.2 % with two arenas
+/// (benchmarks/results/NOTES.md). Fewer arenas can mean more lock contention between
+/// allocating threads; the soak report's upload latencies show that cost.
 public enum MallocArenas {
     /// Limits the process to `count` arenas, unless the environment already chose
     /// (`MALLOC_ARENA_MAX`, or `GLIBC_TUNABLES` naming `glibc.malloc.arena_max`), which then
