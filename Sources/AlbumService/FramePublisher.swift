@@ -447,8 +447,15 @@ final class FramePublisher: Service, Sendable {
 
     // MARK: Telemetry
 
+    /// Unread telemetry messages kept before new ones are dropped. When a broker restarts, every
+    /// frame reconnects at once and announces `online` (retained, plus its heartbeat): 5,000
+    /// frames arriving together overflowed the default 4,096 while each status took a database
+    /// write, and 812 frames stayed recorded offline until their next heartbeat. Messages are
+    /// a few hundred bytes, so this bound costs at most ~20 MB in such a burst.
+    static let telemetryBuffer = 65_536
+
     private func telemetryLoop() async {
-        await client.withMessages { messages in
+        await client.withMessages(bufferSize: Self.telemetryBuffer) { messages in
             do {
                 try await client.subscribe([(FrameTopics.allStatus, .atLeastOnce), (FrameTopics.allHeartbeats, .atMostOnce)])
             } catch {

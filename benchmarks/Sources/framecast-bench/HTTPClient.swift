@@ -97,36 +97,55 @@ actor HTTPPool {
     /// Sends one request on a pooled connection (a new one if none is idle and the pool is
     /// not full; otherwise waits for one). A connection that failed is dropped.
     nonisolated func send(_ request: HTTPRequest) async throws -> HTTPReply {
-        let channel = try await checkout()
-        do {
-            let promise = channel.eventLoop.makePromise(of: HTTPReply.self)
-            channel.writeAndFlush(ExchangeHandler.Exchange(request: request, host: "\(host):\(port)", promise: promise), promise: nil)
-            let reply = try await promise.futureResult.get()
-            await checkin(channel)
-            return reply
-        } catch {
-            await discard(channel)
-            throw error
+        var attempts = 0
+        while true {
+            let (channel, reused) = try await checkout()
+            do {
+                let promise = channel.eventLoop.makePromise(of: HTTPReply.self)
+                // A connection the server closed while it sat idle fails the write before the
+                // exchange reaches the handler: the reply promise then fails with it (a second
+                // completion of a promise is ignored), instead of waiting forever.
+                let written = channel.eventLoop.makePromise(of: Void.self)
+                written.futureResult.whenFailure { promise.fail($0) }
+                channel.writeAndFlush(ExchangeHandler.Exchange(request: request, host: "\(host):\(port)", promise: promise),
+                                      promise: written)
+                let reply = try await promise.futureResult.get()
+                await checkin(channel)
+                return reply
+            } catch {
+                await discard(channel)
+                attempts += 1
+                // A kept-alive connection the server closed under the request: once more, on a
+                // fresh one (the request got no answer, so the server did not take it).
+                if reused && attempts == 1 { continue }
+                throw error
+            }
         }
     }
 
-    private func checkout() async throws -> Channel {
+    /// A connection, and whether it served requests before.
+    private func checkout() async throws -> (Channel, Bool) {
         requests += 1
-        if let channel = idle.popLast() { return channel }
+        while let channel = idle.popLast() {
+            if channel.isActive { return (channel, true) }
+            // Closed by the server while idle (e.g. its keep-alive timeout): its slot is reused.
+            channel.close(promise: nil)
+            open -= 1
+        }
         if open < limit {
             open += 1
             do {
-                return try await connect()
+                return (try await connect(), false)
             } catch {
                 open -= 1
                 throw error
             }
         }
         let channel = await withCheckedContinuation { waiters.append($0) }
-        if let channel { return channel }
+        if let channel { return (channel, true) }
         // A connection was dropped: its slot is ours.
         do {
-            return try await connect()
+            return (try await connect(), false)
         } catch {
             open -= 1
             throw error
