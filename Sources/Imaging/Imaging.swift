@@ -441,9 +441,6 @@ public final class Imaging: Sendable {
                 case .fit:
                     image = try source.resized(width: step.size.width, height: step.size.height)
                 case .cover:
-                    guard let attention else {
-                        throw ImagingError(.processingFailed, "the render plan makes a cover before its attention copy")
-                    }
                     image = try cover(source, box: step.size, attention: attention)
                 }
                 if step.kept {
@@ -566,7 +563,7 @@ public final class Imaging: Sendable {
     /// of ``coverCrop(sourceWidth:sourceHeight:box:attention:)`` cut out and scaled to exactly
     /// the box (cut first, then scale only the region: far cheaper than scaling the whole
     /// picture, and cheaper still when the box needs an upscale).
-    static func cover(_ source: VImage, box: PixelSize, attention: VImage) throws -> VImage {
+    static func cover(_ source: VImage, box: PixelSize, attention: VImage?) throws -> VImage {
         let crop = try coverCrop(sourceWidth: source.width, sourceHeight: source.height, box: box, attention: attention)
         return try source.extracted(left: crop.left, top: crop.top, width: crop.width, height: crop.height)
             .resized(width: box.width, height: box.height)
@@ -584,26 +581,27 @@ public final class Imaging: Sendable {
     /// region of the box's aspect ratio (``Geometry/coverRegion(width:height:boxWidth:boxHeight:)``),
     /// centred on the attention centre libvips' smartcrop finds in `attention` (a small copy of
     /// the same picture) for that region at the copy's scale, mapped to the source by
-    /// ``Geometry/coverOrigin(attention:copy:region:source:)``. The search places its centre on
-    /// a coarse grid of its input anyway (libvips 8.14 reduces it to 32×32 first), so searching
-    /// a copy of a few hundred pixels instead of the full picture moves the crop by at most a
-    /// few pixels and saves the search's pass over the full picture.
-    static func coverCrop(sourceWidth: Int, sourceHeight: Int, box: PixelSize, attention: VImage) throws -> Crop {
+    /// ``Geometry/coverOrigin(attention:copy:region:source:)``.
+    ///
+    /// The search places its centre on a coarse grid of its input anyway (libvips 8.14 reduces
+    /// it to 32×32 first), so searching a copy of a few hundred pixels instead of the full
+    /// picture moves the crop by at most a few pixels and saves the search's pass over the
+    /// full picture. Without a copy (the plan makes none when no cover cuts the picture), or
+    /// when the region is the whole copy at the copy's scale, the region is centred: it is
+    /// then only a pixel or two smaller than the source.
+    static func coverCrop(sourceWidth: Int, sourceHeight: Int, box: PixelSize, attention: VImage?) throws -> Crop {
         let region = Geometry.coverRegion(width: sourceWidth, height: sourceHeight, boxWidth: box.width, boxHeight: box.height)
         if region.width == sourceWidth && region.height == sourceHeight {
             return Crop(left: 0, top: 0, width: region.width, height: region.height)
         }
-        let small = Geometry.coverRegion(width: attention.width, height: attention.height,
-                                         boxWidth: box.width, boxHeight: box.height)
-        let origin: (left: Int, top: Int)
-        if small.width < attention.width || small.height < attention.height {
-            let found = try attention.attention(width: small.width, height: small.height)
-            origin = Geometry.coverOrigin(attention: (found.x, found.y), copy: (attention.width, attention.height),
-                                          region: region, source: (sourceWidth, sourceHeight))
-        } else {
-            // At the copy's scale the region is the whole picture (it is only a few source
-            // pixels smaller): nothing to choose between, so centre it.
-            origin = ((sourceWidth - region.width) / 2, (sourceHeight - region.height) / 2)
+        var origin = (left: (sourceWidth - region.width) / 2, top: (sourceHeight - region.height) / 2)
+        if let copy = attention {
+            let small = Geometry.coverRegion(width: copy.width, height: copy.height, boxWidth: box.width, boxHeight: box.height)
+            if small.width < copy.width || small.height < copy.height {
+                let found = try copy.attention(width: small.width, height: small.height)
+                origin = Geometry.coverOrigin(attention: (found.x, found.y), copy: (copy.width, copy.height),
+                                              region: region, source: (sourceWidth, sourceHeight))
+            }
         }
         return Crop(left: origin.left, top: origin.top, width: region.width, height: region.height)
     }

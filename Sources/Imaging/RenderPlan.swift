@@ -33,8 +33,9 @@ struct PixelSize: Hashable, Sendable, CustomStringConvertible {
 ///   scale), so every source exists before it is used; an image is released after the last
 ///   step that uses it, so the base is not held while the smaller versions are encoded.
 /// * Covers are placed by attention found on one small copy of the picture (the
-///   ``Work/attention`` step, just before the first cover): the picture fitted into
-///   `attentionSide` × `attentionSide`, or the base itself when that is smaller.
+///   ``Work/attention`` step, just before the first cover that cuts the picture; a cover of
+///   the picture's own shape needs none): the picture fitted into `attentionSide` ×
+///   `attentionSide`, or the base itself when that is smaller.
 struct RenderPlan: Equatable, Sendable {
     enum Source: Hashable, Sendable, CustomStringConvertible {
         case base
@@ -98,7 +99,7 @@ struct RenderPlan: Equatable, Sendable {
         var attentionPlanned = false
         for index in order {
             let spec = specs[index]
-            if spec.mode == .cover && !attentionPlanned {
+            if !attentionPlanned && Self.cuts(spec, width: width, height: height) {
                 let fit = Geometry.fit(width: width, height: height, boxWidth: attentionSide, boxHeight: attentionSide)
                 let wanted = PixelSize(fit.width, fit.height)
                 let size = base.covers(wanted) ? wanted : base
@@ -137,6 +138,14 @@ struct RenderPlan: Equatable, Sendable {
         case .cover:
             return PixelSize(spec.width, spec.height)
         }
+    }
+
+    /// Whether `spec` is a `.cover` that cuts part of a `width`×`height` picture away (so its
+    /// place is chosen by attention).
+    static func cuts(_ spec: VersionSpec, width: Int, height: Int) -> Bool {
+        guard spec.mode == .cover else { return false }
+        let region = Geometry.coverRegion(width: width, height: height, boxWidth: spec.width, boxHeight: spec.height)
+        return region.width < width || region.height < height
     }
 
     /// Whether a whole picture of `source`'s size makes `spec` without upscaling.

@@ -146,14 +146,16 @@ let frameVersionsWithPortrait: [VersionSpec] = frameVersions + [.cover(1080, 192
 
                     let specs: [VersionSpec] = [.fit(1920, 1080), .cover(box.width, box.height)]
                     let plan = RenderPlan(specs: specs, width: width, height: height, attentionSide: Imaging.attentionSide)
-                    guard let coverStep = plan.steps.first(where: { $0.work == .version(1) }),
-                          let attentionStep = plan.steps.first(where: { $0.work == .attention }) else {
+                    guard let coverStep = plan.steps.first(where: { $0.work == .version(1) }) else {
                         throw ImagingError(.processingFailed, "no cover step in \(plan)")
                     }
                     let sourceSize = coverStep.source == .base ? plan.base
                         : RenderPlan.outputSize(specs[0], width: width, height: height)
                     let source = try full.resized(width: sourceSize.width, height: sourceSize.height).materialised()
-                    let attention = try source.resized(width: attentionStep.size.width, height: attentionStep.size.height).materialised()
+                    // The plan's attention copy (none when the cover does not cut the picture).
+                    let attention = try plan.steps.first(where: { $0.work == .attention }).map { step in
+                        try source.resized(width: step.size.width, height: step.size.height).materialised()
+                    }
                     let crop = try Imaging.coverCrop(sourceWidth: source.width, sourceHeight: source.height, box: box, attention: attention)
 
                     // Both origins in full-picture pixels, the difference scaled to the version.

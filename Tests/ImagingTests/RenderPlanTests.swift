@@ -8,14 +8,15 @@ struct RenderPlanTests {
 
     @Test func frameScreensAreAllMadeFromHd() {
         // The media service's set for two frame screens on a 2560×1600 photo: hd is the
-        // largest, so the base IS hd, and every other version comes from it.
+        // largest, so the base IS hd, and every other version comes from it. 1280×800 has the
+        // picture's shape (no crop, no attention); 1024×600 cuts rows, placed by attention.
         let specs: [VersionSpec] = [.fit(300, 300), .fit(1920, 1080), .cover(1024, 600), .cover(1280, 800)]
         let plan = RenderPlan(specs: specs, width: 2560, height: 1600, attentionSide: 512)
         #expect(plan.base == PixelSize(1728, 1080))
         #expect(plan.steps == [
             Step(work: .version(1), source: .base, size: PixelSize(1728, 1080)),
-            Step(work: .attention, source: .base, size: PixelSize(512, 320)),
             Step(work: .version(3), source: .base, size: PixelSize(1280, 800)),
+            Step(work: .attention, source: .base, size: PixelSize(512, 320)),
             Step(work: .version(2), source: .base, size: PixelSize(1024, 600)),
             Step(work: .version(0), source: .base, size: PixelSize(300, 188), releases: [.base]),
         ])
@@ -67,9 +68,14 @@ struct RenderPlanTests {
         ])
     }
 
+    @Test func aScreenOfThePicturesShapeNeedsNoAttention() {
+        let plan = RenderPlan(specs: [.cover(1024, 640)], width: 2560, height: 1600, attentionSide: 512)
+        #expect(plan.steps == [Step(work: .version(0), source: .base, size: PixelSize(1024, 640), releases: [.base])])
+    }
+
     /// Every plan, whatever the versions and the picture: each version made once, from an
     /// image made before it, large enough, still in memory; the attention copy before the
-    /// first cover; every image released once, after its last use.
+    /// first cover that cuts the picture; every image released once, after its last use.
     @Test func plansHoldTheirInvariants() {
         var random = SeededRandom(seed: 14)
         for _ in 0..<2000 {
@@ -111,7 +117,9 @@ struct RenderPlanTests {
                     #expect(sourceSize.covers(step.size), "\(context): fit \(index) upscaled from \(step.source)")
                     made[.version(index)] = step.size
                 case .cover:
-                    #expect(attentionSeen, "\(context): cover \(index) before the attention copy")
+                    if RenderPlan.cuts(spec, width: width, height: height) {
+                        #expect(attentionSeen, "\(context): cover \(index) before the attention copy")
+                    }
                     if step.source != .base {
                         #expect(RenderPlan.suffices(sourceSize, for: spec, output: step.size), "\(context)")
                     }
@@ -126,7 +134,7 @@ struct RenderPlanTests {
             }
         }
         #expect(versions.sorted() == Array(specs.indices), "\(context): every version exactly once")
-        #expect(attentionSeen == specs.contains { $0.mode == .cover }, "\(context)")
+        #expect(attentionSeen == specs.contains { RenderPlan.cuts($0, width: width, height: height) }, "\(context)")
         #expect(released.contains(.base), "\(context): the base is never released")
         // Each used source is released exactly at its last use.
         for (n, step) in plan.steps.enumerated() {
