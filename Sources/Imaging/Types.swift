@@ -116,7 +116,7 @@ public struct VersionSpec: Sendable, Hashable {
 }
 
 /// How an ``Imaging`` encodes the JPEG versions it renders (one setting for all of an
-/// instance's renders; WebP's cost is the `effort` of each ``VersionSpec/Encoding-swift.enum/webp(quality:effort:)``).
+/// instance's renders; a WebP version's cost is the `effort` in its ``VersionSpec``).
 /// The defaults are the settings versions were always made with; the resize benchmark's
 /// "Encode settings" table measures the alternatives (bytes, time and PSNR on the same hd),
 /// and a default changes only when a cheaper setting keeps the bytes and the picture.

@@ -220,14 +220,14 @@ let frameVersionsWithPortrait: [VersionSpec] = frameVersions + [.cover(1080, 192
         #expect(record["imaging.base"] == "1728x1080")
         // hd (1728×1080×3) and the 512×320 attention copy; a full-size intermediate alone
         // would be 12 MB.
-        let held = try #require(record["imaging.held_mb"].flatMap(Double.init))
+        let held = try #require(record["imaging.held_mb"].flatMap { Double($0) })
         #expect(held <= 6.2, "held \(held) MB")
 
         // With a portrait screen the full picture is the base, released once hd is made.
         _ = try await own.render(photo("FallenLeaf"), versions: frameVersionsWithPortrait)
         let portrait = try #require(logs.metadata(of: "rendered versions").last)
         #expect(portrait["imaging.base"] == "2560x1600")
-        let heldPortrait = try #require(portrait["imaging.held_mb"].flatMap(Double.init))
+        let heldPortrait = try #require(portrait["imaging.held_mb"].flatMap { Double($0) })
         #expect(heldPortrait <= 18.4, "held \(heldPortrait) MB (base 11.7 + hd 5.3 + attention 0.5)")
     }
 
