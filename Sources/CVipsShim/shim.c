@@ -61,8 +61,27 @@ int fc_resize(VipsImage *in, VipsImage **out, double hscale, double vscale) {
     return vips_resize(in, out, hscale, "vscale", vscale, NULL);
 }
 
-int fc_smartcrop_attention(VipsImage *in, VipsImage **out, int width, int height) {
-    return vips_smartcrop(in, out, width, height, "interesting", VIPS_INTERESTING_ATTENTION, NULL);
+int fc_smartcrop_attention(VipsImage *in, int width, int height, int *attention_x,
+                           int *attention_y, int *left, int *top) {
+    VipsImage *crop = NULL;
+    int x = 0, y = 0;
+    // The attention search runs while the operation is built; the crop is a lazy
+    // vips_extract_area of `in`, never computed here.
+    if (vips_smartcrop(in, &crop, width, height, "interesting", VIPS_INTERESTING_ATTENTION,
+                       "attention_x", &x, "attention_y", &y, NULL)) {
+        if (crop) g_object_unref(crop);
+        return -1;
+    }
+    *attention_x = x;
+    *attention_y = y;
+    *left = -vips_image_get_xoffset(crop);
+    *top = -vips_image_get_yoffset(crop);
+    g_object_unref(crop);
+    return 0;
+}
+
+int fc_extract_area(VipsImage *in, VipsImage **out, int left, int top, int width, int height) {
+    return vips_extract_area(in, out, left, top, width, height, NULL);
 }
 
 int fc_rot(VipsImage *in, VipsImage **out, VipsAngle angle) { return vips_rot(in, out, angle, NULL); }
@@ -74,10 +93,11 @@ int fc_flip(VipsImage *in, VipsImage **out, VipsDirection direction) {
 int fc_copy(VipsImage *in, VipsImage **out) { return vips_copy(in, out, NULL); }
 
 int fc_jpegsave_buffer(VipsImage *in, void **buf, size_t *len, int quality, int strip,
-                       int progressive) {
+                       int progressive, int optimize_coding, VipsForeignSubsample subsample) {
     return vips_jpegsave_buffer(in, buf, len, "Q", quality, "strip", strip ? TRUE : FALSE,
-                                "optimize_coding", TRUE, "interlace", progressive ? TRUE : FALSE,
-                                NULL);
+                                "optimize_coding", optimize_coding ? TRUE : FALSE,
+                                "subsample_mode", subsample,
+                                "interlace", progressive ? TRUE : FALSE, NULL);
 }
 
 int fc_webpsave_buffer(VipsImage *in, void **buf, size_t *len, int quality, int effort,
@@ -118,7 +138,12 @@ const char *fc_heif_compression(VipsImage *image) {
 
 int fc_autorot(VipsImage *in, VipsImage **out) { return vips_autorot(in, out, NULL); }
 
-VipsImage *fc_load_buffer(const void *buf, size_t len, int jpeg_shrink, double webp_scale) {
+VipsImage *fc_load_buffer(const void *buf, size_t len, int jpeg_shrink, double webp_scale,
+                          int heif_thumbnail) {
+    if (heif_thumbnail)
+        return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                          "fail_on", VIPS_FAIL_ON_TRUNCATED,
+                                          "thumbnail", TRUE, NULL);
     if (jpeg_shrink > 1)
         return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL,
                                           "fail_on", VIPS_FAIL_ON_TRUNCATED,
@@ -129,6 +154,11 @@ VipsImage *fc_load_buffer(const void *buf, size_t len, int jpeg_shrink, double w
                                           "scale", webp_scale, NULL);
     return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL,
                                       "fail_on", VIPS_FAIL_ON_TRUNCATED, NULL);
+}
+
+VipsImage *fc_heif_thumbnail_header(const void *buf, size_t len) {
+    return vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                      "thumbnail", TRUE, NULL);
 }
 
 int fc_icc_to_srgb(VipsImage *in, VipsImage **out, int cmyk) {

@@ -31,6 +31,23 @@ enum Geometry {
         }
     }
 
+    /// Where a `region` of a `source`-sized picture goes when attention was found at `point`
+    /// of a `copy`-sized copy of the same picture: centred on the point mapped to the source
+    /// (the centre of the copy's pixel, `(p + ½) × source / copy`), rounded, then moved inside
+    /// the picture. That is libvips' own placement (centre the crop on the attention centre,
+    /// then clip), at the source's scale; the mapping adds at most half a copy pixel
+    /// (`source / copy / 2` source pixels) to where a search on the source would put it.
+    static func coverOrigin(attention point: (x: Int, y: Int), copy: (width: Int, height: Int),
+                            region: (width: Int, height: Int), source: (width: Int, height: Int)) -> (left: Int, top: Int) {
+        func place(_ p: Int, _ copySide: Int, _ regionSide: Int, _ sourceSide: Int) -> Int {
+            let centre = (Double(p) + 0.5) * Double(sourceSide) / Double(copySide)
+            let origin = Int((centre - Double(regionSide) / 2).rounded())
+            return min(max(0, origin), max(0, sourceSide - regionSide))
+        }
+        return (place(point.x, copy.width, region.width, source.width),
+                place(point.y, copy.height, region.height, source.height))
+    }
+
     /// The scale of the source a version needs (1 = full resolution; more is an upscale).
     static func neededScale(_ spec: VersionSpec, width: Int, height: Int) -> Double {
         let sx = Double(spec.width) / Double(width)

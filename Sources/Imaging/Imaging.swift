@@ -21,10 +21,14 @@ internal import CVipsShim
 ///   Input bytes are not copied by libvips: each job holds them until its outputs are encoded.
 /// * libvips' error buffer is global; a message may mention another thread's failure, but the
 ///   error ``ImagingError/Code-swift.struct`` always comes from the step that failed here.
-/// * Memory: a running render holds its input bytes, one decoded intermediate (8-bit sRGB,
-///   3–4 bytes a pixel, at most the declared size; twice that for a moment while an EXIF
-///   rotation is applied) and one version at a time; at most `threads` renders run at once.
-///   An analysis holds its input bytes and one thumbnail of at most 256×256.
+/// * Memory: a running render holds its input bytes, the base (8-bit sRGB, 3–4 bytes a pixel,
+///   the size of its largest version and at most the declared size; twice that for a moment
+///   while an EXIF rotation is applied), the `.fit` versions that smaller versions are made
+///   from, one attention copy of at most 512×512, libvips' buffers of the version being
+///   encoded, and the encoded versions; the full-size decode is never held (it streams through
+///   the resize to the base). At most `threads` renders run at once. Each render logs what it
+///   held at most (`imaging.held_mb`). An analysis holds its input bytes and one thumbnail of
+///   at most 256×256.
 /// * libvips prints its warnings (e.g. "error in tile" before a truncation error) through
 ///   GLib to stderr; errors reach the caller as ``ImagingError``.
 /// * Inputs over ``ImagingLimits`` (bytes, or the header's width × height) are refused with
@@ -33,15 +37,17 @@ internal import CVipsShim
 ///   loaders are accepted (never SVG, PDF, ImageMagick…).
 public final class Imaging: Sendable {
     public let limits: ImagingLimits
+    /// How rendered JPEG versions are encoded.
+    public let encoder: EncoderSettings
     private let pool: BlockingPool
     let logger: Logger
-    /// Numbers for pool threads that lost their name (see `nameThisThread`).
 
     /// Starts a pool of `threads` threads for libvips work (default: one per core).
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount,
-                limits: ImagingLimits = .init(), logger: Logger) {
+                limits: ImagingLimits = .init(), encoder: EncoderSettings = .init(), logger: Logger) {
         precondition(threads > 0, "Imaging needs at least one thread")
         self.limits = limits
+        self.encoder = encoder
         self.logger = logger
         self.pool = BlockingPool(name: "imaging", threadCount: threads)
     }
@@ -73,30 +79,32 @@ public final class Imaging: Sendable {
 
     // MARK: Render (the hot path)
 
-    /// Renders every version from ONE decode: the input is decoded once with shrink-on-load
-    /// to the largest size any version needs, turned upright by its EXIF orientation (the
-    /// tag is removed), converted to 8-bit sRGB (embedded ICC profile or CMYK applied),
-    /// held in memory once, and each version is cropped/resized from that and encoded
-    /// (metadata stripped; alpha flattened on white for JPEG). Results are in `versions`'
-    /// order. See ``VersionSpec`` for the exact output sizes.
+    /// Renders every version from ONE decode (see ``RenderPlan``): the input is decoded once,
+    /// in one sequential pass with shrink-on-load, straight to the largest size any version
+    /// needs (the base), converted to 8-bit sRGB (embedded ICC profile or CMYK applied) and
+    /// turned upright by its EXIF orientation (the tag is removed). Every smaller version is
+    /// made from the smallest image already in memory that is large enough (the thumbnail from
+    /// hd, a cover from hd when hd holds its region), covers placed by attention found on a
+    /// small copy; each is encoded (metadata stripped; alpha flattened on white for JPEG) with
+    /// ``encoder``. Results are in `versions`' order. See ``VersionSpec`` for the exact sizes.
     public func render(_ bytes: [UInt8], versions: [VersionSpec]) async throws -> [RenderedImage] {
         try Self.validate(versions)
-        let limits = self.limits
-        let logger = self.logger
+        let (limits, encoder, logger) = (self.limits, self.encoder, self.logger)
         return try await run {
-            try Self.withInput(bytes) { try Self.renderVersions($0, versions: versions, limits: limits, logger: logger) }
+            try Self.withInput(bytes) {
+                try Self.renderVersions($0, versions: versions, limits: limits, encoder: encoder, logger: logger)
+            }
         }
     }
 
     /// ``render(_:versions:)`` of a file's contents.
     public func renderFile(_ path: String, versions: [VersionSpec]) async throws -> [RenderedImage] {
         try Self.validate(versions)
-        let limits = self.limits
-        let logger = self.logger
+        let (limits, encoder, logger) = (self.limits, self.encoder, self.logger)
         return try await run {
             let bytes = try Self.readFile(path, limits: limits)
             return try Self.withInput(bytes) {
-                try Self.renderVersions($0, versions: versions, limits: limits, logger: logger)
+                try Self.renderVersions($0, versions: versions, limits: limits, encoder: encoder, logger: logger)
             }
         }
     }
@@ -110,7 +118,7 @@ public final class Imaging: Sendable {
     /// same encoder settings. So every version decodes the input again. Not used by services.
     public func renderPerVersion(_ bytes: [UInt8], versions: [VersionSpec]) async throws -> [RenderedImage] {
         try Self.validate(versions)
-        let limits = self.limits
+        let (limits, encoder) = (self.limits, self.encoder)
         return try await run {
             try Self.withInput(bytes) { input in
                 let probed = try Self.readHeader(input, limits: limits)
@@ -123,17 +131,7 @@ public final class Imaging: Sendable {
                         if let out { g_object_unref(out) }
                         throw vipsError(.corrupt, "decoding the image")
                     }
-                    var image = try VImage(owning: out).srgb8()
-                    let bytes: [UInt8]
-                    switch spec.encoding {
-                    case .jpeg(let quality):
-                        image = try image.flattenedOnWhite()
-                        bytes = try Self.encode(image, as: .jpeg(quality: quality, progressive: false), strip: true)
-                    case .webp(let quality, let effort):
-                        bytes = try image.save("encoding WebP") { fc_webpsave_buffer($0, $1, $2, Int32(quality), Int32(effort), 1) }
-                    }
-                    return RenderedImage(spec: spec, width: image.width, height: image.height,
-                                         format: spec.encoding.format, bytes: bytes)
+                    return try Self.encodeVersion(VImage(owning: out).srgb8(), spec: spec, encoder: encoder)
                 }
             }
         }
@@ -197,7 +195,9 @@ public final class Imaging: Sendable {
                 _ = try Self.readHeader(input, limits: limits)
                 let cmyk = try Self.loadWhole(input).srgb8()
                     .apply(.processingFailed, "converting to CMYK") { fc_colourspace_cmyk($0, $1) }
-                return try cmyk.save("encoding CMYK JPEG") { fc_jpegsave_buffer($0, $1, $2, Int32(quality), 1, 0) }
+                return try cmyk.save("encoding CMYK JPEG") {
+                    fc_jpegsave_buffer($0, $1, $2, Int32(quality), 1, 0, 1, VIPS_FOREIGN_SUBSAMPLE_AUTO)
+                }
             }
         }
     }
@@ -361,92 +361,260 @@ public final class Imaging: Sendable {
         }
     }
 
-    static func renderVersions(_ input: UnsafeRawBufferPointer, versions: [VersionSpec],
-                               limits: ImagingLimits, logger: Logger) throws -> [RenderedImage] {
+    /// The side of the small copy covers are placed on (see ``RenderPlan``): a few hundred
+    /// pixels, so the attention search costs next to nothing, while the crop lands within a
+    /// few pixels of where a search on the whole picture puts it (tested).
+    static let attentionSide = 512
+
+    static func renderVersions(_ input: UnsafeRawBufferPointer, versions: [VersionSpec], limits: ImagingLimits,
+                               encoder: EncoderSettings, logger: Logger) throws -> [RenderedImage] {
         let start = ContinuousClock.now
         let probed = try readHeader(input, limits: limits)
         let header = probed.header
-        let width = header.uprightWidth, height = header.uprightHeight
-        let target = Geometry.intermediate(for: versions, width: width, height: height)
-
         let keepsAlpha = versions.contains { if case .webp = $0.encoding { true } else { false } }
-        let intermediate = try decodeOnce(input, probed: probed, needed: target, keepAlpha: keepsAlpha)
-
-        let rendered = try versions.map { spec in
-            try renderVersion(intermediate, spec: spec, sourceWidth: width, sourceHeight: height)
+        var rendered = [RenderedImage?](repeating: nil, count: versions.count)
+        let done = try derive(input, probed: probed, versions: versions, keepAlpha: keepsAlpha) { index, image in
+            rendered[index] = try encodeVersion(image, spec: versions[index], encoder: encoder)
+        }
+        let results = try rendered.enumerated().map { index, image in
+            guard let image else { throw ImagingError(.processingFailed, "version \(index) was not rendered") }
+            return image
         }
         logger.debug("rendered versions", metadata: [
             "imaging.format": "\(header.format.rawValue)",
-            "imaging.source": "\(width)x\(height)",
-            "imaging.decoded": "\(intermediate.width)x\(intermediate.height)",
+            "imaging.source": "\(header.uprightWidth)x\(header.uprightHeight)",
+            "imaging.decoded": "\(done.decoded)",
+            "imaging.base": "\(done.base)",
+            "imaging.held_mb": "\(String(format: "%.1f", Double(done.peakHeldBytes) / 1_048_576))",
+            "imaging.input_bytes": "\(input.count)",
             "imaging.versions": "\(versions.count)",
             "imaging.duration_ms": "\((ContinuousClock.now - start).milliseconds)",
             "imaging.thread": "\(Thread.current.name ?? "?")",
         ])
-        return rendered
+        return results
     }
 
-    /// The one decode of `render`: shrunk on load to no less than `needed` (JPEG `shrink`
-    /// 2/4/8, WebP `scale`; other formats decode at full size), converted to 8-bit sRGB
-    /// (embedded ICC profile or CMYK applied), alpha flattened on white unless kept,
-    /// materialised in memory once, then turned upright by its EXIF orientation (the tag is
-    /// removed). Measured on a 5120×3200 JPEG rendering thumbnail + hd + a 1024×600 cover:
-    /// this took 240 ms, `vips_thumbnail_buffer` to the needed size 383 ms (it keeps a
-    /// 2× margin before using JPEG shrink, so it decoded at full size), one
-    /// `vips_thumbnail_buffer` per version 567 ms.
-    static func decodeOnce(_ input: UnsafeRawBufferPointer, probed: Probed,
-                           needed: (width: Int, height: Int), keepAlpha: Bool) throws -> VImage {
+    /// What ``derive(_:probed:versions:keepAlpha:_:)`` did.
+    struct Derivation {
+        /// The size decoded (shrink-on-load), as stored.
+        var decoded: PixelSize
+        /// The upright base every version was made from.
+        var base: PixelSize
+        /// The most bytes of pixels the job's own images (base, kept versions, attention copy,
+        /// the moment of the EXIF rotation) held at once; libvips' buffers for the image being
+        /// encoded come on top.
+        var peakHeldBytes: Int
+    }
+
+    /// Carries out the ``RenderPlan`` of `versions`: decodes the base once, makes each version
+    /// (upright, 8-bit sRGB, alpha kept only with `keepAlpha`) from its planned source and hands
+    /// it to `body` with its index in `versions`, in the plan's order (largest first). An image
+    /// `body` gets may be computed lazily from a source: encode or copy it inside `body`.
+    /// Pool threads only.
+    static func derive(_ input: UnsafeRawBufferPointer, probed: Probed, versions: [VersionSpec], keepAlpha: Bool,
+                       _ body: (Int, VImage) throws -> Void) throws -> Derivation {
         let header = probed.header
+        let plan = RenderPlan(specs: versions, width: header.uprightWidth, height: header.uprightHeight,
+                              attentionSide: attentionSide)
+        // Only `held` refers to the base, so releasing it there frees it.
+        var held: [RenderPlan.Source: VImage]
+        let decodedSize: PixelSize
+        var peak: Int
+        do {
+            let decoded = try decodeBase(input, probed: probed, size: plan.base, keepAlpha: keepAlpha)
+            held = [.base: decoded.image]
+            decodedSize = decoded.decoded
+            peak = decoded.peakBytes
+        }
+        var attention: VImage?
+        for step in plan.steps {
+            guard let source = held[step.source] else {
+                throw ImagingError(.processingFailed, "the render plan uses the \(step.source) after releasing it")
+            }
+            switch step.work {
+            case .attention:
+                let copy = try source.resized(width: step.size.width, height: step.size.height)
+                attention = copy === source ? source : try copy.materialised()
+            case .version(let index):
+                var image: VImage
+                switch versions[index].mode {
+                case .fit:
+                    image = try source.resized(width: step.size.width, height: step.size.height)
+                case .cover:
+                    image = try cover(source, box: step.size, attention: attention)
+                }
+                if step.kept {
+                    // A source of later versions: computed once, into memory.
+                    if image !== source { image = try image.materialised() }
+                    held[.version(index)] = image
+                }
+                try body(index, image)
+            }
+            var counted = Set<ObjectIdentifier>()
+            var bytes = attention?.byteCount ?? 0
+            for image in held.values {
+                // A kept version of the base's size is the base itself: count it once.
+                if counted.insert(ObjectIdentifier(image)).inserted { bytes += image.byteCount }
+            }
+            peak = max(peak, bytes)
+            for released in step.releases { held[released] = nil }
+        }
+        return Derivation(decoded: decodedSize, base: plan.base, peakHeldBytes: peak)
+    }
+
+    /// The base of a render, in memory.
+    struct DecodedBase {
+        var image: VImage
+        /// The size decoded (shrink-on-load), as stored.
+        var decoded: PixelSize
+        /// Bytes of pixels held at once while making it (two copies during an EXIF rotation).
+        var peakBytes: Int
+    }
+
+    /// The one decode of a render: the upright picture at exactly `size`, 8-bit sRGB
+    /// (embedded ICC profile or CMYK applied), alpha flattened on white unless kept, in memory.
+    ///
+    /// One sequential pass: shrink-on-load to no less than `size` (JPEG DCT scaling by 1/2, 1/4
+    /// or 1/8; WebP `scale`; a HEIF/AVIF's embedded thumbnail when it is large enough; other
+    /// formats at full size), resized to `size` while streaming, so the full-size decode is
+    /// never held in memory; copied into memory once (a truncated input fails there,
+    /// `fail_on=truncated`), then turned upright by its EXIF orientation (the tag is removed;
+    /// rotating is done on the small image, after the sequential read). 8-bit RGB, grey and
+    /// CMYK inputs are resized before their colour transform, as `vips_thumbnail` does (fewer
+    /// pixels through the ICC transform); others (16-bit, float, Lab…) are converted to 8-bit
+    /// sRGB first, so alpha and range survive the resize. Pool threads only.
+    static func decodeBase(_ input: UnsafeRawBufferPointer, probed: Probed, size: PixelSize,
+                           keepAlpha: Bool) throws -> DecodedBase {
+        let header = probed.header
+        // Decoded and resized as stored; turned upright once small.
+        let stored = header.orientationSwapsAxes ? PixelSize(size.height, size.width) : size
         var jpegShrink: Int32 = 1
         var webpScale = 0.0
+        var heifThumbnail = false
         switch header.format {
         case .jpeg:
-            jpegShrink = Int32(Geometry.jpegShrink(width: header.uprightWidth, height: header.uprightHeight, needed: needed))
+            jpegShrink = Int32(Geometry.jpegShrink(width: header.width, height: header.height,
+                                                   needed: (stored.width, stored.height)))
         case .webp:
-            webpScale = Geometry.webpScale(width: header.uprightWidth, height: header.uprightHeight, needed: needed) ?? 0
+            webpScale = Geometry.webpScale(width: header.width, height: header.height,
+                                           needed: (stored.width, stored.height)) ?? 0
+        case .heif, .avif:
+            heifThumbnail = heifThumbnailSuffices(input, header: header, needed: stored)
         default:
             break
         }
-        guard let pointer = fc_load_buffer(input.baseAddress, input.count, jpegShrink, webpScale) else {
+        guard let pointer = fc_load_buffer(input.baseAddress, input.count, jpegShrink, webpScale, heifThumbnail ? 1 : 0) else {
             throw vipsError(.corrupt, "opening the \(header.format.rawValue) image")
         }
         var image = VImage(owning: pointer)
+        let decoded = PixelSize(image.width, image.height)
+        if image.isUChar && (image.isSRGB || image.isGrey || image.isCMYK) {
+            if !keepAlpha { image = try image.flattenedOnWhite() }
+            image = try image.resized(width: stored.width, height: stored.height)
+            image = try colourManaged(image, probed: probed)
+        } else {
+            image = try colourManaged(image, probed: probed)
+            if !keepAlpha { image = try image.flattenedOnWhite() }
+            image = try image.resized(width: stored.width, height: stored.height)
+        }
+        // The decode happens here, once.
+        image = try image.materialised()
+        var peakBytes = image.byteCount
+        if image.orientation != 1 {
+            let upright = try image.apply(.processingFailed, "auto-rotating") { fc_autorot($0, $1) }.materialised()
+            peakBytes += upright.byteCount
+            image = upright
+        }
+        guard image.width == size.width, image.height == size.height else {
+            throw ImagingError(.processingFailed, "the base came out \(image.width)x\(image.height), wanted \(size)",
+                               context: ["imaging.format": header.format.rawValue, "imaging.decoded": "\(decoded)"])
+        }
+        return DecodedBase(image: image, decoded: decoded, peakBytes: peakBytes)
+    }
+
+    /// 8-bit sRGB: through the embedded ICC profile (or the built-in CMYK profile) when the
+    /// header said so, then any other colourspace or depth converted.
+    static func colourManaged(_ image: VImage, probed: Probed) throws -> VImage {
+        var image = image
         if probed.needsColourTransform {
             let cmyk: Int32 = image.isCMYK ? 1 : 0
             image = try image.apply(.processingFailed, "converting the colour profile to sRGB") { fc_icc_to_srgb($0, $1, cmyk) }
         }
-        image = try image.srgb8()
-        if !keepAlpha { image = try image.flattenedOnWhite() }
-        // The decode happens here, once; a truncated input fails here (fail_on=truncated).
-        image = try image.materialised()
-        if image.orientation != 1 {
-            // After materialising: rotating a sequential decode would read it out of order.
-            image = try image.apply(.processingFailed, "auto-rotating") { fc_autorot($0, $1) }.materialised()
-        }
-        return image
+        return try image.srgb8()
     }
 
-    static func renderVersion(_ image: VImage, spec: VersionSpec, sourceWidth: Int, sourceHeight: Int) throws -> RenderedImage {
-        var output: VImage
-        switch spec.mode {
-        case .fit:
-            // The output size comes from the source's size, not the (rounded) intermediate's.
-            let size = Geometry.fit(width: sourceWidth, height: sourceHeight,
-                                    boxWidth: spec.width, boxHeight: spec.height)
-            output = try image.resized(width: size.width, height: size.height)
-        case .cover:
-            // Crop first, then scale only the region: measured 2–5× faster than scaling the
-            // whole image first (and far cheaper when the box needs an upscale).
-            let region = Geometry.coverRegion(width: image.width, height: image.height,
-                                              boxWidth: spec.width, boxHeight: spec.height)
-            output = try image.smartCropped(width: region.width, height: region.height)
-                .resized(width: spec.width, height: spec.height)
+    /// Whether a HEIF/AVIF carries an embedded thumbnail that is smaller than the main image,
+    /// of its aspect ratio, and at least `needed` (as stored): decoding it instead of the main
+    /// image is the format's shrink-on-load. Any doubt (no thumbnail, unreadable) decodes the
+    /// main image.
+    static func heifThumbnailSuffices(_ input: UnsafeRawBufferPointer, header: ImageHeader, needed: PixelSize) -> Bool {
+        guard let pointer = fc_heif_thumbnail_header(input.baseAddress, input.count) else {
+            _ = takeVipsErrorMessage()
+            return false
         }
+        let thumbnail = VImage(owning: pointer)
+        let (w, h) = (thumbnail.width, thumbnail.height)
+        guard w < header.width, h < header.height, w >= needed.width, h >= needed.height else { return false }
+        let aspect = Double(w) / Double(h), mainAspect = Double(header.width) / Double(header.height)
+        return abs(aspect - mainAspect) <= 0.01 * mainAspect
+    }
+
+    /// A `.cover` of `box` from `source`, the whole upright picture at some scale: the region
+    /// of ``coverCrop(sourceWidth:sourceHeight:box:attention:)`` cut out and scaled to exactly
+    /// the box (cut first, then scale only the region: far cheaper than scaling the whole
+    /// picture, and cheaper still when the box needs an upscale).
+    static func cover(_ source: VImage, box: PixelSize, attention: VImage?) throws -> VImage {
+        let crop = try coverCrop(sourceWidth: source.width, sourceHeight: source.height, box: box, attention: attention)
+        return try source.extracted(left: crop.left, top: crop.top, width: crop.width, height: crop.height)
+            .resized(width: box.width, height: box.height)
+    }
+
+    /// A rectangle of a picture, in its pixels.
+    struct Crop: Equatable, Sendable {
+        var left: Int
+        var top: Int
+        var width: Int
+        var height: Int
+    }
+
+    /// Where a `.cover` of `box` cuts a `sourceWidth`×`sourceHeight` picture: the largest
+    /// region of the box's aspect ratio (``Geometry/coverRegion(width:height:boxWidth:boxHeight:)``),
+    /// centred on the attention centre libvips' smartcrop finds in `attention` (a small copy of
+    /// the same picture) for that region at the copy's scale, mapped to the source by
+    /// ``Geometry/coverOrigin(attention:copy:region:source:)``.
+    ///
+    /// The search places its centre on a coarse grid of its input anyway (libvips 8.14 reduces
+    /// it to 32×32 first), so searching a copy of a few hundred pixels instead of the full
+    /// picture moves the crop by at most a few pixels and saves the search's pass over the
+    /// full picture. Without a copy (the plan makes none when no cover cuts the picture), or
+    /// when the region is the whole copy at the copy's scale, the region is centred: it is
+    /// then only a pixel or two smaller than the source.
+    static func coverCrop(sourceWidth: Int, sourceHeight: Int, box: PixelSize, attention: VImage?) throws -> Crop {
+        let region = Geometry.coverRegion(width: sourceWidth, height: sourceHeight, boxWidth: box.width, boxHeight: box.height)
+        if region.width == sourceWidth && region.height == sourceHeight {
+            return Crop(left: 0, top: 0, width: region.width, height: region.height)
+        }
+        var origin = (left: (sourceWidth - region.width) / 2, top: (sourceHeight - region.height) / 2)
+        if let copy = attention {
+            let small = Geometry.coverRegion(width: copy.width, height: copy.height, boxWidth: box.width, boxHeight: box.height)
+            if small.width < copy.width || small.height < copy.height {
+                let found = try copy.attention(width: small.width, height: small.height)
+                origin = Geometry.coverOrigin(attention: (found.x, found.y), copy: (copy.width, copy.height),
+                                              region: region, source: (sourceWidth, sourceHeight))
+            }
+        }
+        return Crop(left: origin.left, top: origin.top, width: region.width, height: region.height)
+    }
+
+    /// One version encoded as its spec says (JPEG: alpha flattened on white, with `encoder`'s
+    /// settings; WebP: alpha kept), metadata stripped.
+    static func encodeVersion(_ image: VImage, spec: VersionSpec, encoder: EncoderSettings) throws -> RenderedImage {
+        var output = image
         let bytes: [UInt8]
         switch spec.encoding {
         case .jpeg(let quality):
             output = try output.flattenedOnWhite()
-            bytes = try encode(output, as: .jpeg(quality: quality, progressive: false), strip: true)
+            bytes = try encode(output, as: .jpeg(quality: quality, progressive: false), strip: true, encoder: encoder)
         case .webp(let quality, let effort):
             bytes = try output.save("encoding WebP") { fc_webpsave_buffer($0, $1, $2, Int32(quality), Int32(effort), 1) }
         }
@@ -454,13 +622,21 @@ public final class Imaging: Sendable {
                              format: spec.encoding.format, bytes: bytes)
     }
 
-    static func encode(_ image: VImage, as target: ConvertTarget, strip: Bool) throws -> [UInt8] {
+    static func encode(_ image: VImage, as target: ConvertTarget, strip: Bool,
+                       encoder: EncoderSettings = EncoderSettings()) throws -> [UInt8] {
         let stripFlag: Int32 = strip ? 1 : 0
         switch target {
         case .jpeg(let quality, let progressive):
             let flat = try image.srgb8().flattenedOnWhite()
+            let optimize: Int32 = encoder.jpegOptimizeCoding ? 1 : 0
+            let subsample: VipsForeignSubsample
+            switch encoder.jpegSubsampling {
+            case .auto: subsample = VIPS_FOREIGN_SUBSAMPLE_AUTO
+            case .always: subsample = VIPS_FOREIGN_SUBSAMPLE_ON
+            case .never: subsample = VIPS_FOREIGN_SUBSAMPLE_OFF
+            }
             return try flat.save("encoding JPEG") {
-                fc_jpegsave_buffer($0, $1, $2, Int32(quality), stripFlag, progressive ? 1 : 0)
+                fc_jpegsave_buffer($0, $1, $2, Int32(quality), stripFlag, progressive ? 1 : 0, optimize, subsample)
             }
         case .png:
             return try image.save("encoding PNG") { fc_pngsave_buffer($0, $1, $2, 6) }

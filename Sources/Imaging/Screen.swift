@@ -17,9 +17,10 @@ public struct ScreenImage: Sendable, Hashable {
 extension Imaging {
     /// Decodes a photo (usually a frame version already made for this screen) and fills a
     /// `width`×`height` screen with it: upright, 8-bit sRGB, alpha on white, cropped by
-    /// attention to the screen's aspect ratio and scaled (up if needed), like a `frame:WxH`
-    /// version. A version of exactly that size passes through unscaled. With `png`, the PNG
-    /// encoding of the screen comes with it (for the frame agent's `png:` display).
+    /// attention to the screen's aspect ratio and scaled (up if needed), exactly as a
+    /// `frame:WxH` version is made (the same ``RenderPlan``). A version of exactly that size
+    /// passes through unscaled. With `png`, the PNG encoding of the screen comes with it (for
+    /// the frame agent's `png:` display).
     public func screen(_ bytes: [UInt8], width: Int, height: Int, png: Bool) async throws -> ScreenImage {
         guard (1...VersionSpec.maxSide).contains(width), (1...VersionSpec.maxSide).contains(height) else {
             throw ImagingError(.invalidArgument, "a screen must be 1...\(VersionSpec.maxSide) on each side, not \(width)x\(height)")
@@ -28,22 +29,22 @@ extension Imaging {
         return try await run {
             try Self.withInput(bytes) { input in
                 let probed = try Self.readHeader(input, limits: limits)
-                let spec = VersionSpec.cover(width, height)
-                let needed = Geometry.intermediate(for: [spec], width: probed.header.uprightWidth, height: probed.header.uprightHeight)
-                let image = try Self.decodeOnce(input, probed: probed, needed: needed, keepAlpha: false)
-                let region = Geometry.coverRegion(width: image.width, height: image.height, boxWidth: width, boxHeight: height)
-                let output = try image.smartCropped(width: region.width, height: region.height)
-                    .resized(width: width, height: height).srgb8().flattenedOnWhite()
-                guard output.bands == 3, output.width == width, output.height == height else {
-                    throw ImagingError(.processingFailed, "the screen came out \(output.width)x\(output.height)x\(output.bands), wanted \(width)x\(height)x3")
+                var screen: ScreenImage?
+                _ = try Self.derive(input, probed: probed, versions: [.cover(width, height)], keepAlpha: false) { _, image in
+                    let output = try image.srgb8().flattenedOnWhite()
+                    guard output.bands == 3, output.width == width, output.height == height else {
+                        throw ImagingError(.processingFailed, "the screen came out \(output.width)x\(output.height)x\(output.bands), wanted \(width)x\(height)x3")
+                    }
+                    let rgb = try output.pixelBytes()
+                    guard rgb.count == width * height * 3 else {
+                        throw ImagingError(.processingFailed, "the screen's pixels are \(rgb.count) bytes, wanted \(width * height * 3)")
+                    }
+                    let pixels = Pixels(width: width, height: height, rgb: rgb)
+                    let encoded = png ? try output.save("encoding the screen as PNG") { fc_pngsave_buffer($0, $1, $2, 1) } : []
+                    screen = ScreenImage(pixels: pixels, png: encoded)
                 }
-                let rgb = try output.pixelBytes()
-                guard rgb.count == width * height * 3 else {
-                    throw ImagingError(.processingFailed, "the screen's pixels are \(rgb.count) bytes, wanted \(width * height * 3)")
-                }
-                let pixels = Pixels(width: width, height: height, rgb: rgb)
-                let encoded = png ? try output.save("encoding the screen as PNG") { fc_pngsave_buffer($0, $1, $2, 1) } : []
-                return ScreenImage(pixels: pixels, png: encoded)
+                guard let result = screen else { throw ImagingError(.processingFailed, "the screen was not rendered") }
+                return result
             }
         }
     }

@@ -115,6 +115,34 @@ public struct VersionSpec: Sendable, Hashable {
     }
 }
 
+/// How an ``Imaging`` encodes the JPEG versions it renders (one setting for all of an
+/// instance's renders; a WebP version's cost is the `effort` in its ``VersionSpec``).
+/// The defaults are the settings versions were always made with; the resize benchmark's
+/// "Encode settings" table measures the alternatives (bytes, time and PSNR on the same hd),
+/// and a default changes only when a cheaper setting keeps the bytes and the picture.
+public struct EncoderSettings: Sendable, Hashable {
+    /// JPEG chroma subsampling.
+    public enum ChromaSubsampling: String, Sendable, Hashable, CaseIterable {
+        /// 4:2:0 below quality 90, 4:4:4 from 90 (libvips' rule).
+        case auto
+        /// Always 4:2:0: colour at half resolution each way.
+        case always
+        /// Never: 4:4:4, colour at full resolution (larger files, slower).
+        case never
+    }
+
+    /// JPEG: Huffman tables optimised for each image (one more pass over the coefficients;
+    /// smaller files, the same pixels). Default true.
+    public var jpegOptimizeCoding: Bool
+    /// JPEG chroma subsampling. Default `.auto` (4:2:0 at the versions' quality 82).
+    public var jpegSubsampling: ChromaSubsampling
+
+    public init(jpegOptimizeCoding: Bool = true, jpegSubsampling: ChromaSubsampling = .auto) {
+        self.jpegOptimizeCoding = jpegOptimizeCoding
+        self.jpegSubsampling = jpegSubsampling
+    }
+}
+
 /// One rendered version: encoded bytes and their size.
 public struct RenderedImage: Sendable, Hashable {
     public var spec: VersionSpec

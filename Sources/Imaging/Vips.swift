@@ -55,6 +55,9 @@ final class VImage {
     var isUChar: Bool { vips_image_get_format(pointer) == VIPS_FORMAT_UCHAR }
     var isSRGB: Bool { vips_image_get_interpretation(pointer) == VIPS_INTERPRETATION_sRGB }
     var isCMYK: Bool { vips_image_get_interpretation(pointer) == VIPS_INTERPRETATION_CMYK }
+    var isGrey: Bool { vips_image_get_interpretation(pointer) == VIPS_INTERPRETATION_B_W }
+    /// Bytes of pixels once in memory (width × height × bands × bytes per band sample).
+    var byteCount: Int { width * height * bands * Int(vips_format_sizeof(vips_image_get_format(pointer))) }
     var orientation: Int { Int(vips_image_get_orientation(pointer)) }
     var pages: Int { Int(vips_image_get_n_pages(pointer)) }
     var hasICCProfile: Bool { fc_has_icc_profile(pointer) != 0 }
@@ -158,11 +161,34 @@ final class VImage {
         return result
     }
 
-    /// The `width`×`height` region that attention (libvips smartcrop) finds most interesting.
-    func smartCropped(width: Int, height: Int) throws -> VImage {
-        if width == self.width && height == self.height { return self }
-        return try apply(.processingFailed, "cropping by attention") {
-            fc_smartcrop_attention($0, $1, Int32(width), Int32(height))
+    /// The `width`×`height` region at (`left`, `top`); the image itself when that is all of it.
+    func extracted(left: Int, top: Int, width: Int, height: Int) throws -> VImage {
+        if left == 0 && top == 0 && width == self.width && height == self.height { return self }
+        return try apply(.processingFailed, "cropping \(width)x\(height) at \(left),\(top) of \(self.width)x\(self.height)") {
+            fc_extract_area($0, $1, Int32(left), Int32(top), Int32(width), Int32(height))
         }
     }
+
+    /// Where libvips' attention search (smartcrop, `VIPS_INTERESTING_ATTENTION`) puts a
+    /// `width`×`height` crop of this image: the centre of attention it found and the crop's
+    /// origin. No pixel of the crop is computed.
+    func attention(width: Int, height: Int) throws -> Attention {
+        var x: Int32 = 0, y: Int32 = 0, left: Int32 = 0, top: Int32 = 0
+        guard fc_smartcrop_attention(pointer, Int32(width), Int32(height), &x, &y, &left, &top) == 0 else {
+            throw vipsError(.processingFailed, "finding the attention centre of \(self.width)x\(self.height) for \(width)x\(height)")
+        }
+        return Attention(x: Int(x), y: Int(y), left: Int(left), top: Int(top))
+    }
+}
+
+/// What libvips' attention search found in an image (see ``VImage/attention(width:height:)``),
+/// in that image's pixels.
+struct Attention: Equatable, Sendable {
+    /// The centre of attention.
+    var x: Int
+    var y: Int
+    /// The origin of the crop libvips chose around it (the crop centred on the point, then
+    /// moved inside the image).
+    var left: Int
+    var top: Int
 }

@@ -33,6 +33,22 @@ struct GeometryTests {
         #expect(portrait == (2560, 1600))
     }
 
+    @Test func coverOriginCentresTheRegionOnTheMappedAttentionCentre() {
+        // A 512×320 copy of a 2560×1600 picture (5 source pixels per copy pixel); the
+        // 900×1600 region of a portrait cover. Copy pixel 256 has its centre at 1282.5.
+        #expect(Geometry.coverOrigin(attention: (256, 160), copy: (512, 320), region: (900, 1600), source: (2560, 1600)) == (833, 0))
+        // Kept inside the picture at both ends.
+        #expect(Geometry.coverOrigin(attention: (0, 0), copy: (512, 320), region: (900, 1600), source: (2560, 1600)) == (0, 0))
+        #expect(Geometry.coverOrigin(attention: (511, 319), copy: (512, 320), region: (900, 1600), source: (2560, 1600)) == (1660, 0))
+        // Rows are placed the same way: a 2560×1500 region moves by at most 100 rows.
+        #expect(Geometry.coverOrigin(attention: (100, 300), copy: (512, 320), region: (2560, 1500), source: (2560, 1600)) == (0, 100))
+        #expect(Geometry.coverOrigin(attention: (100, 160), copy: (512, 320), region: (2560, 1500), source: (2560, 1600)) == (0, 53))
+        // At the copy's own scale: libvips' rule (centre on the point, then clip), within the
+        // half pixel of the mapped centre.
+        let same = Geometry.coverOrigin(attention: (600, 300), copy: (1000, 1000), region: (500, 500), source: (1000, 1000))
+        #expect(abs(same.left - 350) <= 1 && abs(same.top - 50) <= 1)
+    }
+
     @Test func shrinkOnLoadKeepsAtLeastTheNeededSize() {
         #expect(Geometry.jpegShrink(width: 2560, height: 1600, needed: (300, 188)) == 8)
         #expect(Geometry.jpegShrink(width: 2560, height: 1600, needed: (321, 188)) == 4)

@@ -52,8 +52,16 @@ int fc_unpremultiply(VipsImage *in, VipsImage **out);
 /// rint(width × hscale) × rint(height × vscale).
 int fc_resize(VipsImage *in, VipsImage **out, double hscale, double vscale);
 
-/// vips_smartcrop(in, out, width, height, "interesting", VIPS_INTERESTING_ATTENTION, NULL).
-int fc_smartcrop_attention(VipsImage *in, VipsImage **out, int width, int height);
+/// vips_smartcrop(in, &crop, width, height, "interesting", VIPS_INTERESTING_ATTENTION,
+/// "attention_x", attention_x, "attention_y", attention_y, NULL), for where the crop goes, not
+/// for its pixels: `*attention_x`, `*attention_y` receive the centre of attention libvips found
+/// in `in`, `*left`, `*top` the origin of the width×height crop it chose (read from the crop's
+/// xoffset/yoffset, which vips_extract_area sets to -left, -top). The crop itself is dropped.
+int fc_smartcrop_attention(VipsImage *in, int width, int height, int *attention_x,
+                           int *attention_y, int *left, int *top);
+
+/// vips_extract_area(in, out, left, top, width, height, NULL).
+int fc_extract_area(VipsImage *in, VipsImage **out, int left, int top, int width, int height);
 
 /// vips_rot(in, out, angle, NULL).
 int fc_rot(VipsImage *in, VipsImage **out, VipsAngle angle);
@@ -65,10 +73,11 @@ int fc_flip(VipsImage *in, VipsImage **out, VipsDirection direction);
 /// changed without touching `in`.
 int fc_copy(VipsImage *in, VipsImage **out);
 
-/// vips_jpegsave_buffer(in, buf, len, "Q", quality, "strip", strip, "optimize_coding", TRUE,
-/// "interlace", progressive, NULL). `*buf` is g_malloc'ed: g_free it.
+/// vips_jpegsave_buffer(in, buf, len, "Q", quality, "strip", strip, "optimize_coding",
+/// optimize_coding, "subsample_mode", subsample, "interlace", progressive, NULL). `*buf` is
+/// g_malloc'ed: g_free it.
 int fc_jpegsave_buffer(VipsImage *in, void **buf, size_t *len, int quality, int strip,
-                       int progressive);
+                       int progressive, int optimize_coding, VipsForeignSubsample subsample);
 
 /// vips_webpsave_buffer(in, buf, len, "Q", quality, "effort", effort, "strip", strip, NULL).
 int fc_webpsave_buffer(VipsImage *in, void **buf, size_t *len, int quality, int effort,
@@ -97,10 +106,18 @@ const char *fc_heif_compression(VipsImage *image);
 int fc_autorot(VipsImage *in, VipsImage **out);
 
 /// vips_image_new_from_buffer(buf, len, "", "access", SEQUENTIAL, "fail_on", TRUNCATED
-/// [, "shrink", jpeg_shrink] [, "scale", webp_scale], NULL): a lazy decode for one pass,
-/// shrunk on load. `jpeg_shrink` (1, 2, 4 or 8) is passed only when > 1 and only makes
-/// sense for JPEG; `webp_scale` only when in (0, 1) and only for WebP. NULL on error.
-VipsImage *fc_load_buffer(const void *buf, size_t len, int jpeg_shrink, double webp_scale);
+/// [, "shrink", jpeg_shrink] [, "scale", webp_scale] [, "thumbnail", TRUE], NULL): a lazy
+/// decode for one pass, shrunk on load. At most one option applies: `jpeg_shrink` (1, 2, 4
+/// or 8) is passed only when > 1 and only makes sense for JPEG; `webp_scale` only when in
+/// (0, 1) and only for WebP; `heif_thumbnail` (non-zero: the embedded thumbnail instead of
+/// the main image) only for HEIF/AVIF. NULL on error.
+VipsImage *fc_load_buffer(const void *buf, size_t len, int jpeg_shrink, double webp_scale,
+                          int heif_thumbnail);
+
+/// vips_image_new_from_buffer(buf, len, "", "access", SEQUENTIAL, "thumbnail", TRUE, NULL):
+/// the header of a HEIF/AVIF's embedded thumbnail (of the main image when it has none), to
+/// decide whether the thumbnail is large enough. HEIF/AVIF buffers only. NULL on error.
+VipsImage *fc_heif_thumbnail_header(const void *buf, size_t len);
 
 /// vips_icc_transform(in, out, "srgb", "embedded", TRUE [, "input_profile", "cmyk"], NULL):
 /// through the embedded ICC profile (else the built-in CMYK profile when `cmyk`) to sRGB.

@@ -10,5 +10,5 @@ struct FramecastBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "framecast-bench",
         abstract: "Framecast benchmarks: resize hot path, fan-out to frames, serving a version.",
-        subcommands: [Resize.self, Fanout.self, Serve.self, Soak.self, ResizeOne.self, FanoutShard.self])
+        subcommands: [Resize.self, Fanout.self, Serve.self, Soak.self, ResizeOne.self, ResizeQuality.self, FanoutShard.self])
 }

@@ -312,6 +312,34 @@ struct HDTargets: Codable, Sendable {
     var twoCoreElapsedMS: Double
     var twoCoreHDPerSecond: Double
     var twoCorePeakRSSMB: Double
+    /// The same number of hd renders with one pool thread: hd/s on one core.
+    var oneCoreHDPerSecond: Double?
+    /// hd/s on two cores ÷ hd/s on one core.
+    var twoCoreScaling: Double?
+    /// libjpeg-turbo's floor for the same hd of the same file, measured in the same run.
+    var floor: JPEGFloor?
+    /// hd on one core (median wall ms) ÷ the floor.
+    var ratioToFloor: Double?
+    /// The same in CPU time.
+    var cpuRatioToFloor: Double?
+}
+
+/// What libjpeg-turbo alone needs for the hd of a JPEG: `djpeg -scale 1/N` (the DCT scaling
+/// Framecast's decode uses) + `cjpeg -quality 82 -optimize` of an hd-sized image. Each the
+/// median of its runs (process start included: a millisecond or two); the resize between
+/// them is not counted, so the floor is below what any resizer can reach.
+struct JPEGFloor: Codable, Sendable {
+    var scale: String
+    var hdSize: String
+    var djpegMS: Summary?
+    var djpegCPUMS: Summary?
+    var cjpegMS: Summary?
+    var cjpegCPUMS: Summary?
+    /// djpeg median + cjpeg median.
+    var floorMS: Double?
+    var floorCPUMS: Double?
+    /// Why there is no floor (djpeg/cjpeg missing, a run failed).
+    var note: String?
 }
 
 struct ResizeReport: Codable, Sendable {
@@ -324,6 +352,8 @@ struct ResizeReport: Codable, Sendable {
     var inProcessRepeats: Int
     /// "format peer" → median ms of thumbnail + hd only (diagnostics).
     var fitOnlyMedianMS: [String: Double]
+    /// Encoder settings and version PSNR (see ResizeQuality.swift).
+    var quality: QualityReport?
 }
 
 struct Resize: AsyncParsableCommand {
@@ -403,11 +433,29 @@ struct Resize: AsyncParsableCommand {
         if !smoke, let twelve = corpus.first(where: { $0.format == "jpeg-12mp" }) {
             hd = try await hdTargets(twelve, me: me)
         }
+
+        // Encoder settings on the 12 MP hd (or the first photo in smoke mode), and every
+        // version of the JPEG photos against the same version made alone.
+        var quality: QualityReport?
+        let jpegs = corpus.filter { $0.format == "jpeg" }
+        if let settingsInput = corpus.first(where: { $0.format == "jpeg-12mp" }) ?? jpegs.first {
+            let progress = ProgressLine("encode settings and PSNR", total: 1)
+            let resultPath = "\(work)/quality.json"
+            let child = try await runChild([me, "resize-quality", "--settings-input", settingsInput.path,
+                                            "--repeats", "\(smoke ? 1 : 5)", "--result", resultPath] + jpegs.map(\.path),
+                                           environment: singleThreadEnvironment, stderrPath: "\(work)/quality.err")
+            if child.status == 0, let data = fm.contents(atPath: resultPath) {
+                quality = try? JSONDecoder().decode(QualityReport.self, from: data)
+            } else {
+                note("encode settings and PSNR failed: \(firstLine("\(work)/quality.err") ?? "?")")
+            }
+            progress.advance()
+        }
         machine.loadAverageAtEnd = loadAverage()
         let report = ResizeReport(
             machine: machine, versions: benchVersions.map { "\($0.size) (\($0.spec.mode.rawValue) \($0.spec.width)x\($0.spec.height))" },
             corpus: corpus, results: rows, hd: hd, processBaselineRSSMB: baselineMB, inProcessRepeats: inProcessRepeats,
-            fitOnlyMedianMS: breakdown)
+            fitOnlyMedianMS: breakdown, quality: quality)
         try writeJSON(report, to: "\(resultsDir)/resize.json")
         let markdown = renderResizeMarkdown(report)
         try markdown.write(toFile: "\(resultsDir)/resize.md", atomically: true, encoding: .utf8)
@@ -503,9 +551,10 @@ struct Resize: AsyncParsableCommand {
     }
 
     /// The hd targets on the 12 MP JPEG: one core (VIPS_CONCURRENCY=1, one pool thread, warm
-    /// process) and two (two pool threads, each single-threaded libvips).
+    /// process) and two (two pool threads, each single-threaded libvips), the same number of
+    /// renders on one and on two pool threads (hd/s scaling), and libjpeg-turbo's floor.
     func hdTargets(_ item: CorpusItem, me: String) async throws -> HDTargets {
-        let progress = ProgressLine("hd targets (12 MP)", total: 3)
+        let progress = ProgressLine("hd targets (12 MP)", total: 4)
         func one(_ peer: String, workers: Int, repeats: Int) async throws -> (OneResult, ChildResult) {
             let resultPath = "\(work)/hd-\(peer)-\(workers).json"
             let child = try await runChild([me, "resize-one", "--peer", peer, "--warmup", "--workers", "\(workers)",
@@ -520,11 +569,65 @@ struct Resize: AsyncParsableCommand {
         let (single, _) = try await one("framecast-hd", workers: 1, repeats: hdRepeats)
         let (perVersion, _) = try await one("vips-per-version-hd", workers: 1, repeats: hdRepeats)
         let (double, child) = try await one("framecast-hd", workers: 2, repeats: hdJobs)
-        return HDTargets(input: item.path, inputSize: "\(item.width)x\(item.height)", oneCoreMS: Summary(single.timesMS),
-                         oneCoreCPUMS: Summary(single.cpuMS),
+        let (serial, _) = try await one("framecast-hd", workers: 1, repeats: hdJobs)
+        let twoCore = Double(double.count) / (double.elapsedMS / 1000)
+        let oneCore = serial.elapsedMS > 0 ? Double(serial.count) / (serial.elapsedMS / 1000) : nil
+        let turbo = try await jpegFloor(item)
+        let oneCoreMS = Summary(single.timesMS), oneCoreCPUMS = Summary(single.cpuMS)
+        return HDTargets(input: item.path, inputSize: "\(item.width)x\(item.height)", oneCoreMS: oneCoreMS,
+                         oneCoreCPUMS: oneCoreCPUMS,
                          oneCoreMSPerVersionLibvips: Summary(perVersion.timesMS), twoCoreJobs: double.count,
-                         twoCoreElapsedMS: double.elapsedMS, twoCoreHDPerSecond: Double(double.count) / (double.elapsedMS / 1000),
-                         twoCorePeakRSSMB: Double(child.peakRSS) / 1_048_576)
+                         twoCoreElapsedMS: double.elapsedMS, twoCoreHDPerSecond: twoCore,
+                         twoCorePeakRSSMB: Double(child.peakRSS) / 1_048_576,
+                         oneCoreHDPerSecond: oneCore, twoCoreScaling: oneCore.map { twoCore / $0 },
+                         floor: turbo, ratioToFloor: oneCoreMS.flatMap { ms in turbo.floorMS.map { ms.p50 / $0 } },
+                         cpuRatioToFloor: oneCoreCPUMS.flatMap { ms in turbo.floorCPUMS.map { ms.p50 / $0 } })
+    }
+
+    /// libjpeg-turbo's floor for the hd of `item` (see ``JPEGFloor``), `hdRepeats` runs of each
+    /// tool after one untimed run, single-threaded like every job here.
+    func jpegFloor(_ item: CorpusItem) async throws -> JPEGFloor {
+        let progress = ProgressLine("libjpeg-turbo floor (12 MP)", total: 2)
+        // The hd size and the DCT scale Framecast's decode uses: the smallest 1/N (N = 8, 4, 2)
+        // that still holds hd (Imaging's Geometry.jpegShrink).
+        let box = hdSpec
+        let hd: (width: Int, height: Int) = box.width * item.height <= box.height * item.width
+            ? (box.width, (2 * item.height * box.width + item.width) / (2 * item.width))
+            : ((2 * item.width * box.height + item.height) / (2 * item.height), box.height)
+        let shrink = [8, 4, 2].first { item.width / $0 >= hd.width && item.height / $0 >= hd.height } ?? 1
+        var result = JPEGFloor(scale: "1/\(shrink)", hdSize: "\(hd.width)x\(hd.height)")
+        guard shell("command -v djpeg").hasPrefix("/"), shell("command -v cjpeg").hasPrefix("/") else {
+            result.note = "djpeg/cjpeg not found (benchmarks/setup installs libjpeg-turbo-progs)"
+            return result
+        }
+        // An hd-sized image for cjpeg, made once, untimed.
+        let ppm = "\(work)/floor-hd.ppm"
+        try await vips(["thumbnail", item.path, ppm, "\(hd.width)", "--height", "\(hd.height)", "--size", "force"])
+        func runs(_ command: [String]) async throws -> (wall: [Double], cpu: [Double])? {
+            var wall: [Double] = [], cpu: [Double] = []
+            for attempt in 0...hdRepeats {
+                let child = try await runChild(command, environment: singleThreadEnvironment, stderrPath: "\(work)/floor.err")
+                guard child.status == 0 else { return nil }
+                if attempt > 0 {  // the first run warms the page cache
+                    wall.append(child.wall.ms)
+                    cpu.append((child.userCPU + child.systemCPU) * 1000)
+                }
+            }
+            progress.advance()
+            return (wall, cpu)
+        }
+        guard let djpeg = try await runs(["djpeg", "-scale", "1/\(shrink)", "-outfile", "/dev/null", item.path]),
+              let cjpeg = try await runs(["cjpeg", "-quality", "82", "-optimize", "-outfile", "/dev/null", ppm]) else {
+            result.note = "a djpeg/cjpeg run failed: \(firstLine("\(work)/floor.err") ?? "?")"
+            return result
+        }
+        result.djpegMS = Summary(djpeg.wall)
+        result.djpegCPUMS = Summary(djpeg.cpu)
+        result.cjpegMS = Summary(cjpeg.wall)
+        result.cjpegCPUMS = Summary(cjpeg.cpu)
+        if let d = result.djpegMS?.p50, let c = result.cjpegMS?.p50 { result.floorMS = d + c }
+        if let d = result.djpegCPUMS?.p50, let c = result.cjpegCPUMS?.p50 { result.floorCPUMS = d + c }
+        return result
     }
 }
 
@@ -582,7 +685,16 @@ func renderResizeMarkdown(_ r: ResizeReport) -> String {
         let p50 = hd.oneCoreMS?.p50
         md += "| 12 MP baseline JPEG → hd ≤ 80 ms on one core (median of \(hd.oneCoreMS?.count ?? 0); \(hd.inputSize)) | \(fmt(p50)) ms wall (p95 \(fmt(hd.oneCoreMS?.p95)), min \(fmt(hd.oneCoreMS?.min))); CPU \(fmt(hd.oneCoreCPUMS?.p50)) ms median, \(fmt(hd.oneCoreCPUMS?.min)) min; one vips_thumbnail: \(fmt(hd.oneCoreMSPerVersionLibvips?.p50)) ms wall | \((p50 ?? .infinity) <= 80 ? "yes" : "**no**") |\n"
         md += "| ≥ 24 hd/s on 2 cores (\(hd.twoCoreJobs) renders, 2 pool threads) | \(fmt(hd.twoCoreHDPerSecond, 1)) hd/s (\(fmt(hd.twoCoreElapsedMS, 0)) ms) | \(hd.twoCoreHDPerSecond >= 24 ? "yes" : "**no**") |\n"
+        var floorText = "not measured"
+        if let f = hd.floor {
+            floorText = f.note ?? "\(fmt(f.floorMS)) ms (`djpeg -scale \(f.scale)` \(fmt(f.djpegMS?.p50)) + `cjpeg` \(fmt(f.cjpegMS?.p50)))"
+        }
+        md += "| 12 MP → hd ÷ libjpeg-turbo floor ≤ 1.25× (same file, same run) | \(fmt(p50)) ms ÷ \(floorText) = \(fmt(hd.ratioToFloor, 2))× (CPU \(fmt(hd.cpuRatioToFloor, 2))×) | \((hd.ratioToFloor ?? .infinity) <= 1.25 ? "yes" : "**no**") |\n"
+        md += "| hd/s on two cores ÷ hd/s on one core ≥ 1.8 (\(hd.twoCoreJobs) renders each) | \(fmt(hd.twoCoreHDPerSecond, 1)) ÷ \(fmt(hd.oneCoreHDPerSecond, 1)) = \(fmt(hd.twoCoreScaling, 2)) | \((hd.twoCoreScaling ?? 0) >= 1.8 ? "yes" : "**no**") |\n"
     }
+    let jpegRSS = r.results.first { $0.peer == .framecast && $0.format == "jpeg" }?.peakRSSMB?.max
+    let jpegAbove = jpegRSS.map { $0 - r.processBaselineRSSMB }
+    md += "| JPEG job peak RSS above the process floor ≤ 48 MB (largest over the JPEG photos) | \(fmt(jpegRSS)) − \(fmt(r.processBaselineRSSMB)) = \(fmt(jpegAbove)) MB | \((jpegAbove ?? .infinity) <= 48 ? "yes" : "**no**") |\n"
     let fcRows = r.results.filter { $0.peer == .framecast }
     let fcRSS = fcRows.compactMap { $0.peakRSSMB?.max }.max()
     let worst = fcRows.max { ($0.peakRSSMB?.max ?? 0) < ($1.peakRSSMB?.max ?? 0) }?.format ?? "?"
@@ -596,6 +708,36 @@ func renderResizeMarkdown(_ r: ResizeReport) -> String {
             let full = r.results.first { $0.peer == .framecast && $0.format == format }?.msPerPhoto?.p50
             let fullPV = r.results.first { $0.peer == .vipsPerVersion && $0.format == format }?.msPerPhoto?.p50
             md += "| \(format) | \(fmt(full)) | \(fmt(r.fitOnlyMedianMS["\(format) framecast-fit-only"])) | \(fmt(fullPV)) | \(fmt(r.fitOnlyMedianMS["\(format) vips-per-version-fit-only"])) |\n"
+        }
+        md += "\n"
+    }
+    if let hd = r.hd, let f = hd.floor {
+        md += "## libjpeg-turbo floor (12 MP → hd)\n\n"
+        md += "What libjpeg-turbo alone needs for the same hd of the same file in the same run: `djpeg -scale \(f.scale)` (the DCT scaling Framecast decodes with) plus `cjpeg -quality 82 -optimize` of an hd-sized (\(f.hdSize)) image; medians of \(f.djpegMS?.count ?? 0) runs each after one untimed run, process start included. The resize between them is not counted.\n\n"
+        if let why = f.note { md += "No floor: \(why).\n\n" }
+        md += "| step | median ms | CPU ms median |\n|---|---:|---:|\n"
+        md += "| `djpeg -scale \(f.scale)` | \(fmt(f.djpegMS?.p50)) | \(fmt(f.djpegCPUMS?.p50)) |\n"
+        md += "| `cjpeg -quality 82 -optimize` (\(f.hdSize)) | \(fmt(f.cjpegMS?.p50)) | \(fmt(f.cjpegCPUMS?.p50)) |\n"
+        md += "| floor | \(fmt(f.floorMS)) | \(fmt(f.floorCPUMS)) |\n"
+        md += "| Framecast hd, one core | \(fmt(hd.oneCoreMS?.p50)) | \(fmt(hd.oneCoreCPUMS?.p50)) |\n"
+        md += "| ratio | \(fmt(hd.ratioToFloor, 2))× | \(fmt(hd.cpuRatioToFloor, 2))× |\n\n"
+    }
+    if let q = r.quality {
+        md += "## Encode settings\n\n"
+        md += "Each setting renders one version of \(q.settingsInput) on one core (decode, resize and this encoder; median of its runs after a warm-up), so the differences between rows are the encoder's. PSNR is against the same version encoded near-losslessly (JPEG Q100, 4:4:4). The default row is what the service uses.\n\n"
+        md += "| setting | version | median ms | Δ ms vs default | bytes | Δ bytes vs default | PSNR dB |\n|---|---|---:|---:|---:|---:|---:|\n"
+        for row in q.settings {
+            let base = q.settings.first { $0.isDefault && $0.version == row.version }
+            let dms = (row.msPerRender?.p50).flatMap { v in (base?.msPerRender?.p50).map { v - $0 } }
+            let dbytes: String = base.map { b in row.bytes >= b.bytes ? "+\(row.bytes - b.bytes)" : "\(row.bytes - b.bytes)" } ?? "–"
+            let name = row.isDefault ? row.setting + " (default)" : row.setting
+            md += "| \(name) | \(row.version) | \(fmt(row.msPerRender?.p50)) | \(fmt(dms)) | \(row.bytes) | \(dbytes) | \(fmt(row.psnrDB, 2)) |\n"
+        }
+        md += "\n## Versions against the same version made alone\n\n"
+        md += "PSNR (dB, min and median over the JPEG photos) of each version of the service's set, made from hd or the base in memory, against the same version rendered on its own from its own decode (how each `.fit` version was made before; a cover alone is placed on the same small attention copy, so its placement against a search on the full picture is checked by the crop tests in Tests/ImagingTests/DerivedVersionsTests.swift), and against libvips' own `vips_thumbnail` of that version (a cover there is resized before its crop, so it differs more).\n\n"
+        md += "| version | against | photos | PSNR min | PSNR median |\n|---|---|---:|---:|---:|\n"
+        for row in q.versions {
+            md += "| \(row.version) | \(row.against) | \(row.photos) | \(fmt(row.psnrDB?.min, 2)) | \(fmt(row.psnrDB?.p50, 2)) |\n"
         }
         md += "\n"
     }
