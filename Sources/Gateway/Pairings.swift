@@ -75,7 +75,7 @@ final class Pairings: Sendable {
     /// when it cannot be a code at all.
     static func normalize(_ typed: String) -> String? {
         let kept = typed.uppercased().filter { $0 != "-" && $0 != " " && $0 != "\t" }
-        guard kept.count == codeLength, kept.allSatisfy(alphabet.contains) else { return nil }
+        guard kept.count == codeLength, kept.allSatisfy({ alphabet.contains($0) }) else { return nil }
         return kept
     }
 
@@ -193,7 +193,9 @@ final class Pairings: Sendable {
                 AND (claimed_at IS NULL OR claimed_at < now() - interval '1 minute')
             RETURNING frame_id, paired_by::text AS owner
             """, [.text(id), .text(secretHash)]).first else { return nil }
-        return (try row.decode("frame_id"), try row.decode("owner"))
+        let frame: String = try row.decode("frame_id")
+        let owner: String = try row.decode("owner")
+        return (frame, owner)
     }
 
     /// A hand-over that failed (the broker did not take the new password…): the next poll tries again.

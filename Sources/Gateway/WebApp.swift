@@ -87,7 +87,7 @@ enum WebApp {
 
     /// The file named `name`, 304 when `If-None-Match` names its ETag, 404 for a name that is
     /// not one of the app's files.
-    static func response(_ name: String, _ request: Request, contentSecurityPolicy policy: String = contentSecurityPolicy) throws -> Response {
+    static func response(_ name: String, _ request: Request, contentSecurityPolicy policy: String = WebApp.contentSecurityPolicy) throws -> Response {
         guard let file = files[name] else { throw APIError.notFound("no such file in the web app") }
         var headers: HTTPFields = [
             .eTag: file.etag,

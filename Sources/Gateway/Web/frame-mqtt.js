@@ -249,14 +249,17 @@ export class MQTTClient extends EventTarget {
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
     this.buffer = new Uint8Array(0);
+    // No CONNACK in time (the socket hangs, or never reports its failure): dropped, tried again.
+    clearTimeout(this.timers.connect);
+    this.timers.connect = setTimeout(() => {
+      if (this.socket === socket) this.drop('no answer from the broker');
+    }, Math.max(10_000, this.keepAlive * 1000));
     socket.onopen = () => {
       this.send(connectPacket({
         clientId: this.clientId, username: this.username, password: this.password, keepAlive: this.keepAlive,
         cleanSession: this.cleanSession,
         will: this.will && { ...this.will, payload: bytes(this.will.payload) },
       }));
-      // No CONNACK within the keep-alive: the broker is not answering.
-      this.timers.connect = setTimeout(() => this.drop('no CONNACK from the broker'), this.keepAlive * 1000);
     };
     socket.onmessage = (event) => {
       try {
@@ -265,7 +268,10 @@ export class MQTTClient extends EventTarget {
         this.drop(`protocol error: ${err.message}`);
       }
     };
-    socket.onerror = () => { /* onclose follows with the details */ };
+    // A socket that could not open: some browsers report only the error.
+    socket.onerror = () => {
+      if (this.socket === socket && socket.readyState !== WebSocket.OPEN) this.drop(`cannot connect to ${this.url}`);
+    };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.drop(event.reason || `connection closed (${event.code})`);

@@ -220,6 +220,7 @@ class BrowserFrame {
     this.unsent = new Map();
     this.subscribed = new Set();
     this.reconciling = Promise.resolve();
+    this.inbox = Promise.resolve();
     this.started = performance.now();
     this.gatewayReachable = true;
     this.stopped = false;
@@ -261,7 +262,10 @@ class BrowserFrame {
       warn('the broker refused the frame', { 'mqtt.reason': e.detail.reason });
       if (e.detail.code === 4 || e.detail.code === 5) this.checkCredentials();
     });
-    this.mqtt.addEventListener('message', (e) => this.handle(e.detail).catch((err) => warn('handling a message failed', { error: String(err) })));
+    // One message at a time, in the order they came, as the agent handles them.
+    this.mqtt.addEventListener('message', (e) => {
+      this.inbox = this.inbox.then(() => this.handle(e.detail)).catch((err) => warn('handling a message failed', { error: String(err) }));
+    });
     this.mqtt.start();
     this.watchScreen();
     this.heartbeatTimer = setInterval(() => {
