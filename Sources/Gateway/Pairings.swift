@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import Postgres
 import Secrets
 import ServiceKit
@@ -297,6 +298,7 @@ extension Gateway {
     func pair(_ body: PairBody, user: String, _ context: GatewayContext) async throws -> Wire.Frame {
         let address = context.clientAddress
         if let wait = throttle.withLock({ $0.beginPairing(user: user, address: address, now: .now) }) {
+            Counter(label: "gateway_frame_pairings_total", dimensions: [("result", "throttled")]).increment()
             context.logger.info("pairing attempts throttled", metadata: ["client.address": "\(address ?? "")"])
             throw APIError.tooManyRequests("too many wrong pairing codes", retryAfter: wait)
         }
@@ -311,6 +313,7 @@ extension Gateway {
             }
         }
         guard let claimed else {
+            Counter(label: "gateway_frame_pairings_total", dimensions: [("result", "wrong_code")]).increment()
             context.logger.info("a wrong pairing code was typed")
             throw APIError.notFound("no frame is waiting with this code (codes change every 10 minutes)")
         }
@@ -341,6 +344,7 @@ extension Gateway {
                                       headers: headers(context))
             throw error
         }
+        Counter(label: "gateway_frame_pairings_total", dimensions: [("result", "paired")]).increment()
         context.logger.info("browser frame paired", metadata: [
             "frame.id": "\(frame.frameID)", "pairing.id": "\(claimed.pairingID)", "frame.screen": "\(claimed.width)x\(claimed.height)"])
         return frame
