@@ -355,6 +355,7 @@ class BrowserFrame {
     if (topic === this.topics.config) {
       this.core.configure(message);
       this.saveState();
+      this.updateClock(); // its time zone
       this.slideshowWake.signal();
       log('frame config applied', { 'slideshow.interval_s': message.interval_seconds, 'slideshow.shuffle': message.shuffle });
       return;
