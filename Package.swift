@@ -114,8 +114,8 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ],
-        // The API's OpenAPI document, served at /openapi.yaml, and the family web app, served at
-        // / and /app/{file} (WebApp.swift): compiled into the binary (`PackageResources.openapi_yaml`,
+        // The API's OpenAPI document, served at /openapi.yaml, the family web app, served at
+        // / and /app/{file}, and the browser frame, at /frame (WebApp.swift): compiled into the binary (`PackageResources.openapi_yaml`,
         // `PackageResources.app_js`…: each file's name with dots and dashes made underscores), so the
         // executable needs no resource bundle beside it. Every file of Web/ is listed here and in
         // WebApp.files (GatewayTests checks both).
@@ -135,6 +135,14 @@ let package = Package(
             .embedInCode("Web/icon.svg"),
             .embedInCode("Web/icon192.png"),
             .embedInCode("Web/icon512.png"),
+            .embedInCode("Web/frame.html"),
+            .embedInCode("Web/frame.css"),
+            .embedInCode("Web/frame.js"),
+            .embedInCode("Web/frame-core.js"),
+            .embedInCode("Web/frame-mqtt.js"),
+            .embedInCode("Web/frame-store.js"),
+            .embedInCode("Web/frame-sw.js"),
+            .embedInCode("Web/frame.webmanifest"),
         ],
         swiftSettings: swiftSettings),
 

@@ -271,11 +271,25 @@ extension Gateway {
             return JSONBody(body: FrameJSON(try require(try await album.call(AlbumAPI.getFrame, request, headers: headers(context)).frame)))
         }
         add(router, .patch, "/api/v1/frames/:frame_id") { [self] request, context in
+            let id = try context.parameters.require("frame_id")
             let body = try await request.decode(as: PatchBody.self, context: context)
             try TextInput.name(body.name, "name")
+            // The owner changes anything; a frame (its own token) only its own screen: a browser
+            // frame re-registers its size when it is rotated or resized, so media renders it.
+            let owner: String
+            switch context.principal {
+            case .user(let user):
+                owner = user
+            case .frame(let frame, let frameOwner):
+                guard frame.lowercased() == id.lowercased() else { throw APIError.notFound("no such frame") }
+                guard body.name == nil else { throw APIError.forbidden("a frame may change only its own screen size and orientation") }
+                owner = frameOwner
+            case nil:
+                throw APIError.unauthenticated
+            }
             // One side alone (a new width, the same height) changes that side: album keeps the other.
             let reply = try await album.call(AlbumAPI.updateFrame, UpdateFrameRequest(
-                userID: try context.requireUser(), frameID: try context.parameters.require("frame_id"), name: body.name,
+                userID: owner, frameID: id, name: body.name,
                 width: body.width, height: body.height, orientation: try Self.orientation(body.orientation)), headers: headers(context))
             return JSONBody(body: FrameJSON(try require(reply.frame)))
         }

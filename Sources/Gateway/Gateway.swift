@@ -54,9 +54,32 @@ public struct GatewayConfiguration: Sendable {
     public var capabilityCacheBytes = 32 << 20
     /// The largest blob the hot cache keeps (a larger one is streamed from its file each time).
     public var capabilityCacheEntryBytes = 8 << 20
+    /// Where browser frames (`GET /frame`) reach the MQTT broker over WebSockets, e.g.
+    /// `ws://127.0.0.1:9001` (mosquitto's `listener PORT` + `protocol websockets`; `wss://`
+    /// behind TLS). Handed to a page when it is paired, and allowed by the page's
+    /// Content-Security-Policy. Every frame broker holds every frame's identity, so one URL
+    /// serves all frames. Nil: browser frames cannot be paired (503).
+    public var frameWebSocketURL: String?
+    /// How long a pairing code shown by a browser frame stays valid.
+    public var pairingLifetime: Duration = .seconds(600)
 
     public init(blobRoot: String) {
         self.blobRoot = blobRoot
+    }
+
+    /// The origin of a WebSocket URL (`ws://127.0.0.1:9001` of `ws://127.0.0.1:9001/mqtt`), as a
+    /// Content-Security-Policy source; nil unless `url` is `ws://` or `wss://` with a host made
+    /// of letters, digits, `.`, `-`, `:`, `[` and `]` (no user info, query or fragment).
+    public static func webSocketOrigin(_ url: String) -> String? {
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
+              scheme == "ws" || scheme == "wss", let host = components.host, !host.isEmpty,
+              components.user == nil, components.password == nil, components.query == nil, components.fragment == nil,
+              let start = url.range(of: "://") else { return nil }
+        let authority = url[start.upperBound...].prefix { $0 != "/" }
+        guard !authority.isEmpty, authority.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || ".-:[]".contains($0)) }) else {
+            return nil
+        }
+        return "\(scheme)://\(authority.lowercased())"
     }
 }
 
@@ -67,6 +90,8 @@ public final class Gateway: Sendable {
     let configuration: GatewayConfiguration
     let runtime: ServiceRuntime
     let accounts: Accounts
+    /// Pairing codes of browser frames (Pairings.swift).
+    let pairings: Pairings
     /// Token hash → principal, in front of PostgreSQL.
     let tokenCache: TokenCache
     /// Keeps `tokenCache` honest across replicas (a service of ``application()``).
@@ -105,6 +130,7 @@ public final class Gateway: Sendable {
         self.tokenCache = tokenCache
         self.tokenRevocations = tokenRevocations
         self.accounts = try Accounts(postgres: runtime.postgres, strength: passwordStrength, revocations: tokenRevocations)
+        self.pairings = Pairings(postgres: runtime.postgres)
         self.blobs = BlobStore(path: configuration.blobRoot)
         let storage = ServiceClient(service: StorageAPI.service, nats: runtime.nats, timeout: configuration.serviceTimeout)
         self.storage = storage
@@ -137,11 +163,14 @@ public final class Gateway: Sendable {
 
     var capabilityHorizon: Duration { Self.capabilityHorizon(lifetime: configuration.capabilityLifetime) }
 
+    /// The gateway schema's migrations: accounts and tokens, then browser frames' pairings.
+    public static let migrations: [Migration] = Accounts.migrations + Pairings.migrations
+
     /// Migrates the gateway schema, and the blob store's references (an upload nobody
     /// registered is removed through them).
     public func migrate() async throws {
         try await BlobReferences.migrate(on: runtime.postgres, logger: logger)
-        _ = try await Migrations.apply(schema: Accounts.schema, Accounts.migrations, on: runtime.postgres, logger: logger)
+        _ = try await Migrations.apply(schema: Accounts.schema, Self.migrations, on: runtime.postgres, logger: logger)
     }
 
     /// The HTTP application (a Service) on the configured host and port. A connection that
@@ -215,9 +244,12 @@ public final class Gateway: Sendable {
         // The frame edge: a signed URL is its own authorisation (Capabilities.swift).
         add(router, .get, CapabilityRoute.path, auth: false) { [self] request, context in try await serveCapability(request, context) }
         registerAlbumRoutes(router)
+        // Browser frames pair by code (Pairings.swift): `/api/v1/frames/pair` and `/pairings`.
+        registerPairingRoutes(router)
         registerFrameRoutes(router)
         registerPlaylistRoutes(router)
-        // The family web app: its page at `/`, its files under `/app/` (WebApp.swift).
+        // The family web app: its page at `/`, its files under `/app/`; the browser frame at
+        // `/frame` with its service worker at `/frame-sw.js` (WebApp.swift).
         registerWebAppRoutes(router)
         return router
     }

@@ -1,7 +1,7 @@
 import Foundation
 
-/// How many login and sign-up attempts the gateway takes, as token buckets: `burst` at once,
-/// then one more every `refill`.
+/// How many login, sign-up and pairing attempts the gateway takes, as token buckets: `burst`
+/// at once, then one more every `refill`.
 public struct ThrottleConfiguration: Sendable {
     public struct Limit: Sendable, Equatable {
         /// Attempts allowed at once.
@@ -21,6 +21,13 @@ public struct ThrottleConfiguration: Sendable {
     public var loginFailuresPerAddress = Limit(burst: 20, refill: .seconds(30))
     /// Sign-up attempts from one client address.
     public var signUpsPerAddress = Limit(burst: 20, refill: .seconds(60))
+    /// Wrong pairing codes (`POST /api/v1/frames/pair`) per account: with ~887 million codes
+    /// and a code living 10 minutes, a few tries a minute leave a guesser no chance.
+    public var pairFailuresPerAccount = Limit(burst: 10, refill: .seconds(60))
+    /// Wrong pairing codes from one client address, whatever the account.
+    public var pairFailuresPerAddress = Limit(burst: 30, refill: .seconds(30))
+    /// Pairing codes asked for (`POST /api/v1/frames/pairings`, no token) from one client address.
+    public var pairingsPerAddress = Limit(burst: 30, refill: .seconds(20))
     /// Most accounts and addresses remembered at once; beyond it the least recently used go.
     public var maxTrackedKeys = 10_000
 
@@ -90,8 +97,9 @@ struct TokenBuckets {
     }
 }
 
-/// Login and sign-up throttling: wrong passwords per account and per client address, sign-ups
-/// per client address. An attempt takes its tokens before the password is checked (so
+/// Login, sign-up and pairing throttling: wrong passwords per account and per client address,
+/// sign-ups per client address, wrong pairing codes per account and per address, pairing codes
+/// asked for per address. An attempt takes its tokens before the password is checked (so
 /// parallel attempts cannot overspend); a correct password refills the account and gives the
 /// address its token back.
 struct LoginThrottle {
@@ -148,6 +156,37 @@ struct LoginThrottle {
         let key = "signup:" + address
         if let wait = buckets.wait(key, configuration.signUpsPerAddress, now: now) { return wait }
         buckets.take(key, configuration.signUpsPerAddress, now: now)
+        return nil
+    }
+
+    /// Spends one pairing attempt (`POST /api/v1/frames/pair`) of `user` and of the client
+    /// address; the wait when either has none left (nothing is spent then). A right code gives
+    /// the attempt back (``pairingSucceeded(user:address:now:)``), so only wrong codes count.
+    mutating func beginPairing(user: String, address: String?, now: ContinuousClock.Instant) -> Duration? {
+        let account = "pair-account:" + user
+        let addressKey = address.map { "pair-address:" + $0 }
+        let waits = [buckets.wait(account, configuration.pairFailuresPerAccount, now: now),
+                     addressKey.flatMap { buckets.wait($0, configuration.pairFailuresPerAddress, now: now) }]
+        if let wait = waits.compactMap({ $0 }).max() { return wait }
+        buckets.take(account, configuration.pairFailuresPerAccount, now: now)
+        if let addressKey { buckets.take(addressKey, configuration.pairFailuresPerAddress, now: now) }
+        return nil
+    }
+
+    /// The code was right (or the attempt was not judged): its token goes back. Earlier wrong
+    /// codes stay counted: hitting a code at last proves nothing about the guesses before it.
+    mutating func pairingSucceeded(user: String, address: String?, now: ContinuousClock.Instant) {
+        buckets.give("pair-account:" + user, configuration.pairFailuresPerAccount, now: now)
+        if let address { buckets.give("pair-address:" + address, configuration.pairFailuresPerAddress, now: now) }
+    }
+
+    /// Spends one pairing request (a browser frame asking for a code) of `address` (none without
+    /// an address); the wait when it has none left.
+    mutating func beginPairingRequest(address: String?, now: ContinuousClock.Instant) -> Duration? {
+        guard let address else { return nil }
+        let key = "pairing:" + address
+        if let wait = buckets.wait(key, configuration.pairingsPerAddress, now: now) { return wait }
+        buckets.take(key, configuration.pairingsPerAddress, now: now)
         return nil
     }
 

@@ -279,6 +279,12 @@ struct GatewayOptions: ParsableArguments {
         """)
     var capabilityCacheBytes: Int = env("FRAMECAST_CAPABILITY_CACHE_BYTES").flatMap(Int.init) ?? 32 << 20
 
+    @Option(help: """
+        The MQTT broker's WebSocket URL as browser frames (/frame) reach it, ws://HOST:PORT[/PATH] or \
+        wss://… (env FRAMECAST_MQTT_WS_URL; without it, browser frames cannot be paired).
+        """)
+    var mqttWsURL: String? = env("FRAMECAST_MQTT_WS_URL")
+
     func makeServices(_ runtime: ServiceRuntime, blobDir: String, capability: CapabilitySettings) async throws -> [any Service] {
         try FileManager.default.createDirectory(atPath: blobDir, withIntermediateDirectories: true)
         var configuration = GatewayConfiguration(blobRoot: blobDir)
@@ -289,6 +295,12 @@ struct GatewayOptions: ParsableArguments {
         configuration.capabilityKeys = capability.keys
         configuration.capabilityLifetime = capability.lifetime
         configuration.capabilityCacheBytes = max(0, capabilityCacheBytes)
+        if let mqttWsURL {
+            guard GatewayConfiguration.webSocketOrigin(mqttWsURL) != nil else {
+                throw ValidationError("--mqtt-ws-url / FRAMECAST_MQTT_WS_URL must be ws://HOST:PORT[/PATH] or wss://…, not \(mqttWsURL.prefix(200))")
+            }
+            configuration.frameWebSocketURL = mqttWsURL
+        }
         let gateway = try Gateway(configuration: configuration, runtime: runtime, registry: metricsRegistry)
         try await gateway.migrate()
         return [gateway.application()]
@@ -679,7 +691,7 @@ struct Migrate: AsyncParsableCommand {
             (StorageService.schema, Outbox.migrations(schema: StorageService.schema) + StorageService.migrations),
             (AlbumService.schema, Outbox.migrations(schema: AlbumService.schema) + AlbumService.migrations),
             (MediaService.schema, Outbox.migrations(schema: MediaService.schema) + MediaService.migrations),
-            (Accounts.schema, Accounts.migrations),
+            (Accounts.schema, Gateway.migrations),
         ]
         for (schema, migrations) in schemas {
             let applied = try await Migrations.apply(schema: schema, migrations, on: postgres, logger: logger)

@@ -60,4 +60,35 @@ import Testing
         }
         await h.close()
     }
+
+    @Test func servesTheBrowserFrameWithAPolicyNamingTheBrokersWebSocketOrigin() async throws {
+        let h = try await GatewayHarness.make { $0.frameWebSocketURL = "ws://127.0.0.1:9001/mqtt" }
+        let policy = WebApp.frameContentSecurityPolicy(webSocketURL: "ws://127.0.0.1:9001/mqtt")
+        #expect(policy.contains(" ws://127.0.0.1:9001;"))
+        try await h.run(storage: false) { client in
+            let page = try await client.execute(uri: "/frame", method: .get)
+            #expect(page.status == .ok)
+            #expect(page.headers[.contentType] == "text/html; charset=utf-8")
+            #expect(page.headers[.cacheControl] == "no-cache")
+            #expect(page.headers[.contentSecurityPolicy] == policy)
+            #expect(page.bytes == WebApp.files[WebApp.framePage].map { Array($0.body.readableBytesView) })
+            #expect(String(decoding: page.bytes, as: UTF8.self).contains("id=\"pairing-code\""))
+            let etag = try #require(page.headers[.eTag])
+            #expect(try await client.execute(uri: "/frame", method: .get, headers: [.ifNoneMatch: etag]).status == .notModified)
+
+            let worker = try await client.execute(uri: "/frame-sw.js", method: .get)
+            #expect(worker.status == .ok)
+            #expect(worker.headers[.contentType] == "text/javascript; charset=utf-8")
+            #expect(worker.headers[.contentSecurityPolicy] == policy, "a worker runs under its own script's policy")
+            for name in ["frame.js", "frame-mqtt.js", "frame-core.js", "frame-store.js", "frame.css"] {
+                let file = try await client.execute(uri: "/app/\(name)", method: .get)
+                #expect(file.status == .ok, "\(name)")
+                #expect(file.headers[.contentSecurityPolicy] == policy, "\(name)")
+            }
+            let manifest = try await client.execute(uri: "/app/frame.webmanifest", method: .get)
+            #expect(manifest.headers[.contentType] == "application/manifest+json")
+            #expect(try await client.execute(uri: "/app/app.js", method: .get).headers[.contentSecurityPolicy] == WebApp.contentSecurityPolicy)
+        }
+        await h.close()
+    }
 }

@@ -148,7 +148,10 @@ mosquitto_dynsec_plugin() {
   echo "$p"
 }
 
-# start_mosquitto NAME [extra config lines] → sets MQTT_PORT
+# start_mosquitto NAME [extra config lines] → sets MQTT_PORT and MQTT_WS_PORT
+# Two listeners on loopback: MQTT (MQTT_PORT) and MQTT over WebSockets (MQTT_WS_PORT, for the
+# browser frame at /frame: the gateway hands it ws://127.0.0.1:MQTT_WS_PORT, FRAMECAST_MQTT_WS_URL);
+# the same authentication and authorisation on both (per_listener_settings false).
 # No anonymous client: mosquitto's dynamic-security plugin authenticates and authorises every
 # client. Its state (data/dynsec.json, 0600) is created on first start with the album service's
 # identity (mqtt_identity) and, from MQTT_DYNSEC_ARGS (an array), leaf bridges (--bridge NAME,
@@ -167,11 +170,15 @@ start_mosquitto() {
   if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$dir/data"; fi
   for attempt in 1 2 3 4 5; do
     MQTT_PORT=$(free_port)
+    MQTT_WS_PORT=$(free_port)
+    [ "$MQTT_WS_PORT" != "$MQTT_PORT" ] || MQTT_WS_PORT=$(free_port)
     # 0600: a leaf's configuration holds its bridge password.
     install -m 600 /dev/null "$dir/mosquitto.conf"
     {
       echo "per_listener_settings false"
       echo "listener $MQTT_PORT 127.0.0.1"
+      echo "listener $MQTT_WS_PORT 127.0.0.1"
+      echo "protocol websockets"
       echo "allow_anonymous false"
       echo "plugin $(mosquitto_dynsec_plugin)"
       echo "plugin_opt_config_file $dir/data/dynsec.json"
@@ -185,9 +192,9 @@ start_mosquitto() {
     } > "$dir/mosquitto.conf"
     mosquitto -c "$dir/mosquitto.conf" >"$dir/server.log" 2>&1 &
     local pid=$!
-    if wait_port "$MQTT_PORT" 10; then
+    if wait_port "$MQTT_PORT" 10 && wait_port "$MQTT_WS_PORT" 5; then
       record_pid "$pid" "$name"
-      log "mosquitto $name: mqtt://127.0.0.1:$MQTT_PORT (pid $pid)"
+      log "mosquitto $name: mqtt://127.0.0.1:$MQTT_PORT, ws://127.0.0.1:$MQTT_WS_PORT (pid $pid)"
       return 0
     fi
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
