@@ -8,7 +8,8 @@ URL: a running gateway (`framecast all`) that knows the broker's WebSocket URL
 can cut: the page, its service worker, its API calls and photo downloads all go through it, so
 "no network" is real, not only the browser's emulation. The owner's side goes straight to URL
 through the API, as a phone would: sign up, an album, pairing with the code the page shows,
-uploads, a command, a deleted photo, the frame deleted.
+uploads, a command, a deleted photo, the frame deleted; and once through the family app (/, in a
+second window, logged in as the owner) to pair the page again by its form.
 
 Steps, each checked on the page (its elements and pixels) and through the API:
 pairing by the code in #pairing-code (the frame gets the page's screen); a photo pushed and on
@@ -17,7 +18,10 @@ printed); `displayed` reported; a second photo, then `next` obeyed; a deleted ph
 screen and the frame's cache; a reload with the network cut showing the kept photo, and the
 frame reconnecting by itself when the network returns (a new photo arrives); rotation to
 portrait re-registering 600x1024 and showing the frame:600x1024 version; the frame deleted and
-the page pairing again. Screenshots (frame-*.png) go to DIR (artifacts).
+the page pairing again; the page paired again from the family app's form “Pair a tablet or
+browser frame” (a wrong code first: its message, and no frame; then the code the page shows, a
+name and the album: “… is paired”, the page online as that frame, “Online” on its card; then
+that frame deleted). Screenshots (frame-*.png) go to DIR (artifacts).
 Prints one line per step, then "browser frame: N passed, N failed".
 """
 import argparse
@@ -38,16 +42,19 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from browser_test import CHROMEDRIVER, CHROMIUM, Failure, NotYet, real_photos  # noqa: E402
+from browser_test import CHROMEDRIVER, CHROMIUM, Failure, NotYet, literal, real_photos  # noqa: E402
 
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
 
 LANDSCAPE = (1024, 600)
 PORTRAIT = (600, 1024)
 CODE = re.compile(r"^[2-9A-HJKMNP-Z]{3}-[2-9A-HJKMNP-Z]{3}$")
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # Sources/Gateway/Pairings.swift
+PAIR_FORM = "//form[.//h3[normalize-space(.)='Pair a tablet or browser frame']]"
 PHOTO_CACHE = "framecast-frame-photos-v1"
 
 
@@ -151,6 +158,8 @@ class FrameTest:
         self.passed = []
         self.console = []
         self.token = None
+        self.email = None
+        self.password = None
         self.album = None
         self.frame_id = None
         self.photos = real_photos(4)
@@ -202,6 +211,9 @@ class FrameTest:
     def frame(self):
         return self.api("GET", f"/api/v1/frames/{self.frame_id}", expect=200)[1]
 
+    def frames(self):
+        return self.api("GET", "/api/v1/frames", expect=200)[1]["frames"]
+
     # --- Browser ---
 
     def start_browser(self):
@@ -230,7 +242,7 @@ class FrameTest:
     def screenshot(self, name):
         self.driver.save_screenshot(os.path.join(self.artifacts, f"{name}.png"))
 
-    def drain_console(self):
+    def drain_console(self, page="the frame page"):
         try:
             entries = self.driver.get_log("browser")
         except WebDriverException:
@@ -240,7 +252,7 @@ class FrameTest:
                if e.get("level") == "SEVERE" and ("Uncaught" in e["message"] or "Content Security Policy" in e["message"]
                                                   or "Refused to" in e["message"])]
         if bad:
-            raise Failure("the frame page logged errors: " + " | ".join(bad[:5]))
+            raise Failure(f"{page} logged errors: " + " | ".join(bad[:5]))
 
     def wait(self, what, condition, timeout=20, interval=0.1):
         deadline = time.monotonic() + timeout
@@ -258,6 +270,54 @@ class FrameTest:
 
     def js(self, script, *args):
         return self.driver.execute_script(script, *args)
+
+    # --- The family app (/), as a person uses it: labels, button texts, messages ---
+
+    def visible(self, xpath, scope=None):
+        for element in (scope or self.driver).find_elements(By.XPATH, xpath):
+            try:
+                if element.is_displayed():
+                    return element
+            except StaleElementReferenceException:
+                continue
+        return None
+
+    def control(self, label, scope=None):
+        """The form control a visible <label> with exactly this text names."""
+        def find():
+            for element in (scope or self.driver).find_elements(By.XPATH, f".//label[normalize-space(.)={literal(label)}]"):
+                if not element.is_displayed():
+                    continue
+                target = element.get_attribute("for")
+                if target:
+                    return self.driver.find_element(By.ID, target)
+                inner = element.find_elements(By.XPATH, ".//input|.//select|.//textarea")
+                if inner:
+                    return inner[0]
+            raise NotYet(f"no visible control labelled “{label}”")
+        return self.wait(f"the control labelled “{label}”", find, timeout=15, interval=0.25)
+
+    def type_into(self, label, text, scope=None):
+        element = self.control(label, scope)
+        element.clear()
+        element.send_keys(text)
+
+    def click_button(self, text, scope=None):
+        """Clicks a visible, enabled button with exactly this text."""
+        xpath = f".//button[normalize-space(.)={literal(text)}]"
+
+        def find():
+            found = self.visible(xpath, scope)
+            return found if found is not None and found.is_enabled() else None
+        self.wait(f"a button “{text}”", find, timeout=15, interval=0.25).click()
+
+    def heading(self, text, timeout=20):
+        xpath = f"//h1[normalize-space(.)={literal(text)}]"
+        return self.wait(f"the page “{text}”", lambda: self.visible(xpath), timeout=timeout, interval=0.25)
+
+    def text_on_page(self, text, scope=None, timeout=20):
+        xpath = f".//*[contains(normalize-space(.), {literal(text)})][not(*[contains(normalize-space(.), {literal(text)})])]"
+        return self.wait(f"the text “{text}”", lambda: self.visible(xpath, scope), timeout=timeout, interval=0.25)
 
     def shown(self):
         """The file on screen, its version, when it was shown, and the visible image's size."""
@@ -365,8 +425,9 @@ class FrameTest:
             raise Failure(f"the viewport is {size}, not {LANDSCAPE} at 1x")
         self.screenshot("frame-pairing")
         self.drain_console()
-        email = f"tablet-{secrets.token_hex(4)}@example.com"
-        _, session = self.api("POST", "/api/v1/auth/signup", {"email": email, "password": f"a long secret {secrets.token_hex(4)}",
+        self.email = f"tablet-{secrets.token_hex(4)}@example.com"
+        self.password = f"a long secret {secrets.token_hex(4)}"
+        _, session = self.api("POST", "/api/v1/auth/signup", {"email": self.email, "password": self.password,
                                                             "name": "Tablet owner"}, expect=201)
         self.token = session["token"]
         _, album = self.api("POST", "/api/v1/albums", {"name": "Kitchen wall"}, expect=201)
@@ -474,6 +535,90 @@ class FrameTest:
             raise Failure("the deleted frame's credentials are still in localStorage")
         self.screenshot("frame-pairing-again")
 
+    def pair_form(self):
+        """The page, pairing again, paired by the owner in the family app's form (a second window,
+        as a phone next to the tablet): a wrong code first, then the code the page shows."""
+        def code():
+            text = self.js("const e = document.getElementById('pairing-code'); return e && !e.closest('[hidden]') ? e.textContent.trim() : ''")
+            return text if CODE.match(text or "") else None
+        shown = self.wait("a pairing code in #pairing-code", code, timeout=30)
+        screen = self.js("return [Math.round(innerWidth * devicePixelRatio), Math.round(innerHeight * devicePixelRatio)]")
+        wrong = shown
+        while wrong == shown:
+            wrong = "-".join("".join(secrets.choice(CODE_ALPHABET) for _ in range(3)) for _ in range(2))
+        before = {f["frame_id"] for f in self.frames()}
+        name = "Hall tablet"
+        page = self.driver.current_window_handle
+        self.driver.switch_to.new_window("window")
+        app = self.driver.current_window_handle
+        self.driver.get(self.url + "/#/frames")
+        self.heading("Log in to Framecast")
+        self.type_into("E-mail", self.email)
+        self.type_into("Password", self.password)
+        self.click_button("Log in")
+        self.heading("Frames")
+        form = self.wait("the form “Pair a tablet or browser frame”", lambda: self.visible(PAIR_FORM), timeout=30, interval=0.25)
+        album = self.control("Kitchen wall", form)
+        if album.get_attribute("type") != "checkbox":
+            raise Failure(f"the album “Kitchen wall” in the form is not a checkbox: {album.get_attribute('outerHTML')[:200]}")
+
+        # A wrong code: the form's message, and no frame.
+        self.type_into("Code on the frame", wrong, form)
+        self.type_into("Frame name", name, form)
+        if not album.is_selected():
+            album.click()
+        self.click_button("Pair frame", form)
+        self.text_on_page("No frame is waiting with that code", form)
+        if self.visible(".//*[contains(normalize-space(.), 'is paired')]", form) is not None:
+            raise Failure(f"the wrong code {wrong} was answered “… is paired”")
+        if {f["frame_id"] for f in self.frames()} != before:
+            raise Failure(f"the wrong code {wrong} paired a frame")
+        self.screenshot("frame-pair-wrong-code")
+
+        # The code on the page: paired, with the page's screen and the album ticked.
+        self.type_into("Code on the frame", shown, form)
+        if not album.is_selected():
+            album.click()
+        self.click_button("Pair frame", form)
+        submitted = time.monotonic()
+        self.text_on_page(f"{name} is paired", form, timeout=30)
+        new = [f for f in self.frames() if f["frame_id"] not in before]
+        if len(new) != 1 or new[0]["name"] != name:
+            raise Failure(f"after “Pair frame”, the new frames are {[(f['frame_id'], f['name']) for f in new]}, not one “{name}”")
+        frame = new[0]
+        self.frame_id = frame["frame_id"]
+        if [frame["width"], frame["height"]] != screen:
+            raise Failure(f"the paired frame has the screen {frame['width']}x{frame['height']}, not the page's {screen[0]}x{screen[1]}")
+        if frame["album_ids"] != [self.album]:
+            raise Failure(f"the paired frame shows the albums {frame['album_ids']}, not the one ticked ({self.album})")
+
+        # The page leaves pairing and runs as that frame.
+        self.driver.switch_to.window(page)
+        self.wait("the page connected as the frame (data-frame-state=online)",
+                  lambda: self.js("return document.documentElement.dataset.frameState") == "online", timeout=30)
+        print(f"browser frame:  “Pair frame” → the page online: {time.monotonic() - submitted:.2f} s", flush=True)
+        if not self.js("return document.getElementById('pairing').hidden && !document.getElementById('screen').hidden"):
+            raise Failure("online, the page still shows pairing, not its screen")
+        self.wait("the frame online in the API", lambda: self.frame().get("online") is True, timeout=30)
+        kept = self.js("return localStorage.getItem('framecast.frame')")
+        if kept is None or json.loads(kept).get("frame_id") != self.frame_id:
+            raise Failure(f"the page kept no credentials of the paired frame {self.frame_id} in localStorage")
+        self.screenshot("frame-paired-by-form")
+
+        # The owner sees it online, without reloading.
+        self.driver.switch_to.window(app)
+        badge = f"//article[contains(@class,'frame-card')][.//h3[normalize-space(.)={literal(name)}]]//span[contains(@class,'badge')]"
+
+        def online_on_card():
+            found = self.visible(badge)
+            return found is not None and found.text.strip() == "Online"
+        self.wait(f"“Online” on the card of {name}", online_on_card, timeout=30, interval=0.25)
+        self.screenshot("frame-pair-form")
+        self.drain_console("the family app")
+        self.driver.close()
+        self.driver.switch_to.window(page)
+        self.api("DELETE", f"/api/v1/frames/{self.frame_id}", expect=204)
+
     # --- Run ---
 
     def step(self, name, function):
@@ -497,6 +642,8 @@ class FrameTest:
             ("reloaded without network it shows the kept photo; it reconnects by itself", self.offline_reload),
             ("rotated to portrait: 600x1024 registered, its version shown", self.rotation),
             ("the frame deleted: the page pairs again", self.deleted_frame),
+            ("paired again from the family app's form: a wrong code refused, the right one pairs it and it goes online",
+             self.pair_form),
         ]
         failed = 0
         try:
