@@ -620,7 +620,8 @@ struct Fanout: AsyncParsableCommand {
         try markdown.write(toFile: "\(resultsDir)/fanout.md", atomically: true, encoding: .utf8)
         try fanoutChart(report).write(toFile: "\(resultsDir)/fanout.svg", atomically: true, encoding: .utf8)
         print(markdown)
-        let errors = sizes.reduce(0) { $0 + $1.errors }
+        // This run's sizes only (--append keeps earlier ones in the report, not in the verdict).
+        let errors = sizes.filter { size in counts.contains(size.frames) }.reduce(0) { $0 + $1.errors }
         if errors > 0 { throw ChildError(description: "\(errors) error(s) during the fan-out") }
         note("report: \(resultsDir)/fanout.md")
     }
