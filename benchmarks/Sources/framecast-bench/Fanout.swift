@@ -859,10 +859,16 @@ struct Fanout: AsyncParsableCommand {
         var uploadLatencies: [Double] = [], floorLatencies: [Double] = []
         for i in rounds.indices where rounds[i].kind != "floor" {
             // Publish ≈ probe receipt − the probe's median offset in the floor rounds.
-            if let relative = rounds[i].latencyMS, let offset {
-                rounds[i].latencyMS = Summary([relative.min, relative.p50, relative.p95, relative.p99, relative.max].map { $0 + offset })
-                rounds[i].latencyMS?.count = relative.count
-                rounds[i].latencyMS?.mean = relative.mean + offset
+            // Every order statistic moves by the same offset (a Summary of the five figures
+            // would instead report the round's p95 as its p50 and its max as p95 and p99).
+            if var shifted = rounds[i].latencyMS, let offset {
+                shifted.min += offset
+                shifted.p50 += offset
+                shifted.p95 += offset
+                shifted.p99 += offset
+                shifted.max += offset
+                shifted.mean += offset
+                rounds[i].latencyMS = shifted
                 rounds[i].acceptedToPublishMS = rounds[i].acceptedToPublishMS.map { $0 - offset }
             }
         }
