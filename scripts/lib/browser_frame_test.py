@@ -42,7 +42,7 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from browser_test import CHROMEDRIVER, CHROMIUM, Failure, NotYet, literal, real_photos  # noqa: E402
+from browser_test import CHROMEDRIVER, CHROMIUM, Failure, NotYet, PageDriver, literal, real_photos  # noqa: E402
 
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException  # noqa: E402
@@ -144,7 +144,10 @@ class Relay:
         self.close_quietly(self.server)
 
 
-class FrameTest:
+class FrameTest(PageDriver):
+    # The frame's timings (upload → on screen) are polled finely.
+    wait_interval = 0.1
+
     def __init__(self, args):
         self.url = args.url.rstrip("/")
         self.artifacts = os.path.abspath(args.artifacts)
@@ -253,71 +256,6 @@ class FrameTest:
                                                   or "Refused to" in e["message"])]
         if bad:
             raise Failure(f"{page} logged errors: " + " | ".join(bad[:5]))
-
-    def wait(self, what, condition, timeout=20, interval=0.1):
-        deadline = time.monotonic() + timeout
-        last = None
-        while True:
-            try:
-                answer = condition()
-                if answer:
-                    return answer
-            except (StaleElementReferenceException, NotYet) as error:
-                last = error
-            if time.monotonic() > deadline:
-                raise Failure(f"timed out after {timeout} s waiting for {what}" + (f" ({last})" if last else ""))
-            time.sleep(interval)
-
-    def js(self, script, *args):
-        return self.driver.execute_script(script, *args)
-
-    # --- The family app (/), as a person uses it: labels, button texts, messages ---
-
-    def visible(self, xpath, scope=None):
-        for element in (scope or self.driver).find_elements(By.XPATH, xpath):
-            try:
-                if element.is_displayed():
-                    return element
-            except StaleElementReferenceException:
-                continue
-        return None
-
-    def control(self, label, scope=None):
-        """The form control a visible <label> with exactly this text names."""
-        def find():
-            for element in (scope or self.driver).find_elements(By.XPATH, f".//label[normalize-space(.)={literal(label)}]"):
-                if not element.is_displayed():
-                    continue
-                target = element.get_attribute("for")
-                if target:
-                    return self.driver.find_element(By.ID, target)
-                inner = element.find_elements(By.XPATH, ".//input|.//select|.//textarea")
-                if inner:
-                    return inner[0]
-            raise NotYet(f"no visible control labelled “{label}”")
-        return self.wait(f"the control labelled “{label}”", find, timeout=15, interval=0.25)
-
-    def type_into(self, label, text, scope=None):
-        element = self.control(label, scope)
-        element.clear()
-        element.send_keys(text)
-
-    def click_button(self, text, scope=None):
-        """Clicks a visible, enabled button with exactly this text."""
-        xpath = f".//button[normalize-space(.)={literal(text)}]"
-
-        def find():
-            found = self.visible(xpath, scope)
-            return found if found is not None and found.is_enabled() else None
-        self.wait(f"a button “{text}”", find, timeout=15, interval=0.25).click()
-
-    def heading(self, text, timeout=20):
-        xpath = f"//h1[normalize-space(.)={literal(text)}]"
-        return self.wait(f"the page “{text}”", lambda: self.visible(xpath), timeout=timeout, interval=0.25)
-
-    def text_on_page(self, text, scope=None, timeout=20):
-        xpath = f".//*[contains(normalize-space(.), {literal(text)})][not(*[contains(normalize-space(.), {literal(text)})])]"
-        return self.wait(f"the text “{text}”", lambda: self.visible(xpath, scope), timeout=timeout, interval=0.25)
 
     def shown(self):
         """The file on screen, its version, when it was shown, and the visible image's size."""
@@ -568,7 +506,7 @@ class FrameTest:
         if not album.is_selected():
             album.click()
         self.click_button("Pair frame", form)
-        self.text_on_page("No frame is waiting with that code", form)
+        self.text_on_page("No frame is waiting with that code", scope=form)
         if self.visible(".//*[contains(normalize-space(.), 'is paired')]", form) is not None:
             raise Failure(f"the wrong code {wrong} was answered “… is paired”")
         if {f["frame_id"] for f in self.frames()} != before:
@@ -581,7 +519,7 @@ class FrameTest:
             album.click()
         self.click_button("Pair frame", form)
         submitted = time.monotonic()
-        self.text_on_page(f"{name} is paired", form, timeout=30)
+        self.text_on_page(f"{name} is paired", scope=form, timeout=30)
         new = [f for f in self.frames() if f["frame_id"] not in before]
         if len(new) != 1 or new[0]["name"] != name:
             raise Failure(f"after “Pair frame”, the new frames are {[(f['frame_id'], f['name']) for f in new]}, not one “{name}”")

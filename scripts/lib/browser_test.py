@@ -62,7 +62,95 @@ def real_photos(count):
     return candidates[:count]
 
 
-class BrowserTest:
+class PageDriver:
+    """Drives a page as a person does: visible labels, button texts, headings and messages.
+    Shared by the family app's test (BrowserTest) and the browser frame's (browser_frame_test.py);
+    a subclass sets `self.driver` and may set `wait_interval` (seconds between polls)."""
+
+    wait_interval = 0.25
+
+    def js(self, script, *args):
+        return self.driver.execute_script(script, *args)
+
+    def wait(self, what, condition, timeout=20, interval=None):
+        """Polls `condition` until it answers something truthy; fails with `what` after `timeout` s."""
+        interval = interval or self.wait_interval
+        deadline = time.monotonic() + timeout
+        last_error = None
+        while True:
+            try:
+                answer = condition()
+                if answer:
+                    return answer
+            except (StaleElementReferenceException, NotYet) as error:
+                last_error = error
+            if time.monotonic() > deadline:
+                raise Failure(f"timed out after {timeout} s waiting for {what}" + (f" ({last_error})" if last_error else ""))
+            time.sleep(interval)
+
+    def visible(self, xpath, scope=None):
+        for element in (scope or self.driver).find_elements(By.XPATH, xpath):
+            try:
+                if element.is_displayed():
+                    return element
+            except StaleElementReferenceException:
+                continue
+        return None
+
+    def control(self, label, scope=None):
+        """The form control a visible <label> with exactly this text names."""
+        def find():
+            for element in (scope or self.driver).find_elements(By.XPATH, f".//label[normalize-space(.)={literal(label)}]"):
+                if not element.is_displayed():
+                    continue
+                target = element.get_attribute("for")
+                if target:
+                    return self.driver.find_element(By.ID, target)
+                inner = element.find_elements(By.XPATH, ".//input|.//select|.//textarea")
+                if inner:
+                    return inner[0]
+            raise NotYet(f"no visible control labelled “{label}”")
+        return self.wait(f"the control labelled “{label}”", find, timeout=15)
+
+    def type_into(self, label, text, scope=None):
+        element = self.control(label, scope)
+        element.clear()
+        element.send_keys(text)
+        return element
+
+    def button(self, text, scope=None, timeout=15):
+        """A visible, enabled button with exactly this text."""
+        xpath = f".//button[normalize-space(.)={literal(text)}]"
+
+        def find():
+            found = self.visible(xpath, scope)
+            return found if found is not None and found.is_enabled() else None
+        return self.wait(f"a button “{text}”", find, timeout=timeout)
+
+    def open_section(self, text, scope):
+        """Opens the <details> whose <summary> says `text`."""
+        summary = self.wait(f"the section “{text}”", lambda: self.visible(f".//summary[normalize-space(.)={literal(text)}]", scope))
+        if summary.find_element(By.XPATH, "..").get_attribute("open") is None:
+            summary.click()
+
+    def click_button(self, text, scope=None, timeout=15):
+        self.button(text, scope, timeout).click()
+
+    def link(self, text, scope=None, timeout=15):
+        xpath = f".//a[normalize-space(.)={literal(text)}]"
+        return self.wait(f"a link “{text}”", lambda: self.visible(xpath, scope), timeout=timeout)
+
+    def heading(self, text, timeout=20):
+        xpath = f"//h1[normalize-space(.)={literal(text)}]"
+        return self.wait(f"the page “{text}”", lambda: self.visible(xpath), timeout=timeout)
+
+    def text_on_page(self, text, timeout=20, scope=None):
+        xpath = f".//*[contains(normalize-space(.), {literal(text)})][not(*[contains(normalize-space(.), {literal(text)})])]"
+        return self.wait(f"the text “{text}”", lambda: self.visible(xpath, scope), timeout=timeout)
+
+
+
+class BrowserTest(PageDriver):
     def __init__(self, args):
         self.url = args.url.rstrip("/")
         self.bin = args.bin
@@ -137,81 +225,6 @@ class BrowserTest:
             raise Failure("the page logged errors: " + " | ".join(bad[:5]))
 
     # --- Finding things as a person does ---
-
-    def wait(self, what, condition, timeout=20, interval=0.25):
-        """Polls `condition` until it answers something truthy; fails with `what` after `timeout` s."""
-        deadline = time.monotonic() + timeout
-        last_error = None
-        while True:
-            try:
-                answer = condition()
-                if answer:
-                    return answer
-            except (StaleElementReferenceException, NotYet) as error:
-                last_error = error
-            if time.monotonic() > deadline:
-                raise Failure(f"timed out after {timeout} s waiting for {what}" + (f" ({last_error})" if last_error else ""))
-            time.sleep(interval)
-
-    def visible(self, xpath, scope=None):
-        for element in (scope or self.driver).find_elements(By.XPATH, xpath):
-            try:
-                if element.is_displayed():
-                    return element
-            except StaleElementReferenceException:
-                continue
-        return None
-
-    def control(self, label, scope=None):
-        """The form control a visible <label> with exactly this text names."""
-        def find():
-            for element in (scope or self.driver).find_elements(By.XPATH, f".//label[normalize-space(.)={literal(label)}]"):
-                if not element.is_displayed():
-                    continue
-                target = element.get_attribute("for")
-                if target:
-                    return self.driver.find_element(By.ID, target)
-                inner = element.find_elements(By.XPATH, ".//input|.//select|.//textarea")
-                if inner:
-                    return inner[0]
-            raise NotYet(f"no visible control labelled “{label}”")
-        return self.wait(f"the control labelled “{label}”", find, timeout=15)
-
-    def type_into(self, label, text, scope=None):
-        element = self.control(label, scope)
-        element.clear()
-        element.send_keys(text)
-        return element
-
-    def button(self, text, scope=None, timeout=15):
-        """A visible, enabled button with exactly this text."""
-        xpath = f".//button[normalize-space(.)={literal(text)}]"
-
-        def find():
-            found = self.visible(xpath, scope)
-            return found if found is not None and found.is_enabled() else None
-        return self.wait(f"a button “{text}”", find, timeout=timeout)
-
-    def open_section(self, text, scope):
-        """Opens the <details> whose <summary> says `text`."""
-        summary = self.wait(f"the section “{text}”", lambda: self.visible(f".//summary[normalize-space(.)={literal(text)}]", scope))
-        if summary.find_element(By.XPATH, "..").get_attribute("open") is None:
-            summary.click()
-
-    def click_button(self, text, scope=None, timeout=15):
-        self.button(text, scope, timeout).click()
-
-    def link(self, text, scope=None, timeout=15):
-        xpath = f".//a[normalize-space(.)={literal(text)}]"
-        return self.wait(f"a link “{text}”", lambda: self.visible(xpath, scope), timeout=timeout)
-
-    def heading(self, text, timeout=20):
-        xpath = f"//h1[normalize-space(.)={literal(text)}]"
-        return self.wait(f"the page “{text}”", lambda: self.visible(xpath), timeout=timeout)
-
-    def text_on_page(self, text, timeout=20, scope=None):
-        xpath = f".//*[contains(normalize-space(.), {literal(text)})][not(*[contains(normalize-space(.), {literal(text)})])]"
-        return self.wait(f"the text “{text}”", lambda: self.visible(xpath, scope), timeout=timeout)
 
     def nav(self, text, h1):
         self.link(text, self.driver.find_element(By.ID, "nav")).click()
