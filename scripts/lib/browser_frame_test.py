@@ -147,6 +147,10 @@ class Relay:
 class FrameTest(PageDriver):
     # The frame's timings (upload → on screen) are polled finely.
     wait_interval = 0.1
+    label = "browser frame"
+    page_name = "the frame page"
+    failure_prefix = "frame-"
+    drain_each_step = True
 
     def __init__(self, args):
         self.url = args.url.rstrip("/")
@@ -241,21 +245,6 @@ class FrameTest(PageDriver):
             "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False,
             "screenOrientation": {"type": "portraitPrimary" if height > width else "landscapePrimary",
                                   "angle": 0 if height > width else 90}})
-
-    def screenshot(self, name):
-        self.driver.save_screenshot(os.path.join(self.artifacts, f"{name}.png"))
-
-    def drain_console(self, page="the frame page"):
-        try:
-            entries = self.driver.get_log("browser")
-        except WebDriverException:
-            return
-        self.console.extend(entries)
-        bad = [e["message"] for e in entries
-               if e.get("level") == "SEVERE" and ("Uncaught" in e["message"] or "Content Security Policy" in e["message"]
-                                                  or "Refused to" in e["message"])]
-        if bad:
-            raise Failure(f"{page} logged errors: " + " | ".join(bad[:5]))
 
     def shown(self):
         """The file on screen, its version, when it was shown, and the visible image's size."""
@@ -559,17 +548,6 @@ class FrameTest(PageDriver):
 
     # --- Run ---
 
-    def step(self, name, function):
-        start = time.monotonic()
-        try:
-            function()
-            self.drain_console()
-        except Exception:
-            print(f"browser frame: FAILED {name} ({time.monotonic() - start:.1f} s)", flush=True)
-            raise
-        self.passed.append(name)
-        print(f"browser frame: ok     {name} ({time.monotonic() - start:.1f} s)", flush=True)
-
     def run(self):
         steps = [
             ("/frame shows a code; paired from the API, it gets the page's screen and goes online", self.pairing),
@@ -598,20 +576,6 @@ class FrameTest(PageDriver):
             print("browser frame: upload → on-screen times (s): " + ", ".join(f"{t:.2f}" for t in self.times), flush=True)
         print(f"browser frame: {len(self.passed)} passed, {failed} failed", flush=True)
         return failed == 0
-
-    def save_failure(self):
-        if self.driver is None:
-            return
-        try:
-            self.screenshot("frame-failure")
-            with open(os.path.join(self.artifacts, "frame-failure.html"), "w") as f:
-                f.write(self.driver.page_source)
-            self.console.extend(self.driver.get_log("browser"))
-        except WebDriverException:
-            pass
-        with open(os.path.join(self.artifacts, "frame-failure-console.log"), "w") as f:
-            for entry in self.console:
-                f.write(f"{entry.get('level')} {entry.get('message')}\n")
 
     def stop(self):
         if self.driver:

@@ -65,9 +65,62 @@ def real_photos(count):
 class PageDriver:
     """Drives a page as a person does: visible labels, button texts, headings and messages.
     Shared by the family app's test (BrowserTest) and the browser frame's (browser_frame_test.py);
-    a subclass sets `self.driver` and may set `wait_interval` (seconds between polls)."""
+    a subclass sets `self.driver`, `self.artifacts`, `self.console` and `self.passed`, and may
+    set `wait_interval` (seconds between polls) and the names below."""
 
     wait_interval = 0.25
+
+    # What the shared pieces below call this test in their output and files.
+    label = "browser"            # prefix of every line printed
+    page_name = "the page"       # in a console-error failure
+    failure_prefix = ""          # failure.png / .html / -console.log, or frame-failure…
+    drain_each_step = False      # check the console after every step
+
+    def screenshot(self, name):
+        path = os.path.join(self.artifacts, f"{name}.png")
+        self.driver.save_screenshot(path)
+        return path
+
+    def drain_console(self, page=None):
+        try:
+            entries = self.driver.get_log("browser")
+        except WebDriverException:
+            return
+        self.console.extend(entries)
+        # Script errors and refused loads (Content-Security-Policy) are bugs of the page; failed
+        # requests (a thumbnail asked for before it is rendered answers 404) are not.
+        bad = [e["message"] for e in entries
+               if e.get("level") == "SEVERE" and ("Uncaught" in e["message"] or "Content Security Policy" in e["message"]
+                                                  or "Refused to" in e["message"])]
+        if bad:
+            raise Failure(f"{page or self.page_name} logged errors: " + " | ".join(bad[:5]))
+
+    def step(self, name, function):
+        start = time.monotonic()
+        try:
+            function()
+            if self.drain_each_step:
+                self.drain_console()
+        except Exception:
+            print(f"{self.label}: FAILED {name} ({time.monotonic() - start:.1f} s)", flush=True)
+            raise
+        self.passed.append(name)
+        print(f"{self.label}: ok     {name} ({time.monotonic() - start:.1f} s)", flush=True)
+
+    def save_failure(self):
+        """The page as it was when a step failed: screenshot, HTML and its console."""
+        if self.driver is None:
+            return
+        try:
+            self.screenshot(f"{self.failure_prefix}failure")
+            with open(os.path.join(self.artifacts, f"{self.failure_prefix}failure.html"), "w") as f:
+                f.write(self.driver.page_source)
+            self.console.extend(self.driver.get_log("browser"))
+        except WebDriverException:
+            pass
+        with open(os.path.join(self.artifacts, f"{self.failure_prefix}failure-console.log"), "w") as f:
+            for entry in self.console:
+                f.write(f"{entry.get('level')} {entry.get('message')}\n")
 
     def js(self, script, *args):
         return self.driver.execute_script(script, *args)
@@ -205,25 +258,6 @@ class BrowserTest(PageDriver):
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
 
-    def screenshot(self, name):
-        path = os.path.join(self.artifacts, f"{name}.png")
-        self.driver.save_screenshot(path)
-        return path
-
-    def drain_console(self):
-        try:
-            entries = self.driver.get_log("browser")
-        except WebDriverException:
-            return
-        self.console.extend(entries)
-        # Script errors and refused loads (Content-Security-Policy) are bugs of the page; failed
-        # requests (a thumbnail asked for before it is rendered answers 404) are not.
-        bad = [e["message"] for e in entries
-               if e.get("level") == "SEVERE" and ("Uncaught" in e["message"] or "Content Security Policy" in e["message"]
-                                                  or "Refused to" in e["message"])]
-        if bad:
-            raise Failure("the page logged errors: " + " | ".join(bad[:5]))
-
     # --- Finding things as a person does ---
 
     def nav(self, text, h1):
@@ -249,16 +283,6 @@ class BrowserTest(PageDriver):
         self.no_horizontal_scroll(name)
         self.screenshot(f"mobile-{name}")
         self.drain_console()
-
-    def step(self, name, function):
-        start = time.monotonic()
-        try:
-            function()
-        except Exception:
-            print(f"browser: FAILED {name} ({time.monotonic() - start:.1f} s)", flush=True)
-            raise
-        self.passed.append(name)
-        print(f"browser: ok     {name} ({time.monotonic() - start:.1f} s)", flush=True)
 
     # --- The steps ---
 
@@ -558,20 +582,6 @@ class BrowserTest(PageDriver):
             self.stop()
         print(f"browser: {len(self.passed)} passed, {failed} failed", flush=True)
         return failed == 0
-
-    def save_failure(self):
-        if self.driver is None:
-            return
-        try:
-            self.screenshot("failure")
-            with open(os.path.join(self.artifacts, "failure.html"), "w") as f:
-                f.write(self.driver.page_source)
-            self.console.extend(self.driver.get_log("browser"))
-        except WebDriverException:
-            pass
-        with open(os.path.join(self.artifacts, "failure-console.log"), "w") as f:
-            for entry in self.console:
-                f.write(f"{entry.get('level')} {entry.get('message')}\n")
 
     def stop(self):
         if self.frame_agent and self.frame_agent.poll() is None:
