@@ -1,5 +1,9 @@
 #include "CVipsShim.h"
 
+#include <string.h>
+
+#include "CResample.h"
+
 int fc_vips_init(const char *argv0) { return VIPS_INIT(argv0); }
 
 VipsImage *fc_header_from_buffer(const void *buf, size_t len) {
@@ -169,4 +173,79 @@ int fc_icc_to_srgb(VipsImage *in, VipsImage **out, int cmyk) {
 
 int fc_colourspace_cmyk(VipsImage *in, VipsImage **out) {
     return vips_colourspace(in, out, VIPS_INTERPRETATION_CMYK, NULL);
+}
+
+// MARK: resampling through CResample
+
+/// Input rows of a lazily computed image, read through one region in strips of this many
+/// rows, in order (a sequential decode is computed as it is resampled).
+#define FC_RESAMPLE_STRIP 16
+
+typedef struct {
+    VipsRegion *region;
+    VipsRect rect;
+    int left, top, width, height;
+    size_t line;
+} FcRowReader;
+
+static int fc_read_row(void *context, int y, uint8_t *dst) {
+    FcRowReader *reader = context;
+    int row = reader->top + y;
+    if (reader->rect.height == 0 || row < reader->rect.top || row >= reader->rect.top + reader->rect.height) {
+        int rows = reader->height - y < FC_RESAMPLE_STRIP ? reader->height - y : FC_RESAMPLE_STRIP;
+        VipsRect rect = {reader->left, row, reader->width, rows};
+        if (vips_region_prepare(reader->region, &rect)) return -1;
+        reader->rect = rect;
+    }
+    memcpy(dst, VIPS_REGION_ADDR(reader->region, reader->left, row), reader->line);
+    return 0;
+}
+
+int fc_resample(VipsImage *in, VipsImage **out, int left, int top, int width, int height, int out_width,
+                int out_height) {
+    *out = NULL;
+    int bands = vips_image_get_bands(in);
+    if (vips_image_get_format(in) != VIPS_FORMAT_UCHAR || vips_image_get_coding(in) != VIPS_CODING_NONE ||
+        bands < 1 || bands > 4) {
+        vips_error("fc_resample", "%s", "needs 8-bit pixels of 1 to 4 bands");
+        return -1;
+    }
+    if (left < 0 || top < 0 || width < 1 || height < 1 || left + width > in->Xsize || top + height > in->Ysize ||
+        out_width < 1 || out_height < 1) {
+        vips_error("fc_resample", "%s", "region outside the image");
+        return -1;
+    }
+    VipsImage *result = vips_image_new_memory();
+    // The output's header and metadata (ICC profile, orientation, …) are the input's.
+    if (vips_image_pipelinev(result, VIPS_DEMAND_STYLE_THINSTRIP, in, NULL)) {
+        g_object_unref(result);
+        return -1;
+    }
+    result->Xsize = out_width;
+    result->Ysize = out_height;
+    if (vips_image_write_prepare(result)) {
+        g_object_unref(result);
+        return -1;
+    }
+    uint8_t *pixels = VIPS_IMAGE_ADDR(result, 0, 0);
+    size_t out_stride = VIPS_IMAGE_SIZEOF_LINE(result);
+    int status;
+    if ((in->dtype == VIPS_IMAGE_SETBUF || in->dtype == VIPS_IMAGE_SETBUF_FOREIGN) && in->data) {
+        status = fc_resample_u8(VIPS_IMAGE_ADDR(in, left, top), VIPS_IMAGE_SIZEOF_LINE(in), width, height, pixels,
+                                out_stride, out_width, out_height, bands, 2);
+    } else {
+        FcRowReader reader = {.region = vips_region_new(in), .left = left, .top = top, .width = width,
+                              .height = height, .line = (size_t)width * (size_t)bands};
+        status = fc_resample_u8_rows(fc_read_row, &reader, width, height, pixels, out_stride, out_width,
+                                     out_height, bands, 2);
+        g_object_unref(reader.region);
+    }
+    if (status) {
+        // A failed read left its own message (e.g. a truncated decode); otherwise memory ran out.
+        if (!vips_error_buffer()[0]) vips_error("fc_resample", "%s", "out of memory");
+        g_object_unref(result);
+        return -1;
+    }
+    *out = result;
+    return 0;
 }

@@ -510,7 +510,8 @@ public final class Imaging: Sendable {
         let decoded = PixelSize(image.width, image.height)
         if image.isUChar && (image.isSRGB || image.isGrey || image.isCMYK) {
             if !keepAlpha { image = try image.flattenedOnWhite() }
-            image = try image.resized(width: stored.width, height: stored.height)
+            // Decoded while it is resized (CResample reads the decode strip by strip).
+            image = try image.resized(width: stored.width, height: stored.height, failure: .corrupt)
             image = try colourManaged(image, probed: probed)
         } else {
             image = try colourManaged(image, probed: probed)
@@ -565,6 +566,9 @@ public final class Imaging: Sendable {
     /// picture, and cheaper still when the box needs an upscale).
     static func cover(_ source: VImage, box: PixelSize, attention: VImage?) throws -> VImage {
         let crop = try coverCrop(sourceWidth: source.width, sourceHeight: source.height, box: box, attention: attention)
+        if source.canResample && (crop.width != box.width || crop.height != box.height) {
+            return try source.resampled(crop, width: box.width, height: box.height)
+        }
         return try source.extracted(left: crop.left, top: crop.top, width: crop.width, height: crop.height)
             .resized(width: box.width, height: box.height)
     }

@@ -140,9 +140,16 @@ final class VImage {
         return try apply(.processingFailed, "flattening alpha") { fc_flatten_white($0, $1) }
     }
 
-    /// Resized to exactly `width`×`height` (lanczos3), alpha premultiplied around the resize.
-    func resized(width: Int, height: Int) throws -> VImage {
+    /// Resized to exactly `width`×`height` (Lanczos-3): by CResample when the pixels are 8-bit
+    /// without alpha (see ``resampled(_:width:height:)``), otherwise by libvips with alpha
+    /// premultiplied around the resize. A lazy image is computed by the resize: `failure` is
+    /// the code when that fails (`.corrupt` for a decode).
+    func resized(width: Int, height: Int, failure: ImagingError.Code = .processingFailed) throws -> VImage {
         if width == self.width && height == self.height { return self }
+        if canResample {
+            return try resampled(Imaging.Crop(left: 0, top: 0, width: self.width, height: self.height),
+                                 width: width, height: height, failure: failure)
+        }
         let hscale = Double(width) / Double(self.width)
         let vscale = Double(height) / Double(self.height)
         let context = ["imaging.from": "\(self.width)x\(self.height)", "imaging.to": "\(width)x\(height)"]
@@ -159,6 +166,21 @@ final class VImage {
             throw ImagingError(.processingFailed, "resize gave \(result.width)x\(result.height)", context: context)
         }
         return result
+    }
+
+    /// 8-bit samples, 1 to 4 bands, none of them alpha: what CResample resizes.
+    var canResample: Bool { isUChar && !hasAlpha && bands <= 4 && vips_image_get_coding(pointer) == VIPS_CODING_NONE }
+
+    /// `region` of this image resized to exactly `width`×`height` by CResample (Lanczos-3, the
+    /// same filter as libvips' reduce; see CResample.h), into memory, with this image's
+    /// metadata. An image in memory is read in place; a lazy one (a sequential decode) is
+    /// computed strip by strip while it is resized, never held whole. Needs ``canResample``.
+    func resampled(_ region: Imaging.Crop, width: Int, height: Int,
+                   failure: ImagingError.Code = .processingFailed) throws -> VImage {
+        try apply(failure, "resizing \(region.width)x\(region.height) at \(region.left),\(region.top) of \(self.width)x\(self.height) to \(width)x\(height)") {
+            fc_resample($0, $1, Int32(region.left), Int32(region.top), Int32(region.width), Int32(region.height),
+                        Int32(width), Int32(height))
+        }
     }
 
     /// The `width`×`height` region at (`left`, `top`); the image itself when that is all of it.

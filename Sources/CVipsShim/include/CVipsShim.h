@@ -126,3 +126,11 @@ int fc_icc_to_srgb(VipsImage *in, VipsImage **out, int cmyk);
 /// vips_colourspace(in, out, VIPS_INTERPRETATION_CMYK, NULL) (through the built-in CMYK
 /// profile): used to make CMYK test images.
 int fc_colourspace_cmyk(VipsImage *in, VipsImage **out);
+
+/// The width×height region at (left, top) of `in` resampled by CResample (Lanczos-3; see
+/// CResample.h) to out_width×out_height, into a new image in memory with `in`'s header and
+/// metadata. `in` must be 8-bit, 1 to 4 bands, uncoded (alpha is filtered like any band, so
+/// premultiply first). An image in memory is read in place; any other is computed strip by
+/// strip in row order while it is resampled, never held whole (a sequential decode works).
+int fc_resample(VipsImage *in, VipsImage **out, int left, int top, int width, int height, int out_width,
+                int out_height);
