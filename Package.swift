@@ -81,7 +81,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .target(name: "Imaging", dependencies: [
-            "Threads", "CVips", "CVipsShim",
+            "Threads", "CVips", "CVipsShim", "CResample",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .target(name: "Wire", dependencies: ["FramecastProto", "CProtobufC"], swiftSettings: swiftSettings),

@@ -1,5 +1,6 @@
 #include "CResample.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +11,9 @@
 #endif
 
 // Coefficients are fixed point with PRECISION fractional bits; each output's coefficients
-// sum to exactly 1 << PRECISION. Samples (0...255) times coefficients (|c| <= 2^15) summed
-// over any window stay far inside int32, so the scalar and SIMD loops compute the same sums.
+// sum to exactly 1 << PRECISION. A Lanczos-3 weight is at most ~1.3 (|c| < 2^15, int16),
+// so samples (0...255) times coefficients summed over any window stay far inside int32, and
+// the scalar and SIMD loops compute the same sums.
 #define PRECISION 14
 #define ROUNDING (1 << (PRECISION - 1))
 #define LANCZOS_LOBES 3.0
@@ -92,6 +94,8 @@ static int axis_make(Axis *axis, int in_size, int out_size) {
         for (int k = 0; k < n; k++) {
             double w = sum != 0 ? weights[k] / sum : (k == 0 ? 1.0 : 0.0);
             long q = lrint(w * (double)(1 << PRECISION));
+            if (q > INT16_MAX) q = INT16_MAX;
+            if (q < INT16_MIN) q = INT16_MIN;
             c[lo - first + k] = (int16_t)q;
             total += (int)q;
             if (q > c[largest]) largest = lo - first + k;
@@ -321,6 +325,7 @@ typedef struct {
 /// Input row `y`; rows are asked for in windows that only move forward (NULL on a read error).
 static const uint8_t *source_row(Source *source, int y) {
     if (source->base) return source->base + (size_t)y * source->stride;
+    if (y < source->next - source->ring_rows) return NULL;  // already dropped from the ring
     while (source->next <= y) {
         uint8_t *slot = source->ring + (size_t)(source->next % source->ring_rows) * source->line;
         if (source->read(source->context, source->next, slot)) return NULL;
@@ -332,11 +337,11 @@ static const uint8_t *source_row(Source *source, int y) {
 static int resample(Source *source, int in_width, int in_height, uint8_t *out, size_t out_stride,
                     int out_width, int out_height, int bands, int use_simd) {
     if (!out || bands < 1 || bands > 4 || in_width < 1 || in_height < 1 || out_width < 1 || out_height < 1 ||
-        out_stride < (size_t)out_width * (size_t)bands)
-        return -1;
+        out_stride < (size_t)out_width * (size_t)bands || (size_t)in_width * (size_t)bands > INT_MAX)
+        return FC_RESAMPLE_BAD_ARGUMENTS;
 #ifdef FC_X86
     int level = fc_resample_simd_level();
-    int simd = use_simd < level ? use_simd : level;
+    int simd = use_simd <= 0 ? 0 : use_simd < level ? use_simd : level;
 #else
     (void)use_simd;
 #endif
@@ -347,7 +352,7 @@ static int resample(Source *source, int in_width, int in_height, uint8_t *out, s
     // of one allocation, each followed by its slack.
     uint8_t *row = NULL, *rows[BATCH];
     const uint8_t **taps_rows = NULL;
-    int status = -1;
+    int status = FC_RESAMPLE_NO_MEMORY;
     if (vertical && axis_make(&rows_axis, in_height, out_height)) goto done;
     if (horizontal && axis_make(&cols_axis, in_width, out_width)) goto done;
     size_t row_size = line + ROW_SLACK + (size_t)cols_axis.taps * (size_t)bands;
@@ -373,7 +378,10 @@ static int resample(Source *source, int in_width, int in_height, uint8_t *out, s
                 int first = rows_axis.first[y];
                 for (int k = 0; k < rows_axis.taps; k++) {
                     int r = first + k < in_height ? first + k : in_height - 1;  // zero-weighted
-                    if (!(taps_rows[k] = source_row(source, r))) goto done;
+                    if (!(taps_rows[k] = source_row(source, r))) {
+                        status = FC_RESAMPLE_READ_FAILED;
+                        goto done;
+                    }
                 }
                 const int16_t *c = rows_axis.coefs + (size_t)y * (size_t)rows_axis.taps;
 #ifdef FC_X86
@@ -384,7 +392,10 @@ static int resample(Source *source, int in_width, int in_height, uint8_t *out, s
                     vertical_scalar(taps_rows, c, rows_axis.taps, vertical_out, 0, (int)line);
             } else {
                 const uint8_t *input = source_row(source, y);
-                if (!input) goto done;
+                if (!input) {
+                    status = FC_RESAMPLE_READ_FAILED;
+                    goto done;
+                }
                 memcpy(vertical_out, input, line);
             }
         }
@@ -399,7 +410,7 @@ static int resample(Source *source, int in_width, int in_height, uint8_t *out, s
                 for (int j = 0; j < count; j++) horizontal_scalar(rows[j], targets[j], out_width, bands, &cols_axis);
         }
     }
-    status = 0;
+    status = FC_RESAMPLE_OK;
 done:
     free(row);
     free(taps_rows);
@@ -415,7 +426,8 @@ done:
 int fc_resample_u8(const uint8_t *in, size_t in_stride, int in_width, int in_height,
                    uint8_t *out, size_t out_stride, int out_width, int out_height,
                    int bands, int use_simd) {
-    if (!in || in_width < 1 || bands < 1 || in_stride < (size_t)in_width * (size_t)bands) return -1;
+    if (!in || in_width < 1 || bands < 1 || in_stride < (size_t)in_width * (size_t)bands)
+        return FC_RESAMPLE_BAD_ARGUMENTS;
     Source source = {.base = in, .stride = in_stride};
     return resample(&source, in_width, in_height, out, out_stride, out_width, out_height, bands, use_simd);
 }
@@ -423,7 +435,7 @@ int fc_resample_u8(const uint8_t *in, size_t in_stride, int in_width, int in_hei
 int fc_resample_u8_rows(fc_resample_row_reader read, void *context, int in_width, int in_height,
                         uint8_t *out, size_t out_stride, int out_width, int out_height,
                         int bands, int use_simd) {
-    if (!read) return -1;
+    if (!read) return FC_RESAMPLE_BAD_ARGUMENTS;
     Source source = {.read = read, .context = context};
     return resample(&source, in_width, in_height, out, out_stride, out_width, out_height, bands, use_simd);
 }

@@ -201,6 +201,59 @@ static int fc_read_row(void *context, int y, uint8_t *dst) {
     return 0;
 }
 
+/// The header fields vips_image_map reports before the metadata: set by init_fields, not copied.
+static const char *const fc_header_fields[] = {"width", "height", "bands", "format", "coding", "interpretation",
+                                              "xoffset", "yoffset", "xres", "yres", "filename"};
+
+static void *fc_copy_metadata(VipsImage *image, const char *name, GValue *value, void *target) {
+    (void)image;
+    for (size_t i = 0; i < sizeof fc_header_fields / sizeof fc_header_fields[0]; i++)
+        if (!strcmp(name, fc_header_fields[i])) return NULL;
+    // The output is in memory: it is no longer a sequential read.
+    if (!strcmp(name, VIPS_META_SEQUENTIAL)) return NULL;
+    vips_image_set(target, name, value);
+    return NULL;
+}
+
+/// A new image in memory of out_width×out_height, `in`'s bands, interpretation, resolution and
+/// metadata, with no link to `in` (so either may be freed first).
+static VipsImage *fc_memory_like(VipsImage *in, int out_width, int out_height) {
+    VipsImage *image = vips_image_new_memory();
+    vips_image_init_fields(image, out_width, out_height, vips_image_get_bands(in), VIPS_FORMAT_UCHAR,
+                           VIPS_CODING_NONE, vips_image_get_interpretation(in), vips_image_get_xres(in),
+                           vips_image_get_yres(in));
+    vips_image_map(in, fc_copy_metadata, image);
+    if (vips_image_write_prepare(image)) {
+        g_object_unref(image);
+        return NULL;
+    }
+    return image;
+}
+
+/// The resample of a region of `in`: in place when its pixels are in memory, else read in
+/// strips through a region. An FC_RESAMPLE_* status; vips_error is set for all but a failed
+/// read, which leaves the reader's own message.
+static int fc_resample_into(VipsImage *in, int left, int top, int width, int height, VipsImage *result) {
+    int bands = vips_image_get_bands(in);
+    uint8_t *pixels = VIPS_IMAGE_ADDR(result, 0, 0);
+    size_t out_stride = VIPS_IMAGE_SIZEOF_LINE(result);
+    int status;
+    if ((in->dtype == VIPS_IMAGE_SETBUF || in->dtype == VIPS_IMAGE_SETBUF_FOREIGN) && in->data) {
+        status = fc_resample_u8(VIPS_IMAGE_ADDR(in, left, top), VIPS_IMAGE_SIZEOF_LINE(in), width, height, pixels,
+                                out_stride, result->Xsize, result->Ysize, bands, 2);
+    } else {
+        FcRowReader reader = {.region = vips_region_new(in), .left = left, .top = top, .width = width,
+                              .height = height, .line = (size_t)width * (size_t)bands};
+        if (!reader.region) return FC_RESAMPLE_READ_FAILED;
+        status = fc_resample_u8_rows(fc_read_row, &reader, width, height, pixels, out_stride, result->Xsize,
+                                     result->Ysize, bands, 2);
+        g_object_unref(reader.region);
+    }
+    if (status == FC_RESAMPLE_NO_MEMORY) vips_error("fc_resample", "%s", "out of memory");
+    if (status == FC_RESAMPLE_BAD_ARGUMENTS) vips_error("fc_resample", "%s", "invalid sizes");
+    return status;
+}
+
 int fc_resample(VipsImage *in, VipsImage **out, int left, int top, int width, int height, int out_width,
                 int out_height) {
     *out = NULL;
@@ -208,44 +261,38 @@ int fc_resample(VipsImage *in, VipsImage **out, int left, int top, int width, in
     if (vips_image_get_format(in) != VIPS_FORMAT_UCHAR || vips_image_get_coding(in) != VIPS_CODING_NONE ||
         bands < 1 || bands > 4) {
         vips_error("fc_resample", "%s", "needs 8-bit pixels of 1 to 4 bands");
-        return -1;
+        return FC_RESAMPLE_BAD_ARGUMENTS;
     }
-    if (left < 0 || top < 0 || width < 1 || height < 1 || left + width > in->Xsize || top + height > in->Ysize ||
+    if (left < 0 || top < 0 || width < 1 || height < 1 || width > in->Xsize - left || height > in->Ysize - top ||
         out_width < 1 || out_height < 1) {
         vips_error("fc_resample", "%s", "region outside the image");
-        return -1;
+        return FC_RESAMPLE_BAD_ARGUMENTS;
     }
-    VipsImage *result = vips_image_new_memory();
-    // The output's header and metadata (ICC profile, orientation, …) are the input's.
-    if (vips_image_pipelinev(result, VIPS_DEMAND_STYLE_THINSTRIP, in, NULL)) {
-        g_object_unref(result);
-        return -1;
-    }
-    result->Xsize = out_width;
-    result->Ysize = out_height;
-    if (vips_image_write_prepare(result)) {
-        g_object_unref(result);
-        return -1;
-    }
-    uint8_t *pixels = VIPS_IMAGE_ADDR(result, 0, 0);
-    size_t out_stride = VIPS_IMAGE_SIZEOF_LINE(result);
+    VipsImage *result = fc_memory_like(in, out_width, out_height);
+    if (!result) return FC_RESAMPLE_NO_MEMORY;
+    // Shrinking by 4 or more: averaged first by whole factors (vips_shrink, a box filter, as
+    // vips_resize does with its default gap of 2), so the Lanczos filter spans at most a few
+    // source pixels and its window (the rows held) stays small for any size.
+    int hshrink = (int)((double)width / out_width / 2), vshrink = (int)((double)height / out_height / 2);
     int status;
-    if ((in->dtype == VIPS_IMAGE_SETBUF || in->dtype == VIPS_IMAGE_SETBUF_FOREIGN) && in->data) {
-        status = fc_resample_u8(VIPS_IMAGE_ADDR(in, left, top), VIPS_IMAGE_SIZEOF_LINE(in), width, height, pixels,
-                                out_stride, out_width, out_height, bands, 2);
+    if (hshrink > 1 || vshrink > 1) {
+        VipsImage *cut = NULL, *shrunk = NULL;
+        if (hshrink < 1) hshrink = 1;
+        if (vshrink < 1) vshrink = 1;
+        if (vips_extract_area(in, &cut, left, top, width, height, NULL) ||
+            vips_shrink(cut, &shrunk, hshrink, vshrink, NULL))
+            status = FC_RESAMPLE_BAD_ARGUMENTS;  // libvips said why
+        else
+            status = fc_resample_into(shrunk, 0, 0, shrunk->Xsize, shrunk->Ysize, result);
+        if (shrunk) g_object_unref(shrunk);
+        if (cut) g_object_unref(cut);
     } else {
-        FcRowReader reader = {.region = vips_region_new(in), .left = left, .top = top, .width = width,
-                              .height = height, .line = (size_t)width * (size_t)bands};
-        status = fc_resample_u8_rows(fc_read_row, &reader, width, height, pixels, out_stride, out_width,
-                                     out_height, bands, 2);
-        g_object_unref(reader.region);
+        status = fc_resample_into(in, left, top, width, height, result);
     }
-    if (status) {
-        // A failed read left its own message (e.g. a truncated decode); otherwise memory ran out.
-        if (!vips_error_buffer()[0]) vips_error("fc_resample", "%s", "out of memory");
+    if (status != FC_RESAMPLE_OK) {
         g_object_unref(result);
-        return -1;
+        return status;
     }
     *out = result;
-    return 0;
+    return FC_RESAMPLE_OK;
 }

@@ -511,7 +511,7 @@ public final class Imaging: Sendable {
         if image.isUChar && (image.isSRGB || image.isGrey || image.isCMYK) {
             if !keepAlpha { image = try image.flattenedOnWhite() }
             // Decoded while it is resized (CResample reads the decode strip by strip).
-            image = try image.resized(width: stored.width, height: stored.height, failure: .corrupt)
+            image = try image.resized(width: stored.width, height: stored.height)
             image = try colourManaged(image, probed: probed)
         } else {
             image = try colourManaged(image, probed: probed)

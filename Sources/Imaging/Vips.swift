@@ -1,6 +1,7 @@
 import Foundation
 internal import CVips
 internal import CVipsShim
+internal import CResample
 
 // The thin layer over libvips: one owner class for VipsImage, one function that turns a
 // failed vips call into an ImagingError. Everything here runs on an Imaging pool thread.
@@ -142,13 +143,11 @@ final class VImage {
 
     /// Resized to exactly `width`×`height` (Lanczos-3): by CResample when the pixels are 8-bit
     /// without alpha (see ``resampled(_:width:height:)``), otherwise by libvips with alpha
-    /// premultiplied around the resize. A lazy image is computed by the resize: `failure` is
-    /// the code when that fails (`.corrupt` for a decode).
-    func resized(width: Int, height: Int, failure: ImagingError.Code = .processingFailed) throws -> VImage {
+    /// premultiplied around the resize.
+    func resized(width: Int, height: Int) throws -> VImage {
         if width == self.width && height == self.height { return self }
         if canResample {
-            return try resampled(Imaging.Crop(left: 0, top: 0, width: self.width, height: self.height),
-                                 width: width, height: height, failure: failure)
+            return try resampled(Imaging.Crop(left: 0, top: 0, width: self.width, height: self.height), width: width, height: height)
         }
         let hscale = Double(width) / Double(self.width)
         let vscale = Double(height) / Double(self.height)
@@ -174,13 +173,18 @@ final class VImage {
     /// `region` of this image resized to exactly `width`×`height` by CResample (Lanczos-3, the
     /// same filter as libvips' reduce; see CResample.h), into memory, with this image's
     /// metadata. An image in memory is read in place; a lazy one (a sequential decode) is
-    /// computed strip by strip while it is resized, never held whole. Needs ``canResample``.
-    func resampled(_ region: Imaging.Crop, width: Int, height: Int,
-                   failure: ImagingError.Code = .processingFailed) throws -> VImage {
-        try apply(failure, "resizing \(region.width)x\(region.height) at \(region.left),\(region.top) of \(self.width)x\(self.height) to \(width)x\(height)") {
-            fc_resample($0, $1, Int32(region.left), Int32(region.top), Int32(region.width), Int32(region.height),
-                        Int32(width), Int32(height))
+    /// computed strip by strip while it is resized, never held whole: when that computation
+    /// fails (a truncated decode) the error is `corrupt`. Needs ``canResample``.
+    func resampled(_ region: Imaging.Crop, width: Int, height: Int) throws -> VImage {
+        var out: VipsImagePointer?
+        let status = fc_resample(pointer, &out, Int32(region.left), Int32(region.top), Int32(region.width),
+                                 Int32(region.height), Int32(width), Int32(height))
+        guard status == FC_RESAMPLE_OK, let out else {
+            if let out { g_object_unref(out) }
+            if status == FC_RESAMPLE_READ_FAILED { throw vipsError(.corrupt, "decoding the image") }
+            throw vipsError(.processingFailed, "resizing \(region.width)x\(region.height) at \(region.left),\(region.top) of \(self.width)x\(self.height) to \(width)x\(height)")
         }
+        return VImage(owning: out)
     }
 
     /// The `width`×`height` region at (`left`, `top`); the image itself when that is all of it.

@@ -15,17 +15,29 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/// What fc_resample_u8 and fc_resample_u8_rows return.
+enum {
+    FC_RESAMPLE_OK = 0,
+    /// Sizes, bands (1...4), strides or pointers that make no image.
+    FC_RESAMPLE_BAD_ARGUMENTS = -1,
+    /// The working memory (rows and filter tables) could not be allocated.
+    FC_RESAMPLE_NO_MEMORY = -2,
+    /// The row reader failed (fc_resample_u8_rows only).
+    FC_RESAMPLE_READ_FAILED = -3,
+};
+
 /// Resamples the `in_width`×`in_height` image at `in` (rows `in_stride` bytes apart, `bands`
 /// interleaved 8-bit samples per pixel, 1...4) to `out_width`×`out_height` at `out` (rows
 /// `out_stride` bytes apart). `use_simd` caps the instruction set: 0 the scalar loops, 1
-/// SSE4.1, 2 AVX2 (each used only when the CPU has it; all give the same bytes). Returns 0, or -1 for invalid arguments or when its
-/// working memory (one row and the filter tables) cannot be allocated.
+/// SSE4.1, 2 AVX2 (each used only when the CPU has it; all give the same bytes). Returns
+/// FC_RESAMPLE_OK or one of the errors above.
 int fc_resample_u8(const uint8_t *in, size_t in_stride, int in_width, int in_height,
                    uint8_t *out, size_t out_stride, int out_width, int out_height,
                    int bands, int use_simd);
 
 /// Copies input row `y` (`width` × bands bytes) into `dst`; 0, or non-zero to stop the
-/// resample (which then returns -1).
+/// resample (which then returns FC_RESAMPLE_READ_FAILED). Rows are asked for in order, each
+/// once.
 typedef int (*fc_resample_row_reader)(void *context, int y, uint8_t *dst);
 
 /// fc_resample_u8 of an image whose rows are read in order, each once, through `read` (for

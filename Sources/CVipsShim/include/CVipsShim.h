@@ -6,6 +6,8 @@
 #pragma once
 #include <vips/vips.h>
 
+#include "CResample.h"
+
 /// VIPS_INIT (a macro) once per process; returns 0 on success.
 int fc_vips_init(const char *argv0);
 
@@ -128,9 +130,13 @@ int fc_icc_to_srgb(VipsImage *in, VipsImage **out, int cmyk);
 int fc_colourspace_cmyk(VipsImage *in, VipsImage **out);
 
 /// The width×height region at (left, top) of `in` resampled by CResample (Lanczos-3; see
-/// CResample.h) to out_width×out_height, into a new image in memory with `in`'s header and
-/// metadata. `in` must be 8-bit, 1 to 4 bands, uncoded (alpha is filtered like any band, so
-/// premultiply first). An image in memory is read in place; any other is computed strip by
-/// strip in row order while it is resampled, never held whole (a sequential decode works).
+/// CResample.h) to out_width×out_height, into a new image in memory with `in`'s
+/// interpretation, resolution and metadata (no link to `in`). Shrinking by 4 or more first
+/// averages whole factors with vips_shrink, as vips_resize does. `in` must be 8-bit, 1 to 4
+/// bands, uncoded (alpha is filtered like any band, so premultiply first). An image in memory
+/// is read in place; any other is computed strip by strip in row order while it is resampled,
+/// never held whole (a sequential decode works). Returns FC_RESAMPLE_OK (0) or an
+/// FC_RESAMPLE_* error: FC_RESAMPLE_READ_FAILED when computing `in` failed (a truncated
+/// decode: its message is in the error buffer), the others with a message of their own.
 int fc_resample(VipsImage *in, VipsImage **out, int left, int top, int width, int height, int out_width,
                 int out_height);
