@@ -26,6 +26,9 @@ let package = Package(
         .library(name: "MediaService", targets: ["MediaService"]),
         // For fuzz/ (its own package): the multipart parser of uploads.
         .library(name: "Gateway", targets: ["Gateway"]),
+        // For fuzz/ (its own package): the resampler, fuzzed directly (a product is what another
+        // package can depend on; a target is not).
+        .library(name: "CResample", targets: ["CResample"]),
         .library(name: "FramecastTesting", targets: ["FramecastTesting"]),
     ],
     dependencies: [

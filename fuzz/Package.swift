@@ -37,5 +37,9 @@ let package = Package(
             .product(name: "Wire", package: "framecast"),
             .product(name: "FrameAgent", package: "framecast"),
         ]),
+        // The resampler behind every version: every SIMD level and the row reader, byte for byte.
+        .executableTarget(name: "fuzz-resample", dependencies: [
+            .product(name: "CResample", package: "framecast"),
+        ]),
     ]
 )

@@ -131,8 +131,8 @@ int fc_colourspace_cmyk(VipsImage *in, VipsImage **out);
 
 /// The width×height region at (left, top) of `in` resampled by CResample (Lanczos-3; see
 /// CResample.h) to out_width×out_height, into a new image in memory with `in`'s
-/// interpretation, resolution and metadata (no link to `in`). Shrinking by 4 or more first
-/// averages whole factors with vips_shrink, as vips_resize does. `in` must be 8-bit, 1 to 4
+/// interpretation, resolution and metadata (no link to `in`). Shrinking by 16 or more first
+/// averages whole factors with vips_shrink, so the filter's window stays small. `in` must be 8-bit, 1 to 4
 /// bands, uncoded (alpha is filtered like any band, so premultiply first). An image in memory
 /// is read in place; any other is computed strip by strip in row order while it is resampled,
 /// never held whole (a sequential decode works). Returns FC_RESAMPLE_OK (0) or an
