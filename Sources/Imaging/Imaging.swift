@@ -6,7 +6,8 @@ internal import CVipsShim
 
 /// Decodes, resizes and encodes photos: libvips decodes, converts colour and encodes (the safe
 /// face of `CVips`); our own CResample (Lanczos-3, SSE4.1/AVX2) does every resize of 8-bit
-/// pixels without alpha, several times faster than libvips 8.14's reduce (alpha keeps libvips).
+/// pixels without alpha, several times faster than libvips 8.14's reduce (alpha, and CPUs
+/// without SSE4.1, keep libvips' resize).
 ///
 /// ## Threading rules
 /// * libvips calls block (a 2560×1600 decode alone takes tens of milliseconds), so every one

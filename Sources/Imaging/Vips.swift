@@ -167,8 +167,14 @@ final class VImage {
         return result
     }
 
-    /// 8-bit samples, 1 to 4 bands, none of them alpha: what CResample resizes.
-    var canResample: Bool { isUChar && !hasAlpha && bands <= 4 && vips_image_get_coding(pointer) == VIPS_CODING_NONE }
+    /// 8-bit samples, 1 to 4 bands, none of them alpha, on a CPU with SSE4.1 or AVX2: what
+    /// CResample resizes. Its scalar loop (other CPUs, e.g. an arm64 frame) is slower than
+    /// libvips' resize, which those CPUs keep.
+    var canResample: Bool {
+        Self.resamplerHasSIMD && isUChar && !hasAlpha && bands <= 4 && vips_image_get_coding(pointer) == VIPS_CODING_NONE
+    }
+
+    static let resamplerHasSIMD = fc_resample_simd_level() > 0
 
     /// `region` of this image resized to exactly `width`×`height` by CResample (Lanczos-3, the
     /// same filter as libvips' reduce; see CResample.h), into memory, with this image's
