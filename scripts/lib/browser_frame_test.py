@@ -42,12 +42,9 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from browser_test import CHROMEDRIVER, CHROMIUM, Failure, NotYet, PageDriver, literal, real_photos  # noqa: E402
+from browser_test import Failure, NotYet, PageDriver, chromium_options, literal, real_photos, start_chromium  # noqa: E402
 
-from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 LANDSCAPE = (1024, 600)
@@ -224,19 +221,12 @@ class FrameTest(PageDriver):
     # --- Browser ---
 
     def start_browser(self):
-        options = Options()
-        options.binary_location = CHROMIUM
-        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                         f"--window-size={LANDSCAPE[0]},{LANDSCAPE[1]}", "--lang=en-US", "--no-first-run",
-                         "--disable-extensions", "--disable-background-networking", "--disable-sync",
-                         "--hide-scrollbars", "--force-color-profile=srgb",
-                         # A frame is always in front: no throttled timers in a background tab.
-                         "--disable-background-timer-throttling", "--disable-renderer-backgrounding"):
-            options.add_argument(argument)
+        options = chromium_options(LANDSCAPE, (
+            "--force-color-profile=srgb",
+            # A frame is always in front: no throttled timers in a background tab.
+            "--disable-background-timer-throttling", "--disable-renderer-backgrounding"))
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        service = Service(executable_path=CHROMEDRIVER, log_output=os.path.join(self.work, "chromedriver-frame.log"))
-        self.driver = webdriver.Chrome(service=service, options=options)
-        self.driver.set_page_load_timeout(60)
+        self.driver = start_chromium(options, os.path.join(self.work, "chromedriver-frame.log"))
         self.driver.set_script_timeout(60)
 
     def viewport(self, size):

@@ -36,6 +36,27 @@ PHONE = (390, 844)
 DESKTOP = (1280, 900)
 
 
+def chromium_options(window, extra_arguments=()):
+    """Options for the headless Chromium both browser tests drive, `window` (width, height)
+    large, with the test's own arguments after the shared ones."""
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     f"--window-size={window[0]},{window[1]}", "--lang=en-US", "--no-first-run",
+                     "--disable-extensions", "--disable-background-networking", "--disable-sync",
+                     "--hide-scrollbars") + tuple(extra_arguments):
+        options.add_argument(argument)
+    return options
+
+
+def start_chromium(options, log_path):
+    """Chromium through chromedriver (its log at `log_path`), pages given 60 s to load."""
+    service = Service(executable_path=CHROMEDRIVER, log_output=log_path)
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
 class Failure(Exception):
     """A check that did not hold; the message says what was expected and what was seen."""
 
@@ -225,13 +246,7 @@ class BrowserTest(PageDriver):
     # --- Browser ---
 
     def start_browser(self):
-        options = Options()
-        options.binary_location = CHROMIUM
-        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                         f"--window-size={DESKTOP[0]},{DESKTOP[1]}", "--lang=en-US", "--no-first-run",
-                         "--disable-extensions", "--disable-background-networking", "--disable-sync",
-                         "--password-store=basic", "--hide-scrollbars"):
-            options.add_argument(argument)
+        options = chromium_options(DESKTOP, ("--password-store=basic",))
         options.add_experimental_option("prefs", {
             "download.default_directory": self.downloads,
             "download.prompt_for_download": False,
@@ -242,9 +257,7 @@ class BrowserTest(PageDriver):
         })
         # Network events (the status of the command request) and the console (script errors).
         options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-        service = Service(executable_path=CHROMEDRIVER, log_output=os.path.join(self.work, "chromedriver.log"))
-        self.driver = webdriver.Chrome(service=service, options=options)
-        self.driver.set_page_load_timeout(60)
+        self.driver = start_chromium(options, os.path.join(self.work, "chromedriver.log"))
         for command, params in (("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": self.downloads}),
                                 ("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": self.downloads})):
             try:
